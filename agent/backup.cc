@@ -1,0 +1,178 @@
+#include "agent/backup.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "rbd/cluster.h"
+#include "rbd/error.h"
+#include "rbd/image.h"
+#include "store/revision_writer.h"
+#include "store/store.h"
+
+namespace rbdvault::agent {
+namespace {
+
+// Runs of blocks [first, end) to read, merged and sorted. Memory grows with the number of changed
+// regions, not with the image size.
+class BlockRuns {
+ public:
+  void add(uint64_t first, uint64_t end) {
+    if (first >= end) return;
+    if (!runs_.empty() && first <= runs_.back().second && first >= runs_.back().first) {
+      runs_.back().second = std::max(runs_.back().second, end);
+      return;
+    }
+    runs_.emplace_back(first, end);
+    sorted_ = sorted_ && (runs_.size() < 2 || runs_[runs_.size() - 2].first <= first);
+  }
+  // Sorts and merges overlapping or adjacent runs.
+  const std::vector<std::pair<uint64_t, uint64_t>>& finish() {
+    if (!sorted_) std::sort(runs_.begin(), runs_.end());
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (auto& r : runs_) {
+      if (!merged.empty() && r.first <= merged.back().second)
+        merged.back().second = std::max(merged.back().second, r.second);
+      else
+        merged.push_back(r);
+    }
+    runs_.swap(merged);
+    return runs_;
+  }
+
+ private:
+  std::vector<std::pair<uint64_t, uint64_t>> runs_;
+  bool sorted_ = true;
+};
+
+}  // namespace
+
+std::string snapshot_prefix(const store::Store& store) {
+  return "rbdvault-" + store.store_id().substr(0, 8) + "-";
+}
+
+BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd::ImageSpec& spec,
+                          const BackupOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string image_name = spec.pool + "/" + spec.image;
+  rbd::Image image = rbd::Image::open(cluster, spec.pool, spec.image);
+  const rbd::ImageInfo head = image.info();
+  const std::string prefix = snapshot_prefix(store);
+
+  // The diff base: the newest revision of this image, if it came from the same Ceph image (a
+  // re-created image has a new id) and its snapshot is still there with the same id.
+  std::optional<store::RevisionRecord> parent;
+  if (auto img = store.find_image(spec.pool, spec.image)) parent = store.latest_revision(img->key);
+  std::string base_snap, full_reason;
+  if (options.full) {
+    full_reason = "--full requested";
+  } else if (!parent) {
+    full_reason = "first backup of this image";
+  } else if (parent->ceph_image_id != head.id) {
+    full_reason = "image was re-created (id " + parent->ceph_image_id + " -> " + head.id + ")";
+  } else {
+    auto snap = image.find_snapshot(parent->snap_name);
+    if (!snap || snap->id != parent->snap_id)
+      full_reason = "base snapshot " + parent->snap_name + " no longer exists";
+    else
+      base_snap = parent->snap_name;
+  }
+
+  // Our snapshots other than the diff base are leftovers of interrupted runs.
+  for (auto& s : image.snapshots()) {
+    if (s.name.rfind(prefix, 0) == 0 && s.name != base_snap) {
+      spdlog::info("backup {}: removing stale snapshot {}", image_name, s.name);
+      image.remove_snapshot(s.name);
+    }
+  }
+
+  const uint64_t rev_id = store.next_revision_id();
+  const std::string snap_name = prefix + std::to_string(rev_id);
+  const rbd::SnapshotInfo snap = image.create_snapshot(snap_name);
+  spdlog::debug("backup {}: created snapshot {} (id {}, size {})", image_name, snap_name, snap.id, snap.size);
+
+  BackupResult result;
+  result.base_snapshot = base_snap;
+  result.full_reason = full_reason;
+  try {
+    rbd::Image at_snap = rbd::Image::open(cluster, spec.pool, spec.image, snap_name, /*read_only=*/true);
+    auto writer = store.begin_revision(store::RevisionStart{spec.pool, spec.image, snap.size, base_snap.empty()});
+    if (writer->id() != rev_id) throw store::StoreError(store::StoreError::Kind::kIO, "revision id changed under us");
+    const uint64_t bs = store.block_size();
+    const uint64_t nblocks = store.blocks_for(snap.size);
+
+    BlockRuns runs;
+    at_snap.changed_extents(base_snap, 0, snap.size, options.whole_object, [&](const rbd::ChangedExtent& e) {
+      if (e.length == 0) return;
+      runs.add(e.offset / bs, std::min(nblocks, (e.offset + e.length + bs - 1) / bs));
+    });
+    if (!base_snap.empty() && parent->size != snap.size) {
+      // A block cut by the new or the old end of the image must be re-read: Ceph zeroes bytes past a
+      // shrink, and a block stored at the old size was stored zero-padded.
+      for (uint64_t edge : {snap.size, parent->size})
+        if (edge % bs != 0 && edge / bs < nblocks) runs.add(edge / bs, edge / bs + 1);
+    }
+    const auto& todo = runs.finish();
+    for (auto& r : todo) result.bytes_planned += (std::min(r.second * bs, snap.size) - r.first * bs);
+    spdlog::debug("backup {}: {} runs, {} bytes to read", image_name, todo.size(), result.bytes_planned);
+
+    uint64_t done = 0;
+    const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
+    rbd::AsyncReader reader(at_snap, options.reads_in_flight, [&](uint64_t offset, uint64_t nblk, std::string_view data) {
+      const uint64_t first = offset / bs;
+      for (uint64_t i = 0; i < nblk; ++i) {
+        const uint64_t pos = i * bs;
+        std::string_view piece = pos < data.size() ? data.substr(pos, bs) : std::string_view();
+        writer->put_block(first + i, piece);
+      }
+      done += data.size();
+      if (options.progress) options.progress(done, result.bytes_planned);
+    });
+    for (auto& [first, end] : todo) {
+      for (uint64_t b = first; b < end; b += blocks_per_read) {
+        const uint64_t n = std::min(blocks_per_read, end - b);
+        const uint64_t offset = b * bs;
+        const uint64_t length = std::min(n * bs, snap.size - offset);
+        reader.submit(offset, length, n);
+      }
+    }
+    reader.drain();
+    result.peak_reads_in_flight = reader.peak_in_flight();
+
+    store::RevisionInfo info;
+    info.ceph_image_id = head.id;
+    info.snap_name = snap_name;
+    info.snap_id = snap.id;
+    info.kind = base_snap.empty() ? store::RevisionKind::kFull : store::RevisionKind::kDelta;
+    info.bytes_read = reader.bytes_read();
+    info.order = static_cast<uint8_t>(head.order);
+    info.features = head.features;
+    result.revision = writer->commit(info);
+  } catch (...) {
+    try {
+      image.remove_snapshot(snap_name);
+    } catch (const std::exception& e) {
+      spdlog::warn("backup {}: could not remove snapshot {} after failure: {}", image_name, snap_name, e.what());
+    }
+    throw;
+  }
+
+  // Committed. The previous snapshot is no longer needed for any diff.
+  if (!base_snap.empty()) {
+    try {
+      image.remove_snapshot(base_snap);
+    } catch (const rbd::CephError& e) {
+      if (!e.not_found()) spdlog::warn("backup {}: could not remove old snapshot {}: {}", image_name, base_snap, e.what());
+    }
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  spdlog::info("backup {}: revision {} ({}, {} read, {} stored, {:.1f}s)", image_name, result.revision.id,
+               base_snap.empty() ? "full: " + full_reason : "delta from " + base_snap, result.revision.bytes_read,
+               result.revision.bytes_stored, result.seconds);
+  return result;
+}
+
+}  // namespace rbdvault::agent

@@ -1,0 +1,54 @@
+// Backup of one RBD image into a revision store: snapshot, changed extents, read, store, commit,
+// then retire the previous backup snapshot.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "store/format.h"
+
+namespace rbdvault::rbd {
+class Cluster;
+struct ImageSpec;
+}  // namespace rbdvault::rbd
+namespace rbdvault::store {
+class Store;
+}
+
+namespace rbdvault::agent {
+
+struct BackupOptions {
+  // Read every allocated extent even when a diff base exists (still deduplicated). Bounds how long a
+  // wrong diff could go unnoticed when run on a schedule.
+  bool full = false;
+  // diff_iterate2's whole_object mode. Off by default: object-granular diffs read whole 4 MiB objects
+  // for a 4 KiB change and, with fast-diff, have had resize bugs in Ceph 16.
+  bool whole_object = false;
+  // Reads in flight against the cluster for this image.
+  size_t reads_in_flight = 16;
+  // Largest single read, in bytes (rounded to whole blocks).
+  uint64_t max_read_bytes = 4ull << 20;
+  // Called after each completed read with (bytes done, bytes planned); for progress display.
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct BackupResult {
+  store::RevisionRecord revision;
+  std::string base_snapshot;   // snapshot diffed against; empty for a full read
+  std::string full_reason;     // why a full read was done, empty for a diff
+  uint64_t bytes_planned = 0;  // bytes the changed-extent map asked us to read
+  size_t peak_reads_in_flight = 0;
+  double seconds = 0;
+};
+
+// Backs up pool/image into `store` (opened as writer). Throws rbd::CephError or store::StoreError;
+// on failure nothing is committed and the new snapshot is removed again.
+BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd::ImageSpec& spec,
+                          const BackupOptions& options);
+
+// The snapshot name prefix this store uses on Ceph images: "rbdvault-<store id prefix>-".
+std::string snapshot_prefix(const store::Store& store);
+
+}  // namespace rbdvault::agent

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package rbdvault needs to build, test and run.
+# Idempotent: packages already present are skipped by apt-get; safe under CI=true (no prompts).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config ccache
+  librbd-dev librados-dev libradospp-dev
+  librocksdb-dev libspdlog-dev libfmt-dev
+  libboost-program-options-dev
+  libgtest-dev libgmock-dev
+  libzstd-dev libssl-dev
+  ceph-mon ceph-osd ceph-common python3-rbd python3-rados
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,76 @@
+#include "rbd/cluster.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <rbd/librbd.hpp>
+#include <spdlog/spdlog.h>
+
+#include "rbd/error.h"
+
+namespace rbdvault::rbd {
+
+CephError::CephError(const std::string& what, int code)
+    : std::runtime_error(what + ": " + std::strerror(code < 0 ? -code : code)), code_(code) {}
+
+bool CephError::not_found() const { return code_ == -ENOENT; }
+
+long check(long r, const std::string& what) {
+  if (r < 0) throw CephError(what, static_cast<int>(r));
+  return r;
+}
+
+Cluster::Cluster(const ConnectOptions& options) {
+  const std::string id = options.client_id.empty() ? "admin" : options.client_id;
+  check(rados_.init2(("client." + id).c_str(), "ceph", 0), "initialise client." + id);
+  if (!options.conf_path.empty()) {
+    // librados reports a missing file as a bare ENOENT; say which file.
+    if (!std::filesystem::exists(options.conf_path))
+      throw CephError("read ceph config " + options.conf_path, -ENOENT);
+    check(rados_.conf_read_file(options.conf_path.c_str()), "read ceph config " + options.conf_path);
+  } else {
+    int r = rados_.conf_read_file(nullptr);
+    if (r < 0) spdlog::debug("no default ceph.conf found ({})", r);
+  }
+  // CEPH_ARGS and friends, like the rbd CLI.
+  rados_.conf_parse_env(nullptr);
+  if (!options.keyring.empty()) {
+    if (!std::filesystem::exists(options.keyring))
+      throw CephError("read keyring " + options.keyring, -ENOENT);
+    check(rados_.conf_set("keyring", options.keyring.c_str()), "set keyring");
+  }
+  const std::string timeout = std::to_string(options.timeout_seconds);
+  check(rados_.conf_set("client_mount_timeout", timeout.c_str()), "set client_mount_timeout");
+  check(rados_.conf_set("rados_mon_op_timeout", timeout.c_str()), "set rados_mon_op_timeout");
+  std::string mon_host;
+  rados_.conf_get("mon_host", mon_host);
+  check(rados_.connect(), "connect to cluster (mon host '" + mon_host + "', client." + id + ")");
+  connected_ = true;
+  spdlog::debug("connected to cluster as client.{} via {}", id, mon_host);
+}
+
+Cluster::~Cluster() { rados_.shutdown(); }
+
+librados::IoCtx Cluster::open_pool(const std::string& pool) {
+  librados::IoCtx io;
+  int r = rados_.ioctx_create(pool.c_str(), io);
+  if (r == -ENOENT) throw CephError("pool '" + pool + "' does not exist", r);
+  check(r, "open pool '" + pool + "'");
+  return io;
+}
+
+std::vector<ImageEntry> Cluster::list_images(const std::string& pool) {
+  librados::IoCtx io = open_pool(pool);
+  librbd::RBD rbd;
+  std::vector<librbd::image_spec_t> specs;
+  check(rbd.list2(io, &specs), "list images of pool '" + pool + "'");
+  std::vector<ImageEntry> out;
+  out.reserve(specs.size());
+  for (auto& s : specs) out.push_back({s.id, s.name});
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  return out;
+}
+
+}  // namespace rbdvault::rbd

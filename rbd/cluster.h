@@ -1,0 +1,50 @@
+// A connection to a Ceph cluster (RAII over librados::Rados) and pool handles.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <rados/librados.hpp>
+
+namespace rbdvault::rbd {
+
+// How to reach the cluster; mirrors the `rbd` CLI's -c/--conf, --id and --keyring.
+struct ConnectOptions {
+  // Path of ceph.conf. Empty: librados' default search ($CEPH_CONF, /etc/ceph/ceph.conf, ...).
+  std::string conf_path;
+  // Client id without the "client." prefix. Empty: "admin".
+  std::string client_id;
+  // Keyring path. Empty: whatever ceph.conf says.
+  std::string keyring;
+  // Seconds to wait for the monitors before giving up; keeps an unreachable cluster from hanging us.
+  int timeout_seconds = 15;
+};
+
+struct ImageEntry {
+  std::string id;    // Ceph image id (changes when an image is deleted and re-created)
+  std::string name;
+};
+
+class Cluster {
+ public:
+  // Connects or throws CephError naming what failed (conf file, keyring, monitors).
+  explicit Cluster(const ConnectOptions& options);
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // An I/O context for `pool`; throws CephError ("pool 'x' does not exist") otherwise.
+  librados::IoCtx open_pool(const std::string& pool);
+
+  // Images of a pool, sorted by name.
+  std::vector<ImageEntry> list_images(const std::string& pool);
+
+  librados::Rados& rados() { return rados_; }
+
+ private:
+  librados::Rados rados_;
+  bool connected_ = false;
+};
+
+}  // namespace rbdvault::rbd

@@ -1,0 +1,212 @@
+#include "rbd/image.h"
+
+#include <cerrno>
+#include <stdexcept>
+
+#include <rbd/librbd.hpp>
+
+#include "rbd/cluster.h"
+#include "rbd/error.h"
+
+namespace rbdvault::rbd {
+
+ImageSpec ImageSpec::parse(const std::string& text) {
+  ImageSpec spec;
+  std::string rest = text;
+  auto at = rest.find('@');
+  if (at != std::string::npos) {
+    spec.snap = rest.substr(at + 1);
+    rest = rest.substr(0, at);
+    if (spec.snap.empty()) throw std::invalid_argument("bad image spec '" + text + "': empty snapshot after '@'");
+  }
+  auto slash = rest.find('/');
+  if (slash == std::string::npos) {
+    spec.pool = "rbd";
+    spec.image = rest;
+  } else {
+    spec.pool = rest.substr(0, slash);
+    spec.image = rest.substr(slash + 1);
+    if (spec.pool.empty() || spec.image.find('/') != std::string::npos)
+      throw std::invalid_argument("bad image spec '" + text + "': expected POOL/IMAGE[@SNAP]");
+  }
+  if (spec.image.empty()) throw std::invalid_argument("bad image spec '" + text + "': no image name");
+  return spec;
+}
+
+std::string ImageSpec::str() const { return pool + "/" + image + (snap.empty() ? "" : "@" + snap); }
+
+Image::Image(librados::IoCtx io, std::string pool, std::string name, std::string snap)
+    : io_(std::move(io)), image_(std::make_unique<librbd::Image>()), pool_(std::move(pool)),
+      name_(std::move(name)), snap_(std::move(snap)) {}
+
+Image::Image(Image&&) noexcept = default;
+Image& Image::operator=(Image&&) noexcept = default;
+
+Image::~Image() {
+  if (image_) image_->close();
+}
+
+Image Image::open(Cluster& cluster, const std::string& pool, const std::string& name,
+                  const std::string& snap, bool read_only) {
+  Image img(cluster.open_pool(pool), pool, name, snap);
+  librbd::RBD rbd;
+  const char* s = snap.empty() ? nullptr : snap.c_str();
+  int r = read_only ? rbd.open_read_only(img.io_, *img.image_, name.c_str(), s)
+                    : rbd.open(img.io_, *img.image_, name.c_str(), s);
+  if (r == -ENOENT) {
+    // Tell "no such image" from "no such snapshot": operators act differently on each.
+    if (s != nullptr) {
+      librbd::Image probe;
+      if (rbd.open_read_only(img.io_, probe, name.c_str(), nullptr) == 0) {
+        probe.close();
+        throw CephError("snapshot " + pool + "/" + name + "@" + snap + " does not exist", r);
+      }
+    }
+    throw CephError("image " + pool + "/" + name + " does not exist", r);
+  }
+  check(r, "open image " + pool + "/" + name + (s ? "@" + snap : ""));
+  return img;
+}
+
+std::string Image::spec() const { return pool_ + "/" + name_ + (snap_.empty() ? "" : "@" + snap_); }
+
+ImageInfo Image::info() {
+  ImageInfo info;
+  check(image_->get_id(&info.id), "get id of " + spec());
+  check(image_->size(&info.size), "get size of " + spec());
+  check(image_->features(&info.features), "get features of " + spec());
+  check(image_->get_flags(&info.flags), "get flags of " + spec());
+  librbd::image_info_t st{};
+  check(image_->stat(st, sizeof(st)), "stat " + spec());
+  info.object_size = st.obj_size;
+  info.order = st.order;
+  return info;
+}
+
+std::vector<SnapshotInfo> Image::snapshots() {
+  std::vector<librbd::snap_info_t> snaps;
+  check(image_->snap_list(snaps), "list snapshots of " + spec());
+  std::vector<SnapshotInfo> out;
+  out.reserve(snaps.size());
+  for (auto& s : snaps) out.push_back({s.id, s.name, s.size});
+  return out;
+}
+
+std::optional<SnapshotInfo> Image::find_snapshot(const std::string& name) {
+  for (auto& s : snapshots())
+    if (s.name == name) return s;
+  return std::nullopt;
+}
+
+SnapshotInfo Image::create_snapshot(const std::string& name) {
+  check(image_->snap_create(name.c_str()), "create snapshot " + pool_ + "/" + name_ + "@" + name);
+  auto s = find_snapshot(name);
+  if (!s) throw CephError("snapshot " + pool_ + "/" + name_ + "@" + name + " vanished after creation", -ENOENT);
+  return *s;
+}
+
+void Image::remove_snapshot(const std::string& name) {
+  check(image_->snap_remove(name.c_str()), "remove snapshot " + pool_ + "/" + name_ + "@" + name);
+}
+
+void Image::set_snapshot(const std::string& name) {
+  int r = image_->snap_set(name.empty() ? nullptr : name.c_str());
+  if (r == -ENOENT) throw CephError("snapshot " + pool_ + "/" + name_ + "@" + name + " does not exist", r);
+  check(r, "set snapshot " + pool_ + "/" + name_ + "@" + name);
+  snap_ = name;
+}
+
+void Image::resize(uint64_t size) { check(image_->resize(size), "resize " + spec()); }
+
+namespace {
+struct DiffContext {
+  const std::function<void(const ChangedExtent&)>* sink;
+  std::exception_ptr error;
+};
+
+int diff_callback(uint64_t offset, size_t length, int exists, void* arg) {
+  auto* ctx = static_cast<DiffContext*>(arg);
+  try {
+    (*ctx->sink)(ChangedExtent{offset, length, exists != 0});
+    return 0;
+  } catch (...) {
+    // A negative return aborts diff_iterate2; the exception is rethrown by the caller.
+    ctx->error = std::current_exception();
+    return -ECANCELED;
+  }
+}
+}  // namespace
+
+void Image::changed_extents(const std::string& from_snap, uint64_t offset, uint64_t length,
+                            bool whole_object, const std::function<void(const ChangedExtent&)>& sink) {
+  DiffContext ctx{&sink, nullptr};
+  int r = image_->diff_iterate2(from_snap.empty() ? nullptr : from_snap.c_str(), offset, length,
+                                /*include_parent=*/true, whole_object, diff_callback, &ctx);
+  if (ctx.error) std::rethrow_exception(ctx.error);
+  if (r == -ENOENT && !from_snap.empty())
+    throw CephError("diff of " + spec() + ": base snapshot " + from_snap + " does not exist", r);
+  check(r, "diff " + spec() + (from_snap.empty() ? "" : " from " + from_snap));
+}
+
+size_t Image::read(uint64_t offset, size_t length, char* out) {
+  ceph::bufferlist bl;
+  ssize_t r = image_->read(offset, length, bl);
+  check(r, "read " + spec() + " at " + std::to_string(offset));
+  bl.begin().copy(bl.length(), out);
+  return bl.length();
+}
+
+void Image::write(uint64_t offset, std::string_view data) {
+  ceph::bufferlist bl;
+  bl.append(data.data(), data.size());
+  check(image_->write(offset, data.size(), bl), "write " + spec() + " at " + std::to_string(offset));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct AsyncReader::Pending {
+  uint64_t offset = 0, length = 0, tag = 0;
+  ceph::bufferlist bl;
+  librbd::RBD::AioCompletion* completion = nullptr;
+  ~Pending() {
+    if (completion) completion->release();
+  }
+};
+
+AsyncReader::AsyncReader(Image& image, size_t max_in_flight, Deliver deliver)
+    : image_(image), max_in_flight_(max_in_flight == 0 ? 1 : max_in_flight), deliver_(std::move(deliver)) {}
+
+AsyncReader::~AsyncReader() {
+  for (auto& p : pending_) p->completion->wait_for_complete();
+}
+
+void AsyncReader::submit(uint64_t offset, uint64_t length, uint64_t tag) {
+  while (pending_.size() >= max_in_flight_) complete_front();
+  auto p = std::make_unique<Pending>();
+  p->offset = offset;
+  p->length = length;
+  p->tag = tag;
+  p->completion = new librbd::RBD::AioCompletion(nullptr, nullptr);  // librbd's API: released via release()
+  int r = image_.handle().aio_read2(offset, length, p->bl, p->completion,
+                                    LIBRADOS_OP_FLAG_FADVISE_SEQUENTIAL | LIBRADOS_OP_FLAG_FADVISE_NOCACHE);
+  check(r, "read " + image_.spec() + " at " + std::to_string(offset));
+  pending_.push_back(std::move(p));
+  if (pending_.size() > peak_in_flight_) peak_in_flight_ = pending_.size();
+}
+
+void AsyncReader::complete_front() {
+  std::unique_ptr<Pending> p = std::move(pending_.front());
+  pending_.pop_front();
+  p->completion->wait_for_complete();
+  ssize_t r = p->completion->get_return_value();
+  check(r, "read " + image_.spec() + " at " + std::to_string(p->offset));
+  bytes_read_ += p->bl.length();
+  const char* data = p->bl.length() ? p->bl.c_str() : "";
+  deliver_(p->offset, p->tag, std::string_view(data, p->bl.length()));
+}
+
+void AsyncReader::drain() {
+  while (!pending_.empty()) complete_front();
+}
+
+}  // namespace rbdvault::rbd

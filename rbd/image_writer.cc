@@ -1,0 +1,95 @@
+#include "rbd/image_writer.h"
+
+#include <cerrno>
+
+#include <rbd/librbd.hpp>
+#include <spdlog/spdlog.h>
+
+#include "rbd/cluster.h"
+#include "rbd/error.h"
+
+namespace rbdvault::rbd {
+
+struct ImageWriter::Pending {
+  uint64_t offset = 0;
+  ceph::bufferlist bl;
+  librbd::RBD::AioCompletion* completion = nullptr;
+  ~Pending() {
+    if (completion) completion->release();
+  }
+};
+
+ImageWriter::ImageWriter(Cluster& cluster, const std::string& pool, const std::string& name,
+                         const NewImageOptions& options)
+    : cluster_(cluster), pool_(pool), name_(name), max_in_flight_(options.max_in_flight ? options.max_in_flight : 1) {
+  librados::IoCtx io = cluster.open_pool(pool);
+  librbd::RBD rbd;
+  librbd::ImageOptions opts;
+  if (options.order > 0) check(opts.set(RBD_IMAGE_OPTION_ORDER, uint64_t(options.order)), "set image order");
+  // Journaling and mirroring bits need cluster setup a restore must not assume.
+  constexpr uint64_t kRestorable = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP |
+                                   RBD_FEATURE_FAST_DIFF | RBD_FEATURE_DEEP_FLATTEN;
+  if (options.features != 0) {
+    uint64_t features = options.features & kRestorable;
+    if (features == 0) features = RBD_FEATURE_LAYERING;
+    check(opts.set(RBD_IMAGE_OPTION_FEATURES, features), "set image features");
+  }
+  int r = rbd.create4(io, name.c_str(), options.size, opts);
+  if (r == -EEXIST) throw CephError("image " + pool + "/" + name + " already exists; refusing to overwrite it", r);
+  check(r, "create image " + pool + "/" + name);
+  try {
+    image_ = std::make_unique<Image>(Image::open(cluster, pool, name));
+  } catch (...) {
+    rbd.remove(io, name.c_str());
+    throw;
+  }
+}
+
+ImageWriter::~ImageWriter() {
+  for (auto& p : pending_) p->completion->wait_for_complete();
+  pending_.clear();
+  if (committed_) return;
+  image_.reset();
+  try {
+    remove_image(cluster_, pool_, name_, true);
+    spdlog::warn("removed incomplete image {}/{}", pool_, name_);
+  } catch (const std::exception& e) {
+    spdlog::error("could not remove incomplete image {}/{}: {}", pool_, name_, e.what());
+  }
+}
+
+void ImageWriter::write(uint64_t offset, std::string_view data) {
+  while (pending_.size() >= max_in_flight_) complete_front();
+  auto p = std::make_unique<Pending>();
+  p->offset = offset;
+  p->bl.append(data.data(), data.size());
+  p->completion = new librbd::RBD::AioCompletion(nullptr, nullptr);  // librbd's API: released via release()
+  check(image_->handle().aio_write2(offset, data.size(), p->bl, p->completion, 0),
+        "write " + pool_ + "/" + name_ + " at " + std::to_string(offset));
+  pending_.push_back(std::move(p));
+  if (pending_.size() > peak_in_flight_) peak_in_flight_ = pending_.size();
+}
+
+void ImageWriter::complete_front() {
+  std::unique_ptr<Pending> p = std::move(pending_.front());
+  pending_.pop_front();
+  p->completion->wait_for_complete();
+  check(p->completion->get_return_value(), "write " + pool_ + "/" + name_ + " at " + std::to_string(p->offset));
+  bytes_written_ += p->bl.length();
+}
+
+void ImageWriter::commit() {
+  while (!pending_.empty()) complete_front();
+  check(image_->handle().flush(), "flush " + pool_ + "/" + name_);
+  committed_ = true;
+}
+
+void remove_image(Cluster& cluster, const std::string& pool, const std::string& name, bool missing_ok) {
+  librados::IoCtx io = cluster.open_pool(pool);
+  librbd::RBD rbd;
+  int r = rbd.remove(io, name.c_str());
+  if (r == -ENOENT && missing_ok) return;
+  check(r, "remove image " + pool + "/" + name);
+}
+
+}  // namespace rbdvault::rbd

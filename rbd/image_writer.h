@@ -1,0 +1,57 @@
+// Creates a new RBD image and fills it with asynchronous writes (the restore side).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "rbd/image.h"
+
+namespace rbdvault::rbd {
+
+struct NewImageOptions {
+  uint64_t size = 0;
+  int order = 0;          // log2(object size); 0: the cluster default
+  // The source image's features; only those a new image can always have are used (layering,
+  // exclusive-lock, object-map, fast-diff, deep-flatten). 0: the cluster default.
+  uint64_t features = 0;
+  size_t max_in_flight = 16;
+};
+
+class ImageWriter {
+ public:
+  // Creates pool/name. An existing image is refused with CephError(-EEXIST) and left untouched.
+  ImageWriter(Cluster& cluster, const std::string& pool, const std::string& name, const NewImageOptions& options);
+  // Removes the image again unless commit() succeeded: a failed restore leaves no half image.
+  ~ImageWriter();
+  ImageWriter(const ImageWriter&) = delete;
+  ImageWriter& operator=(const ImageWriter&) = delete;
+
+  // Queues a write of `data` (copied) at `offset`; blocks while max_in_flight writes are pending.
+  void write(uint64_t offset, std::string_view data);
+  // Waits for every write, flushes, and keeps the image.
+  void commit();
+
+  size_t peak_in_flight() const { return peak_in_flight_; }
+  uint64_t bytes_written() const { return bytes_written_; }
+
+ private:
+  struct Pending;
+  void complete_front();
+
+  Cluster& cluster_;
+  std::string pool_, name_;
+  size_t max_in_flight_;
+  std::unique_ptr<Image> image_;
+  std::deque<std::unique_ptr<Pending>> pending_;
+  bool committed_ = false;
+  size_t peak_in_flight_ = 0;
+  uint64_t bytes_written_ = 0;
+};
+
+// Removes pool/name (tests and cleanup). Missing images are not an error when `missing_ok`.
+void remove_image(Cluster& cluster, const std::string& pool, const std::string& name, bool missing_ok);
+
+}  // namespace rbdvault::rbd

@@ -1,0 +1,26 @@
+// Compression of chunk payloads. zstd where it pays, raw otherwise; the flag travels with the chunk.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace rbdvault::store {
+
+enum ChunkFlags : uint8_t {
+  kChunkRaw = 0,
+  kChunkZstd = 1,
+};
+
+struct EncodedChunk {
+  uint8_t flags = kChunkRaw;
+  std::string payload;
+};
+
+// Compresses `raw` at `level`; keeps the raw bytes when zstd saves less than 1/8 (not worth the
+// CPU on every restore). level 0 disables compression.
+EncodedChunk encode_chunk(std::string_view raw, int level);
+// Inverse of encode_chunk; throws StoreError(kCorrupt) if the payload does not decode to raw_len.
+std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_len);
+
+}  // namespace rbdvault::store

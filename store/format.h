@@ -1,0 +1,124 @@
+// The RocksDB key and value encodings of the index. docs/format.md documents every byte of these;
+// change both together. Integers in keys are big-endian (so keys sort numerically), integers in
+// values little-endian; strings in values are a u32 length followed by the bytes.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "store/sha256.h"
+
+namespace rbdvault::store {
+
+inline constexpr uint32_t kFormatVersion = 1;
+
+// Key prefixes (first byte of every key).
+inline constexpr char kKeyCounter = 'X';   // X<name>               -> u64
+inline constexpr char kKeyImageName = 'N'; // N<pool>\0<name>       -> u64 image key
+inline constexpr char kKeyImage = 'I';     // I<u64 image>          -> ImageRecord
+inline constexpr char kKeyRevision = 'R';  // R<u64 revision>       -> RevisionRecord
+inline constexpr char kKeyImageRev = 'V';  // V<u64 image><u64 rev> -> empty
+inline constexpr char kKeyBlock = 'B';     // B<u64 image><u64 block><u64 rev> -> 32-byte chunk hash, or empty = zeros
+inline constexpr char kKeyChunk = 'C';     // C<32-byte hash>       -> ChunkRecord
+inline constexpr char kKeyPack = 'P';      // P<u32 pack>           -> PackRecord
+inline constexpr char kKeyPending = 'W';   // W                     -> PendingRecord (revision being written)
+
+inline constexpr std::string_view kCounterNextRevision = "next_revision";
+inline constexpr std::string_view kCounterNextImage = "next_image";
+inline constexpr std::string_view kCounterNextPack = "next_pack";
+
+std::string counter_key(std::string_view name);
+std::string image_name_key(std::string_view pool, std::string_view name);
+std::string image_key(uint64_t image);
+std::string revision_key(uint64_t rev);
+std::string image_rev_key(uint64_t image, uint64_t rev);
+std::string image_rev_prefix(uint64_t image);
+std::string block_key(uint64_t image, uint64_t block, uint64_t rev);
+std::string block_prefix(uint64_t image);
+std::string chunk_key(const Hash& hash);
+std::string pack_key(uint32_t pack);
+
+struct BlockKey {
+  uint64_t image = 0, block = 0, rev = 0;
+};
+std::optional<BlockKey> parse_block_key(std::string_view key);
+std::optional<uint64_t> parse_image_rev_key(std::string_view key);  // -> rev
+uint64_t read_be64(const char* p);
+
+struct ImageRecord {
+  uint64_t key = 0;
+  std::string pool;
+  std::string name;
+};
+
+enum class RevisionKind : uint8_t { kFull = 0, kDelta = 1 };
+
+struct RevisionRecord {
+  uint64_t id = 0;
+  uint64_t image = 0;            // ImageRecord::key
+  std::string pool, name;        // image spec at backup time
+  std::string ceph_image_id;     // librbd image id
+  std::string snap_name;         // Ceph snapshot the revision was read from
+  uint64_t snap_id = 0;
+  int64_t created = 0;           // unix seconds (UTC)
+  uint64_t size = 0;             // bytes
+  uint64_t parent = 0;           // previous revision of the image, 0 = none
+  RevisionKind kind = RevisionKind::kFull;
+  uint32_t block_size = 0;
+  uint8_t order = 0;             // log2 of the source image's object size (for restore), 0 = unknown
+  uint64_t features = 0;         // the source image's RBD feature bits (for restore)
+  uint64_t bytes_read = 0;       // bytes read from Ceph for this revision
+  uint64_t bytes_stored = 0;     // stored (compressed) bytes of chunks new to the store
+  uint64_t new_chunks = 0;
+  uint64_t map_entries = 0;      // block map entries this revision added
+  Hash digest{};                 // whole-revision checksum, see RevisionDigest
+  uint8_t flags = 0;             // bit 0: protected from expiry
+};
+
+struct ChunkRecord {
+  uint32_t pack = 0;
+  uint64_t offset = 0;       // of the chunk header in the pack file
+  uint32_t stored_len = 0;   // payload bytes after the header
+  uint32_t raw_len = 0;      // bytes after decoding
+  uint8_t flags = 0;         // ChunkFlags
+  uint64_t refs = 0;         // block map entries referencing this chunk
+};
+
+struct PackRecord {
+  uint64_t bytes = 0;   // file length
+  uint64_t chunks = 0;  // chunk records in the file
+};
+
+struct PendingRecord {
+  uint64_t revision = 0;
+  uint64_t image = 0;
+};
+
+std::string encode(const ImageRecord& r);
+std::string encode(const RevisionRecord& r);
+std::string encode(const ChunkRecord& r);
+std::string encode(const PackRecord& r);
+std::string encode(const PendingRecord& r);
+std::string encode_u64(uint64_t v);
+
+// Decoders throw StoreError(kCorrupt) on a malformed value.
+ImageRecord decode_image(std::string_view v);
+RevisionRecord decode_revision(std::string_view v);
+ChunkRecord decode_chunk_record(std::string_view v);
+PackRecord decode_pack(std::string_view v);
+PendingRecord decode_pending(std::string_view v);
+uint64_t decode_u64(std::string_view v);
+
+// Whole-revision checksum: the sum, modulo 2^256, of SHA-256(le64(block) || chunk hash) over every
+// non-zero block below the revision's size, each read as a little-endian 256-bit integer. A sum can
+// be updated per changed block (commit stays proportional to the change) and recomputed from the
+// block map alone by scrub.
+struct RevisionDigest {
+  static Hash term(uint64_t block, const Hash& chunk);
+  static void add(Hash& acc, const Hash& term);
+  static void subtract(Hash& acc, const Hash& term);
+};
+
+}  // namespace rbdvault::store

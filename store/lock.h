@@ -1,0 +1,23 @@
+// The single-writer lock of a store: a POSIX record lock on DIR/lock, held for a whole operation.
+// The kernel drops it when the holder dies, so a lock can never go stale; the file also records
+// the holder's pid and command for humans.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace rbdvault::store {
+
+class WriterLock {
+ public:
+  // Takes the lock or throws StoreError(kLocked) naming the holder's pid, at once (never waits).
+  WriterLock(const std::filesystem::path& path, const std::string& holder_description);
+  ~WriterLock();
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace rbdvault::store

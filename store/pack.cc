@@ -1,0 +1,154 @@
+#include "store/pack.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "store/chunk_codec.h"
+#include "store/error.h"
+
+namespace rbdvault::store {
+namespace {
+
+constexpr size_t kWriteBuffer = 4 << 20;
+
+void put_le32(std::string& s, uint32_t v) {
+  for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
+}
+uint32_t get_le32(const char* p) {
+  return uint32_t(uint8_t(p[0])) | uint32_t(uint8_t(p[1])) << 8 | uint32_t(uint8_t(p[2])) << 16 |
+         uint32_t(uint8_t(p[3])) << 24;
+}
+
+void write_all(int fd, const char* p, size_t n, const std::filesystem::path& path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write " + path.string());
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+}  // namespace
+
+void throw_errno(const std::string& what) {
+  throw StoreError(StoreError::Kind::kIO, what + ": " + std::strerror(errno));
+}
+
+std::string pack_file_name(uint32_t pack) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%08x.pack", pack);
+  return name;
+}
+
+void fsync_dir(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw_errno("open directory " + dir.string());
+  int r = ::fsync(fd);
+  int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (r != 0) throw_errno("fsync directory " + dir.string());
+}
+
+PackWriter::PackWriter(const std::filesystem::path& data_dir, uint32_t id)
+    : dir_(data_dir), tmp_path_(data_dir / (pack_file_name(id) + ".tmp")),
+      final_path_(data_dir / pack_file_name(id)), id_(id) {
+  // A .tmp left by a killed writer is garbage by definition: nothing in the index points into it.
+  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_errno("create pack " + tmp_path_.string());
+  buffer_.reserve(kWriteBuffer + (1 << 20));
+  buffer_.append(kPackMagic);
+  put_le32(buffer_, id);
+  put_le32(buffer_, 0);
+  size_ = kPackHeaderSize;
+}
+
+PackWriter::~PackWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!sealed_) ::unlink(tmp_path_.c_str());
+}
+
+uint64_t PackWriter::append(const Hash& hash, uint8_t flags, uint32_t raw_len, std::string_view payload) {
+  uint64_t offset = size_;
+  buffer_.append(kChunkMagic);
+  buffer_.push_back(static_cast<char>(flags));
+  buffer_.append(3, '\0');
+  put_le32(buffer_, raw_len);
+  put_le32(buffer_, static_cast<uint32_t>(payload.size()));
+  buffer_.append(as_view(hash));
+  buffer_.append(payload);
+  size_ += kChunkHeaderSize + payload.size();
+  ++chunks_;
+  if (buffer_.size() >= kWriteBuffer) flush_buffer();
+  return offset;
+}
+
+void PackWriter::flush_buffer() {
+  write_all(fd_, buffer_.data(), buffer_.size(), tmp_path_);
+  buffer_.clear();
+}
+
+PackRecord PackWriter::seal() {
+  flush_buffer();
+  if (::fsync(fd_) != 0) throw_errno("fsync " + tmp_path_.string());
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw_errno("close " + tmp_path_.string());
+  }
+  fd_ = -1;
+  if (::rename(tmp_path_.c_str(), final_path_.c_str()) != 0) throw_errno("rename " + tmp_path_.string());
+  sealed_ = true;
+  fsync_dir(dir_);
+  return PackRecord{size_, chunks_};
+}
+
+PackReader::~PackReader() {
+  for (auto& [id, fd] : fds_) ::close(fd);
+}
+
+int PackReader::fd_for(uint32_t pack) {
+  auto it = fds_.find(pack);
+  if (it != fds_.end()) return it->second;
+  auto path = dir_ / pack_file_name(pack);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) throw StoreError(StoreError::Kind::kCorrupt, "pack file missing: " + path.string());
+    throw_errno("open " + path.string());
+  }
+  fds_.emplace(pack, fd);
+  return fd;
+}
+
+std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
+  const std::string where = "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
+  int fd = fd_for(rec.pack);
+  std::string buf(kChunkHeaderSize + rec.stored_len, '\0');
+  size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t r = ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(rec.offset + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("read " + where);
+    }
+    if (r == 0) throw StoreError(StoreError::Kind::kCorrupt, where + ": pack file is truncated");
+    got += static_cast<size_t>(r);
+  }
+  const char* h = buf.data();
+  if (std::string_view(h, 4) != kChunkMagic) throw StoreError(StoreError::Kind::kCorrupt, where + ": bad chunk header");
+  uint8_t flags = static_cast<uint8_t>(h[4]);
+  if (flags != rec.flags || get_le32(h + 8) != rec.raw_len || get_le32(h + 12) != rec.stored_len ||
+      std::memcmp(h + 16, hash.data(), 32) != 0)
+    throw StoreError(StoreError::Kind::kCorrupt, where + ": chunk header does not match the index");
+  std::string raw = decode_chunk(flags, std::string_view(buf).substr(kChunkHeaderSize), rec.raw_len);
+  if (sha256(raw) != hash) throw StoreError(StoreError::Kind::kCorrupt, where + ": content does not match its SHA-256");
+  return raw;
+}
+
+}  // namespace rbdvault::store

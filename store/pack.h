@@ -1,0 +1,70 @@
+// Pack files: append-only files of chunks, written once and sealed by rename (see docs/format.md).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "store/format.h"
+#include "store/sha256.h"
+
+namespace rbdvault::store {
+
+inline constexpr size_t kPackHeaderSize = 16;
+inline constexpr size_t kChunkHeaderSize = 48;
+inline constexpr std::string_view kPackMagic = "RVPACK01";
+inline constexpr std::string_view kChunkMagic = "RVCK";
+
+std::string pack_file_name(uint32_t pack);  // "0000002a.pack"
+
+// Writes one pack as DIR/NAME.tmp; seal() makes it durable and renames it into place.
+class PackWriter {
+ public:
+  PackWriter(const std::filesystem::path& data_dir, uint32_t id);
+  ~PackWriter();  // an unsealed pack is deleted
+  PackWriter(const PackWriter&) = delete;
+  PackWriter& operator=(const PackWriter&) = delete;
+
+  // Appends a chunk; returns the offset of its header.
+  uint64_t append(const Hash& hash, uint8_t flags, uint32_t raw_len, std::string_view payload);
+  // fsync, rename to the final name, fsync the directory.
+  PackRecord seal();
+
+  uint32_t id() const { return id_; }
+  uint64_t size() const { return size_; }
+  uint64_t chunks() const { return chunks_; }
+
+ private:
+  void flush_buffer();
+
+  std::filesystem::path dir_, tmp_path_, final_path_;
+  uint32_t id_;
+  int fd_ = -1;
+  std::string buffer_;
+  uint64_t size_ = 0;
+  uint64_t chunks_ = 0;
+  bool sealed_ = false;
+};
+
+// Reads chunks from sealed packs, keeping files open. Verifies header, length and SHA-256 of every
+// chunk it returns, so corruption is an error, never wrong data.
+class PackReader {
+ public:
+  explicit PackReader(std::filesystem::path data_dir) : dir_(std::move(data_dir)) {}
+  ~PackReader();
+  PackReader(const PackReader&) = delete;
+  PackReader& operator=(const PackReader&) = delete;
+
+  std::string read(const Hash& hash, const ChunkRecord& rec);
+
+ private:
+  int fd_for(uint32_t pack);
+  std::filesystem::path dir_;
+  std::map<uint32_t, int> fds_;
+};
+
+void fsync_dir(const std::filesystem::path& dir);
+
+}  // namespace rbdvault::store

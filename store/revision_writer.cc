@@ -1,0 +1,234 @@
+#include "store/revision_writer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include "store/chunk_codec.h"
+#include "store/error.h"
+#include "store/pack.h"
+#include "store/store.h"
+
+namespace rbdvault::store {
+namespace {
+
+void check(const rocksdb::Status& s, const std::string& what) {
+  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
+}
+
+bool all_zero(std::string_view d) {
+  if (d.empty()) return true;
+  if (d[0] != 0) return false;
+  return std::memcmp(d.data(), d.data() + 1, d.size() - 1) == 0;
+}
+
+}  // namespace
+
+size_t RevisionWriter::HashHasher::operator()(const Hash& h) const {
+  size_t v;
+  std::memcpy(&v, h.data(), sizeof(v));
+  return v;
+}
+
+RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64_t size, bool from_empty,
+                               std::optional<RevisionRecord> parent)
+    : store_(store), id_(id), image_(image), size_(size), parent_(std::move(parent)),
+      batch_(std::make_unique<rocksdb::WriteBatch>()) {
+  if (parent_) {
+    parent_blocks_ = store_.blocks_for(parent_->size);
+    digest_ = parent_->digest;
+    // Blocks cut off by a shrink leave the revision: take them out of the checksum.
+    store_.newest_entries(image_, store_.blocks_for(size_), parent_blocks_, id_ - 1,
+                          [&](uint64_t block, const std::optional<Hash>& h) {
+                            if (h) RevisionDigest::subtract(digest_, RevisionDigest::term(block, *h));
+                          });
+  }
+  stale_cursor_ = from_empty ? 0 : std::min(parent_blocks_, store_.blocks_for(size_));
+  lookup_.reset(store_.db().NewIterator(rocksdb::ReadOptions()));
+}
+
+RevisionWriter::~RevisionWriter() {
+  if (committed_) return;
+  lookup_.reset();
+  pack_.reset();  // deletes the unsealed pack
+  try {
+    store_.recover();
+  } catch (const std::exception& e) {
+    spdlog::error("could not roll back revision {}: {} (the next writer will)", id_, e.what());
+  }
+}
+
+// The content a reader of this revision would see for `block` if we wrote nothing: the newest entry
+// before this revision (for a block beyond the parent's size that may be stale data of an older,
+// larger revision, which is why callers zero such blocks explicitly).
+std::optional<Hash> RevisionWriter::current_content(uint64_t block) {
+  const std::string key = block_key(image_, block, id_ - 1);
+  lookup_->SeekForPrev(key);
+  if (!lookup_->Valid()) {
+    check(lookup_->status(), "look up block map");
+    return std::nullopt;
+  }
+  auto k = parse_block_key(lookup_->key().ToStringView());
+  if (!k || k->image != image_ || k->block != block) return std::nullopt;
+  auto v = lookup_->value();
+  if (v.size() != 32) return std::nullopt;
+  Hash h;
+  std::memcpy(h.data(), v.data(), 32);
+  return h;
+}
+
+void RevisionWriter::check_order(uint64_t block) {
+  if (committed_) throw std::logic_error("revision already committed");
+  if (last_block_ && block <= *last_block_) throw std::logic_error("blocks must be written in ascending order");
+  if (block >= store_.blocks_for(size_)) throw std::invalid_argument("block beyond the revision's size");
+}
+
+// Blocks in [stale_cursor_, until) that nobody wrote must read as zeros (the whole image for a
+// revision from empty, the grown part otherwise), yet older, larger revisions may have left data
+// entries there. Zero exactly those; scanning existing entries keeps this proportional to history,
+// not to the size of the grown range.
+void RevisionWriter::zero_stale(uint64_t until) {
+  if (stale_cursor_ >= until) return;
+  const uint64_t from = stale_cursor_;
+  stale_cursor_ = until;
+  store_.newest_entries(image_, from, until, id_ - 1, [&](uint64_t block, const std::optional<Hash>& h) {
+    if (h) record(block, std::nullopt, {});
+  });
+}
+
+void RevisionWriter::put_zero(uint64_t block) {
+  check_order(block);
+  zero_stale(block);
+  stale_cursor_ = std::max(stale_cursor_, block + 1);
+  record(block, std::nullopt, {});
+}
+
+void RevisionWriter::put_block(uint64_t block, std::string_view data) {
+  const uint32_t bs = store_.block_size();
+  if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
+  check_order(block);
+  zero_stale(block);
+  stale_cursor_ = std::max(stale_cursor_, block + 1);
+  if (all_zero(data)) return record(block, std::nullopt, {});
+  if (data.size() == bs) return record(block, sha256(data), data);
+  std::string padded(data);
+  padded.resize(bs, '\0');
+  record(block, sha256(padded), padded);
+}
+
+void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, std::string_view data) {
+  last_block_ = block;
+
+  const std::optional<Hash> current = current_content(block);
+  // Checksum: replace the block's old term (only blocks inside the parent count) with the new one.
+  if (current && block < parent_blocks_) RevisionDigest::subtract(digest_, RevisionDigest::term(block, *current));
+  if (content) RevisionDigest::add(digest_, RevisionDigest::term(block, *content));
+  if (content == current) return;  // unchanged: no entry, no reference
+
+  if (content) {
+    ChunkRecord rec;
+    auto dirty = dirty_chunks_.find(*content);
+    if (dirty != dirty_chunks_.end()) {
+      rec = dirty->second;
+    } else if (auto existing = store_.chunk(*content)) {
+      rec = *existing;
+    } else {
+      // New content: compress and append to the current pack.
+      if (!pack_) {
+        std::string v;
+        uint64_t next = 1;
+        auto st = store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v);
+        if (!st.IsNotFound()) {
+          check(st, "read pack counter");
+          next = decode_u64(v);
+        }
+        pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
+        batch_->Put(counter_key(kCounterNextPack), encode_u64(next + 1));
+      }
+      EncodedChunk enc = encode_chunk(data, store_.writer_options().zstd_level);
+      rec.pack = pack_->id();
+      rec.offset = pack_->append(*content, enc.flags, static_cast<uint32_t>(data.size()), enc.payload);
+      rec.stored_len = static_cast<uint32_t>(enc.payload.size());
+      rec.raw_len = static_cast<uint32_t>(data.size());
+      rec.flags = enc.flags;
+      rec.refs = 0;
+      bytes_stored_ += enc.payload.size() + kChunkHeaderSize;
+      ++new_chunks_;
+    }
+    ++rec.refs;
+    dirty_chunks_[*content] = rec;
+    batch_->Put(block_key(image_, block, id_), as_view(*content));
+  } else {
+    batch_->Put(block_key(image_, block, id_), rocksdb::Slice());
+  }
+  ++map_entries_;
+  ++batch_entries_;
+  if (batch_entries_ >= store_.writer_options().flush_entries ||
+      (pack_ && pack_->size() >= store_.writer_options().pack_target_bytes))
+    flush(false);
+}
+
+void RevisionWriter::seal_pack() {
+  if (!pack_) return;
+  PackRecord p = pack_->seal();
+  batch_->Put(pack_key(pack_->id()), encode(p));
+  pack_.reset();
+}
+
+// Moves buffered entries into RocksDB. Intermediate flushes are invisible to readers: entries carry
+// this revision's id, which no committed revision record reaches yet, and the pending mark written
+// by begin_revision lets recovery remove them.
+void RevisionWriter::flush(bool final) {
+  seal_pack();  // chunk records may only point into durable, sealed packs
+  for (auto& [hash, rec] : dirty_chunks_) batch_->Put(chunk_key(hash), encode(rec));
+  dirty_chunks_.clear();
+  rocksdb::WriteOptions wo;
+  wo.sync = final;
+  check(store_.db().Write(wo, batch_.get()), final ? "commit revision" : "write block map");
+  batch_->Clear();
+  batch_entries_ = 0;
+  // Iterators pin the state they were created at; refresh so lookups stay cheap.
+  lookup_.reset(store_.db().NewIterator(rocksdb::ReadOptions()));
+}
+
+RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
+  if (committed_) throw std::logic_error("revision already committed");
+  zero_stale(store_.blocks_for(size_));
+  RevisionRecord rec;
+  rec.id = id_;
+  rec.image = image_;
+  std::string iv;
+  check(store_.db().Get(rocksdb::ReadOptions(), image_key(image_), &iv), "read image record");
+  ImageRecord img = decode_image(iv);
+  rec.pool = img.pool;
+  rec.name = img.name;
+  rec.ceph_image_id = info.ceph_image_id;
+  rec.snap_name = info.snap_name;
+  rec.snap_id = info.snap_id;
+  rec.created = info.created ? info.created : static_cast<int64_t>(std::time(nullptr));
+  rec.size = size_;
+  rec.parent = parent_ ? parent_->id : 0;
+  rec.kind = info.kind;
+  rec.block_size = store_.block_size();
+  rec.order = info.order;
+  rec.features = info.features;
+  rec.bytes_read = info.bytes_read;
+  rec.bytes_stored = bytes_stored_;
+  rec.new_chunks = new_chunks_;
+  rec.map_entries = map_entries_;
+  rec.digest = digest_;
+  batch_->Put(revision_key(id_), encode(rec));
+  batch_->Put(image_rev_key(image_, id_), rocksdb::Slice());
+  batch_->Put(counter_key(kCounterNextRevision), encode_u64(id_ + 1));
+  batch_->Delete(std::string(1, kKeyPending));
+  flush(true);
+  committed_ = true;
+  return rec;
+}
+
+}  // namespace rbdvault::store

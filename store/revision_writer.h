@@ -1,0 +1,97 @@
+// Writes one revision: blocks in ascending order, then an atomic commit. Until commit() nothing is
+// visible to readers; a writer destroyed (or a process killed) before commit leaves no revision, and
+// the next writer to open the store rolls the partial work back.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "store/format.h"
+#include "store/sha256.h"
+
+namespace rocksdb {
+class Iterator;
+class WriteBatch;
+}
+
+namespace rbdvault::store {
+
+class PackWriter;
+class Store;
+
+// What the caller knows about the revision; the writer fills in the rest.
+struct RevisionInfo {
+  std::string ceph_image_id;
+  std::string snap_name;
+  uint64_t snap_id = 0;
+  RevisionKind kind = RevisionKind::kFull;
+  uint64_t bytes_read = 0;
+  uint8_t order = 0;
+  uint64_t features = 0;
+  int64_t created = 0;  // 0: now
+};
+
+class RevisionWriter {
+ public:
+  ~RevisionWriter();
+  RevisionWriter(const RevisionWriter&) = delete;
+  RevisionWriter& operator=(const RevisionWriter&) = delete;
+
+  uint64_t id() const { return id_; }
+  uint64_t image() const { return image_; }
+  uint64_t size() const { return size_; }
+  // The newest committed revision of the image when this one began (its parent), if any.
+  const std::optional<RevisionRecord>& parent() const { return parent_; }
+
+  // Unwritten blocks keep the parent's content, except (a) beyond the parent's size, where they read
+  // as zeros, and (b) everywhere when the revision was begun with from_empty.
+  //
+  // Records the content of `block` (at most block_size bytes, zero-padded). Blocks must be given in
+  // strictly ascending order and below the revision's size. All-zero data becomes a zero entry; data
+  // equal to what the block already holds adds no entry.
+  void put_block(uint64_t block, std::string_view data);
+  // Records that `block` reads as zeros in this revision.
+  void put_zero(uint64_t block);
+
+  // Makes chunk data durable, then commits the revision in one synced RocksDB write.
+  RevisionRecord commit(const RevisionInfo& info);
+
+  uint64_t bytes_stored() const { return bytes_stored_; }
+  uint64_t new_chunks() const { return new_chunks_; }
+  uint64_t map_entries() const { return map_entries_; }
+
+ private:
+  friend class Store;
+  RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64_t size, bool from_empty,
+                 std::optional<RevisionRecord> parent);
+  void check_order(uint64_t block);
+  void zero_stale(uint64_t until);
+  void record(uint64_t block, const std::optional<Hash>& content, std::string_view padded_data);
+  std::optional<Hash> current_content(uint64_t block);
+  void flush(bool final);
+  void seal_pack();
+
+  Store& store_;
+  uint64_t id_, image_, size_;
+  std::optional<RevisionRecord> parent_;
+  uint64_t parent_blocks_ = 0;
+  std::optional<uint64_t> last_block_;
+  uint64_t stale_cursor_ = 0;  // blocks below it need no stale-zeroing any more
+  std::unique_ptr<rocksdb::WriteBatch> batch_;
+  std::unique_ptr<rocksdb::Iterator> lookup_;
+  std::unique_ptr<PackWriter> pack_;
+  struct HashHasher {
+    size_t operator()(const Hash& h) const;
+  };
+  std::unordered_map<Hash, ChunkRecord, HashHasher> dirty_chunks_;
+  uint64_t batch_entries_ = 0;
+  Hash digest_{};
+  uint64_t bytes_stored_ = 0, new_chunks_ = 0, map_entries_ = 0;
+  bool committed_ = false;
+};
+
+}  // namespace rbdvault::store

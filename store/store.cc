@@ -1,0 +1,375 @@
+#include "store/store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include "store/lock.h"
+#include "store/pack.h"
+#include "store/revision_writer.h"
+
+namespace fs = std::filesystem;
+
+namespace rbdvault::store {
+namespace {
+
+constexpr const char* kMarkerFile = "rbdvault.store";
+constexpr const char* kMarkerMagic = "rbdvault-store";
+
+void check(const rocksdb::Status& s, const std::string& what) {
+  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
+}
+
+rocksdb::Options db_options() {
+  rocksdb::Options o;
+  rocksdb::BlockBasedTableOptions t;
+  // Chunk lookups by hash are point reads that mostly miss on new data: bloom filters make the
+  // misses cheap at 10 million chunks.
+  t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  o.max_open_files = 512;
+  o.keep_log_file_num = 4;
+  o.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  return o;
+}
+
+void write_file_durably(const fs::path& path, const std::string& content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw_errno("create " + tmp.string());
+  if (::write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size()) || ::fsync(fd) != 0) {
+    int saved = errno;
+    ::close(fd);
+    errno = saved;
+    throw_errno("write " + tmp.string());
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp.string());
+  fsync_dir(path.parent_path());
+}
+
+std::string random_id() {
+  std::random_device rd;
+  std::string s;
+  static const char* digits = "0123456789abcdef";
+  for (int i = 0; i < 16; ++i) s.push_back(digits[rd() & 15]);
+  return s;
+}
+
+}  // namespace
+
+void Store::init(const fs::path& dir, const StoreOptions& options) {
+  const uint32_t bs = options.block_size;
+  if (bs < (64u << 10) || bs > (4u << 20) || (bs & (bs - 1)) != 0)
+    throw StoreError(StoreError::Kind::kInvalid,
+                     "block size " + std::to_string(bs) + " is not a power of two from 64 KiB to 4 MiB");
+  std::error_code ec;
+  if (fs::exists(dir / kMarkerFile)) throw StoreError(StoreError::Kind::kInvalid, "a store already exists in " + dir.string());
+  if (fs::exists(dir) && !fs::is_empty(dir, ec))
+    throw StoreError(StoreError::Kind::kInvalid, "refusing to create a store in non-empty directory " + dir.string());
+  fs::create_directories(dir / "data", ec);
+  if (ec) throw StoreError(StoreError::Kind::kIO, "create " + (dir / "data").string() + ": " + ec.message());
+
+  rocksdb::Options o = db_options();
+  o.create_if_missing = true;
+  o.error_if_exists = true;
+  rocksdb::DB* raw = nullptr;
+  check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "create index in " + dir.string());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::WriteBatch batch;
+  batch.Put(counter_key(kCounterNextRevision), encode_u64(1));
+  batch.Put(counter_key(kCounterNextImage), encode_u64(1));
+  batch.Put(counter_key(kCounterNextPack), encode_u64(1));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db->Write(wo, &batch), "initialise index");
+  check(db->Close(), "close index");
+  db.reset();
+
+  std::ostringstream marker;
+  marker << kMarkerMagic << " " << kFormatVersion << "\n"
+         << "store_id " << random_id() << "\n"
+         << "block_size " << bs << "\n";
+  // The marker is written last: a directory without it is not a store, so a crash during init
+  // leaves something `init` can be rerun over after removing it.
+  write_file_durably(dir / kMarkerFile, marker.str());
+  spdlog::info("initialised store {} (block size {} bytes)", dir.string(), bs);
+}
+
+std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std::string& holder,
+                                   const WriterOptions& writer_options) {
+  if (!fs::is_directory(dir)) throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
+  std::ifstream in(dir / kMarkerFile);
+  if (!in)
+    throw StoreError(StoreError::Kind::kInvalid,
+                     dir.string() + " is not an rbdvault store (no " + kMarkerFile + "; create one with `rbdvault init`)");
+  std::unique_ptr<Store> s(new Store());
+  s->dir_ = dir;
+  s->mode_ = mode;
+  s->writer_options_ = writer_options;
+  std::string key;
+  uint32_t version = 0;
+  if (!(in >> key >> version) || key != kMarkerMagic)
+    throw StoreError(StoreError::Kind::kInvalid, dir.string() + ": " + kMarkerFile + " is not an rbdvault store marker");
+  if (version != kFormatVersion)
+    throw StoreError(StoreError::Kind::kInvalid, dir.string() + ": store format " + std::to_string(version) +
+                                                     " is not supported (this rbdvault reads format " +
+                                                     std::to_string(kFormatVersion) + ")");
+  while (in >> key) {
+    if (key == "store_id") in >> s->store_id_;
+    else if (key == "block_size") in >> s->block_size_;
+    else {
+      std::string ignored;
+      std::getline(in, ignored);
+    }
+  }
+  if (s->block_size_ == 0 || s->store_id_.empty())
+    throw StoreError(StoreError::Kind::kCorrupt, dir.string() + ": " + kMarkerFile + " lacks block_size or store_id");
+
+  rocksdb::Options o = db_options();
+  rocksdb::DB* raw = nullptr;
+  if (mode == OpenMode::kWriter) {
+    s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
+    check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "open index of " + dir.string());
+  } else {
+    check(rocksdb::DB::OpenForReadOnly(o, (dir / "index").string(), &raw), "open index of " + dir.string());
+  }
+  s->db_.reset(raw);
+  s->packs_ = std::make_unique<PackReader>(s->data_dir());
+  if (mode == OpenMode::kWriter) s->recover();
+  return s;
+}
+
+Store::~Store() {
+  if (db_) db_->Close();
+}
+
+uint64_t Store::counter(std::string_view name, uint64_t initial) {
+  std::string v;
+  auto st = db_->Get(rocksdb::ReadOptions(), counter_key(name), &v);
+  if (st.IsNotFound()) return initial;
+  check(st, "read counter");
+  return decode_u64(v);
+}
+
+// Rolls back what a killed writer left: block map entries of an uncommitted revision (with the
+// chunk references they held), pack files the index does not know. Committed data is untouched.
+void Store::recover() {
+  rocksdb::WriteBatch batch;
+  std::string pending;
+  auto st = db_->Get(rocksdb::ReadOptions(), std::string(1, kKeyPending), &pending);
+  if (!st.IsNotFound()) {
+    check(st, "read pending revision");
+    PendingRecord p = decode_pending(pending);
+    std::unordered_map<std::string, ChunkRecord> chunks;
+    uint64_t removed = 0;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix = block_prefix(p.image);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      auto k = parse_block_key(it->key().ToStringView());
+      if (!k || k->rev != p.revision) continue;
+      batch.Delete(it->key());
+      ++removed;
+      if (it->value().size() == 32) {
+        std::string ck = std::string(1, kKeyChunk) + it->value().ToString();
+        auto found = chunks.find(ck);
+        if (found == chunks.end()) {
+          std::string cv;
+          check(db_->Get(rocksdb::ReadOptions(), ck, &cv), "read chunk record");
+          found = chunks.emplace(ck, decode_chunk_record(cv)).first;
+        }
+        if (found->second.refs > 0) --found->second.refs;
+      }
+    }
+    check(it->status(), "scan block map");
+    for (auto& [k, rec] : chunks) batch.Put(k, encode(rec));
+    batch.Delete(std::string(1, kKeyPending));
+    spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision, removed);
+  }
+  // Pack files without a pack record were never committed; nothing points into them.
+  std::error_code ec;
+  for (auto& entry : fs::directory_iterator(data_dir(), ec)) {
+    const std::string name = entry.path().filename().string();
+    bool stale = name.ends_with(".tmp");
+    if (!stale && name.ends_with(".pack") && name.size() == 13) {
+      uint32_t id = static_cast<uint32_t>(std::stoul(name.substr(0, 8), nullptr, 16));
+      std::string v;
+      stale = db_->Get(rocksdb::ReadOptions(), pack_key(id), &v).IsNotFound();
+    }
+    if (stale) {
+      spdlog::warn("store {}: removing uncommitted pack file {}", dir_.string(), name);
+      fs::remove(entry.path(), ec);
+    }
+  }
+  if (batch.Count() > 0) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(db_->Write(wo, &batch), "roll back unfinished revision");
+  }
+}
+
+std::vector<ImageRecord> Store::images() {
+  std::vector<ImageRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string prefix(1, kKeyImage);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+    out.push_back(decode_image(it->value().ToStringView()));
+  check(it->status(), "list images");
+  return out;
+}
+
+std::optional<ImageRecord> Store::find_image(const std::string& pool, const std::string& name) {
+  std::string v;
+  auto st = db_->Get(rocksdb::ReadOptions(), image_name_key(pool, name), &v);
+  if (st.IsNotFound()) return std::nullopt;
+  check(st, "look up image " + pool + "/" + name);
+  uint64_t key = decode_u64(v);
+  st = db_->Get(rocksdb::ReadOptions(), image_key(key), &v);
+  if (st.IsNotFound()) throw StoreError(StoreError::Kind::kCorrupt, "image record of " + pool + "/" + name + " is missing");
+  check(st, "read image " + pool + "/" + name);
+  return decode_image(v);
+}
+
+std::vector<RevisionRecord> Store::revisions(std::optional<uint64_t> image) {
+  std::vector<RevisionRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  if (!image) {
+    const std::string prefix(1, kKeyRevision);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+      out.push_back(decode_revision(it->value().ToStringView()));
+  } else {
+    const std::string prefix = image_rev_prefix(*image);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      auto rev = parse_image_rev_key(it->key().ToStringView());
+      if (!rev) throw StoreError(StoreError::Kind::kCorrupt, "malformed image revision key");
+      auto r = revision(*rev);
+      if (!r) throw StoreError(StoreError::Kind::kCorrupt, "revision " + std::to_string(*rev) + " is listed but missing");
+      out.push_back(std::move(*r));
+    }
+  }
+  check(it->status(), "list revisions");
+  return out;
+}
+
+std::optional<RevisionRecord> Store::revision(uint64_t id) {
+  std::string v;
+  auto st = db_->Get(rocksdb::ReadOptions(), revision_key(id), &v);
+  if (st.IsNotFound()) return std::nullopt;
+  check(st, "read revision " + std::to_string(id));
+  return decode_revision(v);
+}
+
+std::optional<RevisionRecord> Store::latest_revision(uint64_t image) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string prefix = image_rev_prefix(image);
+  it->SeekForPrev(image_rev_key(image, UINT64_MAX));
+  if (!it->Valid() || !it->key().starts_with(prefix)) {
+    check(it->status(), "find latest revision");
+    return std::nullopt;
+  }
+  auto rev = parse_image_rev_key(it->key().ToStringView());
+  if (!rev) throw StoreError(StoreError::Kind::kCorrupt, "malformed image revision key");
+  return revision(*rev);
+}
+
+std::optional<ChunkRecord> Store::chunk(const Hash& hash) {
+  std::string v;
+  auto st = db_->Get(rocksdb::ReadOptions(), chunk_key(hash), &v);
+  if (st.IsNotFound()) return std::nullopt;
+  check(st, "read chunk " + to_hex(hash));
+  return decode_chunk_record(v);
+}
+
+void Store::newest_entries(uint64_t image, uint64_t first, uint64_t end, uint64_t max_rev,
+                           const std::function<void(uint64_t, const std::optional<Hash>&)>& fn) {
+  if (first >= end) return;
+  const std::string lower = block_key(image, first, 0);
+  const std::string upper = block_key(image, end, 0);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  ro.fill_cache = false;  // a whole-map scan should not evict the chunk records lookups need
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  bool have = false;
+  uint64_t cur_block = 0;
+  std::optional<Hash> cur;
+  auto emit = [&] {
+    if (have) fn(cur_block, cur);
+    have = false;
+  };
+  for (it->Seek(lower); it->Valid(); it->Next()) {
+    auto k = parse_block_key(it->key().ToStringView());
+    if (!k || k->image != image) throw StoreError(StoreError::Kind::kCorrupt, "malformed block map key");
+    if (have && k->block != cur_block) emit();
+    if (k->rev > max_rev) continue;
+    auto v = it->value();
+    if (v.size() == 0) {
+      cur.reset();
+    } else if (v.size() == 32) {
+      Hash h;
+      std::memcpy(h.data(), v.data(), 32);
+      cur = h;
+    } else {
+      throw StoreError(StoreError::Kind::kCorrupt, "malformed block map entry for block " + std::to_string(k->block));
+    }
+    cur_block = k->block;
+    have = true;
+  }
+  check(it->status(), "scan block map");
+  emit();
+}
+
+void Store::for_each_data_block(const RevisionRecord& rev, const std::function<void(uint64_t, const Hash&)>& fn) {
+  newest_entries(rev.image, 0, blocks_for(rev.size), rev.id, [&](uint64_t block, const std::optional<Hash>& h) {
+    if (h) fn(block, *h);
+  });
+}
+
+Hash Store::compute_digest(const RevisionRecord& rev) {
+  Hash acc{};
+  for_each_data_block(rev, [&](uint64_t block, const Hash& h) { RevisionDigest::add(acc, RevisionDigest::term(block, h)); });
+  return acc;
+}
+
+std::string Store::read_chunk(const Hash& hash) {
+  auto rec = chunk(hash);
+  if (!rec) throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is referenced but not in the index");
+  return packs_->read(hash, *rec);
+}
+
+std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start) {
+  if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  rocksdb::WriteBatch batch;
+  auto image = find_image(start.pool, start.name);
+  uint64_t image_id;
+  if (image) {
+    image_id = image->key;
+  } else {
+    image_id = counter(kCounterNextImage, 1);
+    batch.Put(counter_key(kCounterNextImage), encode_u64(image_id + 1));
+    batch.Put(image_name_key(start.pool, start.name), encode_u64(image_id));
+    batch.Put(image_key(image_id), encode(ImageRecord{image_id, start.pool, start.name}));
+  }
+  const uint64_t rev = counter(kCounterNextRevision, 1);
+  // Mark the revision as in progress before any of its entries can reach the index; recover()
+  // uses the mark to roll back after a crash.
+  batch.Put(std::string(1, kKeyPending), encode(PendingRecord{rev, image_id}));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Write(wo, &batch), "begin revision");
+  std::optional<RevisionRecord> parent = image ? latest_revision(image_id) : std::nullopt;
+  return std::unique_ptr<RevisionWriter>(new RevisionWriter(*this, rev, image_id, start.size, start.from_empty, std::move(parent)));
+}
+
+}  // namespace rbdvault::store

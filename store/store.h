@@ -1,0 +1,124 @@
+// The revision store: a directory holding an index (RocksDB) and chunk data (pack files). It knows
+// nothing about Ceph; callers feed it blocks. See docs/format.md for the on-disk format.
+//
+// Thread safety: a Store is used from one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/error.h"
+#include "store/format.h"
+#include "store/sha256.h"
+
+namespace rocksdb {
+class DB;
+}
+
+namespace rbdvault::store {
+
+class PackReader;
+class RevisionWriter;
+class WriterLock;
+
+struct StoreOptions {
+  // Fixed block size of the store, a power of two from 64 KiB to 4 MiB. Default 64 KiB: small enough
+  // that scattered 4 KiB writes cost little to read and store, large enough that the index stays
+  // well under 1% of the data (about 100 bytes of index per block).
+  uint32_t block_size = 64 * 1024;
+};
+
+struct WriterOptions {
+  // zstd level for chunk payloads; 0 stores raw. Level 1 costs little and saves much on text/zeros.
+  int zstd_level = 1;
+  // A pack is sealed and a new one started once it reaches this many bytes.
+  uint64_t pack_target_bytes = 1ull << 30;
+  // Block map entries buffered before an intermediate (still invisible) flush to RocksDB; bounds the
+  // memory of a revision whatever the image size.
+  uint64_t flush_entries = 131072;
+};
+
+enum class OpenMode {
+  kReadOnly,  // no lock; works while a writer runs and sees what was committed when opened
+  kWriter,    // takes the store's writer lock for the life of the Store
+};
+
+// Where a revision starts from; the rest of RevisionRecord is filled at commit.
+struct RevisionStart {
+  std::string pool;
+  std::string name;
+  uint64_t size = 0;  // bytes of the image at the snapshot
+  // true: blocks not written read as zeros (a full read); false: they keep the parent's content
+  // (a diff against the parent).
+  bool from_empty = true;
+};
+
+class Store {
+ public:
+  // Creates a store in `dir` (which must be absent or empty). Throws StoreError.
+  static void init(const std::filesystem::path& dir, const StoreOptions& options);
+  // Opens an existing store. `holder` describes the operation for the lock file ("backup rbd/x").
+  static std::unique_ptr<Store> open(const std::filesystem::path& dir, OpenMode mode,
+                                     const std::string& holder = "", const WriterOptions& writer_options = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::filesystem::path& dir() const { return dir_; }
+  uint32_t block_size() const { return block_size_; }
+  const std::string& store_id() const { return store_id_; }
+  bool writable() const { return mode_ == OpenMode::kWriter; }
+
+  std::vector<ImageRecord> images();
+  std::optional<ImageRecord> find_image(const std::string& pool, const std::string& name);
+  // Committed revisions in ascending id order, of one image or of all.
+  std::vector<RevisionRecord> revisions(std::optional<uint64_t> image = std::nullopt);
+  std::optional<RevisionRecord> revision(uint64_t id);
+  std::optional<RevisionRecord> latest_revision(uint64_t image);
+  std::optional<ChunkRecord> chunk(const Hash& hash);
+
+  // For every block in [first, end) of `image` that has a map entry at or before `max_rev`, calls
+  // `fn(block, hash)` with the newest such entry, in ascending block order; hash is nullopt for a zero
+  // entry. Streams from RocksDB: memory does not depend on the range.
+  void newest_entries(uint64_t image, uint64_t first, uint64_t end, uint64_t max_rev,
+                      const std::function<void(uint64_t block, const std::optional<Hash>& hash)>& fn);
+  // Calls fn(block, hash) for every non-zero block of the revision, ascending.
+  void for_each_data_block(const RevisionRecord& rev, const std::function<void(uint64_t, const Hash&)>& fn);
+  // Recomputes a revision's whole-revision checksum from the block map alone (see RevisionDigest).
+  Hash compute_digest(const RevisionRecord& rev);
+  // A chunk's raw content (block_size bytes), verified against its SHA-256.
+  std::string read_chunk(const Hash& hash);
+
+  // The id the next begin_revision() will use (callers name their snapshot after it).
+  uint64_t next_revision_id() { return counter(kCounterNextRevision, 1); }
+  // Starts a revision of pool/name (the image record is created if new). Writer mode only.
+  std::unique_ptr<RevisionWriter> begin_revision(const RevisionStart& start);
+
+  uint64_t blocks_for(uint64_t size) const { return (size + block_size_ - 1) / block_size_; }
+
+  rocksdb::DB& db() { return *db_; }
+  const WriterOptions& writer_options() const { return writer_options_; }
+  std::filesystem::path data_dir() const { return dir_ / "data"; }
+
+ private:
+  friend class RevisionWriter;
+  Store() = default;
+  void recover();
+  uint64_t counter(std::string_view name, uint64_t initial);
+
+  std::filesystem::path dir_;
+  OpenMode mode_ = OpenMode::kReadOnly;
+  uint32_t block_size_ = 0;
+  std::string store_id_;
+  WriterOptions writer_options_;
+  std::unique_ptr<WriterLock> lock_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<PackReader> packs_;
+};
+
+}  // namespace rbdvault::store

@@ -1,0 +1,345 @@
+// The revision store against a plain in-memory image: no Ceph involved.
+#include "store/store.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include "store/pack.h"
+#include "store/revision_writer.h"
+
+namespace fs = std::filesystem;
+
+namespace rbdvault::store {
+namespace {
+
+constexpr uint32_t kBs = 64 * 1024;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("rbdvault-store-test-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    Store::init(dir_, StoreOptions{kBs});
+    store_ = Store::open(dir_, OpenMode::kWriter, "unit test");
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+
+  // Stores `image` as a new revision. With `changed` set, only those blocks are written on top of the
+  // parent (a diff); otherwise every block is (a full read).
+  RevisionRecord put(const std::string& name, const std::string& image, const std::set<uint64_t>* changed = nullptr) {
+    auto w = store_->begin_revision(RevisionStart{"rbd", name, image.size(), changed == nullptr});
+    const uint64_t nblocks = store_->blocks_for(image.size());
+    for (uint64_t b = 0; b < nblocks; ++b) {
+      if (changed && !changed->count(b)) continue;
+      w->put_block(b, std::string_view(image).substr(b * kBs, kBs));
+    }
+    RevisionInfo info;
+    info.ceph_image_id = "id-" + name;
+    info.snap_name = "snap";
+    info.kind = changed ? RevisionKind::kDelta : RevisionKind::kFull;
+    return w->commit(info);
+  }
+
+  std::string read(const RevisionRecord& rev) {
+    std::string out(rev.size, '\0');
+    store_->for_each_data_block(rev, [&](uint64_t block, const Hash& h) {
+      std::string data = store_->read_chunk(h);
+      const uint64_t off = block * kBs;
+      out.replace(off, std::min<uint64_t>(kBs, rev.size - off), data.substr(0, std::min<uint64_t>(kBs, rev.size - off)));
+    });
+    return out;
+  }
+
+  static std::string random_bytes(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    return s;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, FullRevisionReadsBackExactly) {
+  std::string image = random_bytes(10 * kBs + 1234, 1);
+  image.replace(3 * kBs, kBs, std::string(kBs, '\0'));  // a zero block costs no chunk
+  RevisionRecord r = put("a", image);
+  EXPECT_EQ(read(r), image);
+  EXPECT_EQ(r.new_chunks, 10u);  // 11 blocks, one all-zero
+  EXPECT_EQ(store_->compute_digest(r), r.digest);
+}
+
+TEST_F(StoreTest, DeltaCostsOnlyChangedBlocksAndOldRevisionsStayIntact) {
+  std::string v1 = random_bytes(64 * kBs, 2);
+  RevisionRecord r1 = put("a", v1);
+  std::string v2 = v1;
+  std::set<uint64_t> changed{5, 40};
+  v2.replace(5 * kBs + 100, 10, "0123456789");
+  v2.replace(40 * kBs, 4096, random_bytes(4096, 3));
+  RevisionRecord r2 = put("a", v2, &changed);
+  EXPECT_EQ(r2.parent, r1.id);
+  EXPECT_EQ(r2.map_entries, 2u);
+  EXPECT_EQ(r2.new_chunks, 2u);
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(read(r1), v1);
+  EXPECT_EQ(store_->compute_digest(r1), r1.digest);
+  EXPECT_EQ(store_->compute_digest(r2), r2.digest);
+  EXPECT_NE(r1.digest, r2.digest);
+}
+
+TEST_F(StoreTest, UnchangedDataAddsNoEntries) {
+  std::string v1 = random_bytes(8 * kBs, 4);
+  put("a", v1);
+  std::set<uint64_t> changed{1, 2, 3};  // reported changed, content identical (rewritten same bytes)
+  RevisionRecord r2 = put("a", v1, &changed);
+  EXPECT_EQ(r2.map_entries, 0u);
+  EXPECT_EQ(read(r2), v1);
+}
+
+TEST_F(StoreTest, ShrinkThenGrowExposesZerosNotOldData) {
+  std::string v1 = random_bytes(20 * kBs, 5);
+  RevisionRecord r1 = put("a", v1);
+  // Shrink to 7.5 blocks: the boundary block is re-read (zero-padded by the caller's read).
+  std::string v2 = v1.substr(0, 7 * kBs + kBs / 2);
+  std::set<uint64_t> c2{7};
+  RevisionRecord r2 = put("a", v2, &c2);
+  EXPECT_EQ(read(r2), v2);
+  // Grow back to 20 blocks without writing: everything past 7.5 blocks reads zero.
+  std::string v3 = v2 + std::string(20 * kBs - v2.size(), '\0');
+  std::set<uint64_t> none;
+  RevisionRecord r3 = put("a", v3, &none);
+  EXPECT_EQ(read(r3), v3);
+  EXPECT_EQ(store_->compute_digest(r3), r3.digest);
+  // Grow further and write one block in the new range.
+  std::string v4 = v3 + std::string(5 * kBs, '\0');
+  v4.replace(22 * kBs, 3, "abc");
+  std::set<uint64_t> c4{22};
+  RevisionRecord r4 = put("a", v4, &c4);
+  EXPECT_EQ(read(r4), v4);
+  EXPECT_EQ(read(r1), v1);
+  EXPECT_EQ(read(r2), v2);
+  for (auto& r : {r1, r2, r3, r4}) EXPECT_EQ(store_->compute_digest(r), r.digest) << "revision " << r.id;
+}
+
+TEST_F(StoreTest, FullReadAfterHistoryZeroesBlocksItDidNotWrite) {
+  std::string v1 = random_bytes(10 * kBs, 6);
+  put("a", v1);
+  // A re-created image: full read where only block 2 has data now.
+  std::string v2(10 * kBs, '\0');
+  v2.replace(2 * kBs, 5, "hello");
+  auto w = store_->begin_revision(RevisionStart{"rbd", "a", v2.size(), true});
+  w->put_block(2, std::string_view(v2).substr(2 * kBs, kBs));
+  RevisionRecord r2 = w->commit(RevisionInfo{});
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(store_->compute_digest(r2), r2.digest);
+}
+
+TEST_F(StoreTest, IdenticalImagesShareChunks) {
+  std::string v = random_bytes(16 * kBs, 7);
+  RevisionRecord a = put("a", v);
+  RevisionRecord b = put("b", v);
+  EXPECT_EQ(a.new_chunks, 16u);
+  EXPECT_EQ(b.new_chunks, 0u);
+  EXPECT_EQ(b.bytes_stored, 0u);
+  auto c = store_->chunk(sha256(std::string_view(v).substr(0, kBs)));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->refs, 2u);
+}
+
+TEST_F(StoreTest, AbandonedRevisionLeavesNothingBehind) {
+  std::string v1 = random_bytes(8 * kBs, 8);
+  RevisionRecord r1 = put("a", v1);
+  {
+    auto w = store_->begin_revision(RevisionStart{"rbd", "a", v1.size(), false});
+    w->put_block(0, random_bytes(kBs, 9));
+    w->put_block(1, std::string_view(v1).substr(kBs, kBs));
+    // destroyed without commit
+  }
+  EXPECT_EQ(store_->revisions().size(), 1u);
+  EXPECT_EQ(read(r1), v1);
+  auto c = store_->chunk(sha256(std::string_view(v1).substr(0, kBs)));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->refs, 1u);
+  std::string v2 = v1;
+  v2.replace(0, kBs, random_bytes(kBs, 10));
+  std::set<uint64_t> changed{0};
+  RevisionRecord r2 = put("a", v2, &changed);
+  EXPECT_EQ(r2.id, r1.id + 1);  // the abandoned id is reused, its entries gone
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(store_->compute_digest(r2), r2.digest);
+}
+
+TEST_F(StoreTest, IntermediateFlushesStayInvisibleUntilCommit) {
+  store_.reset();
+  WriterOptions wo;
+  wo.flush_entries = 3;  // force many intermediate flushes and packs
+  store_ = Store::open(dir_, OpenMode::kWriter, "unit test", wo);
+  std::string v = random_bytes(20 * kBs, 11);
+  {
+    auto w = store_->begin_revision(RevisionStart{"rbd", "a", v.size(), true});
+    for (uint64_t b = 0; b < 10; ++b) w->put_block(b, std::string_view(v).substr(b * kBs, kBs));
+    auto reader = Store::open(dir_, OpenMode::kReadOnly);
+    EXPECT_TRUE(reader->revisions().empty());
+  }
+  RevisionRecord r = put("a", v);
+  EXPECT_EQ(read(r), v);
+}
+
+TEST_F(StoreTest, RecoveryAfterKilledWriter) {
+  std::string v1 = random_bytes(8 * kBs, 12);
+  RevisionRecord r1 = put("a", v1);
+  store_.reset();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    WriterOptions wo;
+    wo.flush_entries = 2;
+    auto s = Store::open(dir_, OpenMode::kWriter, "child", wo);
+    auto w = s->begin_revision(RevisionStart{"rbd", "a", v1.size(), false});
+    for (uint64_t b = 0; b < 8; ++b) w->put_block(b, random_bytes(kBs, 100 + b));
+    ::_exit(0);  // dies without commit or cleanup, like SIGKILL
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  store_ = Store::open(dir_, OpenMode::kWriter, "unit test");
+  EXPECT_EQ(store_->revisions().size(), 1u);
+  EXPECT_EQ(read(r1), v1);
+  for (auto& e : fs::directory_iterator(dir_ / "data")) EXPECT_FALSE(e.path().string().ends_with(".tmp"));
+  std::set<uint64_t> changed{3};
+  std::string v2 = v1;
+  v2.replace(3 * kBs, 1, "z");
+  RevisionRecord r2 = put("a", v2, &changed);
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(r2.map_entries, 1u);
+}
+
+TEST_F(StoreTest, SecondWriterIsRefusedWithHolderPid) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    try {
+      auto s = Store::open(dir_, OpenMode::kWriter, "second");
+      ::_exit(0);
+    } catch (const StoreError& e) {
+      std::string what = e.what();
+      bool ok = e.kind() == StoreError::Kind::kLocked && what.find("pid " + std::to_string(::getppid())) != std::string::npos;
+      ::_exit(ok ? 3 : 4);
+    }
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  // Readers need no lock.
+  auto reader = Store::open(dir_, OpenMode::kReadOnly);
+  EXPECT_TRUE(reader->revisions().empty());
+}
+
+TEST_F(StoreTest, CorruptChunkIsDetectedOnRead) {
+  std::string v = random_bytes(2 * kBs, 13);
+  RevisionRecord r = put("a", v);
+  fs::path pack;
+  for (auto& e : fs::directory_iterator(dir_ / "data")) pack = e.path();
+  {
+    std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(kPackHeaderSize + kChunkHeaderSize + 100);
+    f.put('\x5a');
+  }
+  EXPECT_THROW(read(r), StoreError);
+}
+
+TEST_F(StoreTest, OpenRejectsForeignAndMissingDirectories) {
+  fs::path foreign = dir_.string() + "-foreign";
+  fs::create_directories(foreign);
+  try {
+    Store::open(foreign, OpenMode::kReadOnly);
+    FAIL() << "opened a foreign directory";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kInvalid);
+    EXPECT_NE(std::string(e.what()).find("not an rbdvault store"), std::string::npos);
+  }
+  fs::remove_all(foreign);
+  try {
+    Store::open(foreign, OpenMode::kReadOnly);
+    FAIL() << "opened a missing directory";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kNotFound);
+  }
+  EXPECT_THROW(Store::init(dir_, StoreOptions{}), StoreError);                  // exists
+  EXPECT_THROW(Store::init(foreign, StoreOptions{48 * 1024}), StoreError);     // not a power of two
+  EXPECT_THROW(Store::init(foreign, StoreOptions{8u << 20}), StoreError);      // too large
+}
+
+TEST_F(StoreTest, RandomisedHistoryMatchesModel) {
+  std::mt19937 rng(20261125);
+  std::string image = random_bytes(12 * kBs, 14);
+  std::vector<std::pair<RevisionRecord, std::string>> history;
+  history.emplace_back(put("a", image), image);
+  for (int round = 0; round < 25; ++round) {
+    std::set<uint64_t> changed;
+    const uint64_t old_size = image.size();
+    int ops = 1 + rng() % 3;
+    for (int i = 0; i < ops; ++i) {
+      switch (rng() % 4) {
+        case 0: {  // resize
+          uint64_t nsize = (rng() % (30 * kBs)) + 1;
+          if (nsize < image.size()) {
+            // Ceph's diff reports what a shrink cut off as changed (deallocated).
+            for (uint64_t b = nsize / kBs; b < store_->blocks_for(image.size()); ++b) changed.insert(b);
+            image.resize(nsize);
+          } else {
+            image.resize(nsize, '\0');
+          }
+          break;
+        }
+        case 1:
+        case 2: {  // write
+          if (image.empty()) break;
+          uint64_t off = rng() % image.size();
+          uint64_t len = std::min<uint64_t>(1 + rng() % (2 * kBs), image.size() - off);
+          image.replace(off, len, random_bytes(len, rng()));
+          for (uint64_t b = off / kBs; b <= (off + len - 1) / kBs; ++b) changed.insert(b);
+          break;
+        }
+        case 3: {  // zero
+          if (image.empty()) break;
+          uint64_t off = rng() % image.size();
+          uint64_t len = std::min<uint64_t>(1 + rng() % (3 * kBs), image.size() - off);
+          image.replace(off, len, std::string(len, '\0'));
+          for (uint64_t b = off / kBs; b <= (off + len - 1) / kBs; ++b) changed.insert(b);
+          break;
+        }
+      }
+    }
+    // What a backup does: re-read the blocks at the old and new ends when the size changed, and
+    // every block a shrink in between could have cut (here: everything past the minimum is simply
+    // reported changed by the model, as Ceph's diff does).
+    const uint64_t nb = store_->blocks_for(image.size());
+    if (old_size != image.size()) {
+      for (uint64_t edge : {image.size(), old_size})
+        if (edge % kBs && edge / kBs < nb) changed.insert(edge / kBs);
+    }
+    std::set<uint64_t> in_range;
+    for (auto b : changed)
+      if (b < nb) in_range.insert(b);
+    history.emplace_back(put("a", image, &in_range), image);
+  }
+  for (auto& [rev, content] : history) {
+    ASSERT_EQ(read(rev), content) << "revision " << rev.id;
+    EXPECT_EQ(store_->compute_digest(rev), rev.digest) << "revision " << rev.id;
+  }
+}
+
+}  // namespace
+}  // namespace rbdvault::store
