@@ -58,8 +58,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
                           const BackupOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const std::string image_name = spec.pool + "/" + spec.image;
-  rbd::Image image = rbd::Image::open(cluster, spec.pool, spec.image);
-  const rbd::ImageInfo head = image.info();
+  // A writable handle is needed only for snapshot create/remove. On an exclusive-lock image it may
+  // take the lock, and a process killed while holding it makes the next one wait for the watch
+  // timeout; so it lives only around those calls, never during the long reads.
+  std::optional<rbd::Image> image(rbd::Image::open(cluster, spec.pool, spec.image));
+  const rbd::ImageInfo head = image->info();
   const std::string prefix = snapshot_prefix(store);
 
   // The diff base: the newest revision of this image, if it came from the same Ceph image (a
@@ -74,24 +77,29 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   } else if (parent->ceph_image_id != head.id) {
     full_reason = "image was re-created (id " + parent->ceph_image_id + " -> " + head.id + ")";
   } else {
-    auto snap = image.find_snapshot(parent->snap_name);
+    auto snap = image->find_snapshot(parent->snap_name);
     if (!snap || snap->id != parent->snap_id)
       full_reason = "base snapshot " + parent->snap_name + " no longer exists";
     else
       base_snap = parent->snap_name;
   }
 
-  // Our snapshots other than the diff base are leftovers of interrupted runs.
-  for (auto& s : image.snapshots()) {
-    if (s.name.rfind(prefix, 0) == 0 && s.name != base_snap) {
-      spdlog::info("backup {}: removing stale snapshot {}", image_name, s.name);
-      image.remove_snapshot(s.name);
+  // Our snapshots other than the newest revision's are leftovers of interrupted runs. The newest
+  // revision's snapshot stays even when not used as the base (--full): if this run fails, the next
+  // one can still diff against it.
+  const std::string keep = parent ? parent->snap_name : std::string();
+  for (auto& s : image->snapshots()) {
+    const std::string& name = s.in_trash ? s.original_name : s.name;
+    if (name.rfind(prefix, 0) == 0 && (s.in_trash || name != keep)) {
+      spdlog::info("backup {}: removing stale snapshot {}{}", image_name, name, s.in_trash ? " (from the trash)" : "");
+      image->remove_snapshot(s);
     }
   }
 
   const uint64_t rev_id = store.next_revision_id();
   const std::string snap_name = prefix + std::to_string(rev_id);
-  const rbd::SnapshotInfo snap = image.create_snapshot(snap_name);
+  const rbd::SnapshotInfo snap = image->create_snapshot(snap_name);
+  image.reset();
   spdlog::debug("backup {}: created snapshot {} (id {}, size {})", image_name, snap_name, snap.id, snap.size);
 
   BackupResult result;
@@ -153,7 +161,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     result.revision = writer->commit(info);
   } catch (...) {
     try {
-      image.remove_snapshot(snap_name);
+      rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);
     } catch (const std::exception& e) {
       spdlog::warn("backup {}: could not remove snapshot {} after failure: {}", image_name, snap_name, e.what());
     }
@@ -161,11 +169,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   }
 
   // Committed. The previous snapshot is no longer needed for any diff.
-  if (!base_snap.empty()) {
+  if (!keep.empty() && keep.rfind(prefix, 0) == 0 && parent->ceph_image_id == head.id) {
     try {
-      image.remove_snapshot(base_snap);
+      rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(keep);
     } catch (const rbd::CephError& e) {
-      if (!e.not_found()) spdlog::warn("backup {}: could not remove old snapshot {}: {}", image_name, base_snap, e.what());
+      if (!e.not_found()) spdlog::warn("backup {}: could not remove old snapshot {}: {}", image_name, keep, e.what());
     }
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

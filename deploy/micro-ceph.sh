@@ -176,6 +176,9 @@ admin socket = $RUN/\$name.asok
 # the crush location is set by this script; skip the mon round trips at OSD start
 osd crush update on start = false
 osd class update on start = false
+# a killed client's exclusive lock is breakable once its watch times out (default 30 s); tests kill
+# clients on purpose, so keep that short here. Production clusters keep the default.
+osd client watch timeout = 5
 pid file = $RUN/\$name.pid
 admin socket = $RUN/\$name.asok
 

@@ -88,13 +88,22 @@ std::vector<SnapshotInfo> Image::snapshots() {
   check(image_->snap_list(snaps), "list snapshots of " + spec());
   std::vector<SnapshotInfo> out;
   out.reserve(snaps.size());
-  for (auto& s : snaps) out.push_back({s.id, s.name, s.size});
+  for (auto& s : snaps) {
+    SnapshotInfo info{s.id, s.name, s.size, false, {}};
+    librbd::snap_namespace_type_t ns{};
+    check(image_->snap_get_namespace_type(s.id, &ns), "get namespace of snapshot " + spec() + "@" + s.name);
+    if (ns == RBD_SNAP_NAMESPACE_TYPE_TRASH) {
+      info.in_trash = true;
+      check(image_->snap_get_trash_namespace(s.id, &info.original_name), "get trashed snapshot " + spec() + "@" + s.name);
+    }
+    out.push_back(std::move(info));
+  }
   return out;
 }
 
 std::optional<SnapshotInfo> Image::find_snapshot(const std::string& name) {
   for (auto& s : snapshots())
-    if (s.name == name) return s;
+    if (s.name == name && !s.in_trash) return s;
   return std::nullopt;
 }
 
@@ -107,6 +116,10 @@ SnapshotInfo Image::create_snapshot(const std::string& name) {
 
 void Image::remove_snapshot(const std::string& name) {
   check(image_->snap_remove(name.c_str()), "remove snapshot " + pool_ + "/" + name_ + "@" + name);
+}
+
+void Image::remove_snapshot(const SnapshotInfo& snap) {
+  check(image_->snap_remove_by_id(snap.id), "remove snapshot " + pool_ + "/" + name_ + "@" + snap.name);
 }
 
 void Image::set_snapshot(const std::string& name) {

@@ -44,6 +44,10 @@ struct SnapshotInfo {
   uint64_t id = 0;
   std::string name;
   uint64_t size = 0;  // every snapshot carries its own image size
+  // A snapshot whose removal was interrupted lingers in the trash namespace under a generated
+  // name; original_name is the name it had.
+  bool in_trash = false;
+  std::string original_name;
 };
 
 // One extent from diff_iterate2. `exists` true: changed, read it (it may still read as zeros);
@@ -74,6 +78,7 @@ class Image {
   std::optional<SnapshotInfo> find_snapshot(const std::string& name);
   SnapshotInfo create_snapshot(const std::string& name);
   void remove_snapshot(const std::string& name);
+  void remove_snapshot(const SnapshotInfo& snap);  // by id; also works for trashed snapshots
   // Points the handle at a snapshot (reads, size and diffs then refer to it); empty: the head.
   void set_snapshot(const std::string& name);
   void resize(uint64_t size);

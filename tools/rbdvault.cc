@@ -37,7 +37,7 @@ commands:
   ls       --store DIR [POOL/IMAGE]                list revisions
   images   POOL                                    list the RBD images of a pool
 
-Ceph options (like rbd): -c/--conf PATH, --id NAME, --keyring PATH
+Ceph options (like rbd): -c/--conf PATH, --id NAME, --keyring PATH, --connect-timeout SECONDS (15)
 output: --format plain|json, -v/--verbose, -q/--quiet
 )";
 
@@ -63,6 +63,7 @@ Args parse(int argc, char** argv) {
       ("conf,c", po::value<std::string>(), "")
       ("id", po::value<std::string>(), "")
       ("keyring,k", po::value<std::string>(), "")
+      ("connect-timeout", po::value<int>()->default_value(15), "")
       ("format", po::value<std::string>()->default_value("plain"), "")
       ("verbose,v", po::bool_switch(), "")
       ("quiet,q", po::bool_switch(), "")
@@ -106,6 +107,7 @@ rbd::ConnectOptions connect_options(const Args& a) {
   o.conf_path = a.str("conf");
   o.client_id = a.str("id");
   o.keyring = a.str("keyring");
+  o.timeout_seconds = a.vm["connect-timeout"].as<int>();
   return o;
 }
 

@@ -1,0 +1,186 @@
+// rbd/ against the real test cluster (CEPH_CONF points at deploy/micro-ceph.sh's ceph.conf).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "rbd/cluster.h"
+#include "rbd/error.h"
+#include "rbd/image.h"
+#include "rbd/image_writer.h"
+
+namespace rbdvault::rbd {
+namespace {
+
+std::string conf() {
+  const char* c = std::getenv("CEPH_CONF");
+  return c ? c : "";
+}
+
+std::string unique_name(const std::string& base) { return base + "-" + std::to_string(::getpid()); }
+
+class RbdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(conf().empty()) << "CEPH_CONF must point at the test cluster";
+    cluster_ = std::make_unique<Cluster>(ConnectOptions{conf(), "", "", 10});
+  }
+  // A committed empty image of `size` bytes.
+  void create(const std::string& name, uint64_t size, int order = 22) {
+    NewImageOptions o;
+    o.size = size;
+    o.order = order;
+    ImageWriter w(*cluster_, "rbd", name, o);
+    w.commit();
+    names_.push_back(name);
+  }
+  void TearDown() override {
+    for (auto& n : names_) {
+      try {
+        Image img = Image::open(*cluster_, "rbd", n);
+        for (auto& s : img.snapshots()) img.remove_snapshot(s.name);
+      } catch (const CephError&) {
+      }
+      remove_image(*cluster_, "rbd", n, true);
+    }
+  }
+  std::unique_ptr<Cluster> cluster_;
+  std::vector<std::string> names_;
+};
+
+TEST_F(RbdTest, ListsImagesWithIdsAndInfo) {
+  const std::string name = unique_name("list");
+  create(name, 8 << 20, 20);
+  bool found = false;
+  for (auto& e : cluster_->list_images("rbd")) {
+    if (e.name != name) continue;
+    found = true;
+    Image img = Image::open(*cluster_, "rbd", name, {}, true);
+    ImageInfo info = img.info();
+    EXPECT_EQ(info.id, e.id);
+    EXPECT_FALSE(info.id.empty());
+    EXPECT_EQ(info.size, 8u << 20);
+    EXPECT_EQ(info.object_size, 1u << 20);
+    EXPECT_EQ(info.order, 20);
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(RbdTest, ChangedExtentsBetweenSnapshots) {
+  const std::string name = unique_name("diff");
+  create(name, 16 << 20);
+  Image img = Image::open(*cluster_, "rbd", name);
+  img.write(0, std::string(4096, 'a'));
+  SnapshotInfo s1 = img.create_snapshot("s1");
+  img.write(8 << 20, std::string(4096, 'b'));  // only this changes between s1 and s2
+  img.resize(20 << 20);
+  SnapshotInfo s2 = img.create_snapshot("s2");
+  EXPECT_EQ(s1.size, 16u << 20);
+  EXPECT_EQ(s2.size, 20u << 20);  // each snapshot carries its own size
+  EXPECT_LT(s1.id, s2.id);
+  auto snaps = img.snapshots();
+  ASSERT_EQ(snaps.size(), 2u);
+  EXPECT_EQ(snaps[1].name, "s2");
+
+  img.set_snapshot("s2");
+  std::vector<ChangedExtent> all, first_half, second_half;
+  img.changed_extents("s1", 0, s2.size, false, [&](const ChangedExtent& e) { all.push_back(e); });
+  img.changed_extents("s1", 0, 8 << 20, false, [&](const ChangedExtent& e) { first_half.push_back(e); });
+  img.changed_extents("s1", 8 << 20, 8 << 20, false, [&](const ChangedExtent& e) { second_half.push_back(e); });
+  EXPECT_TRUE(first_half.empty()) << "unchanged range reported " << first_half.size() << " extents";
+  ASSERT_FALSE(second_half.empty());
+  EXPECT_LE(second_half.front().offset, uint64_t(8 << 20));
+  EXPECT_GE(second_half.front().offset + second_half.front().length, uint64_t((8 << 20) + 4096));
+  EXPECT_TRUE(second_half.front().exists);
+  EXPECT_EQ(all.size(), second_half.size());
+
+  // From nothing: allocated extents only, covering both writes.
+  std::vector<ChangedExtent> allocated;
+  img.changed_extents("", 0, s2.size, false, [&](const ChangedExtent& e) { allocated.push_back(e); });
+  ASSERT_GE(allocated.size(), 2u);
+  EXPECT_EQ(allocated.front().offset, 0u);
+
+  std::string buf(4096, '\0');
+  EXPECT_EQ(img.read(8 << 20, 4096, buf.data()), 4096u);
+  EXPECT_EQ(buf, std::string(4096, 'b'));
+  img.set_snapshot("s1");
+  EXPECT_EQ(img.read(8 << 20, 4096, buf.data()), 4096u);
+  EXPECT_EQ(buf, std::string(4096, '\0'));
+}
+
+TEST_F(RbdTest, AsyncReaderKeepsReadsBoundedAndOrdered) {
+  const std::string name = unique_name("aio");
+  create(name, 4 << 20);
+  Image img = Image::open(*cluster_, "rbd", name);
+  for (int i = 0; i < 64; ++i) img.write(uint64_t(i) * 65536, std::string(65536, char('A' + i % 26)));
+  std::vector<uint64_t> order;
+  AsyncReader reader(img, 4, [&](uint64_t offset, uint64_t tag, std::string_view data) {
+    order.push_back(tag);
+    EXPECT_EQ(data.size(), 65536u);
+    EXPECT_EQ(data[0], char('A' + (offset / 65536) % 26));
+  });
+  for (uint64_t i = 0; i < 64; ++i) reader.submit(i * 65536, 65536, i);
+  reader.drain();
+  EXPECT_EQ(reader.peak_in_flight(), 4u);
+  ASSERT_EQ(order.size(), 64u);
+  for (uint64_t i = 0; i < 64; ++i) EXPECT_EQ(order[i], i);
+}
+
+TEST_F(RbdTest, ErrorsNameWhatFailed) {
+  try {
+    Image::open(*cluster_, "no-such-pool", "x");
+    FAIL();
+  } catch (const CephError& e) {
+    EXPECT_NE(std::string(e.what()).find("pool 'no-such-pool' does not exist"), std::string::npos) << e.what();
+    EXPECT_TRUE(e.not_found());
+  }
+  try {
+    Image::open(*cluster_, "rbd", "no-such-image");
+    FAIL();
+  } catch (const CephError& e) {
+    EXPECT_NE(std::string(e.what()).find("image rbd/no-such-image does not exist"), std::string::npos) << e.what();
+  }
+  const std::string name = unique_name("err");
+  create(name, 1 << 20);
+  try {
+    Image::open(*cluster_, "rbd", name, "no-such-snap", true);
+    FAIL();
+  } catch (const CephError& e) {
+    EXPECT_NE(std::string(e.what()).find("snapshot rbd/" + name + "@no-such-snap does not exist"), std::string::npos) << e.what();
+  }
+  NewImageOptions o;
+  o.size = 1 << 20;
+  try {
+    ImageWriter w(*cluster_, "rbd", name, o);
+    FAIL();
+  } catch (const CephError& e) {
+    EXPECT_NE(std::string(e.what()).find("already exists"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RbdConnect, WrongConfPathIsAClearError) {
+  try {
+    Cluster c(ConnectOptions{"/nonexistent/ceph.conf", "", "", 5});
+    FAIL();
+  } catch (const CephError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/ceph.conf"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(RbdTest, UncommittedImageWriterRemovesItsImage) {
+  const std::string name = unique_name("partial");
+  {
+    NewImageOptions o;
+    o.size = 1 << 20;
+    ImageWriter w(*cluster_, "rbd", name, o);
+    w.write(0, std::string(4096, 'x'));
+    // no commit: a failed restore must not leave a half image behind
+  }
+  for (auto& e : cluster_->list_images("rbd")) EXPECT_NE(e.name, name);
+}
+
+}  // namespace
+}  // namespace rbdvault::rbd
