@@ -1,12 +1,14 @@
 #include "agent/backup.h"
 
 #include <algorithm>
+#include <deque>
 #include <chrono>
 #include <optional>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include "agent/read_plan.h"
 #include "rbd/cluster.h"
 #include "rbd/error.h"
 #include "rbd/image.h"
@@ -14,41 +16,6 @@
 #include "store/store.h"
 
 namespace rbdvault::agent {
-namespace {
-
-// Runs of blocks [first, end) to read, merged and sorted. Memory grows with the number of changed
-// regions, not with the image size.
-class BlockRuns {
- public:
-  void add(uint64_t first, uint64_t end) {
-    if (first >= end) return;
-    if (!runs_.empty() && first <= runs_.back().second && first >= runs_.back().first) {
-      runs_.back().second = std::max(runs_.back().second, end);
-      return;
-    }
-    runs_.emplace_back(first, end);
-    sorted_ = sorted_ && (runs_.size() < 2 || runs_[runs_.size() - 2].first <= first);
-  }
-  // Sorts and merges overlapping or adjacent runs.
-  const std::vector<std::pair<uint64_t, uint64_t>>& finish() {
-    if (!sorted_) std::sort(runs_.begin(), runs_.end());
-    std::vector<std::pair<uint64_t, uint64_t>> merged;
-    for (auto& r : runs_) {
-      if (!merged.empty() && r.first <= merged.back().second)
-        merged.back().second = std::max(merged.back().second, r.second);
-      else
-        merged.push_back(r);
-    }
-    runs_.swap(merged);
-    return runs_;
-  }
-
- private:
-  std::vector<std::pair<uint64_t, uint64_t>> runs_;
-  bool sorted_ = true;
-};
-
-}  // namespace
 
 std::string snapshot_prefix(const store::Store& store) {
   return "rbdvault-" + store.store_id().substr(0, 8) + "-";
@@ -112,25 +79,37 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     const uint64_t bs = store.block_size();
     const uint64_t nblocks = store.blocks_for(snap.size);
 
-    BlockRuns runs;
-    at_snap.changed_extents(base_snap, 0, snap.size, options.whole_object, [&](const rbd::ChangedExtent& e) {
-      if (e.length == 0) return;
-      runs.add(e.offset / bs, std::min(nblocks, (e.offset + e.length + bs - 1) / bs));
-    });
+    ReadPlan plan(bs, snap.size);
+    at_snap.changed_extents(base_snap, 0, snap.size, options.whole_object,
+                            [&](const rbd::ChangedExtent& e) { plan.add_extent(e.offset, e.length, e.exists); });
     if (!base_snap.empty() && parent->size != snap.size) {
       // A block cut by the new or the old end of the image must be re-read: Ceph zeroes bytes past a
       // shrink, and a block stored at the old size was stored zero-padded.
       for (uint64_t edge : {snap.size, parent->size})
-        if (edge % bs != 0 && edge / bs < nblocks) runs.add(edge / bs, edge / bs + 1);
+        if (edge % bs != 0 && edge / bs < nblocks) plan.add_block(edge / bs);
     }
-    const auto& todo = runs.finish();
-    for (auto& r : todo) result.bytes_planned += (std::min(r.second * bs, snap.size) - r.first * bs);
-    spdlog::debug("backup {}: {} runs, {} bytes to read", image_name, todo.size(), result.bytes_planned);
+    const std::vector<BlockRun> runs = plan.finish();
+    uint64_t zero_blocks = 0;
+    for (auto& r : runs) {
+      if (r.zero) zero_blocks += r.end - r.first;
+      else result.bytes_planned += std::min(r.end * bs, snap.size) - r.first * bs;
+    }
+    spdlog::debug("backup {}: {} runs, {} bytes to read, {} blocks known zero", image_name, runs.size(),
+                  result.bytes_planned, zero_blocks);
 
+    // Zero runs are recorded in block order between the reads around them, as reads complete.
+    std::deque<BlockRun> zeros_due;
+    auto put_zeros_before = [&](uint64_t block) {
+      while (!zeros_due.empty() && zeros_due.front().first < block) {
+        writer->put_zero_range(zeros_due.front().first, zeros_due.front().end);
+        zeros_due.pop_front();
+      }
+    };
     uint64_t done = 0;
     const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
     rbd::AsyncReader reader(at_snap, options.reads_in_flight, [&](uint64_t offset, uint64_t nblk, std::string_view data) {
       const uint64_t first = offset / bs;
+      put_zeros_before(first);
       for (uint64_t i = 0; i < nblk; ++i) {
         const uint64_t pos = i * bs;
         std::string_view piece = pos < data.size() ? data.substr(pos, bs) : std::string_view();
@@ -139,15 +118,20 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
       done += data.size();
       if (options.progress) options.progress(done, result.bytes_planned);
     });
-    for (auto& [first, end] : todo) {
-      for (uint64_t b = first; b < end; b += blocks_per_read) {
-        const uint64_t n = std::min(blocks_per_read, end - b);
+    for (const BlockRun& r : runs) {
+      if (r.zero) {
+        zeros_due.push_back(r);
+        continue;
+      }
+      for (uint64_t b = r.first; b < r.end; b += blocks_per_read) {
+        const uint64_t n = std::min(blocks_per_read, r.end - b);
         const uint64_t offset = b * bs;
         const uint64_t length = std::min(n * bs, snap.size - offset);
         reader.submit(offset, length, n);
       }
     }
     reader.drain();
+    put_zeros_before(UINT64_MAX);
     result.peak_reads_in_flight = reader.peak_in_flight();
 
     store::RevisionInfo info;

@@ -108,6 +108,20 @@ void RevisionWriter::put_zero(uint64_t block) {
   record(block, std::nullopt, {});
 }
 
+void RevisionWriter::put_zero_range(uint64_t first, uint64_t end) {
+  if (first >= end) return;
+  check_order(first);
+  check_order(end - 1);
+  zero_stale(first);
+  // Only blocks that hold data now need an entry; a scan of existing entries finds them, so a huge
+  // discard costs what the map holds there, not one lookup per block.
+  store_.newest_entries(image_, first, end, id_ - 1, [&](uint64_t block, const std::optional<Hash>& h) {
+    if (h) record(block, std::nullopt, {});
+  });
+  last_block_ = end - 1;
+  stale_cursor_ = std::max(stale_cursor_, end);
+}
+
 void RevisionWriter::put_block(uint64_t block, std::string_view data) {
   const uint32_t bs = store_.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");

@@ -56,6 +56,8 @@ class RevisionWriter {
   void put_block(uint64_t block, std::string_view data);
   // Records that `block` reads as zeros in this revision.
   void put_zero(uint64_t block);
+  // Records that every block in [first, end) reads as zeros; costs what the map holds there.
+  void put_zero_range(uint64_t first, uint64_t end);
 
   // Makes chunk data durable, then commits the revision in one synced RocksDB write.
   RevisionRecord commit(const RevisionInfo& info);

@@ -343,3 +343,25 @@ TEST_F(StoreTest, RandomisedHistoryMatchesModel) {
 
 }  // namespace
 }  // namespace rbdvault::store
+
+namespace rbdvault::store {
+namespace {
+
+TEST_F(StoreTest, ZeroRangeCostsOnlyBlocksHoldingData) {
+  std::string v1(100 * kBs, '\0');
+  for (uint64_t b : {3, 50, 51, 97}) v1.replace(b * kBs, 4, "data");
+  RevisionRecord r1 = put("a", v1);
+  auto w = store_->begin_revision(RevisionStart{"rbd", "a", v1.size(), false});
+  w->put_block(2, std::string(kBs, 'x'));
+  w->put_zero_range(3, 98);  // a big discard
+  RevisionRecord r2 = w->commit(RevisionInfo{});
+  EXPECT_EQ(r2.map_entries, 1u + 4u);  // block 2, and the four blocks that held data
+  std::string v2(100 * kBs, '\0');
+  v2.replace(2 * kBs, kBs, std::string(kBs, 'x'));
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(read(r1), v1);
+  EXPECT_EQ(store_->compute_digest(r2), r2.digest);
+}
+
+}  // namespace
+}  // namespace rbdvault::store
