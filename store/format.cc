@@ -142,6 +142,13 @@ std::optional<uint64_t> parse_image_rev_key(std::string_view key) {
   return read_be64(key.data() + 9);
 }
 
+uint32_t parse_pack_key(std::string_view key) {
+  if (key.size() != 5 || key[0] != kKeyPack) return 0;
+  uint32_t v = 0;
+  for (int i = 1; i < 5; ++i) v = (v << 8) | uint8_t(key[i]);
+  return v;
+}
+
 std::string encode_u64(uint64_t v) {
   std::string s;
   put_le(s, v, 8);
@@ -295,6 +302,12 @@ Hash RevisionDigest::term(uint64_t block, const Hash& chunk) {
   std::string b;
   put_le(b, block, 8);
   return sha256(b, as_view(chunk));
+}
+
+Hash RevisionDigest::size_term(uint64_t size) {
+  std::string b = "size";
+  put_le(b, size, 8);
+  return sha256(b);
 }
 
 void RevisionDigest::add(Hash& acc, const Hash& t) {

@@ -46,6 +46,7 @@ struct BlockKey {
 std::optional<BlockKey> parse_block_key(std::string_view key);
 std::optional<uint64_t> parse_image_rev_key(std::string_view key);  // -> rev
 uint64_t read_be64(const char* p);
+uint32_t parse_pack_key(std::string_view key);  // 0 if malformed
 
 struct ImageRecord {
   uint64_t key = 0;
@@ -74,7 +75,12 @@ struct RevisionRecord {
   uint64_t new_chunks = 0;
   uint64_t map_entries = 0;      // block map entries this revision added
   Hash digest{};                 // whole-revision checksum, see RevisionDigest
-  uint8_t flags = 0;             // bit 0: protected from expiry
+  uint8_t flags = 0;             // RevisionFlags
+};
+
+enum RevisionFlags : uint8_t {
+  kRevisionProtected = 1,   // never removed by forget or expire
+  kRevisionForgetting = 2,  // being removed; invisible, and completed by the next writer to open
 };
 
 struct ChunkRecord {
@@ -112,11 +118,13 @@ PendingRecord decode_pending(std::string_view v);
 uint64_t decode_u64(std::string_view v);
 
 // Whole-revision checksum: the sum, modulo 2^256, of SHA-256(le64(block) || chunk hash) over every
-// non-zero block below the revision's size, each read as a little-endian 256-bit integer. A sum can
-// be updated per changed block (commit stays proportional to the change) and recomputed from the
-// block map alone by scrub.
+// non-zero block below the revision's size, plus SHA-256("size" || le64(size)), each read as a
+// little-endian 256-bit integer. A sum can be updated per changed block (commit stays proportional
+// to the change) and recomputed from the block map alone by scrub; the size term makes a wrong size
+// show up even where the blocks it adds or drops are zeros.
 struct RevisionDigest {
   static Hash term(uint64_t block, const Hash& chunk);
+  static Hash size_term(uint64_t size);
   static void add(Hash& acc, const Hash& term);
   static void subtract(Hash& acc, const Hash& term);
 };

@@ -36,11 +36,41 @@ WriterLock::WriterLock(const std::filesystem::path& path, const std::string& hol
     throw StoreError(StoreError::Kind::kLocked, "store " + path.parent_path().string() + " is locked by " + holder +
                                                     (what.empty() ? "" : " (" + what + ")") + "; try again later");
   }
-  std::string info = "pid " + std::to_string(::getpid()) + ": " + holder_description + "\n";
+  std::string info = holder_description + "\n";
   if (::ftruncate(fd_, 0) == 0) {
     ssize_t ignored = ::pwrite(fd_, info.data(), info.size(), 0);  // informational only
     (void)ignored;
   }
+}
+
+ReaderLock::ReaderLock(const std::filesystem::path& path, bool exclusive) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0 && !exclusive) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // read-only media
+  if (fd_ < 0) {
+    if (!exclusive && errno == ENOENT) return;  // nothing to coordinate with
+    throw_errno("open lock file " + path.string());
+  }
+  struct flock fl {};
+  fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  if (::fcntl(fd_, F_SETLK, &fl) == 0) return;
+  int saved = errno;
+  struct flock probe = fl;
+  std::string holder = "another process";
+  if (::fcntl(fd_, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK) holder = "pid " + std::to_string(probe.l_pid);
+  ::close(fd_);
+  fd_ = -1;
+  if (saved != EAGAIN && saved != EACCES) {
+    errno = saved;
+    throw_errno("lock " + path.string());
+  }
+  throw StoreError(StoreError::Kind::kLocked,
+                   exclusive ? "store " + path.parent_path().string() + " is being read by " + holder + " (restore, scrub or verify); gc needs it alone, try again later"
+                             : "store " + path.parent_path().string() + " is being garbage-collected by " + holder + "; try again later");
+}
+
+ReaderLock::~ReaderLock() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 WriterLock::~WriterLock() {

@@ -20,4 +20,17 @@ class WriterLock {
   int fd_ = -1;
 };
 
+// Readers (restore, scrub, verify) hold DIR/readers.lock shared; gc, which deletes pack files,
+// holds it exclusive. Either side is refused at once, naming a holder, when the other has it.
+class ReaderLock {
+ public:
+  ReaderLock(const std::filesystem::path& path, bool exclusive);
+  ~ReaderLock();
+  ReaderLock(const ReaderLock&) = delete;
+  ReaderLock& operator=(const ReaderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace rbdvault::store

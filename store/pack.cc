@@ -126,6 +126,31 @@ int PackReader::fd_for(uint32_t pack) {
   return fd;
 }
 
+void PackReader::forget_pack(uint32_t pack) {
+  auto it = fds_.find(pack);
+  if (it == fds_.end()) return;
+  ::close(it->second);
+  fds_.erase(it);
+}
+
+std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
+  std::string raw = read(hash, rec);
+  (void)raw;  // verified
+  // read() left the payload in its buffer; re-reading keeps the interface simple and gc is rare.
+  std::string buf(rec.stored_len, '\0');
+  int fd = fd_for(rec.pack);
+  size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t r = ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(rec.offset + kChunkHeaderSize + got));
+    if (r <= 0) {
+      if (r < 0 && errno == EINTR) continue;
+      throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + ": short read");
+    }
+    got += static_cast<size_t>(r);
+  }
+  return buf;
+}
+
 std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
   const std::string where = "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
   int fd = fd_for(rec.pack);

@@ -58,6 +58,9 @@ class PackReader {
   PackReader& operator=(const PackReader&) = delete;
 
   std::string read(const Hash& hash, const ChunkRecord& rec);
+  // The stored (possibly compressed) payload, verified like read(); for copying chunks verbatim.
+  std::string read_payload(const Hash& hash, const ChunkRecord& rec);
+  void forget_pack(uint32_t pack);  // closes a cached descriptor (the file is being deleted)
 
  private:
   int fd_for(uint32_t pack);

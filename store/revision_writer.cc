@@ -42,6 +42,7 @@ RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64
   if (parent_) {
     parent_blocks_ = store_.blocks_for(parent_->size);
     digest_ = parent_->digest;
+    RevisionDigest::subtract(digest_, RevisionDigest::size_term(parent_->size));
     // Blocks cut off by a shrink leave the revision: take them out of the checksum.
     store_.newest_entries(image_, store_.blocks_for(size_), parent_blocks_, id_ - 1,
                           [&](uint64_t block, const std::optional<Hash>& h) {
@@ -236,6 +237,7 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   rec.new_chunks = new_chunks_;
   rec.map_entries = map_entries_;
   rec.digest = digest_;
+  RevisionDigest::add(rec.digest, RevisionDigest::size_term(size_));
   batch_->Put(revision_key(id_), encode(rec));
   batch_->Put(image_rev_key(image_, id_), rocksdb::Slice());
   batch_->Put(counter_key(kCounterNextRevision), encode_u64(id_ + 1));

@@ -143,6 +143,7 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
     check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "open index of " + dir.string());
   } else {
+    s->reader_lock_ = std::make_unique<ReaderLock>(dir / "readers.lock", false);
     check(rocksdb::DB::OpenForReadOnly(o, (dir / "index").string(), &raw), "open index of " + dir.string());
   }
   s->db_.reset(raw);
@@ -217,6 +218,21 @@ void Store::recover() {
     wo.sync = true;
     check(db_->Write(wo, &batch), "roll back unfinished revision");
   }
+  // A forget that was interrupted is rolled forward: its revision is already invisible.
+  std::vector<RevisionRecord> forgetting;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix(1, kKeyRevision);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      RevisionRecord r = decode_revision(it->value().ToStringView());
+      if (r.flags & kRevisionForgetting) forgetting.push_back(std::move(r));
+    }
+    check(it->status(), "scan revisions");
+  }
+  for (auto& r : forgetting) {
+    spdlog::warn("store {}: completing interrupted forget of revision {}", dir_.string(), r.id);
+    finish_forget(std::move(r));
+  }
 }
 
 std::vector<ImageRecord> Store::images() {
@@ -246,8 +262,10 @@ std::vector<RevisionRecord> Store::revisions(std::optional<uint64_t> image) {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   if (!image) {
     const std::string prefix(1, kKeyRevision);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
-      out.push_back(decode_revision(it->value().ToStringView()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      RevisionRecord r = decode_revision(it->value().ToStringView());
+      if (!(r.flags & kRevisionForgetting)) out.push_back(std::move(r));
+    }
   } else {
     const std::string prefix = image_rev_prefix(*image);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
@@ -255,7 +273,7 @@ std::vector<RevisionRecord> Store::revisions(std::optional<uint64_t> image) {
       if (!rev) throw StoreError(StoreError::Kind::kCorrupt, "malformed image revision key");
       auto r = revision(*rev);
       if (!r) throw StoreError(StoreError::Kind::kCorrupt, "revision " + std::to_string(*rev) + " is listed but missing");
-      out.push_back(std::move(*r));
+      if (!(r->flags & kRevisionForgetting)) out.push_back(std::move(*r));
     }
   }
   check(it->status(), "list revisions");
@@ -339,6 +357,7 @@ void Store::for_each_data_block(const RevisionRecord& rev, const std::function<v
 Hash Store::compute_digest(const RevisionRecord& rev) {
   Hash acc{};
   for_each_data_block(rev, [&](uint64_t block, const Hash& h) { RevisionDigest::add(acc, RevisionDigest::term(block, h)); });
+  RevisionDigest::add(acc, RevisionDigest::size_term(rev.size));
   return acc;
 }
 

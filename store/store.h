@@ -24,6 +24,7 @@ namespace rbdvault::store {
 
 class PackReader;
 class RevisionWriter;
+class ReaderLock;
 class WriterLock;
 
 struct StoreOptions {
@@ -96,6 +97,14 @@ class Store {
 
   // The id the next begin_revision() will use (callers name their snapshot after it).
   uint64_t next_revision_id() { return counter(kCounterNextRevision, 1); }
+  // Removes one revision. Its block map entries still needed by the next revision of the image move
+  // to that revision; the rest are dropped with their chunk references (space comes back with gc).
+  // Every other revision reads exactly as before. Refused for protected revisions and for the newest
+  // revision of an image (its snapshot is the next diff's base). Crash-safe: a killed forget is
+  // completed by the next writer to open the store.
+  void forget(uint64_t revision);
+  void set_protected(uint64_t revision, bool on);
+
   // Starts a revision of pool/name (the image record is created if new). Writer mode only.
   std::unique_ptr<RevisionWriter> begin_revision(const RevisionStart& start);
 
@@ -104,11 +113,13 @@ class Store {
   rocksdb::DB& db() { return *db_; }
   const WriterOptions& writer_options() const { return writer_options_; }
   std::filesystem::path data_dir() const { return dir_ / "data"; }
+  PackReader& packs() { return *packs_; }
 
  private:
   friend class RevisionWriter;
   Store() = default;
   void recover();
+  void finish_forget(RevisionRecord rev);
   uint64_t counter(std::string_view name, uint64_t initial);
 
   std::filesystem::path dir_;
@@ -117,6 +128,7 @@ class Store {
   std::string store_id_;
   WriterOptions writer_options_;
   std::unique_ptr<WriterLock> lock_;
+  std::unique_ptr<ReaderLock> reader_lock_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<PackReader> packs_;
 };

@@ -1,0 +1,139 @@
+// Removing revisions: forget and protect.
+#include <cstring>
+#include <unordered_map>
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include "store/store.h"
+
+namespace rbdvault::store {
+namespace {
+
+void check(const rocksdb::Status& s, const std::string& what) {
+  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
+}
+
+constexpr uint64_t kForgetBatchEntries = 100000;
+
+}  // namespace
+
+void Store::set_protected(uint64_t id, bool on) {
+  if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  auto rev = revision(id);
+  if (!rev || (rev->flags & kRevisionForgetting))
+    throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");
+  rev->flags = on ? (rev->flags | kRevisionProtected) : (rev->flags & ~kRevisionProtected);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Put(wo, revision_key(id), encode(*rev)), "update revision " + std::to_string(id));
+}
+
+void Store::forget(uint64_t id) {
+  if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  auto rev = revision(id);
+  if (!rev || (rev->flags & kRevisionForgetting))
+    throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");
+  const std::string spec = rev->pool + "/" + rev->name + "@" + std::to_string(id);
+  if (rev->flags & kRevisionProtected)
+    throw StoreError(StoreError::Kind::kInvalid, "revision " + spec + " is protected; unprotect it first");
+  auto latest = latest_revision(rev->image);
+  if (latest && latest->id == id)
+    throw StoreError(StoreError::Kind::kInvalid, "revision " + spec +
+                                                     " is the newest of its image; its snapshot is the base of the next backup");
+  // Step 1, durable: the revision disappears from view. Everything after is idempotent and is
+  // completed by recover() if we are killed.
+  rev->flags |= kRevisionForgetting;
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Put(wo, revision_key(id), encode(*rev)), "mark revision " + spec + " for removal");
+  finish_forget(*rev);
+  spdlog::info("forget {}: removed", spec);
+}
+
+// Moves or drops the revision's block map entries, then removes its records. For each block where
+// the revision R has an entry: if the next revision C of the image has its own entry, R's entry
+// served only R and is dropped (one chunk reference less); otherwise C (and later revisions, until
+// they overwrite the block) read R's entry, so it moves to C unchanged. No other revision's view
+// changes. Batches are atomic and each leaves a consistent map, so a rerun continues where a killed
+// one stopped.
+void Store::finish_forget(RevisionRecord rev) {
+  uint64_t child = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    it->Seek(image_rev_key(rev.image, rev.id + 1));
+    if (it->Valid() && it->key().starts_with(image_rev_prefix(rev.image))) child = *parse_image_rev_key(it->key().ToStringView());
+    check(it->status(), "find next revision");
+  }
+  if (child == 0) throw StoreError(StoreError::Kind::kCorrupt, "revision " + std::to_string(rev.id) + " being forgotten has no successor");
+
+  rocksdb::WriteBatch batch;
+  std::unordered_map<std::string, ChunkRecord> chunks;  // chunk key -> updated record, this batch
+  uint64_t moved = 0, dropped = 0;
+  auto flush = [&](bool sync) {
+    for (auto& [k, rec] : chunks) batch.Put(k, encode(rec));
+    chunks.clear();
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    check(db_->Write(wo, &batch), "forget revision " + std::to_string(rev.id));
+    batch.Clear();
+  };
+  auto unref = [&](rocksdb::Slice hash) {
+    std::string ck = std::string(1, kKeyChunk) + hash.ToString();
+    auto found = chunks.find(ck);
+    if (found == chunks.end()) {
+      std::string v;
+      check(db_->Get(rocksdb::ReadOptions(), ck, &v), "read chunk record");
+      found = chunks.emplace(ck, decode_chunk_record(v)).first;
+    }
+    if (found->second.refs > 0) --found->second.refs;
+  };
+
+  // The scan reads a snapshot taken when it starts; our own batches do not disturb it.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string prefix = block_prefix(rev.image);
+  std::optional<std::string> pending_key, pending_value;  // R's entry of the current block
+  uint64_t pending_block = 0;
+  bool child_has_entry = false;
+  auto settle = [&] {
+    if (!pending_key) return;
+    batch.Delete(*pending_key);
+    if (child_has_entry) {
+      if (pending_value->size() == 32) unref(*pending_value);
+      ++dropped;
+    } else {
+      batch.Put(block_key(rev.image, pending_block, child), *pending_value);
+      ++moved;
+    }
+    pending_key.reset();
+    if (batch.Count() >= kForgetBatchEntries) flush(false);
+  };
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    auto k = parse_block_key(it->key().ToStringView());
+    if (!k) throw StoreError(StoreError::Kind::kCorrupt, "malformed block map key");
+    if (pending_key && k->block != pending_block) settle();
+    if (k->rev == rev.id) {
+      pending_key = it->key().ToString();
+      pending_value = it->value().ToString();
+      pending_block = k->block;
+      child_has_entry = false;
+    } else if (pending_key && k->rev == child) {
+      child_has_entry = true;
+    }
+  }
+  check(it->status(), "scan block map");
+  settle();
+
+  std::string cv;
+  check(db_->Get(rocksdb::ReadOptions(), revision_key(child), &cv), "read revision " + std::to_string(child));
+  RevisionRecord c = decode_revision(cv);
+  c.parent = rev.parent;
+  batch.Put(revision_key(child), encode(c));
+  batch.Delete(revision_key(rev.id));
+  batch.Delete(image_rev_key(rev.image, rev.id));
+  flush(true);
+  spdlog::debug("forget revision {}: {} entries moved to {}, {} dropped", rev.id, moved, child, dropped);
+}
+
+}  // namespace rbdvault::store
