@@ -1,12 +1,12 @@
 #include "agent/backup.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
-#include <deque>
 #include <chrono>
+#include <deque>
 #include <optional>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "agent/read_plan.h"
 #include "rbd/cluster.h"
@@ -17,9 +17,7 @@
 
 namespace rbdvault::agent {
 
-std::string snapshot_prefix(const store::Store& store) {
-  return "rbdvault-" + store.store_id().substr(0, 8) + "-";
-}
+std::string snapshot_prefix(const store::Store& store) { return "rbdvault-" + store.store_id().substr(0, 8) + "-"; }
 
 BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd::ImageSpec& spec,
                           const BackupOptions& options) {
@@ -37,8 +35,18 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   std::optional<store::RevisionRecord> parent;
   if (auto img = store.find_image(spec.pool, spec.image)) parent = store.latest_revision(img->key);
   std::string base_snap, full_reason;
+  auto deltas_since_full = [&] {
+    unsigned n = 0;
+    if (auto img = store.find_image(spec.pool, spec.image)) {
+      auto revs = store.revisions(img->key);
+      for (auto it = revs.rbegin(); it != revs.rend() && it->kind == store::RevisionKind::kDelta; ++it) ++n;
+    }
+    return n;
+  };
   if (options.full) {
     full_reason = "--full requested";
+  } else if (options.full_every && parent && deltas_since_full() + 1 >= options.full_every) {
+    full_reason = "periodic full read (--full-every " + std::to_string(options.full_every) + ")";
   } else if (!parent) {
     full_reason = "first backup of this image";
   } else if (parent->ceph_image_id != head.id) {
@@ -91,8 +99,10 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     const std::vector<BlockRun> runs = plan.finish();
     uint64_t zero_blocks = 0;
     for (auto& r : runs) {
-      if (r.zero) zero_blocks += r.end - r.first;
-      else result.bytes_planned += std::min(r.end * bs, snap.size) - r.first * bs;
+      if (r.zero)
+        zero_blocks += r.end - r.first;
+      else
+        result.bytes_planned += std::min(r.end * bs, snap.size) - r.first * bs;
     }
     spdlog::debug("backup {}: {} runs, {} bytes to read, {} blocks known zero", image_name, runs.size(),
                   result.bytes_planned, zero_blocks);
@@ -107,17 +117,18 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     };
     uint64_t done = 0;
     const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
-    rbd::AsyncReader reader(at_snap, options.reads_in_flight, [&](uint64_t offset, uint64_t nblk, std::string_view data) {
-      const uint64_t first = offset / bs;
-      put_zeros_before(first);
-      for (uint64_t i = 0; i < nblk; ++i) {
-        const uint64_t pos = i * bs;
-        std::string_view piece = pos < data.size() ? data.substr(pos, bs) : std::string_view();
-        writer->put_block(first + i, piece);
-      }
-      done += data.size();
-      if (options.progress) options.progress(done, result.bytes_planned);
-    });
+    rbd::AsyncReader reader(at_snap, options.reads_in_flight,
+                            [&](uint64_t offset, uint64_t nblk, std::string_view data) {
+                              const uint64_t first = offset / bs;
+                              put_zeros_before(first);
+                              for (uint64_t i = 0; i < nblk; ++i) {
+                                const uint64_t pos = i * bs;
+                                std::string_view piece = pos < data.size() ? data.substr(pos, bs) : std::string_view();
+                                writer->put_block(first + i, piece);
+                              }
+                              done += data.size();
+                              if (options.progress) options.progress(done, result.bytes_planned);
+                            });
     for (const BlockRun& r : runs) {
       if (r.zero) {
         zeros_due.push_back(r);

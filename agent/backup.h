@@ -23,6 +23,9 @@ struct BackupOptions {
   // Read every allocated extent even when a diff base exists (still deduplicated). Bounds how long a
   // wrong diff could go unnoticed when run on a schedule.
   bool full = false;
+  // Forces a full read when the newest N revisions of the image are all deltas (0: never), so a
+  // wrong diff cannot hide for more than N backups.
+  unsigned full_every = 0;
   // diff_iterate2's whole_object mode. Off by default: object-granular diffs read whole 4 MiB objects
   // for a 4 KiB change and, with fast-diff, have had resize bugs in Ceph 16.
   bool whole_object = false;

@@ -36,8 +36,10 @@ std::vector<std::pair<uint64_t, uint64_t>> ReadPlan::merged(std::vector<std::pai
   std::sort(runs.begin(), runs.end());
   std::vector<std::pair<uint64_t, uint64_t>> out;
   for (auto& r : runs) {
-    if (!out.empty() && r.first <= out.back().second) out.back().second = std::max(out.back().second, r.second);
-    else out.push_back(r);
+    if (!out.empty() && r.first <= out.back().second)
+      out.back().second = std::max(out.back().second, r.second);
+    else
+      out.push_back(r);
   }
   return out;
 }

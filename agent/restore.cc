@@ -1,13 +1,12 @@
 #include "agent/restore.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "rbd/image_writer.h"
 #include "store/error.h"
@@ -72,7 +71,8 @@ RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& 
   const auto started = std::chrono::steady_clock::now();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
-    if (errno == EEXIST) throw store::StoreError(store::StoreError::Kind::kInvalid, path + " already exists; refusing to overwrite it");
+    if (errno == EEXIST)
+      throw store::StoreError(store::StoreError::Kind::kInvalid, path + " already exists; refusing to overwrite it");
     store::throw_errno("create " + path);
   }
   RestoreResult result;
@@ -101,8 +101,8 @@ RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& 
     throw;
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name,
-               rev.id, path, result.bytes_written, result.zero_blocks_skipped, result.seconds);
+  spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name, rev.id,
+               path, result.bytes_written, result.zero_blocks_skipped, result.seconds);
   return result;
 }
 

@@ -25,7 +25,7 @@ struct RestoreOptions {
 };
 
 struct RestoreResult {
-  uint64_t bytes_written = 0;   // non-zero data written; zero blocks are never written
+  uint64_t bytes_written = 0;  // non-zero data written; zero blocks are never written
   uint64_t blocks_written = 0;
   uint64_t zero_blocks_skipped = 0;
   double seconds = 0;

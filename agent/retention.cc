@@ -30,9 +30,8 @@ int64_t month_bucket(int64_t t) {
 }  // namespace
 
 std::vector<RetentionDecision> apply_retention(std::vector<RetentionInput> revs, const RetentionPolicy& policy) {
-  std::sort(revs.begin(), revs.end(), [](auto& a, auto& b) {
-    return a.created != b.created ? a.created > b.created : a.id > b.id;
-  });
+  std::sort(revs.begin(), revs.end(),
+            [](auto& a, auto& b) { return a.created != b.created ? a.created > b.created : a.id > b.id; });
   std::vector<RetentionDecision> out;
   struct Rule {
     const char* name;

@@ -1,12 +1,12 @@
 #include "rbd/cluster.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-
 #include <rbd/librbd.hpp>
-#include <spdlog/spdlog.h>
 
 #include "rbd/error.h"
 
@@ -27,8 +27,7 @@ Cluster::Cluster(const ConnectOptions& options) {
   check(rados_.init2(("client." + id).c_str(), "ceph", 0), "initialise client." + id);
   if (!options.conf_path.empty()) {
     // librados reports a missing file as a bare ENOENT; say which file.
-    if (!std::filesystem::exists(options.conf_path))
-      throw CephError("read ceph config " + options.conf_path, -ENOENT);
+    if (!std::filesystem::exists(options.conf_path)) throw CephError("read ceph config " + options.conf_path, -ENOENT);
     check(rados_.conf_read_file(options.conf_path.c_str()), "read ceph config " + options.conf_path);
   } else {
     int r = rados_.conf_read_file(nullptr);
@@ -37,8 +36,7 @@ Cluster::Cluster(const ConnectOptions& options) {
   // CEPH_ARGS and friends, like the rbd CLI.
   rados_.conf_parse_env(nullptr);
   if (!options.keyring.empty()) {
-    if (!std::filesystem::exists(options.keyring))
-      throw CephError("read keyring " + options.keyring, -ENOENT);
+    if (!std::filesystem::exists(options.keyring)) throw CephError("read keyring " + options.keyring, -ENOENT);
     check(rados_.conf_set("keyring", options.keyring.c_str()), "set keyring");
   }
   const std::string timeout = std::to_string(options.timeout_seconds);

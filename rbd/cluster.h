@@ -2,10 +2,9 @@
 #pragma once
 
 #include <memory>
+#include <rados/librados.hpp>
 #include <string>
 #include <vector>
-
-#include <rados/librados.hpp>
 
 namespace rbdvault::rbd {
 
@@ -22,7 +21,7 @@ struct ConnectOptions {
 };
 
 struct ImageEntry {
-  std::string id;    // Ceph image id (changes when an image is deleted and re-created)
+  std::string id;  // Ceph image id (changes when an image is deleted and re-created)
   std::string name;
 };
 

@@ -1,9 +1,8 @@
 #include "rbd/image.h"
 
 #include <cerrno>
-#include <stdexcept>
-
 #include <rbd/librbd.hpp>
+#include <stdexcept>
 
 #include "rbd/cluster.h"
 #include "rbd/error.h"
@@ -36,8 +35,11 @@ ImageSpec ImageSpec::parse(const std::string& text) {
 std::string ImageSpec::str() const { return pool + "/" + image + (snap.empty() ? "" : "@" + snap); }
 
 Image::Image(librados::IoCtx io, std::string pool, std::string name, std::string snap)
-    : io_(std::move(io)), image_(std::make_unique<librbd::Image>()), pool_(std::move(pool)),
-      name_(std::move(name)), snap_(std::move(snap)) {}
+    : io_(std::move(io)),
+      image_(std::make_unique<librbd::Image>()),
+      pool_(std::move(pool)),
+      name_(std::move(name)),
+      snap_(std::move(snap)) {}
 
 Image::Image(Image&&) noexcept = default;
 Image& Image::operator=(Image&&) noexcept = default;
@@ -46,8 +48,8 @@ Image::~Image() {
   if (image_) image_->close();
 }
 
-Image Image::open(Cluster& cluster, const std::string& pool, const std::string& name,
-                  const std::string& snap, bool read_only) {
+Image Image::open(Cluster& cluster, const std::string& pool, const std::string& name, const std::string& snap,
+                  bool read_only) {
   Image img(cluster.open_pool(pool), pool, name, snap);
   librbd::RBD rbd;
   const char* s = snap.empty() ? nullptr : snap.c_str();
@@ -94,7 +96,8 @@ std::vector<SnapshotInfo> Image::snapshots() {
     check(image_->snap_get_namespace_type(s.id, &ns), "get namespace of snapshot " + spec() + "@" + s.name);
     if (ns == RBD_SNAP_NAMESPACE_TYPE_TRASH) {
       info.in_trash = true;
-      check(image_->snap_get_trash_namespace(s.id, &info.original_name), "get trashed snapshot " + spec() + "@" + s.name);
+      check(image_->snap_get_trash_namespace(s.id, &info.original_name),
+            "get trashed snapshot " + spec() + "@" + s.name);
     }
     out.push_back(std::move(info));
   }
@@ -150,8 +153,8 @@ int diff_callback(uint64_t offset, size_t length, int exists, void* arg) {
 }
 }  // namespace
 
-void Image::changed_extents(const std::string& from_snap, uint64_t offset, uint64_t length,
-                            bool whole_object, const std::function<void(const ChangedExtent&)>& sink) {
+void Image::changed_extents(const std::string& from_snap, uint64_t offset, uint64_t length, bool whole_object,
+                            const std::function<void(const ChangedExtent&)>& sink) {
   DiffContext ctx{&sink, nullptr};
   int r = image_->diff_iterate2(from_snap.empty() ? nullptr : from_snap.c_str(), offset, length,
                                 /*include_parent=*/true, whole_object, diff_callback, &ctx);

@@ -6,11 +6,10 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <rados/librados.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <rados/librados.hpp>
 
 namespace librbd {
 class Image;
@@ -32,12 +31,12 @@ struct ImageSpec {
 };
 
 struct ImageInfo {
-  std::string id;           // Ceph image id
-  uint64_t size = 0;        // bytes, at the snapshot the handle is set to
-  uint64_t features = 0;    // RBD_FEATURE_* bits
+  std::string id;         // Ceph image id
+  uint64_t size = 0;      // bytes, at the snapshot the handle is set to
+  uint64_t features = 0;  // RBD_FEATURE_* bits
   uint64_t object_size = 0;
-  int order = 0;            // log2(object_size)
-  uint64_t flags = 0;       // RBD_FLAG_* bits (e.g. fast-diff invalid)
+  int order = 0;       // log2(object_size)
+  uint64_t flags = 0;  // RBD_FLAG_* bits (e.g. fast-diff invalid)
 };
 
 struct SnapshotInfo {
@@ -62,8 +61,8 @@ class Image {
  public:
   // Opens pool/name, at `snap` when non-empty. Throws CephError naming the image on failure
   // ("image rbd/x does not exist", ...).
-  static Image open(Cluster& cluster, const std::string& pool, const std::string& name,
-                    const std::string& snap = {}, bool read_only = false);
+  static Image open(Cluster& cluster, const std::string& pool, const std::string& name, const std::string& snap = {},
+                    bool read_only = false);
 
   Image(Image&&) noexcept;
   Image& operator=(Image&&) noexcept;
@@ -86,8 +85,8 @@ class Image {
   // Calls `sink` for every extent in [offset, offset+length) that changed between `from_snap` and
   // the snapshot the handle is set to. `from_snap` empty: every allocated extent. Extents arrive in
   // ascending order per object, unmerged. Only [0, size at the end point) is reported.
-  void changed_extents(const std::string& from_snap, uint64_t offset, uint64_t length,
-                       bool whole_object, const std::function<void(const ChangedExtent&)>& sink);
+  void changed_extents(const std::string& from_snap, uint64_t offset, uint64_t length, bool whole_object,
+                       const std::function<void(const ChangedExtent&)>& sink);
 
   // Synchronous read; returns bytes read (short past the end).
   size_t read(uint64_t offset, size_t length, char* out);

@@ -1,9 +1,9 @@
 #include "rbd/image_writer.h"
 
-#include <cerrno>
-
-#include <rbd/librbd.hpp>
 #include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <rbd/librbd.hpp>
 
 #include "rbd/cluster.h"
 #include "rbd/error.h"

@@ -13,7 +13,7 @@ namespace rbdvault::rbd {
 
 struct NewImageOptions {
   uint64_t size = 0;
-  int order = 0;          // log2(object size); 0: the cluster default
+  int order = 0;  // log2(object size); 0: the cluster default
   // The source image's features; only those a new image can always have are used (layering,
   // exclusive-lock, object-map, fast-diff, deep-flatten). 0: the cluster default.
   uint64_t features = 0;

@@ -27,7 +27,8 @@ std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_l
     if (payload.size() != raw_len) throw StoreError(StoreError::Kind::kCorrupt, "raw chunk has wrong length");
     return std::string(payload);
   }
-  if (flags != kChunkZstd) throw StoreError(StoreError::Kind::kCorrupt, "chunk has unknown flags " + std::to_string(flags));
+  if (flags != kChunkZstd)
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk has unknown flags " + std::to_string(flags));
   std::string raw(raw_len, '\0');
   size_t n = ZSTD_decompress(raw.data(), raw.size(), payload.data(), payload.size());
   if (ZSTD_isError(n) || n != raw_len)

@@ -10,11 +10,11 @@ namespace rbdvault::store {
 class StoreError : public std::runtime_error {
  public:
   enum class Kind {
-    kNotFound,      // unknown image or revision, missing store directory
-    kInvalid,       // bad argument, not a store, unsupported format version
-    kLocked,        // another writer holds the store lock
-    kCorrupt,       // stored data or index fails a check
-    kIO,            // the operating system or RocksDB failed
+    kNotFound,  // unknown image or revision, missing store directory
+    kInvalid,   // bad argument, not a store, unsupported format version
+    kLocked,    // another writer holds the store lock
+    kCorrupt,   // stored data or index fails a check
+    kIO,        // the operating system or RocksDB failed
   };
   StoreError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const { return kind_; }

@@ -1,10 +1,10 @@
 // Removing revisions: forget and protect.
-#include <cstring>
-#include <unordered_map>
-
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <unordered_map>
 
 #include "store/store.h"
 
@@ -40,8 +40,8 @@ void Store::forget(uint64_t id) {
     throw StoreError(StoreError::Kind::kInvalid, "revision " + spec + " is protected; unprotect it first");
   auto latest = latest_revision(rev->image);
   if (latest && latest->id == id)
-    throw StoreError(StoreError::Kind::kInvalid, "revision " + spec +
-                                                     " is the newest of its image; its snapshot is the base of the next backup");
+    throw StoreError(StoreError::Kind::kInvalid,
+                     "revision " + spec + " is the newest of its image; its snapshot is the base of the next backup");
   // Step 1, durable: the revision disappears from view. Everything after is idempotent and is
   // completed by recover() if we are killed.
   rev->flags |= kRevisionForgetting;
@@ -63,10 +63,13 @@ void Store::finish_forget(RevisionRecord rev) {
   {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     it->Seek(image_rev_key(rev.image, rev.id + 1));
-    if (it->Valid() && it->key().starts_with(image_rev_prefix(rev.image))) child = *parse_image_rev_key(it->key().ToStringView());
+    if (it->Valid() && it->key().starts_with(image_rev_prefix(rev.image)))
+      child = *parse_image_rev_key(it->key().ToStringView());
     check(it->status(), "find next revision");
   }
-  if (child == 0) throw StoreError(StoreError::Kind::kCorrupt, "revision " + std::to_string(rev.id) + " being forgotten has no successor");
+  if (child == 0)
+    throw StoreError(StoreError::Kind::kCorrupt,
+                     "revision " + std::to_string(rev.id) + " being forgotten has no successor");
 
   rocksdb::WriteBatch batch;
   std::unordered_map<std::string, ChunkRecord> chunks;  // chunk key -> updated record, this batch

@@ -15,15 +15,15 @@ namespace rbdvault::store {
 inline constexpr uint32_t kFormatVersion = 1;
 
 // Key prefixes (first byte of every key).
-inline constexpr char kKeyCounter = 'X';   // X<name>               -> u64
-inline constexpr char kKeyImageName = 'N'; // N<pool>\0<name>       -> u64 image key
-inline constexpr char kKeyImage = 'I';     // I<u64 image>          -> ImageRecord
-inline constexpr char kKeyRevision = 'R';  // R<u64 revision>       -> RevisionRecord
-inline constexpr char kKeyImageRev = 'V';  // V<u64 image><u64 rev> -> empty
-inline constexpr char kKeyBlock = 'B';     // B<u64 image><u64 block><u64 rev> -> 32-byte chunk hash, or empty = zeros
-inline constexpr char kKeyChunk = 'C';     // C<32-byte hash>       -> ChunkRecord
-inline constexpr char kKeyPack = 'P';      // P<u32 pack>           -> PackRecord
-inline constexpr char kKeyPending = 'W';   // W                     -> PendingRecord (revision being written)
+inline constexpr char kKeyCounter = 'X';    // X<name>               -> u64
+inline constexpr char kKeyImageName = 'N';  // N<pool>\0<name>       -> u64 image key
+inline constexpr char kKeyImage = 'I';      // I<u64 image>          -> ImageRecord
+inline constexpr char kKeyRevision = 'R';   // R<u64 revision>       -> RevisionRecord
+inline constexpr char kKeyImageRev = 'V';   // V<u64 image><u64 rev> -> empty
+inline constexpr char kKeyBlock = 'B';      // B<u64 image><u64 block><u64 rev> -> 32-byte chunk hash, or empty = zeros
+inline constexpr char kKeyChunk = 'C';      // C<32-byte hash>       -> ChunkRecord
+inline constexpr char kKeyPack = 'P';       // P<u32 pack>           -> PackRecord
+inline constexpr char kKeyPending = 'W';    // W                     -> PendingRecord (revision being written)
 
 inline constexpr std::string_view kCounterNextRevision = "next_revision";
 inline constexpr std::string_view kCounterNextImage = "next_image";
@@ -58,24 +58,24 @@ enum class RevisionKind : uint8_t { kFull = 0, kDelta = 1 };
 
 struct RevisionRecord {
   uint64_t id = 0;
-  uint64_t image = 0;            // ImageRecord::key
-  std::string pool, name;        // image spec at backup time
-  std::string ceph_image_id;     // librbd image id
-  std::string snap_name;         // Ceph snapshot the revision was read from
+  uint64_t image = 0;         // ImageRecord::key
+  std::string pool, name;     // image spec at backup time
+  std::string ceph_image_id;  // librbd image id
+  std::string snap_name;      // Ceph snapshot the revision was read from
   uint64_t snap_id = 0;
-  int64_t created = 0;           // unix seconds (UTC)
-  uint64_t size = 0;             // bytes
-  uint64_t parent = 0;           // previous revision of the image, 0 = none
+  int64_t created = 0;  // unix seconds (UTC)
+  uint64_t size = 0;    // bytes
+  uint64_t parent = 0;  // previous revision of the image, 0 = none
   RevisionKind kind = RevisionKind::kFull;
   uint32_t block_size = 0;
-  uint8_t order = 0;             // log2 of the source image's object size (for restore), 0 = unknown
-  uint64_t features = 0;         // the source image's RBD feature bits (for restore)
-  uint64_t bytes_read = 0;       // bytes read from Ceph for this revision
-  uint64_t bytes_stored = 0;     // stored (compressed) bytes of chunks new to the store
+  uint8_t order = 0;          // log2 of the source image's object size (for restore), 0 = unknown
+  uint64_t features = 0;      // the source image's RBD feature bits (for restore)
+  uint64_t bytes_read = 0;    // bytes read from Ceph for this revision
+  uint64_t bytes_stored = 0;  // stored (compressed) bytes of chunks new to the store
   uint64_t new_chunks = 0;
-  uint64_t map_entries = 0;      // block map entries this revision added
-  Hash digest{};                 // whole-revision checksum, see RevisionDigest
-  uint8_t flags = 0;             // RevisionFlags
+  uint64_t map_entries = 0;  // block map entries this revision added
+  Hash digest{};             // whole-revision checksum, see RevisionDigest
+  uint8_t flags = 0;         // RevisionFlags
 };
 
 enum RevisionFlags : uint8_t {
@@ -85,11 +85,11 @@ enum RevisionFlags : uint8_t {
 
 struct ChunkRecord {
   uint32_t pack = 0;
-  uint64_t offset = 0;       // of the chunk header in the pack file
-  uint32_t stored_len = 0;   // payload bytes after the header
-  uint32_t raw_len = 0;      // bytes after decoding
-  uint8_t flags = 0;         // ChunkFlags
-  uint64_t refs = 0;         // block map entries referencing this chunk
+  uint64_t offset = 0;      // of the chunk header in the pack file
+  uint32_t stored_len = 0;  // payload bytes after the header
+  uint32_t raw_len = 0;     // bytes after decoding
+  uint8_t flags = 0;        // ChunkFlags
+  uint64_t refs = 0;        // block map entries referencing this chunk
 };
 
 struct PackRecord {

@@ -1,15 +1,14 @@
 #include "store/gc.h"
 
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <unordered_map>
-
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
-#include <spdlog/spdlog.h>
 
 #include "store/lock.h"
 #include "store/pack.h"
@@ -51,7 +50,8 @@ GcResult gc(Store& store, const GcOptions& options) {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
     for (it->Seek(std::string(1, kKeyPack)); it->Valid() && it->key().starts_with(std::string(1, kKeyPack)); it->Next())
       pack_records[parse_pack_key(it->key().ToStringView())] = decode_pack(it->value().ToStringView());
-    for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk)); it->Next()) {
+    for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk));
+         it->Next()) {
       Hash h;
       std::memcpy(h.data(), it->key().data() + 1, 32);
       ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
@@ -123,7 +123,8 @@ GcResult gc(Store& store, const GcOptions& options) {
   if (!options.dry_run) fsync_dir(store.data_dir());
   result.bytes_after = options.dry_run ? result.bytes_before : pack_bytes_on_disk(store);
   spdlog::info("gc {}: {} chunks removed, {} packs deleted, {} rewritten, {} -> {} bytes", store.dir().string(),
-               result.chunks_removed, result.packs_deleted, result.packs_rewritten, result.bytes_before, result.bytes_after);
+               result.chunks_removed, result.packs_deleted, result.packs_rewritten, result.bytes_before,
+               result.bytes_after);
   return result;
 }
 
@@ -186,7 +187,8 @@ StoreUsage du(Store& store, const std::string& only_image) {
   }
   {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk)); it->Next()) {
+    for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk));
+         it->Next()) {
       ChunkRecord c = decode_chunk_record(it->value().ToStringView());
       (c.refs ? usage.referenced_bytes : usage.unreferenced_bytes) += kChunkHeaderSize + c.stored_len;
     }

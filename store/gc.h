@@ -36,9 +36,9 @@ struct RevisionUsage {
 };
 
 struct ImageUsage {
-  std::string image;          // pool/name
+  std::string image;  // pool/name
   uint64_t revisions = 0;
-  uint64_t logical_bytes = 0; // size of the newest revision
+  uint64_t logical_bytes = 0;  // size of the newest revision
   // The image's share of stored bytes: each chunk's bytes divided among the block map entries
   // referencing it (so shared chunks are not counted twice across images).
   uint64_t stored_bytes = 0;

@@ -65,8 +65,10 @@ ReaderLock::ReaderLock(const std::filesystem::path& path, bool exclusive) {
     throw_errno("lock " + path.string());
   }
   throw StoreError(StoreError::Kind::kLocked,
-                   exclusive ? "store " + path.parent_path().string() + " is being read by " + holder + " (restore, scrub or verify); gc needs it alone, try again later"
-                             : "store " + path.parent_path().string() + " is being garbage-collected by " + holder + "; try again later");
+                   exclusive ? "store " + path.parent_path().string() + " is being read by " + holder +
+                                   " (restore, scrub or verify); gc needs it alone, try again later"
+                             : "store " + path.parent_path().string() + " is being garbage-collected by " + holder +
+                                   "; try again later");
 }
 
 ReaderLock::~ReaderLock() {

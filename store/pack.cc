@@ -58,8 +58,10 @@ void fsync_dir(const std::filesystem::path& dir) {
 }
 
 PackWriter::PackWriter(const std::filesystem::path& data_dir, uint32_t id)
-    : dir_(data_dir), tmp_path_(data_dir / (pack_file_name(id) + ".tmp")),
-      final_path_(data_dir / pack_file_name(id)), id_(id) {
+    : dir_(data_dir),
+      tmp_path_(data_dir / (pack_file_name(id) + ".tmp")),
+      final_path_(data_dir / pack_file_name(id)),
+      id_(id) {
   // A .tmp left by a killed writer is garbage by definition: nothing in the index points into it.
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw_errno("create pack " + tmp_path_.string());
@@ -141,7 +143,8 @@ std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
   int fd = fd_for(rec.pack);
   size_t got = 0;
   while (got < buf.size()) {
-    ssize_t r = ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(rec.offset + kChunkHeaderSize + got));
+    ssize_t r =
+        ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(rec.offset + kChunkHeaderSize + got));
     if (r <= 0) {
       if (r < 0 && errno == EINTR) continue;
       throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + ": short read");
@@ -152,7 +155,8 @@ std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
 }
 
 std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
-  const std::string where = "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
+  const std::string where =
+      "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
   int fd = fd_for(rec.pack);
   std::string buf(kChunkHeaderSize + rec.stored_len, '\0');
   size_t got = 0;

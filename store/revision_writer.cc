@@ -1,13 +1,13 @@
 #include "store/revision_writer.h"
 
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
-
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
-#include <spdlog/spdlog.h>
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
@@ -37,7 +37,11 @@ size_t RevisionWriter::HashHasher::operator()(const Hash& h) const {
 
 RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64_t size, bool from_empty,
                                std::optional<RevisionRecord> parent)
-    : store_(store), id_(id), image_(image), size_(size), parent_(std::move(parent)),
+    : store_(store),
+      id_(id),
+      image_(image),
+      size_(size),
+      parent_(std::move(parent)),
       batch_(std::make_unique<rocksdb::WriteBatch>()) {
   if (parent_) {
     parent_blocks_ = store_.blocks_for(parent_->size);

@@ -16,7 +16,7 @@
 namespace rocksdb {
 class Iterator;
 class WriteBatch;
-}
+}  // namespace rocksdb
 
 namespace rbdvault::store {
 

@@ -1,6 +1,8 @@
 #include "store/scrub.h"
 
 #include <fcntl.h>
+#include <rocksdb/db.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,9 +12,6 @@
 #include <map>
 #include <set>
 #include <unordered_map>
-
-#include <rocksdb/db.h>
-#include <spdlog/spdlog.h>
 
 #include "store/chunk_codec.h"
 #include "store/pack.h"
@@ -147,9 +146,9 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
         }
       });
       RevisionDigest::add(digest, RevisionDigest::size_term(rev.size));
-      if (bad_chunks)
-        add(&rev, std::to_string(bad_chunks) + " damaged block(s), first " + first_problem);
-      if (digest != rev.digest) add(&rev, "whole-revision checksum does not match the block map (entries missing, altered or wrong size)");
+      if (bad_chunks) add(&rev, std::to_string(bad_chunks) + " damaged block(s), first " + first_problem);
+      if (digest != rev.digest)
+        add(&rev, "whole-revision checksum does not match the block map (entries missing, altered or wrong size)");
     }
   }
 
@@ -189,7 +188,8 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
     check_status(it->status(), "scan chunk records");
   }
   if (wrong_refs > 5) add(nullptr, std::to_string(wrong_refs) + " chunks in all have wrong reference counts");
-  if (!refs.empty()) add(nullptr, std::to_string(refs.size()) + " chunks are referenced by block maps but have no index record");
+  if (!refs.empty())
+    add(nullptr, std::to_string(refs.size()) + " chunks are referenced by block maps but have no index record");
   {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kKeyPack);
@@ -198,13 +198,16 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
       PackRecord p = decode_pack(it->value().ToStringView());
       std::error_code ec;
       auto size = fs::file_size(store.data_dir() / pack_file_name(id), ec);
-      if (ec) add(nullptr, "pack " + pack_file_name(id) + " is missing");
+      if (ec)
+        add(nullptr, "pack " + pack_file_name(id) + " is missing");
       else if (size != p.bytes)
-        add(nullptr, "pack " + pack_file_name(id) + " is " + std::to_string(size) + " bytes, index says " + std::to_string(p.bytes));
+        add(nullptr, "pack " + pack_file_name(id) + " is " + std::to_string(size) + " bytes, index says " +
+                         std::to_string(p.bytes));
       pack_end.erase(id);
     }
   }
-  for (auto& [id, end] : pack_end) add(nullptr, "chunks point into pack " + pack_file_name(id) + " which has no pack record");
+  for (auto& [id, end] : pack_end)
+    add(nullptr, "chunks point into pack " + pack_file_name(id) + " which has no pack record");
   spdlog::info("scrub {}: {} revisions, {} chunks{}, {} issue(s)", store.dir().string(), report.revisions_checked,
                report.chunks_checked, options.deep ? " (deep)" : "", report.issues.size());
   return report;

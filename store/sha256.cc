@@ -1,8 +1,8 @@
 #include "store/sha256.h"
 
-#include <memory>
-
 #include <openssl/evp.h>
+
+#include <memory>
 
 #include "store/error.h"
 

@@ -14,8 +14,6 @@ Hash sha256(std::string_view data);
 // SHA-256 over the concatenation of two byte strings, without copying them together.
 Hash sha256(std::string_view a, std::string_view b);
 std::string to_hex(const Hash& hash);
-inline std::string_view as_view(const Hash& h) {
-  return {reinterpret_cast<const char*>(h.data()), h.size()};
-}
+inline std::string_view as_view(const Hash& h) { return {reinterpret_cast<const char*>(h.data()), h.size()}; }
 
 }  // namespace rbdvault::store

@@ -1,18 +1,17 @@
 #include "store/store.h"
 
 #include <fcntl.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <fstream>
 #include <random>
 #include <sstream>
-
-#include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/table.h>
-#include <rocksdb/write_batch.h>
-#include <spdlog/spdlog.h>
 
 #include "store/lock.h"
 #include "store/pack.h"
@@ -75,7 +74,8 @@ void Store::init(const fs::path& dir, const StoreOptions& options) {
     throw StoreError(StoreError::Kind::kInvalid,
                      "block size " + std::to_string(bs) + " is not a power of two from 64 KiB to 4 MiB");
   std::error_code ec;
-  if (fs::exists(dir / kMarkerFile)) throw StoreError(StoreError::Kind::kInvalid, "a store already exists in " + dir.string());
+  if (fs::exists(dir / kMarkerFile))
+    throw StoreError(StoreError::Kind::kInvalid, "a store already exists in " + dir.string());
   if (fs::exists(dir) && !fs::is_empty(dir, ec))
     throw StoreError(StoreError::Kind::kInvalid, "refusing to create a store in non-empty directory " + dir.string());
   fs::create_directories(dir / "data", ec);
@@ -107,13 +107,19 @@ void Store::init(const fs::path& dir, const StoreOptions& options) {
   spdlog::info("initialised store {} (block size {} bytes)", dir.string(), bs);
 }
 
+bool Store::is_store(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(dir / kMarkerFile, ec);
+}
+
 std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std::string& holder,
                                    const WriterOptions& writer_options) {
-  if (!fs::is_directory(dir)) throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
+  if (!fs::is_directory(dir))
+    throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
   std::ifstream in(dir / kMarkerFile);
   if (!in)
-    throw StoreError(StoreError::Kind::kInvalid,
-                     dir.string() + " is not an rbdvault store (no " + kMarkerFile + "; create one with `rbdvault init`)");
+    throw StoreError(StoreError::Kind::kInvalid, dir.string() + " is not an rbdvault store (no " + kMarkerFile +
+                                                     "; create one with `rbdvault init`)");
   std::unique_ptr<Store> s(new Store());
   s->dir_ = dir;
   s->mode_ = mode;
@@ -121,14 +127,17 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
   std::string key;
   uint32_t version = 0;
   if (!(in >> key >> version) || key != kMarkerMagic)
-    throw StoreError(StoreError::Kind::kInvalid, dir.string() + ": " + kMarkerFile + " is not an rbdvault store marker");
+    throw StoreError(StoreError::Kind::kInvalid,
+                     dir.string() + ": " + kMarkerFile + " is not an rbdvault store marker");
   if (version != kFormatVersion)
     throw StoreError(StoreError::Kind::kInvalid, dir.string() + ": store format " + std::to_string(version) +
                                                      " is not supported (this rbdvault reads format " +
                                                      std::to_string(kFormatVersion) + ")");
   while (in >> key) {
-    if (key == "store_id") in >> s->store_id_;
-    else if (key == "block_size") in >> s->block_size_;
+    if (key == "store_id")
+      in >> s->store_id_;
+    else if (key == "block_size")
+      in >> s->block_size_;
     else {
       std::string ignored;
       std::getline(in, ignored);
@@ -196,7 +205,8 @@ void Store::recover() {
     check(it->status(), "scan block map");
     for (auto& [k, rec] : chunks) batch.Put(k, encode(rec));
     batch.Delete(std::string(1, kKeyPending));
-    spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision, removed);
+    spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
+                 removed);
   }
   // Pack files without a pack record were never committed; nothing points into them.
   std::error_code ec;
@@ -252,7 +262,8 @@ std::optional<ImageRecord> Store::find_image(const std::string& pool, const std:
   check(st, "look up image " + pool + "/" + name);
   uint64_t key = decode_u64(v);
   st = db_->Get(rocksdb::ReadOptions(), image_key(key), &v);
-  if (st.IsNotFound()) throw StoreError(StoreError::Kind::kCorrupt, "image record of " + pool + "/" + name + " is missing");
+  if (st.IsNotFound())
+    throw StoreError(StoreError::Kind::kCorrupt, "image record of " + pool + "/" + name + " is missing");
   check(st, "read image " + pool + "/" + name);
   return decode_image(v);
 }
@@ -272,7 +283,8 @@ std::vector<RevisionRecord> Store::revisions(std::optional<uint64_t> image) {
       auto rev = parse_image_rev_key(it->key().ToStringView());
       if (!rev) throw StoreError(StoreError::Kind::kCorrupt, "malformed image revision key");
       auto r = revision(*rev);
-      if (!r) throw StoreError(StoreError::Kind::kCorrupt, "revision " + std::to_string(*rev) + " is listed but missing");
+      if (!r)
+        throw StoreError(StoreError::Kind::kCorrupt, "revision " + std::to_string(*rev) + " is listed but missing");
       if (!(r->flags & kRevisionForgetting)) out.push_back(std::move(*r));
     }
   }
@@ -356,14 +368,16 @@ void Store::for_each_data_block(const RevisionRecord& rev, const std::function<v
 
 Hash Store::compute_digest(const RevisionRecord& rev) {
   Hash acc{};
-  for_each_data_block(rev, [&](uint64_t block, const Hash& h) { RevisionDigest::add(acc, RevisionDigest::term(block, h)); });
+  for_each_data_block(rev,
+                      [&](uint64_t block, const Hash& h) { RevisionDigest::add(acc, RevisionDigest::term(block, h)); });
   RevisionDigest::add(acc, RevisionDigest::size_term(rev.size));
   return acc;
 }
 
 std::string Store::read_chunk(const Hash& hash) {
   auto rec = chunk(hash);
-  if (!rec) throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is referenced but not in the index");
+  if (!rec)
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is referenced but not in the index");
   return packs_->read(hash, *rec);
 }
 
@@ -388,7 +402,8 @@ std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start
   wo.sync = true;
   check(db_->Write(wo, &batch), "begin revision");
   std::optional<RevisionRecord> parent = image ? latest_revision(image_id) : std::nullopt;
-  return std::unique_ptr<RevisionWriter>(new RevisionWriter(*this, rev, image_id, start.size, start.from_empty, std::move(parent)));
+  return std::unique_ptr<RevisionWriter>(
+      new RevisionWriter(*this, rev, image_id, start.size, start.from_empty, std::move(parent)));
 }
 
 }  // namespace rbdvault::store

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "store/error.h"
@@ -61,11 +62,13 @@ struct RevisionStart {
 
 class Store {
  public:
+  // True if `dir` holds a store marker (cheap; does not open the index).
+  static bool is_store(const std::filesystem::path& dir);
   // Creates a store in `dir` (which must be absent or empty). Throws StoreError.
   static void init(const std::filesystem::path& dir, const StoreOptions& options);
   // Opens an existing store. `holder` describes the operation for the lock file ("backup rbd/x").
-  static std::unique_ptr<Store> open(const std::filesystem::path& dir, OpenMode mode,
-                                     const std::string& holder = "", const WriterOptions& writer_options = {});
+  static std::unique_ptr<Store> open(const std::filesystem::path& dir, OpenMode mode, const std::string& holder = "",
+                                     const WriterOptions& writer_options = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -97,6 +100,24 @@ class Store {
 
   // The id the next begin_revision() will use (callers name their snapshot after it).
   uint64_t next_revision_id() { return counter(kCounterNextRevision, 1); }
+  // The content hash of `block` in revision `rev` of `image` (nullopt: zeros). One index seek.
+  std::optional<Hash> block_content(uint64_t image, uint64_t block, uint64_t rev);
+
+  // Repair support. Chunks that fail verification (or whose index record is missing) and the block
+  // map entries naming them: image, block, entry revision.
+  struct DamagedChunk {
+    Hash hash{};
+    std::string problem;
+    uint64_t entries = 0;                                        // block map entries naming it
+    std::vector<std::tuple<uint64_t, uint64_t, uint64_t>> uses;  // (image, block, entry revision), first few
+  };
+  std::vector<DamagedChunk> find_damaged_chunks();
+  // Looks through every pack file for an intact copy of a chunk (e.g. one left by an earlier run).
+  std::optional<std::string> find_chunk_copy(const Hash& hash);
+  // Stores `raw` (verified against `hash`) in a new pack and points the chunk's record at it, with
+  // `refs` references. Writer mode only.
+  void rewrite_chunk(const Hash& hash, std::string_view raw, uint64_t refs);
+
   // Removes one revision. Its block map entries still needed by the next revision of the image move
   // to that revision; the rest are dropped with their chunk references (space comes back with gc).
   // Every other revision reads exactly as before. Refused for protected revisions and for the newest

@@ -1,24 +1,30 @@
 // rbdvault: the command line. Thin by design: parse, call agent/ or store/, print.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <boost/program_options.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include "agent/backup.h"
 #include "agent/restore.h"
+#include "agent/retention.h"
+#include "agent/verify.h"
 #include "rbd/cluster.h"
 #include "rbd/error.h"
 #include "rbd/image.h"
+#include "store/gc.h"
+#include "store/oplog.h"
+#include "store/scrub.h"
 #include "store/store.h"
 #include "tools/human.h"
 
@@ -35,6 +41,18 @@ commands:
   restore  --store DIR POOL/IMAGE[@REV] --to POOL/NAME | --to-file PATH
                                                    restore a revision (default: the latest)
   ls       --store DIR [POOL/IMAGE]                list revisions
+  forget   --store DIR POOL/IMAGE@REV              remove one revision (merged into the next)
+  expire   --store DIR [POOL/IMAGE] --keep-last N --keep-hourly N --keep-daily N
+           --keep-weekly N --keep-monthly N [--dry-run]
+                                                   apply a retention policy
+  protect | unprotect --store DIR POOL/IMAGE@REV   exempt a revision from forget/expire
+  gc       --store DIR [--max-unused 5] [--dry-run]  free chunk data no revision references
+  du       --store DIR [POOL/IMAGE]                stored bytes per image and per revision
+  scrub    --store DIR [POOL/IMAGE[@REV]] [--deep] check the store's consistency
+  verify   --store DIR POOL/IMAGE[@REV] [--sample PERCENT]
+                                                   compare a revision with its Ceph snapshot
+  repair   --store DIR                             rewrite damaged chunks from Ceph or copies
+  log      --store DIR [POOL/IMAGE]                the operation log
   images   POOL                                    list the RBD images of a pool
 
 Ceph options (like rbd): -c/--conf PATH, --id NAME, --keyring PATH, --connect-timeout SECONDS (15)
@@ -47,6 +65,7 @@ struct UsageError : std::runtime_error {
 
 struct Args {
   std::string command;
+  std::string command_line;  // for the operation log
   std::vector<std::string> positional;
   po::variables_map vm;
 
@@ -57,23 +76,19 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   po::options_description opts;
-  opts.add_options()
-      ("help,h", "")
-      ("store,s", po::value<std::string>(), "")
-      ("conf,c", po::value<std::string>(), "")
-      ("id", po::value<std::string>(), "")
-      ("keyring,k", po::value<std::string>(), "")
-      ("connect-timeout", po::value<int>()->default_value(15), "")
-      ("format", po::value<std::string>()->default_value("plain"), "")
-      ("verbose,v", po::bool_switch(), "")
-      ("quiet,q", po::bool_switch(), "")
-      ("full", po::bool_switch(), "")
-      ("whole-object", po::bool_switch(), "")
-      ("reads-in-flight", po::value<size_t>()->default_value(16), "")
-      ("to", po::value<std::string>(), "")
-      ("to-file", po::value<std::string>(), "")
-      ("block-size", po::value<std::string>()->default_value("64K"), "")
-      ("args", po::value<std::vector<std::string>>(), "");
+  opts.add_options()("help,h", "")("store,s", po::value<std::string>(), "")("conf,c", po::value<std::string>(), "")(
+      "id", po::value<std::string>(), "")("keyring,k", po::value<std::string>(), "")(
+      "connect-timeout", po::value<int>()->default_value(15), "")(
+      "format", po::value<std::string>()->default_value("plain"), "")("verbose,v", po::bool_switch(), "")(
+      "quiet,q", po::bool_switch(), "")("full", po::bool_switch(), "")("whole-object", po::bool_switch(), "")(
+      "reads-in-flight", po::value<size_t>()->default_value(16), "")("to", po::value<std::string>(), "")(
+      "to-file", po::value<std::string>(), "")("block-size", po::value<std::string>()->default_value("64K"), "")(
+      "full-every", po::value<unsigned>()->default_value(0), "")("keep-last", po::value<int>()->default_value(0), "")(
+      "keep-hourly", po::value<int>()->default_value(0), "")("keep-daily", po::value<int>()->default_value(0), "")(
+      "keep-weekly", po::value<int>()->default_value(0), "")("keep-monthly", po::value<int>()->default_value(0), "")(
+      "dry-run", po::bool_switch(), "")("max-unused", po::value<double>()->default_value(5), "")(
+      "deep", po::bool_switch(), "")("sample", po::value<double>()->default_value(100), "")(
+      "args", po::value<std::vector<std::string>>(), "");
   po::positional_options_description pos;
   pos.add("args", -1);
   Args a;
@@ -85,6 +100,7 @@ Args parse(int argc, char** argv) {
     std::exit(a.vm.count("help") ? 0 : 2);
   }
   a.command = a.positional.front();
+  for (int i = 0; i < argc; ++i) a.command_line += (i ? " " : "") + std::string(argv[i]);
   a.positional.erase(a.positional.begin());
   const std::string fmt = a.str("format");
   if (fmt != "plain" && fmt != "json") throw UsageError("--format must be plain or json");
@@ -151,8 +167,9 @@ std::string revision_json(const store::RevisionRecord& r) {
     << ",\"parent\":" << (r.parent ? std::to_string(r.parent) : "null") << ",\"kind\":\"" << kind_name(r.kind)
     << "\",\"bytes_read\":" << r.bytes_read << ",\"bytes_stored\":" << r.bytes_stored
     << ",\"new_chunks\":" << r.new_chunks << ",\"map_entries\":" << r.map_entries
-    << ",\"ceph_image_id\":" << tools::json_string(r.ceph_image_id) << ",\"snapshot\":" << tools::json_string(r.snap_name)
-    << ",\"snapshot_id\":" << r.snap_id << ",\"digest\":\"" << store::to_hex(r.digest) << "\"}";
+    << ",\"ceph_image_id\":" << tools::json_string(r.ceph_image_id)
+    << ",\"snapshot\":" << tools::json_string(r.snap_name) << ",\"snapshot_id\":" << r.snap_id << ",\"digest\":\""
+    << store::to_hex(r.digest) << "\"}";
   return o.str();
 }
 
@@ -160,10 +177,14 @@ std::string revision_json(const store::RevisionRecord& r) {
 store::RevisionRecord resolve_revision(store::Store& st, const std::string& text) {
   rbd::ImageSpec spec = rbd::ImageSpec::parse(text);
   auto image = st.find_image(spec.pool, spec.image);
-  if (!image) throw store::StoreError(store::StoreError::Kind::kNotFound, "no backups of " + spec.pool + "/" + spec.image + " in this store");
+  if (!image)
+    throw store::StoreError(store::StoreError::Kind::kNotFound,
+                            "no backups of " + spec.pool + "/" + spec.image + " in this store");
   if (spec.snap.empty()) {
     auto latest = st.latest_revision(image->key);
-    if (!latest) throw store::StoreError(store::StoreError::Kind::kNotFound, "no revisions of " + spec.pool + "/" + spec.image + " in this store");
+    if (!latest)
+      throw store::StoreError(store::StoreError::Kind::kNotFound,
+                              "no revisions of " + spec.pool + "/" + spec.image + " in this store");
     return *latest;
   }
   uint64_t id = 0;
@@ -175,9 +196,31 @@ store::RevisionRecord resolve_revision(store::Store& st, const std::string& text
     throw UsageError("bad revision '" + spec.snap + "' in " + text + ": expected a revision number (see rbdvault ls)");
   }
   auto rev = st.revision(id);
-  if (!rev || rev->image != image->key)
-    throw store::StoreError(store::StoreError::Kind::kNotFound, "revision " + spec.snap + " of " + spec.pool + "/" + spec.image + " does not exist");
+  if (!rev || rev->image != image->key || (rev->flags & store::kRevisionForgetting))
+    throw store::StoreError(store::StoreError::Kind::kNotFound,
+                            "revision " + spec.snap + " of " + spec.pool + "/" + spec.image + " does not exist");
   return *rev;
+}
+
+// Runs `body` as a logged operation: a start line in the store's operation log before, an end line
+// with the result after (also when it throws). Directories that are not stores get no log.
+int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body) {
+  const std::string dir = require_store(a);
+  if (!store::Store::is_store(dir)) {
+    uint64_t ignored = 0;
+    return body(ignored);
+  }
+  store::OpLog log(dir);
+  const std::string id = log.begin(op, image, a.command_line);
+  uint64_t bytes = 0;
+  try {
+    int rc = body(bytes);
+    log.end(id, rc == 0, rc == 0 ? "" : "exit status " + std::to_string(rc), bytes);
+    return rc;
+  } catch (const std::exception& e) {
+    log.end(id, false, e.what(), bytes);
+    throw;
+  }
 }
 
 int cmd_init(const Args& a) {
@@ -185,7 +228,9 @@ int cmd_init(const Args& a) {
   store::StoreOptions o;
   o.block_size = static_cast<uint32_t>(tools::parse_size(a.str("block-size")));
   store::Store::init(require_store(a), o);
-  if (!a.flag("quiet")) std::cout << "initialised store " << require_store(a) << " (block size " << tools::human_size(o.block_size) << ")\n";
+  if (!a.flag("quiet"))
+    std::cout << "initialised store " << require_store(a) << " (block size " << tools::human_size(o.block_size)
+              << ")\n";
   return 0;
 }
 
@@ -193,63 +238,72 @@ int cmd_backup(const Args& a) {
   const std::string spec_text = one_positional(a, "POOL/IMAGE");
   rbd::ImageSpec spec = rbd::ImageSpec::parse(spec_text);
   if (!spec.snap.empty()) throw UsageError("backup: give POOL/IMAGE without @SNAP; rbdvault takes its own snapshot");
-  auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault backup " + spec.str());
-  rbd::Cluster cluster(connect_options(a));
-  agent::BackupOptions o;
-  o.full = a.flag("full");
-  o.whole_object = a.flag("whole-object");
-  o.reads_in_flight = a.vm["reads-in-flight"].as<size_t>();
-  Progress progress(!a.flag("quiet"));
-  o.progress = progress.callback();
-  agent::BackupResult r = agent::backup_image(cluster, *st, spec, o);
-  const auto& rev = r.revision;
-  if (a.json()) {
-    std::cout << "{\"image\":" << tools::json_string(spec.str()) << ",\"revision\":" << rev.id << ",\"size\":" << rev.size
-              << ",\"parent\":" << (rev.parent ? std::to_string(rev.parent) : "null") << ",\"kind\":\"" << kind_name(rev.kind)
-              << "\",\"base_snapshot\":" << tools::json_string(r.base_snapshot)
-              << ",\"full_reason\":" << tools::json_string(r.full_reason) << ",\"bytes_read\":" << rev.bytes_read
-              << ",\"bytes_stored\":" << rev.bytes_stored << ",\"new_chunks\":" << rev.new_chunks
-              << ",\"map_entries\":" << rev.map_entries << ",\"peak_reads_in_flight\":" << r.peak_reads_in_flight
-              << ",\"seconds\":" << r.seconds << "}\n";
-  } else {
-    std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << tools::human_size(rev.size) << ", read "
-              << tools::human_size(rev.bytes_read) << ", stored " << tools::human_size(rev.bytes_stored) << "\n"
-              << "revision " << rev.id << "\n";
-  }
-  return 0;
+  return logged(a, "backup", spec.str(), [&](uint64_t& bytes) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault backup " + spec.str());
+    rbd::Cluster cluster(connect_options(a));
+    agent::BackupOptions o;
+    o.full_every = a.vm["full-every"].as<unsigned>();
+    o.full = a.flag("full");
+    o.whole_object = a.flag("whole-object");
+    o.reads_in_flight = a.vm["reads-in-flight"].as<size_t>();
+    Progress progress(!a.flag("quiet"));
+    o.progress = progress.callback();
+    agent::BackupResult r = agent::backup_image(cluster, *st, spec, o);
+    const auto& rev = r.revision;
+    bytes = rev.bytes_read;
+    if (a.json()) {
+      std::cout << "{\"image\":" << tools::json_string(spec.str()) << ",\"revision\":" << rev.id
+                << ",\"size\":" << rev.size << ",\"parent\":" << (rev.parent ? std::to_string(rev.parent) : "null")
+                << ",\"kind\":\"" << kind_name(rev.kind)
+                << "\",\"base_snapshot\":" << tools::json_string(r.base_snapshot)
+                << ",\"full_reason\":" << tools::json_string(r.full_reason) << ",\"bytes_read\":" << rev.bytes_read
+                << ",\"bytes_stored\":" << rev.bytes_stored << ",\"new_chunks\":" << rev.new_chunks
+                << ",\"map_entries\":" << rev.map_entries << ",\"peak_reads_in_flight\":" << r.peak_reads_in_flight
+                << ",\"seconds\":" << r.seconds << "}\n";
+    } else {
+      std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << tools::human_size(rev.size)
+                << ", read " << tools::human_size(rev.bytes_read) << ", stored " << tools::human_size(rev.bytes_stored)
+                << "\n"
+                << "revision " << rev.id << "\n";
+    }
+    return 0;
+  });
 }
 
 int cmd_restore(const Args& a) {
   const std::string spec_text = one_positional(a, "POOL/IMAGE[@REV]");
   const std::string to = a.str("to"), to_file = a.str("to-file");
   if (to.empty() == to_file.empty()) throw UsageError("restore: give exactly one of --to POOL/NAME or --to-file PATH");
-  auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
-  store::RevisionRecord rev = resolve_revision(*st, spec_text);
-  Progress progress(!a.flag("quiet"));
-  agent::RestoreOptions o;
-  o.progress = progress.callback();
-  agent::RestoreResult r;
-  std::string target;
-  if (!to.empty()) {
-    rbd::ImageSpec dst = rbd::ImageSpec::parse(to);
-    if (!dst.snap.empty()) throw UsageError("restore: --to takes POOL/NAME without @SNAP");
-    rbd::Cluster cluster(connect_options(a));
-    r = agent::restore_to_image(cluster, *st, rev, dst.pool, dst.image, o);
-    target = dst.str();
-  } else {
-    r = agent::restore_to_file(*st, rev, to_file, o);
-    target = to_file;
-  }
-  if (a.json()) {
-    std::cout << "{\"image\":" << tools::json_string(rev.pool + "/" + rev.name) << ",\"revision\":" << rev.id
-              << ",\"target\":" << tools::json_string(target) << ",\"size\":" << rev.size
-              << ",\"bytes_written\":" << r.bytes_written << ",\"zero_blocks_skipped\":" << r.zero_blocks_skipped
-              << ",\"seconds\":" << r.seconds << "}\n";
-  } else if (!a.flag("quiet")) {
-    std::cout << "restored " << rev.pool << "/" << rev.name << "@" << rev.id << " to " << target << " ("
-              << tools::human_size(rev.size) << ", " << tools::human_size(r.bytes_written) << " written)\n";
-  }
-  return 0;
+  return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
+    store::RevisionRecord rev = resolve_revision(*st, spec_text);
+    Progress progress(!a.flag("quiet"));
+    agent::RestoreOptions o;
+    o.progress = progress.callback();
+    agent::RestoreResult r;
+    std::string target;
+    if (!to.empty()) {
+      rbd::ImageSpec dst = rbd::ImageSpec::parse(to);
+      if (!dst.snap.empty()) throw UsageError("restore: --to takes POOL/NAME without @SNAP");
+      rbd::Cluster cluster(connect_options(a));
+      r = agent::restore_to_image(cluster, *st, rev, dst.pool, dst.image, o);
+      target = dst.str();
+    } else {
+      r = agent::restore_to_file(*st, rev, to_file, o);
+      target = to_file;
+    }
+    if (a.json()) {
+      std::cout << "{\"image\":" << tools::json_string(rev.pool + "/" + rev.name) << ",\"revision\":" << rev.id
+                << ",\"target\":" << tools::json_string(target) << ",\"size\":" << rev.size
+                << ",\"bytes_written\":" << r.bytes_written << ",\"zero_blocks_skipped\":" << r.zero_blocks_skipped
+                << ",\"seconds\":" << r.seconds << "}\n";
+    } else if (!a.flag("quiet")) {
+      std::cout << "restored " << rev.pool << "/" << rev.name << "@" << rev.id << " to " << target << " ("
+                << tools::human_size(rev.size) << ", " << tools::human_size(r.bytes_written) << " written)\n";
+    }
+    bytes = r.bytes_written;
+    return 0;
+  });
 }
 
 int cmd_ls(const Args& a) {
@@ -261,7 +315,9 @@ int cmd_ls(const Args& a) {
   } else {
     rbd::ImageSpec spec = rbd::ImageSpec::parse(a.positional.front());
     auto image = st->find_image(spec.pool, spec.image);
-    if (!image) throw store::StoreError(store::StoreError::Kind::kNotFound, "no backups of " + spec.pool + "/" + spec.image + " in this store");
+    if (!image)
+      throw store::StoreError(store::StoreError::Kind::kNotFound,
+                              "no backups of " + spec.pool + "/" + spec.image + " in this store");
     revs = st->revisions(image->key);
   }
   if (a.json()) {
@@ -270,13 +326,299 @@ int cmd_ls(const Args& a) {
     std::cout << "]\n";
     return 0;
   }
-  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT", "KIND", "READ", "STORED");
+  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT", "KIND", "READ",
+              "STORED");
   for (auto& r : revs) {
     std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s\n", static_cast<unsigned long long>(r.id),
                 (r.pool + "/" + r.name).c_str(), tools::iso_time(r.created).c_str(), tools::human_size(r.size).c_str(),
-                r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind), tools::human_size(r.bytes_read).c_str(),
-                tools::human_size(r.bytes_stored).c_str());
+                r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind),
+                tools::human_size(r.bytes_read).c_str(), tools::human_size(r.bytes_stored).c_str());
   }
+  return 0;
+}
+
+// POOL/IMAGE@REV with a revision number required.
+store::RevisionRecord resolve_exact_revision(store::Store& st, const std::string& text) {
+  if (rbd::ImageSpec::parse(text).snap.empty()) throw UsageError(text + ": give the revision as POOL/IMAGE@REV");
+  return resolve_revision(st, text);
+}
+
+int cmd_forget(const Args& a) {
+  const std::string spec = one_positional(a, "POOL/IMAGE@REV");
+  return logged(a, "forget", spec, [&](uint64_t&) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault forget " + spec);
+    store::RevisionRecord rev = resolve_exact_revision(*st, spec);
+    st->forget(rev.id);
+    if (!a.flag("quiet"))
+      std::cout << "forgot " << rev.pool << "/" << rev.name << "@" << rev.id << " (run gc to free space)\n";
+    return 0;
+  });
+}
+
+int cmd_protect(const Args& a, bool on) {
+  const std::string spec = one_positional(a, "POOL/IMAGE@REV");
+  auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault " + a.command + " " + spec);
+  store::RevisionRecord rev = resolve_exact_revision(*st, spec);
+  st->set_protected(rev.id, on);
+  if (!a.flag("quiet"))
+    std::cout << (on ? "protected " : "unprotected ") << rev.pool << "/" << rev.name << "@" << rev.id << "\n";
+  return 0;
+}
+
+int cmd_expire(const Args& a) {
+  if (a.positional.size() > 1) throw UsageError("expire: expected at most one POOL/IMAGE");
+  agent::RetentionPolicy policy;
+  policy.keep_last = a.vm["keep-last"].as<int>();
+  policy.keep_hourly = a.vm["keep-hourly"].as<int>();
+  policy.keep_daily = a.vm["keep-daily"].as<int>();
+  policy.keep_weekly = a.vm["keep-weekly"].as<int>();
+  policy.keep_monthly = a.vm["keep-monthly"].as<int>();
+  if (policy.empty()) throw UsageError("expire: give at least one --keep-* option (refusing to expire everything)");
+  const bool dry = a.flag("dry-run");
+  const std::string only = a.positional.empty() ? "" : a.positional.front();
+  return logged(a, "expire", only, [&](uint64_t&) {
+    auto st = store::Store::open(require_store(a), dry ? store::OpenMode::kReadOnly : store::OpenMode::kWriter,
+                                 "rbdvault expire " + only);
+    std::vector<store::ImageRecord> images;
+    if (only.empty()) {
+      images = st->images();
+    } else {
+      rbd::ImageSpec spec = rbd::ImageSpec::parse(only);
+      auto img = st->find_image(spec.pool, spec.image);
+      if (!img)
+        throw store::StoreError(store::StoreError::Kind::kNotFound,
+                                "no backups of " + spec.pool + "/" + spec.image + " in this store");
+      images.push_back(*img);
+    }
+    std::ostringstream json;
+    json << "[";
+    bool first = true;
+    uint64_t forgotten = 0;
+    for (auto& img : images) {
+      std::vector<agent::RetentionInput> in;
+      std::map<uint64_t, store::RevisionRecord> by_id;
+      for (auto& r : st->revisions(img.key)) {
+        in.push_back({r.id, r.created, (r.flags & store::kRevisionProtected) != 0});
+        by_id[r.id] = r;
+      }
+      auto decisions = agent::apply_retention(in, policy);
+      // Oldest first, so each forget merges into a revision that stays or goes next.
+      for (auto it = decisions.rbegin(); it != decisions.rend(); ++it) {
+        const auto& d = *it;
+        const auto& r = by_id[d.id];
+        if (a.json()) {
+          json << (first ? "" : ",") << "{\"image\":" << tools::json_string(img.pool + "/" + img.name)
+               << ",\"id\":" << d.id << ",\"created\":" << tools::json_string(tools::iso_time(r.created))
+               << ",\"action\":\"" << (d.keep ? "keep" : "forget") << "\",\"reasons\":" << tools::json_string(d.reasons)
+               << "}";
+          first = false;
+        } else if (!a.flag("quiet")) {
+          std::printf("%-32s %-8llu %-20s %-6s %s\n", (img.pool + "/" + img.name).c_str(),
+                      static_cast<unsigned long long>(d.id), tools::iso_time(r.created).c_str(),
+                      d.keep ? "keep" : "forget", d.reasons.c_str());
+        }
+        if (!d.keep && !dry) {
+          st->forget(d.id);
+          ++forgotten;
+        }
+      }
+    }
+    if (a.json())
+      std::cout << json.str() << "]\n";
+    else if (!a.flag("quiet"))
+      std::cout << (dry ? "dry run: nothing removed\n"
+                        : std::to_string(forgotten) + " revision(s) forgotten; run gc to free space\n");
+    return 0;
+  });
+}
+
+int cmd_gc(const Args& a) {
+  if (!a.positional.empty()) throw UsageError("gc: unexpected argument " + a.positional.front());
+  return logged(a, "gc", "", [&](uint64_t& bytes) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault gc");
+    store::GcOptions o;
+    o.max_unused = a.vm["max-unused"].as<double>() / 100.0;
+    o.dry_run = a.flag("dry-run");
+    store::GcResult r = store::gc(*st, o);
+    bytes = r.bytes_before - r.bytes_after;
+    if (a.json()) {
+      std::cout << "{\"chunks_removed\":" << r.chunks_removed << ",\"packs_deleted\":" << r.packs_deleted
+                << ",\"packs_rewritten\":" << r.packs_rewritten << ",\"bytes_before\":" << r.bytes_before
+                << ",\"bytes_after\":" << r.bytes_after << ",\"dry_run\":" << (o.dry_run ? "true" : "false") << "}\n";
+    } else if (!a.flag("quiet")) {
+      std::cout << (o.dry_run ? "would remove " : "removed ") << r.chunks_removed << " chunks; packs deleted "
+                << r.packs_deleted << ", rewritten " << r.packs_rewritten << "; pack data "
+                << tools::human_size(r.bytes_before) << " -> " << tools::human_size(r.bytes_after) << "\n";
+    }
+    return 0;
+  });
+}
+
+int cmd_du(const Args& a) {
+  if (a.positional.size() > 1) throw UsageError("du: expected at most one POOL/IMAGE");
+  auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
+  std::string only;
+  if (!a.positional.empty()) {
+    rbd::ImageSpec spec = rbd::ImageSpec::parse(a.positional.front());
+    only = spec.pool + "/" + spec.image;
+    if (!st->find_image(spec.pool, spec.image))
+      throw store::StoreError(store::StoreError::Kind::kNotFound, "no backups of " + only + " in this store");
+  }
+  store::StoreUsage u = store::du(*st, only);
+  if (a.json()) {
+    std::cout << "{\"pack_bytes\":" << u.pack_bytes << ",\"referenced_bytes\":" << u.referenced_bytes
+              << ",\"unreferenced_bytes\":" << u.unreferenced_bytes << ",\"index_bytes\":" << u.index_bytes
+              << ",\"images\":[";
+    for (size_t i = 0; i < u.images.size(); ++i) {
+      auto& im = u.images[i];
+      std::cout << (i ? "," : "") << "{\"image\":" << tools::json_string(im.image) << ",\"revisions\":" << im.revisions
+                << ",\"size\":" << im.logical_bytes << ",\"stored_bytes\":" << im.stored_bytes << ",\"per_revision\":[";
+      for (size_t j = 0; j < im.per_revision.size(); ++j)
+        std::cout << (j ? "," : "") << "{\"id\":" << im.per_revision[j].revision
+                  << ",\"unique_bytes\":" << im.per_revision[j].unique_bytes << "}";
+      std::cout << "]}";
+    }
+    std::cout << "]}\n";
+    return 0;
+  }
+  std::printf("%-32s %9s %10s %10s\n", "IMAGE", "REVISIONS", "SIZE", "STORED");
+  for (auto& im : u.images) {
+    std::printf("%-32s %9llu %10s %10s\n", im.image.c_str(), static_cast<unsigned long long>(im.revisions),
+                tools::human_size(im.logical_bytes).c_str(), tools::human_size(im.stored_bytes).c_str());
+    for (auto& r : im.per_revision)
+      std::printf("  @%-29llu %9s %10s %10s unique\n", static_cast<unsigned long long>(r.revision), "", "",
+                  tools::human_size(r.unique_bytes).c_str());
+  }
+  std::printf("pack data %s (referenced %s, reclaimable by gc %s), index %s\n", tools::human_size(u.pack_bytes).c_str(),
+              tools::human_size(u.referenced_bytes).c_str(), tools::human_size(u.unreferenced_bytes).c_str(),
+              tools::human_size(u.index_bytes).c_str());
+  return 0;
+}
+
+int cmd_scrub(const Args& a) {
+  if (a.positional.size() > 1) throw UsageError("scrub: expected at most one POOL/IMAGE[@REV]");
+  const std::string target = a.positional.empty() ? "" : a.positional.front();
+  return logged(a, "scrub", target, [&](uint64_t& bytes) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
+    store::ScrubOptions o;
+    o.deep = a.flag("deep");
+    if (!target.empty()) {
+      rbd::ImageSpec spec = rbd::ImageSpec::parse(target);
+      auto img = st->find_image(spec.pool, spec.image);
+      if (!img)
+        throw store::StoreError(store::StoreError::Kind::kNotFound,
+                                "no backups of " + spec.pool + "/" + spec.image + " in this store");
+      o.image = img->key;
+      if (!spec.snap.empty()) o.revision = resolve_revision(*st, target).id;
+    }
+    store::ScrubReport r = store::scrub(*st, o);
+    bytes = r.bytes_verified;
+    if (a.json()) {
+      std::cout << "{\"clean\":" << (r.clean() ? "true" : "false") << ",\"revisions_checked\":" << r.revisions_checked
+                << ",\"chunks_checked\":" << r.chunks_checked << ",\"bytes_verified\":" << r.bytes_verified
+                << ",\"damaged_revisions\":[";
+      auto d = r.damaged_revisions();
+      for (size_t i = 0; i < d.size(); ++i) std::cout << (i ? "," : "") << d[i];
+      std::cout << "],\"issues\":[";
+      for (size_t i = 0; i < r.issues.size(); ++i)
+        std::cout << (i ? "," : "") << "{\"image\":" << tools::json_string(r.issues[i].image)
+                  << ",\"revision\":" << r.issues[i].revision
+                  << ",\"problem\":" << tools::json_string(r.issues[i].problem) << "}";
+      std::cout << "]}\n";
+    } else {
+      for (auto& i : r.issues)
+        std::cout << (i.revision ? i.image + "@" + std::to_string(i.revision) : std::string("store")) << ": "
+                  << i.problem << "\n";
+      if (!a.flag("quiet"))
+        std::cout << (r.clean() ? "clean: " : "DAMAGED: ") << r.revisions_checked << " revisions, " << r.chunks_checked
+                  << " chunks" << (o.deep ? ", " + tools::human_size(r.bytes_verified) + " re-hashed" : "") << ", "
+                  << r.issues.size() << " issue(s)\n";
+    }
+    return r.clean() ? 0 : 1;
+  });
+}
+
+int cmd_verify(const Args& a) {
+  const std::string target = one_positional(a, "POOL/IMAGE[@REV]");
+  return logged(a, "verify", target, [&](uint64_t& bytes) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
+    store::RevisionRecord rev = resolve_revision(*st, target);
+    rbd::Cluster cluster(connect_options(a));
+    agent::VerifyOptions o;
+    o.sample_percent = a.vm["sample"].as<double>();
+    agent::VerifyResult r = agent::verify_revision(cluster, *st, rev, o);
+    bytes = r.blocks_compared * st->block_size();
+    if (a.json()) {
+      std::cout << "{\"image\":" << tools::json_string(rev.pool + "/" + rev.name) << ",\"revision\":" << rev.id
+                << ",\"blocks_compared\":" << r.blocks_compared << ",\"mismatches\":" << r.mismatches << "}\n";
+    } else {
+      std::cout << rev.pool << "/" << rev.name << "@" << rev.id << ": " << r.blocks_compared << " blocks compared with "
+                << rev.snap_name << ", " << r.mismatches << " mismatch(es)";
+      for (auto b : r.first_mismatches) std::cout << (b == r.first_mismatches.front() ? ": blocks " : ", ") << b;
+      std::cout << "\n";
+    }
+    return r.mismatches ? 1 : 0;
+  });
+}
+
+int cmd_repair(const Args& a) {
+  if (!a.positional.empty()) throw UsageError("repair: unexpected argument " + a.positional.front());
+  return logged(a, "repair", "", [&](uint64_t&) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault repair");
+    std::unique_ptr<rbd::Cluster> cluster;
+    try {
+      cluster = std::make_unique<rbd::Cluster>(connect_options(a));
+    } catch (const rbd::CephError& e) {
+      spdlog::warn("repair: no cluster ({}); only copies inside the store can be used", e.what());
+    }
+    agent::RepairResult r = agent::repair_store(cluster.get(), *st);
+    for (auto& u : r.unrepaired) std::cout << "not repaired: " << u << "\n";
+    if (!r.damaged_revisions.empty()) {
+      std::cout << "revisions still damaged:";
+      for (auto id : r.damaged_revisions) std::cout << " " << id;
+      std::cout << "\n";
+    }
+    if (!a.flag("quiet"))
+      std::cout << r.damaged_chunks << " damaged chunk(s): " << r.repaired_from_source << " re-read from Ceph, "
+                << r.repaired_from_copy << " from copies, " << r.unrepaired.size() << " not repairable\n";
+    return r.unrepaired.empty() ? 0 : 1;
+  });
+}
+
+int cmd_log(const Args& a) {
+  if (a.positional.size() > 1) throw UsageError("log: expected at most one POOL/IMAGE");
+  const std::string dir = require_store(a);
+  store::Store::open(dir, store::OpenMode::kReadOnly);  // validates the directory
+  std::string only;
+  if (!a.positional.empty()) {
+    rbd::ImageSpec spec = rbd::ImageSpec::parse(a.positional.front());
+    only = spec.pool + "/" + spec.image;
+  }
+  auto records = store::OpLog(dir).read();
+  if (a.json()) std::cout << "[";
+  bool first = true;
+  for (auto& r : records) {
+    if (!only.empty() && r.image.rfind(only, 0) != 0) continue;
+    const std::string result = r.end_ms ? r.result : "unfinished";
+    const double secs = r.end_ms ? (r.end_ms - r.start_ms) / 1000.0 : 0;
+    if (a.json()) {
+      std::cout << (first ? "" : ",") << "{\"id\":" << tools::json_string(r.id)
+                << ",\"op\":" << tools::json_string(r.op) << ",\"image\":" << tools::json_string(r.image)
+                << ",\"start\":" << tools::json_string(tools::iso_time(r.start_ms / 1000))
+                << ",\"end\":" << (r.end_ms ? tools::json_string(tools::iso_time(r.end_ms / 1000)) : "null")
+                << ",\"seconds\":" << secs << ",\"result\":" << tools::json_string(result) << ",\"bytes\":" << r.bytes
+                << ",\"error\":" << tools::json_string(r.error) << ",\"user\":" << tools::json_string(r.user)
+                << ",\"host\":" << tools::json_string(r.host) << ",\"pid\":" << r.pid
+                << ",\"args\":" << tools::json_string(r.args) << "}";
+    } else {
+      std::printf("%-20s %-8s %-28s %-10s %8.1fs %10s %s@%s pid %lld%s%s\n", tools::iso_time(r.start_ms / 1000).c_str(),
+                  r.op.c_str(), r.image.empty() ? "-" : r.image.c_str(), result.c_str(), secs,
+                  tools::human_size(r.bytes).c_str(), r.user.c_str(), r.host.c_str(), static_cast<long long>(r.pid),
+                  r.error.empty() ? "" : ": ", r.error.c_str());
+    }
+    first = false;
+  }
+  if (a.json()) std::cout << "]\n";
   return 0;
 }
 
@@ -290,8 +632,9 @@ int cmd_images(const Args& a) {
     rbd::Image img = rbd::Image::open(cluster, pool, e.name, {}, true);
     rbd::ImageInfo info = img.info();
     if (a.json()) {
-      std::cout << (first ? "" : ",") << "{\"name\":" << tools::json_string(e.name) << ",\"id\":" << tools::json_string(e.id)
-                << ",\"size\":" << info.size << ",\"object_size\":" << info.object_size << ",\"features\":" << info.features << "}";
+      std::cout << (first ? "" : ",") << "{\"name\":" << tools::json_string(e.name)
+                << ",\"id\":" << tools::json_string(e.id) << ",\"size\":" << info.size
+                << ",\"object_size\":" << info.object_size << ",\"features\":" << info.features << "}";
     } else {
       std::printf("%-32s %-16s %10s\n", e.name.c_str(), e.id.c_str(), tools::human_size(info.size).c_str());
     }
@@ -309,12 +652,24 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%^%l%$: %v");
   try {
     Args a = parse(argc, argv);
-    spdlog::set_level(a.flag("verbose") ? spdlog::level::debug : a.flag("quiet") ? spdlog::level::warn : spdlog::level::info);
+    spdlog::set_level(a.flag("verbose") ? spdlog::level::debug
+                      : a.flag("quiet") ? spdlog::level::warn
+                                        : spdlog::level::info);
     if (a.command == "init") return cmd_init(a);
     if (a.command == "backup") return cmd_backup(a);
     if (a.command == "restore") return cmd_restore(a);
     if (a.command == "ls") return cmd_ls(a);
     if (a.command == "images") return cmd_images(a);
+    if (a.command == "forget") return cmd_forget(a);
+    if (a.command == "expire") return cmd_expire(a);
+    if (a.command == "protect") return cmd_protect(a, true);
+    if (a.command == "unprotect") return cmd_protect(a, false);
+    if (a.command == "gc") return cmd_gc(a);
+    if (a.command == "du") return cmd_du(a);
+    if (a.command == "scrub") return cmd_scrub(a);
+    if (a.command == "verify") return cmd_verify(a);
+    if (a.command == "repair") return cmd_repair(a);
+    if (a.command == "log") return cmd_log(a);
     throw UsageError("unknown command '" + a.command + "' (see rbdvault --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "rbdvault: %s\n", e.what());

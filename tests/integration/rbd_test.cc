@@ -1,11 +1,10 @@
 // rbd/ against the real test cluster (CEPH_CONF points at deploy/micro-ceph.sh's ceph.conf).
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "rbd/cluster.h"
 #include "rbd/error.h"
@@ -149,7 +148,8 @@ TEST_F(RbdTest, ErrorsNameWhatFailed) {
     Image::open(*cluster_, "rbd", name, "no-such-snap", true);
     FAIL();
   } catch (const CephError& e) {
-    EXPECT_NE(std::string(e.what()).find("snapshot rbd/" + name + "@no-such-snap does not exist"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("snapshot rbd/" + name + "@no-such-snap does not exist"), std::string::npos)
+        << e.what();
   }
   NewImageOptions o;
   o.size = 1 << 20;

@@ -1,13 +1,12 @@
 // History: forget, gc, du and scrub on the store, with faults injected into index and packs.
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <map>
-
-#include <gtest/gtest.h>
-#include <rocksdb/db.h>
 
 #include "store/gc.h"
 #include "store/pack.h"
@@ -183,8 +182,14 @@ TEST_F(HistoryTest, KilledForgetAndGcLoseNothingAndRerunCompletes) {
   for (auto& [id, _] : history_) ids.push_back(id);
   for (int round = 0; round < 8; ++round) {
     const uint64_t victim = ids[round];
-    kill_during(dir_, [&](Store& s) { s.forget(victim); }, rng, killed);
-    kill_during(dir_, [&](Store& s) { gc(s, GcOptions{0.0, false}); }, rng, killed);
+    kill_during(
+        dir_, [&](Store& s) { s.forget(victim); }, rng, killed);
+    kill_during(
+        dir_,
+        [&](Store& s) {
+          gc(s, GcOptions{0.0, false});
+        },
+        rng, killed);
     store_ = Store::open(dir_, OpenMode::kWriter, "test");  // completes an interrupted forget
     bool gone = true;
     for (auto& r : store_->revisions()) gone = gone && r.id != victim;
@@ -252,7 +257,8 @@ TEST_F(ScrubTest, TruncatedPackFile) {
   auto damaged = rep.damaged_revisions();
   EXPECT_TRUE(std::set<uint64_t>(damaged.begin(), damaged.end()).count(revs_.back().id));
   bool store_wide = false;
-  for (auto& i : rep.issues) store_wide = store_wide || (i.revision == 0 && i.problem.find("bytes, index says") != std::string::npos);
+  for (auto& i : rep.issues)
+    store_wide = store_wide || (i.revision == 0 && i.problem.find("bytes, index says") != std::string::npos);
   EXPECT_TRUE(store_wide);
 }
 

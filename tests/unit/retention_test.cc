@@ -1,8 +1,8 @@
 #include "agent/retention.h"
 
-#include <map>
-
 #include <gtest/gtest.h>
+
+#include <map>
 
 namespace rbdvault::agent {
 namespace {

@@ -2,14 +2,13 @@
 // images. Shared by the store's unit tests.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <random>
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "store/revision_writer.h"
 #include "store/store.h"
@@ -55,7 +54,8 @@ class StoreTest : public ::testing::Test {
     store_->for_each_data_block(rev, [&](uint64_t block, const Hash& h) {
       std::string data = store_->read_chunk(h);
       const uint64_t off = block * kBs;
-      out.replace(off, std::min<uint64_t>(kBs, rev.size - off), data.substr(0, std::min<uint64_t>(kBs, rev.size - off)));
+      out.replace(off, std::min<uint64_t>(kBs, rev.size - off),
+                  data.substr(0, std::min<uint64_t>(kBs, rev.size - off)));
     });
     return out;
   }

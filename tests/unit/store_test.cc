@@ -1,6 +1,8 @@
 // The revision store against a plain in-memory image: no Ceph involved.
 #include "store/store.h"
 
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,9 +10,6 @@
 #include <fstream>
 #include <random>
 #include <set>
-
-#include <gtest/gtest.h>
-#include <rocksdb/db.h>
 
 #include "store/pack.h"
 #include "store/revision_writer.h"
@@ -184,7 +183,8 @@ TEST_F(StoreTest, SecondWriterIsRefusedWithHolderPid) {
       ::_exit(0);
     } catch (const StoreError& e) {
       std::string what = e.what();
-      bool ok = e.kind() == StoreError::Kind::kLocked && what.find("pid " + std::to_string(::getppid())) != std::string::npos;
+      bool ok =
+          e.kind() == StoreError::Kind::kLocked && what.find("pid " + std::to_string(::getppid())) != std::string::npos;
       ::_exit(ok ? 3 : 4);
     }
   }
@@ -227,9 +227,9 @@ TEST_F(StoreTest, OpenRejectsForeignAndMissingDirectories) {
   } catch (const StoreError& e) {
     EXPECT_EQ(e.kind(), StoreError::Kind::kNotFound);
   }
-  EXPECT_THROW(Store::init(dir_, StoreOptions{}), StoreError);                  // exists
-  EXPECT_THROW(Store::init(foreign, StoreOptions{48 * 1024}), StoreError);     // not a power of two
-  EXPECT_THROW(Store::init(foreign, StoreOptions{8u << 20}), StoreError);      // too large
+  EXPECT_THROW(Store::init(dir_, StoreOptions{}), StoreError);              // exists
+  EXPECT_THROW(Store::init(foreign, StoreOptions{48 * 1024}), StoreError);  // not a power of two
+  EXPECT_THROW(Store::init(foreign, StoreOptions{8u << 20}), StoreError);   // too large
 }
 
 TEST_F(StoreTest, RandomisedHistoryMatchesModel) {

@@ -1,0 +1,141 @@
+#include "store/oplog.h"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "store/error.h"
+
+namespace rbdvault::store {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Values are percent-encoded so a line is space-separated key=value pairs with no surprises.
+std::string enc(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c <= 0x20 || c == '%' || c == '=' || c >= 0x7f) {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string dec(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string user_name() {
+  if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
+  return std::to_string(::getuid());
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof(buf) - 1);
+  return buf;
+}
+
+}  // namespace
+
+void OpLog::append(const std::string& line) {
+  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw_errno("open operation log " + path_.string());
+  const std::string l = line + "\n";
+  // One write(2) per line: O_APPEND keeps concurrent writers' lines whole.
+  ssize_t w = ::write(fd, l.data(), l.size());
+  int saved = errno;
+  if (w == static_cast<ssize_t>(l.size()) && ::fdatasync(fd) != 0) {
+    saved = errno;
+    w = -1;
+  }
+  ::close(fd);
+  if (w != static_cast<ssize_t>(l.size())) {
+    errno = saved;
+    throw_errno("append to operation log " + path_.string());
+  }
+}
+
+std::string OpLog::begin(const std::string& op, const std::string& image, const std::string& args) {
+  const int64_t start = now_ms();
+  const std::string id = std::to_string(start) + "-" + std::to_string(::getpid());
+  append("start id=" + id + " time=" + std::to_string(start) + " op=" + enc(op) + " image=" + enc(image) + " user=" +
+         enc(user_name()) + " host=" + enc(host_name()) + " pid=" + std::to_string(::getpid()) + " args=" + enc(args));
+  return id;
+}
+
+void OpLog::end(const std::string& id, bool ok, const std::string& error, uint64_t bytes) {
+  append("end id=" + id + " time=" + std::to_string(now_ms()) + " result=" + (ok ? "ok" : "failed") +
+         " bytes=" + std::to_string(bytes) + " error=" + enc(error));
+}
+
+std::vector<OpRecord> OpLog::read() const {
+  std::vector<OpRecord> out;
+  std::map<std::string, size_t> by_id;
+  std::ifstream in(path_);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string kind, word;
+    words >> kind;
+    std::map<std::string, std::string> kv;
+    while (words >> word) {
+      auto eq = word.find('=');
+      if (eq != std::string::npos) kv[word.substr(0, eq)] = dec(word.substr(eq + 1));
+    }
+    auto num = [&](const char* k) -> int64_t {
+      try {
+        return kv.count(k) ? std::stoll(kv[k]) : 0;
+      } catch (const std::exception&) {
+        return 0;
+      }
+    };
+    if (kind == "start") {
+      OpRecord r;
+      r.id = kv["id"];
+      r.op = kv["op"];
+      r.image = kv["image"];
+      r.args = kv["args"];
+      r.user = kv["user"];
+      r.host = kv["host"];
+      r.pid = num("pid");
+      r.start_ms = num("time");
+      by_id[r.id] = out.size();
+      out.push_back(std::move(r));
+    } else if (kind == "end") {
+      auto it = by_id.find(kv["id"]);
+      if (it == by_id.end()) continue;  // a torn or foreign line
+      OpRecord& r = out[it->second];
+      r.end_ms = num("time");
+      r.result = kv["result"];
+      r.error = kv["error"];
+      r.bytes = static_cast<uint64_t>(num("bytes"));
+    }
+  }
+  return out;
+}
+
+}  // namespace rbdvault::store

@@ -1,0 +1,43 @@
+// The operation log: DIR/oplog, one line per operation start and one per end, appended with
+// O_APPEND and fdatasync so it survives crashes and several processes can write it at once (readers
+// and the writer log side by side). See docs/format.md for the line format.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace rbdvault::store {
+
+struct OpRecord {
+  std::string id;     // unique per operation: <start unix ms>-<pid>
+  std::string op;     // backup, restore, forget, expire, gc, scrub, verify, repair, ...
+  std::string image;  // pool/name or empty
+  std::string args;   // the command line
+  std::string user, host;
+  int64_t pid = 0;
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;  // 0: no end line (still running, or the process died)
+  std::string result;  // ok, failed; empty when no end line
+  std::string error;
+  uint64_t bytes = 0;  // bytes read, written or freed, whatever the operation moves
+};
+
+class OpLog {
+ public:
+  explicit OpLog(std::filesystem::path store_dir) : path_(std::move(store_dir) / "oplog") {}
+
+  // Appends the start line; returns the operation id. Throws StoreError on I/O failure.
+  std::string begin(const std::string& op, const std::string& image, const std::string& args);
+  void end(const std::string& id, bool ok, const std::string& error, uint64_t bytes);
+
+  // All operations, oldest first; start and end lines paired by id.
+  std::vector<OpRecord> read() const;
+
+ private:
+  void append(const std::string& line);
+  std::filesystem::path path_;
+};
+
+}  // namespace rbdvault::store
