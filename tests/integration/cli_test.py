@@ -553,6 +553,202 @@ def scenario_bad_input(c):
     c.remove("rbd", "bad-img")
 
 
+# ---- history (retention, gc, scrub, verify, repair, log) ---------------------------------------
+
+def make_history(c, store, name, rounds, rng, resize=True, write_bytes=1 << 20):
+    """An image with `rounds` revisions (random writes, some resizes); returns {rev: export sha}."""
+    c.create("rbd", name, 12 << 20, FEATURES_FASTDIFF)
+    history = {}
+    for i in range(rounds):
+        with c.image("rbd", name) as img:
+            if resize and i and rng.random() < 0.4:
+                img.resize(rng.choice([rng.randrange(2 << 20, 12 << 20), rng.randrange(12 << 20, 24 << 20)]))
+            for _ in range(rng.randrange(1, 4)):
+                off = rng.randrange(img.size())
+                img.write(os.urandom(min(rng.randrange(4096, write_bytes), img.size() - off)), off)
+        r = backup(store, "rbd/" + name)
+        history[r["revision"]] = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, r["revision"])))
+    return history
+
+
+def restore_file_sha(store, spec):
+    path = os.path.join(TMP, "h-%d.raw" % random.randrange(1 << 30))
+    run("restore", "--store", store, spec, "--to-file", path, "-q")
+    got = file_sha(path)
+    os.unlink(path)
+    return got
+
+
+def check_all_restore(store, name, history):
+    for rev, exp in sorted(history.items()):
+        got = restore_file_sha(store, "rbd/%s@%d" % (name, rev))
+        check(got == exp, "revision %d no longer restores identically" % rev)
+
+
+def pack_bytes(store):
+    d = os.path.join(store, "data")
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+
+
+def scrub_json(store, *extra):
+    out, _ = run("scrub", "--store", store, "--format", "json", *extra, rc=None)
+    return json.loads(out)
+
+
+def scenario_history_forget(c):
+    """Forgetting random subsets (first, middle, the one before the newest) of 12 revisions with
+    resizes leaves every remaining revision byte-identical to rbd export of its snapshot."""
+    seed = int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31)))
+    log("history_forget: seed %d" % seed)
+    rng = random.Random(seed)
+    store = new_store("history_forget")
+    history = make_history(c, store, "hf-img", 12, rng)
+    sizes = {r["id"]: r["size"] for r in run_json("ls", "--store", store)}
+    check(len(set(sizes.values())) >= 3, "the history should include resizes: %s" % sizes)
+    ids = sorted(history)
+    victims = [ids[0], ids[len(ids) // 2], ids[-2]] + rng.sample([i for i in ids[1:-2] if i != ids[len(ids) // 2]], 3)
+    for v in victims:
+        run("forget", "--store", store, "rbd/hf-img@%d" % v, "-q")
+        del history[v]
+        check([r["id"] for r in run_json("ls", "--store", store)] == sorted(history), "ls after forget %d" % v)
+        check_all_restore(store, "hf-img", history)
+        log("forgot %d: %d revisions remain identical" % (v, len(history)))
+    _, err = run("forget", "--store", store, "rbd/hf-img@%d" % ids[-1], rc=-1)
+    check("newest" in err, "the newest revision must not be forgotten: %r" % err)
+    check(scrub_json(store, "--deep")["clean"], "scrub after forgets")
+    newest = max(history)
+    verify_restores(c, store, "rbd/hf-img@%d" % newest, history[newest])
+    c.remove("rbd", "hf-img")
+
+
+def scenario_history_expire_gc(c):
+    """expire + gc free at least what du said the expired revisions held alone; scrub stays clean;
+    protected revisions survive."""
+    rng = random.Random(2)
+    store = new_store("history_expire_gc")
+    history = make_history(c, store, "hx-img", 8, rng, resize=False, write_bytes=4 << 20)
+    ids = sorted(history)
+    run("protect", "--store", store, "rbd/hx-img@%d" % ids[1], "-q")
+    plan = run_json("expire", "--store", store, "rbd/hx-img", "--keep-last", "3", "--dry-run")
+    forget = sorted(p["id"] for p in plan if p["action"] == "forget")
+    check(forget == [i for i in ids[:-3] if i != ids[1]], "expire plan: %s" % plan)
+    check(sorted(r["id"] for r in run_json("ls", "--store", store)) == ids, "dry run removed something")
+    usage = run_json("du", "--store", store)
+    unique = {r["id"]: r["unique_bytes"] for r in usage["images"][0]["per_revision"]}
+    predicted = sum(unique[i] for i in forget)
+    check(predicted > 0, "du predicts nothing: %s" % unique)
+    before = pack_bytes(store)
+    run("expire", "--store", store, "rbd/hx-img", "--keep-last", "3", "-q")
+    kept = sorted(r["id"] for r in run_json("ls", "--store", store))
+    check(kept == [i for i in ids if i not in forget], "after expire: %s" % kept)
+    g = run_json("gc", "--store", store, "--max-unused", "0")
+    after = pack_bytes(store)
+    log("expire+gc: du predicted %d, disk %d -> %d (freed %d)" % (predicted, before, after, before - after))
+    check(before - after >= predicted, "freed %d < predicted %d" % (before - after, predicted))
+    check(g["bytes_before"] == before and g["bytes_after"] == after, "gc report: %s" % g)
+    check(run_json("du", "--store", store)["unreferenced_bytes"] == 0, "gc left unreferenced data")
+    check(scrub_json(store, "--deep")["clean"], "scrub after expire+gc")
+    for i in forget:
+        del history[i]
+    check_all_restore(store, "hx-img", history)
+    c.remove("rbd", "hx-img")
+
+
+def corrupt_first_chunk(store):
+    """Flips a bit in the payload of the first chunk of the oldest pack file."""
+    d = os.path.join(store, "data")
+    first = sorted(f for f in os.listdir(d) if f.endswith(".pack"))[0]
+    path = os.path.join(d, first)
+    with open(path, "r+b") as f:
+        f.seek(16 + 48 + 100)
+        b = f.read(1)
+        f.seek(16 + 48 + 100)
+        f.write(bytes([b[0] ^ 0x04]))
+    return path
+
+
+def scenario_history_repair(c):
+    """A flipped bit in chunk data: deep scrub names the damaged revisions, verify sees a mismatch,
+    repair re-reads the block from the source snapshot, and scrub is clean again. Every operation is
+    in the operation log."""
+    store = new_store("history_repair")
+    c.create("rbd", "hr-img", 8 << 20, FEATURES_FASTDIFF)
+    history = {}
+    with c.image("rbd", "hr-img") as img:
+        img.write(os.urandom(8 << 20), 0)
+    for i in range(3):
+        if i:
+            with c.image("rbd", "hr-img") as img:
+                img.write(os.urandom(64 << 10), (4 << 20) + i * (128 << 10))  # block 0 never changes
+        r = backup(store, "rbd/hr-img")
+        history[r["revision"]] = rbd_export_sha("rbd/hr-img@" + snap_name(store, r["revision"]))
+    newest = max(history)
+    check(scrub_json(store, "--deep")["clean"], "scrub before the fault")
+    corrupt_first_chunk(store)
+    shallow = scrub_json(store)
+    deep = scrub_json(store, "--deep")
+    check(shallow["clean"], "a payload bit flip is only visible to --deep: %s" % shallow)
+    check(not deep["clean"] and deep["damaged_revisions"] == sorted(history), "deep scrub: %s" % deep)
+    out, _ = run("scrub", "--store", store, "--deep", rc=1)
+    for rev in history:
+        check("rbd/hr-img@%d:" % rev in out, "scrub output does not name revision %d: %s" % (rev, out))
+    out, _ = run("verify", "--store", store, "rbd/hr-img", rc=1)
+    check("1 mismatch" in out, "verify must see the damaged block: %s" % out)
+    out, _ = run("repair", "--store", store)
+    check("1 re-read from Ceph" in out, "repair: %s" % out)
+    check(scrub_json(store, "--deep")["clean"], "scrub after repair")
+    run("verify", "--store", store, "rbd/hr-img", "--sample", "50")
+    check_all_restore(store, "hr-img", history)
+    verify_restores(c, store, "rbd/hr-img@%d" % newest, history[newest])
+
+    ops = run_json("log", "--store", store)
+    seen = {o["op"] for o in ops}
+    for op in ("backup", "restore", "scrub", "verify", "repair"):
+        check(op in seen, "operation log lacks %s: %s" % (op, seen))
+    failed = [o for o in ops if o["op"] == "verify" and o["result"] == "failed"]
+    check(failed and failed[0]["end"], "the failed verify is logged as failed: %s" % failed)
+    for o in ops:
+        for key in ("start", "end", "user", "host", "pid", "args", "result", "bytes", "seconds", "error"):
+            check(key in o, "log entry lacks %s: %s" % (key, o))
+    backups = [o for o in ops if o["op"] == "backup"]
+    check(len(backups) == 3 and all(o["result"] == "ok" and o["bytes"] > 0 for o in backups), "backups: %s" % backups)
+    c.remove("rbd", "hr-img")
+
+
+def scenario_history_kill(c):
+    """SIGKILL during expire and during gc at random points, then a rerun: scrub is clean and every
+    kept revision restores identically."""
+    seed = int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31)))
+    log("history_kill: seed %d" % seed)
+    rng = random.Random(seed)
+    store = new_store("history_kill")
+    history = make_history(c, store, "hk-img", 12, rng, resize=True, write_bytes=6 << 20)
+    kills = {"expire": 0, "gc": 0}
+    keep = len(history)
+    while keep > 2:
+        keep -= 2
+        for op, args in (("expire", ["expire", "--keep-last", str(keep), "rbd/hk-img"]),
+                         ("gc", ["gc", "--max-unused", "0"])):
+            p = subprocess.Popen([RBDVAULT] + args + ["--store", store, "-q"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0, 0.08))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            if p.returncode == -signal.SIGKILL:
+                kills[op] += 1
+            run(*args, "--store", store, "-q")  # the rerun completes the work
+        kept = sorted(r["id"] for r in run_json("ls", "--store", store))
+        check(len(kept) == keep and kept == sorted(history)[-keep:], "after expire to %d: %s" % (keep, kept))
+        for rev in list(history):
+            if rev not in kept:
+                del history[rev]
+        check(scrub_json(store, "--deep")["clean"], "scrub after killed expire/gc")
+        check_all_restore(store, "hk-img", history)
+    log("history_kill: kills %s" % kills)
+    check(kills["expire"] >= 2 and kills["gc"] >= 2, "too few kills landed: %s" % kills)
+    c.remove("rbd", "hk-img")
+
+
 SCENARIOS = {
     "backup_restore": scenario_backup_restore,
     "randomized": scenario_randomized,
@@ -561,6 +757,10 @@ SCENARIOS = {
     "recreate": scenario_recreate,
     "crash": scenario_crash,
     "bad_input": scenario_bad_input,
+    "history_forget": scenario_history_forget,
+    "history_expire_gc": scenario_history_expire_gc,
+    "history_repair": scenario_history_repair,
+    "history_kill": scenario_history_kill,
 }
 
 
