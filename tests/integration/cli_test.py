@@ -396,6 +396,11 @@ def scenario_recreate(c):
     check(r3["kind"] == "full" and "no longer exists" in r3["full_reason"], "vanished snapshot: %s" % r3)
     e3 = rbd_export_sha("rbd/rc-img@" + snap_name(store, r3["revision"]))
     verify_restores(c, store, "rbd/rc-img@%d" % r3["revision"], e3)
+
+    # --full-every 2: after a full read, one delta, then a full read again.
+    r4 = backup(store, "rbd/rc-img", "--full-every", "2")
+    r5 = backup(store, "rbd/rc-img", "--full-every", "2")
+    check(r4["kind"] == "delta" and r5["kind"] == "full" and "periodic" in r5["full_reason"], "full-every: %s %s" % (r4, r5))
     c.remove("rbd", "rc-img")
 
 
