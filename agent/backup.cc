@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "agent/block_pipeline.h"
 #include "agent/read_plan.h"
 #include "rbd/cluster.h"
 #include "rbd/error.h"
@@ -88,8 +89,9 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     const uint64_t nblocks = store.blocks_for(snap.size);
 
     ReadPlan plan(bs, snap.size);
-    at_snap.changed_extents(base_snap, 0, snap.size, options.whole_object,
-                            [&](const rbd::ChangedExtent& e) { plan.add_extent(e.offset, e.length, e.exists); });
+    auto to_plan = [&](const rbd::ChangedExtent& e) { plan.add_extent(e.offset, e.length, e.exists); };
+    if (options.whole_object) at_snap.changed_extents(base_snap, 0, snap.size, true, to_plan);
+    else at_snap.changed_extents_exact(base_snap, 0, snap.size, to_plan);
     if (!base_snap.empty() && parent->size != snap.size) {
       // A block cut by the new or the old end of the image must be re-read: Ceph zeroes bytes past a
       // shrink, and a block stored at the old size was stored zero-padded.
@@ -108,10 +110,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
                   result.bytes_planned, zero_blocks);
 
     // Zero runs are recorded in block order between the reads around them, as reads complete.
+    BlockPipeline pipeline(store, *writer, options.hash_threads, options.max_blocks_pending);
     std::deque<BlockRun> zeros_due;
     auto put_zeros_before = [&](uint64_t block) {
       while (!zeros_due.empty() && zeros_due.front().first < block) {
-        writer->put_zero_range(zeros_due.front().first, zeros_due.front().end);
+        pipeline.add_zero_range(zeros_due.front().first, zeros_due.front().end);
         zeros_due.pop_front();
       }
     };
@@ -124,7 +127,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
                               for (uint64_t i = 0; i < nblk; ++i) {
                                 const uint64_t pos = i * bs;
                                 std::string_view piece = pos < data.size() ? data.substr(pos, bs) : std::string_view();
-                                writer->put_block(first + i, piece);
+                                pipeline.add_block(first + i, piece);
                               }
                               done += data.size();
                               if (options.progress) options.progress(done, result.bytes_planned);
@@ -143,6 +146,8 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     }
     reader.drain();
     put_zeros_before(UINT64_MAX);
+    pipeline.finish();
+    result.peak_blocks_pending = pipeline.peak_pending();
     result.peak_reads_in_flight = reader.peak_in_flight();
 
     store::RevisionInfo info;

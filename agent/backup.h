@@ -32,7 +32,12 @@ struct BackupOptions {
   // Reads in flight against the cluster for this image.
   size_t reads_in_flight = 16;
   // Largest single read, in bytes (rounded to whole blocks).
-  uint64_t max_read_bytes = 4ull << 20;
+  uint64_t max_read_bytes = 1ull << 20;
+  // Worker threads hashing and compressing blocks (0: on the reading thread).
+  size_t hash_threads = 2;
+  // Blocks read but not yet handed to the store; with reads_in_flight * max_read_bytes this bounds
+  // the backup's buffers whatever the image size.
+  size_t max_blocks_pending = 128;
   // Called after each completed read with (bytes done, bytes planned); for progress display.
   std::function<void(uint64_t, uint64_t)> progress;
 };
@@ -43,6 +48,7 @@ struct BackupResult {
   std::string full_reason;     // why a full read was done, empty for a diff
   uint64_t bytes_planned = 0;  // bytes the changed-extent map asked us to read
   size_t peak_reads_in_flight = 0;
+  size_t peak_blocks_pending = 0;
   double seconds = 0;
 };
 

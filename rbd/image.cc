@@ -164,6 +164,29 @@ void Image::changed_extents(const std::string& from_snap, uint64_t offset, uint6
   check(r, "diff " + spec() + (from_snap.empty() ? "" : " from " + from_snap));
 }
 
+uint64_t Image::changed_extents_exact(const std::string& from_snap, uint64_t offset, uint64_t length,
+                                      const std::function<void(const ChangedExtent&)>& sink) {
+  uint64_t features = 0;
+  check(image_->features(&features), "get features of " + spec());
+  if ((features & RBD_FEATURE_FAST_DIFF) == 0) {
+    changed_extents(from_snap, offset, length, false, sink);
+    return 0;
+  }
+  // Changed objects first; their number, not the image size, bounds this list.
+  std::vector<ChangedExtent> objects;
+  changed_extents(from_snap, offset, length, true, [&](const ChangedExtent& e) { objects.push_back(e); });
+  uint64_t refined = 0;
+  for (const ChangedExtent& o : objects) {
+    if (!o.exists) {
+      sink(o);  // the whole object is gone: zeros, nothing to read
+      continue;
+    }
+    ++refined;
+    changed_extents(from_snap, o.offset, o.length, false, sink);
+  }
+  return refined;
+}
+
 size_t Image::read(uint64_t offset, size_t length, char* out) {
   ceph::bufferlist bl;
   ssize_t r = image_->read(offset, length, bl);

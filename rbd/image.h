@@ -88,6 +88,14 @@ class Image {
   void changed_extents(const std::string& from_snap, uint64_t offset, uint64_t length, bool whole_object,
                        const std::function<void(const ChangedExtent&)>& sink);
 
+  // Exact changed extents like changed_extents(..., whole_object=false), found fast: when the image
+  // has fast-diff, librbd is first asked for changed objects (object maps only, no per-object I/O),
+  // and only those objects are then diffed exactly. Without fast-diff (or with an invalid object map,
+  // where librbd falls back by itself) this costs one exact pass. Returns the number of objects
+  // refined, for logging.
+  uint64_t changed_extents_exact(const std::string& from_snap, uint64_t offset, uint64_t length,
+                                 const std::function<void(const ChangedExtent&)>& sink);
+
   // Synchronous read; returns bytes read (short past the end).
   size_t read(uint64_t offset, size_t length, char* out);
   // Synchronous write (used by tests and tools, not by the backup path).

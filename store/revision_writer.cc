@@ -127,17 +127,29 @@ void RevisionWriter::put_zero_range(uint64_t first, uint64_t end) {
   stale_cursor_ = std::max(stale_cursor_, end);
 }
 
-void RevisionWriter::put_block(uint64_t block, std::string_view data) {
-  const uint32_t bs = store_.block_size();
+PreparedBlock prepare_block(Store& store, std::string_view data) {
+  const uint32_t bs = store.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
+  PreparedBlock p;
+  if (all_zero(data)) return p;
+  p.raw.assign(data);
+  p.raw.resize(bs, '\0');
+  p.hash = sha256(p.raw);
+  // Compress only what the store does not hold yet; a chunk first seen earlier in the same revision
+  // is not in the index yet and is compressed again, which costs CPU, not correctness.
+  if (!store.chunk(*p.hash)) p.encoded = encode_chunk(p.raw, store.writer_options().zstd_level);
+  return p;
+}
+
+void RevisionWriter::put_block(uint64_t block, std::string_view data) { put_prepared(block, prepare_block(store_, data)); }
+
+void RevisionWriter::put_prepared(uint64_t block, PreparedBlock&& prepared) {
   check_order(block);
   zero_stale(block);
   stale_cursor_ = std::max(stale_cursor_, block + 1);
-  if (all_zero(data)) return record(block, std::nullopt, {});
-  if (data.size() == bs) return record(block, sha256(data), data);
-  std::string padded(data);
-  padded.resize(bs, '\0');
-  record(block, sha256(padded), padded);
+  encoded_ = std::move(prepared.encoded);
+  record(block, prepared.hash, prepared.raw);
+  encoded_.reset();
 }
 
 void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, std::string_view data) {
@@ -169,7 +181,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
         pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
         batch_->Put(counter_key(kCounterNextPack), encode_u64(next + 1));
       }
-      EncodedChunk enc = encode_chunk(data, store_.writer_options().zstd_level);
+      EncodedChunk enc = encoded_ ? std::move(*encoded_) : encode_chunk(data, store_.writer_options().zstd_level);
       rec.pack = pack_->id();
       rec.offset = pack_->append(*content, enc.flags, static_cast<uint32_t>(data.size()), enc.payload);
       rec.stored_len = static_cast<uint32_t>(enc.payload.size());

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "store/chunk_codec.h"
 #include "store/format.h"
 #include "store/sha256.h"
 
@@ -22,6 +23,15 @@ namespace rbdvault::store {
 
 class PackWriter;
 class Store;
+
+// A block hashed (and, if new to the store, compressed) ahead of RevisionWriter::put_prepared; the
+// CPU-heavy half of put_block, safe to run on worker threads concurrently.
+struct PreparedBlock {
+  std::optional<Hash> hash;            // nullopt: all zeros
+  std::string raw;                     // zero-padded to the block size (empty for zeros)
+  std::optional<EncodedChunk> encoded; // set when the store did not hold the chunk when prepared
+};
+PreparedBlock prepare_block(Store& store, std::string_view data);
 
 // What the caller knows about the revision; the writer fills in the rest.
 struct RevisionInfo {
@@ -54,6 +64,8 @@ class RevisionWriter {
   // strictly ascending order and below the revision's size. All-zero data becomes a zero entry; data
   // equal to what the block already holds adds no entry.
   void put_block(uint64_t block, std::string_view data);
+  // put_block with the hashing and compression done beforehand by prepare_block().
+  void put_prepared(uint64_t block, PreparedBlock&& prepared);
   // Records that `block` reads as zeros in this revision.
   void put_zero(uint64_t block);
   // Records that every block in [first, end) reads as zeros; costs what the map holds there.
@@ -82,7 +94,8 @@ class RevisionWriter {
   std::optional<RevisionRecord> parent_;
   uint64_t parent_blocks_ = 0;
   std::optional<uint64_t> last_block_;
-  uint64_t stale_cursor_ = 0;  // blocks below it need no stale-zeroing any more
+  uint64_t stale_cursor_ = 0;
+  std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared  // blocks below it need no stale-zeroing any more
   std::unique_ptr<rocksdb::WriteBatch> batch_;
   std::unique_ptr<rocksdb::Iterator> lookup_;
   std::unique_ptr<PackWriter> pack_;

@@ -1,7 +1,8 @@
 // The revision store: a directory holding an index (RocksDB) and chunk data (pack files). It knows
 // nothing about Ceph; callers feed it blocks. See docs/format.md for the on-disk format.
 //
-// Thread safety: a Store is used from one thread at a time.
+// Thread safety: a Store is used from one thread at a time, except chunk(), block_size() and
+// writer_options(), which worker threads may call concurrently (prepare_block).
 #pragma once
 
 #include <cstdint>

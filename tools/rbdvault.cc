@@ -76,19 +76,36 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   po::options_description opts;
-  opts.add_options()("help,h", "")("store,s", po::value<std::string>(), "")("conf,c", po::value<std::string>(), "")(
-      "id", po::value<std::string>(), "")("keyring,k", po::value<std::string>(), "")(
-      "connect-timeout", po::value<int>()->default_value(15), "")(
-      "format", po::value<std::string>()->default_value("plain"), "")("verbose,v", po::bool_switch(), "")(
-      "quiet,q", po::bool_switch(), "")("full", po::bool_switch(), "")("whole-object", po::bool_switch(), "")(
-      "reads-in-flight", po::value<size_t>()->default_value(16), "")("to", po::value<std::string>(), "")(
-      "to-file", po::value<std::string>(), "")("block-size", po::value<std::string>()->default_value("64K"), "")(
-      "full-every", po::value<unsigned>()->default_value(0), "")("keep-last", po::value<int>()->default_value(0), "")(
-      "keep-hourly", po::value<int>()->default_value(0), "")("keep-daily", po::value<int>()->default_value(0), "")(
-      "keep-weekly", po::value<int>()->default_value(0), "")("keep-monthly", po::value<int>()->default_value(0), "")(
-      "dry-run", po::bool_switch(), "")("max-unused", po::value<double>()->default_value(5), "")(
-      "deep", po::bool_switch(), "")("sample", po::value<double>()->default_value(100), "")(
-      "args", po::value<std::vector<std::string>>(), "");
+  // clang-format off
+  opts.add_options()
+      ("help,h", "")
+      ("store,s", po::value<std::string>(), "")
+      ("conf,c", po::value<std::string>(), "")
+      ("id", po::value<std::string>(), "")
+      ("keyring,k", po::value<std::string>(), "")
+      ("connect-timeout", po::value<int>()->default_value(15), "")
+      ("format", po::value<std::string>()->default_value("plain"), "")
+      ("verbose,v", po::bool_switch(), "")
+      ("quiet,q", po::bool_switch(), "")
+      ("full", po::bool_switch(), "")
+      ("full-every", po::value<unsigned>()->default_value(0), "")
+      ("whole-object", po::bool_switch(), "")
+      ("reads-in-flight", po::value<size_t>()->default_value(16), "")
+      ("hash-threads", po::value<size_t>()->default_value(2), "")
+      ("to", po::value<std::string>(), "")
+      ("to-file", po::value<std::string>(), "")
+      ("block-size", po::value<std::string>()->default_value("64K"), "")
+      ("keep-last", po::value<int>()->default_value(0), "")
+      ("keep-hourly", po::value<int>()->default_value(0), "")
+      ("keep-daily", po::value<int>()->default_value(0), "")
+      ("keep-weekly", po::value<int>()->default_value(0), "")
+      ("keep-monthly", po::value<int>()->default_value(0), "")
+      ("dry-run", po::bool_switch(), "")
+      ("max-unused", po::value<double>()->default_value(5), "")
+      ("deep", po::bool_switch(), "")
+      ("sample", po::value<double>()->default_value(100), "")
+      ("args", po::value<std::vector<std::string>>(), "");
+  // clang-format on
   po::positional_options_description pos;
   pos.add("args", -1);
   Args a;
@@ -246,6 +263,7 @@ int cmd_backup(const Args& a) {
     o.full = a.flag("full");
     o.whole_object = a.flag("whole-object");
     o.reads_in_flight = a.vm["reads-in-flight"].as<size_t>();
+    o.hash_threads = a.vm["hash-threads"].as<size_t>();
     Progress progress(!a.flag("quiet"));
     o.progress = progress.callback();
     agent::BackupResult r = agent::backup_image(cluster, *st, spec, o);
@@ -259,6 +277,7 @@ int cmd_backup(const Args& a) {
                 << ",\"full_reason\":" << tools::json_string(r.full_reason) << ",\"bytes_read\":" << rev.bytes_read
                 << ",\"bytes_stored\":" << rev.bytes_stored << ",\"new_chunks\":" << rev.new_chunks
                 << ",\"map_entries\":" << rev.map_entries << ",\"peak_reads_in_flight\":" << r.peak_reads_in_flight
+              << ",\"peak_blocks_pending\":" << r.peak_blocks_pending
                 << ",\"seconds\":" << r.seconds << "}\n";
     } else {
       std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << tools::human_size(rev.size)
@@ -655,6 +674,7 @@ int main(int argc, char** argv) {
     spdlog::set_level(a.flag("verbose") ? spdlog::level::debug
                       : a.flag("quiet") ? spdlog::level::warn
                                         : spdlog::level::info);
+    if (a.flag("verbose")) spdlog::set_pattern("%H:%M:%S.%e %^%l%$: %v");
     if (a.command == "init") return cmd_init(a);
     if (a.command == "backup") return cmd_backup(a);
     if (a.command == "restore") return cmd_restore(a);

@@ -1,0 +1,52 @@
+// The CPU half of a backup on worker threads: blocks are hashed and compressed in parallel, then
+// handed to the RevisionWriter strictly in block order. Memory is bounded by max_pending blocks.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/revision_writer.h"
+
+namespace rbdvault::agent {
+
+class BlockPipeline {
+ public:
+  // threads 0: prepare on the calling thread (no workers).
+  BlockPipeline(store::Store& store, store::RevisionWriter& writer, size_t threads, size_t max_pending);
+  ~BlockPipeline();  // stops workers; pending work is dropped (call finish() to keep it)
+  BlockPipeline(const BlockPipeline&) = delete;
+  BlockPipeline& operator=(const BlockPipeline&) = delete;
+
+  void add_block(uint64_t block, std::string_view data);  // copies data
+  void add_zero_range(uint64_t first, uint64_t end);
+  // Waits for everything to reach the writer; rethrows the first worker error.
+  void finish();
+
+  size_t peak_pending() const { return peak_pending_; }
+
+ private:
+  struct Item;
+  void worker();
+  void commit_ready(bool wait_for_front);
+
+  store::Store& store_;
+  store::RevisionWriter& writer_;
+  size_t max_pending_;
+  std::deque<std::shared_ptr<Item>> pending_;  // in block order; owned by the calling thread
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<std::shared_ptr<Item>> queue_;  // waiting for a worker
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+  size_t peak_pending_ = 0;
+};
+
+}  // namespace rbdvault::agent

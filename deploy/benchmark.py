@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""rbdvault benchmark, side by side with Ceph's own tools on a throwaway local cluster.
+
+    deploy/benchmark.py [--runs 3] [--size-gib 4] [--keep-cluster DIR]
+
+Builds nothing: run deploy/build.sh first. Starts its own micro-ceph cluster (memstore), so the
+figures measure rbdvault against rbd on the same cluster in the same run. Prints a Markdown report
+(the table in docs/benchmarks.md comes from here). Not part of CI's pass/fail.
+
+Cases (medians of --runs runs):
+  full         rbdvault backup (first, fresh store)        vs  rbd export SNAP FILE
+  incremental  rbdvault backup after 1% scattered 4 KiB    vs  rbd export-diff --from-snap
+  restore      rbdvault restore --to POOL/NEW              vs  rbd import FILE POOL/NEW
+  thin RSS     peak RSS of a backup of a 1 TiB thin image with 1 GiB written
+  space        stored bytes and index bytes vs data bytes
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import rados
+import rbd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RBDVAULT = os.path.join(ROOT, "build", "rbdvault")
+MICRO = os.path.join(ROOT, "deploy", "micro-ceph.sh")
+
+
+def sh(*cmd, env=None):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+
+
+def timed(*cmd):
+    """Runs cmd; returns (seconds, peak RSS in KiB of that process)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    secs = time.monotonic() - t0
+    err = p.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), err))
+    return secs, usage.ru_maxrss
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def fmt_s(x):
+    return "%.2f s" % x
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size-gib", type=int, default=4)
+    ap.add_argument("--work", default=None, help="scratch directory (default: a new one in /tmp)")
+    args = ap.parse_args()
+    if not os.access(RBDVAULT, os.X_OK):
+        raise SystemExit("build first: deploy/build.sh")
+
+    work = args.work or tempfile.mkdtemp(prefix="rbdvault-bench.")
+    os.makedirs(work, exist_ok=True)
+    cluster_dir = os.path.join(work, "cluster")
+    env = dict(os.environ, MICRO_CEPH_OSD_BYTES=str((3 * args.size_gib + 4) << 30))
+    conf = subprocess.run([MICRO, "start", cluster_dir], check=True, capture_output=True, text=True, env=env).stdout.strip()
+    os.environ["CEPH_CONF"] = conf
+    try:
+        report = run(args, work, conf)
+    finally:
+        subprocess.run([MICRO, "stop", cluster_dir, "--purge"], check=False)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    print(report)
+
+
+def run(args, work, conf):
+    r = rados.Rados(conffile=conf)
+    r.connect()
+    io = r.open_ioctx("rbd")
+    R = rbd.RBD()
+    size = args.size_gib << 30
+    rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+    rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
+
+    # A 4 GiB image: the first half random data, the second half never written.
+    R.create(io, "bench", size, old_format=False)
+    with rbd.Image(io, "bench") as img:
+        for off in range(0, size // 2, 4 << 20):
+            img.write(os.urandom(4 << 20), off)
+    data_bytes = size // 2
+
+    res = {k: [] for k in ("full_rv", "full_ceph", "inc_rv", "inc_ceph", "restore_rv", "restore_ceph")}
+    space = {}
+    export_file = os.path.join(work, "bench.export")
+    for i in range(args.runs):
+        store = os.path.join(work, "store-%d" % i)
+        sh(RBDVAULT, "init", "--store", store, "-q")
+        # full
+        sh(*rbdc("snap", "create", "bench@ceph-full"))
+        if os.path.exists(export_file):
+            os.unlink(export_file)
+        res["full_ceph"].append(timed(*rbdc("export", "bench@ceph-full", export_file))[0])
+        res["full_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
+        if i == 0:
+            du = json.loads(subprocess.run([RBDVAULT, "du", "--store", store, "--format", "json"], check=True,
+                                           capture_output=True, text=True).stdout)
+            space = {"data": data_bytes, "packs": du["pack_bytes"], "index": du["index_bytes"]}
+        # restore vs import of the exported file
+        res["restore_ceph"].append(timed(*rbdc("import", export_file, "rbd/bench-import"))[0])
+        res["restore_rv"].append(timed(*rv("restore", "--store", store, "rbd/bench", "--to", "rbd/bench-restored"))[0])
+        R.remove(io, "bench-import")
+        R.remove(io, "bench-restored")
+        sh(*rbdc("snap", "rm", "bench@ceph-full"))
+        # incremental: 1% of the image in scattered 4 KiB writes, then the same change both ways
+        rng = random.Random(i)
+        with rbd.Image(io, "bench") as img:
+            base = [s["name"] for s in img.list_snaps() if s["name"].startswith("rbdvault-")][0]
+            for _ in range(size // 100 // 4096):
+                img.write(os.urandom(4096), rng.randrange(size // 4096) * 4096)
+        sh(*rbdc("snap", "create", "bench@ceph-inc"))
+        diff_file = os.path.join(work, "bench.diff")
+        res["inc_ceph"].append(timed(*rbdc("export-diff", "--from-snap", base, "bench@ceph-inc", diff_file))[0])
+        os.unlink(diff_file)
+        res["inc_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
+        sh(*rbdc("snap", "rm", "bench@ceph-inc"))
+        for s in [s["name"] for s in rbd.Image(io, "bench").list_snaps()]:
+            sh(*rbdc("snap", "rm", "bench@" + s))
+        shutil.rmtree(store)
+    os.unlink(export_file)
+
+    # Peak RSS: a 1 TiB thin image with 1 GiB written in 4 MiB pieces at random places.
+    R.create(io, "thin", 1 << 40, old_format=False)
+    rng = random.Random(7)
+    with rbd.Image(io, "thin") as img:
+        for _ in range(256):
+            img.write(os.urandom(4 << 20), rng.randrange((1 << 40) // (4 << 20)) * (4 << 20))
+    store = os.path.join(work, "store-thin")
+    sh(RBDVAULT, "init", "--store", store, "-q")
+    thin_secs, thin_rss = timed(*rv("backup", "--store", store, "rbd/thin"))
+    _, thin_restore_rss = timed(*rv("restore", "--store", store, "rbd/thin", "--to-file", os.path.join(work, "thin.raw")))
+    os.unlink(os.path.join(work, "thin.raw"))
+    shutil.rmtree(store)
+
+    def row(name, rv_key, ceph_key, ceph_name):
+        a, b = median(res[rv_key]), median(res[ceph_key])
+        return "| %s | %s | %s | %s | %.2fx | %s |" % (name, fmt_s(a), ceph_name, fmt_s(b), a / b, "met" if a <= b else "not met")
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    ceph_ver = subprocess.run(["ceph", "--version"], capture_output=True, text=True).stdout.split("(")[0].strip()
+    lines = [
+        "Machine: %s, %d cores, %.0f GiB RAM, %s, %s; rbdvault %s; %d runs, medians; image %d GiB (half random data, half unallocated); memstore OSD."
+        % (cpu, os.cpu_count(), mem_gib, platform.platform(), ceph_ver, commit, args.runs, args.size_gib),
+        "",
+        "| case | rbdvault | Ceph tool | Ceph | ratio | target (<= 1.0x) |",
+        "|---|---|---|---|---|---|",
+        row("full backup", "full_rv", "full_ceph", "`rbd export`"),
+        row("incremental (1% scattered 4 KiB writes)", "inc_rv", "inc_ceph", "`rbd export-diff --from-snap`"),
+        row("restore to a new image", "restore_rv", "restore_ceph", "`rbd import`"),
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        "| peak RSS, backup of a 1 TiB thin image with 1 GiB written | %.1f MiB (%.1f s) | < 256 MiB: %s |"
+        % (thin_rss / 1024, thin_secs, "met" if thin_rss < 256 * 1024 else "not met"),
+        "| peak RSS, restore of that image to a file | %.1f MiB | |" % (thin_restore_rss / 1024),
+        "| stored bytes (pack files) / data bytes | %.3f (%d / %d) | |" % (space["packs"] / space["data"], space["packs"], space["data"]),
+        "| index bytes / stored bytes | %.3f%% (%d bytes) | <= 1%%: %s |"
+        % (100.0 * space["index"] / space["packs"], space["index"], "met" if space["index"] <= space["packs"] / 100 else "not met"),
+        "",
+        "Raw runs (s): " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
