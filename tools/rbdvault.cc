@@ -228,14 +228,29 @@ int logged(const Args& a, const std::string& op, const std::string& image, const
     return body(ignored);
   }
   store::OpLog log(dir);
-  const std::string id = log.begin(op, image, a.command_line);
+  std::string id;
+  try {
+    id = log.begin(op, image, a.command_line);
+  } catch (const store::StoreError& e) {
+    // A store on read-only media can still be restored from; the log is not worth failing for.
+    spdlog::warn("{} (continuing without the operation log)", e.what());
+    uint64_t ignored = 0;
+    return body(ignored);
+  }
   uint64_t bytes = 0;
+  auto end = [&](bool ok, const std::string& error) {
+    try {
+      log.end(id, ok, error, bytes);
+    } catch (const store::StoreError& e) {
+      spdlog::warn("{}", e.what());  // never mask the operation's own result
+    }
+  };
   try {
     int rc = body(bytes);
-    log.end(id, rc == 0, rc == 0 ? "" : "exit status " + std::to_string(rc), bytes);
+    end(rc == 0, rc == 0 ? "" : "exit status " + std::to_string(rc));
     return rc;
   } catch (const std::exception& e) {
-    log.end(id, false, e.what(), bytes);
+    end(false, e.what());
     throw;
   }
 }
