@@ -319,3 +319,38 @@ TEST_F(StoreTest, ZeroRangeCostsOnlyBlocksHoldingData) {
 
 }  // namespace
 }  // namespace rbdvault::store
+
+#include "agent/block_pipeline.h"
+
+namespace rbdvault::store {
+namespace {
+
+using testing::kBs;
+using testing::StoreTest;
+
+TEST_F(StoreTest, PipelineCommitsInOrderWithBoundedPendingBlocks) {
+  std::string v = random_bytes(200 * kBs, 21);
+  v.replace(10 * kBs, 30 * kBs, std::string(30 * kBs, '\0'));
+  auto w = store_->begin_revision(RevisionStart{"rbd", "a", v.size(), true});
+  {
+    agent::BlockPipeline pipeline(*store_, *w, 4, 3);
+    for (uint64_t b = 0; b < 200; ++b) {
+      if (b == 50) {
+        pipeline.add_zero_range(50, 60);
+        b = 59;
+        continue;
+      }
+      pipeline.add_block(b, std::string_view(v).substr(b * kBs, kBs));
+    }
+    pipeline.finish();
+    EXPECT_LE(pipeline.peak_pending(), 3u);
+  }
+  RevisionRecord r = w->commit(RevisionInfo{});
+  std::string expected = v;
+  expected.replace(50 * kBs, 10 * kBs, std::string(10 * kBs, '\0'));
+  EXPECT_EQ(read(r), expected);
+  EXPECT_EQ(store_->compute_digest(r), r.digest);
+}
+
+}  // namespace
+}  // namespace rbdvault::store
