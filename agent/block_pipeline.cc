@@ -55,6 +55,7 @@ void BlockPipeline::worker() {
 }
 
 void BlockPipeline::add_block(uint64_t block, std::string_view data) {
+  while (pending_.size() >= max_pending_) commit_ready(true);
   auto item = std::make_shared<Item>();
   item->block = block;
   if (threads_.empty()) {
@@ -68,16 +69,18 @@ void BlockPipeline::add_block(uint64_t block, std::string_view data) {
   pending_.push_back(std::move(item));
   work_cv_.notify_one();
   peak_pending_ = std::max(peak_pending_, pending_.size());
-  commit_ready(pending_.size() >= max_pending_);
+  commit_ready(false);
 }
 
 void BlockPipeline::add_zero_range(uint64_t first, uint64_t end) {
+  while (pending_.size() >= max_pending_) commit_ready(true);
   auto item = std::make_shared<Item>();
   item->block = first;
   item->end = end;
   item->zero_range = true;
   item->done = true;
   pending_.push_back(std::move(item));
+  peak_pending_ = std::max(peak_pending_, pending_.size());
   commit_ready(false);
 }
 

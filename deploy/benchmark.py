@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """rbdvault benchmark, side by side with Ceph's own tools on a throwaway local cluster.
 
-    deploy/benchmark.py [--runs 3] [--size-gib 4] [--keep-cluster DIR]
+    deploy/benchmark.py [--runs 3] [--size-gib 4] [--work DIR]
 
-Builds nothing: run deploy/build.sh first. Starts its own micro-ceph cluster (memstore), so the
-figures measure rbdvault against rbd on the same cluster in the same run. Prints a Markdown report
+Builds nothing: run deploy/build.sh first. Starts its own micro-ceph clusters (memstore, a fresh one
+per run), so the figures measure rbdvault against rbd on the same cluster in the same run. Prints a Markdown report
 (the table in docs/benchmarks.md comes from here). Not part of CI's pass/fail.
 
 Cases (medians of --runs runs):
@@ -70,86 +70,102 @@ def main():
 
     work = args.work or tempfile.mkdtemp(prefix="rbdvault-bench.")
     os.makedirs(work, exist_ok=True)
-    cluster_dir = os.path.join(work, "cluster")
-    env = dict(os.environ, MICRO_CEPH_OSD_BYTES=str((3 * args.size_gib + 4) << 30))
-    conf = subprocess.run([MICRO, "start", cluster_dir], check=True, capture_output=True, text=True, env=env).stdout.strip()
-    os.environ["CEPH_CONF"] = conf
     try:
-        report = run(args, work, conf)
+        report = run(args, work)
     finally:
-        subprocess.run([MICRO, "stop", cluster_dir, "--purge"], check=False)
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print(report)
 
 
-def run(args, work, conf):
-    r = rados.Rados(conffile=conf)
-    r.connect()
-    io = r.open_ioctx("rbd")
+class Cluster:
+    """A fresh micro-ceph cluster: memstore keeps everything in RAM and frees snapshot data lazily,
+    so every run gets its own and nothing one run left behind can slow (or fill) the next."""
+
+    def __init__(self, work, name, osd_bytes):
+        self.dir = os.path.join(work, name)
+        env = dict(os.environ, MICRO_CEPH_OSD_BYTES=str(osd_bytes))
+        self.conf = subprocess.run([MICRO, "start", self.dir], check=True, capture_output=True, text=True,
+                                   env=env).stdout.strip()
+        self.rados = rados.Rados(conffile=self.conf)
+        self.rados.connect()
+        self.io = self.rados.open_ioctx("rbd")
+
+    def close(self):
+        self.io.close()
+        self.rados.shutdown()
+        subprocess.run([MICRO, "stop", self.dir, "--purge"], check=False)
+
+
+def run(args, work):
     R = rbd.RBD()
     size = args.size_gib << 30
-    rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
-    rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
-
-    # A 4 GiB image: the first half random data, the second half never written.
-    R.create(io, "bench", size, old_format=False)
-    with rbd.Image(io, "bench") as img:
-        for off in range(0, size // 2, 4 << 20):
-            img.write(os.urandom(4 << 20), off)
     data_bytes = size // 2
-
     res = {k: [] for k in ("full_rv", "full_ceph", "inc_rv", "inc_ceph", "restore_rv", "restore_ceph")}
     space = {}
     export_file = os.path.join(work, "bench.export")
     for i in range(args.runs):
-        store = os.path.join(work, "store-%d" % i)
-        sh(RBDVAULT, "init", "--store", store, "-q")
-        # full
-        sh(*rbdc("snap", "create", "bench@ceph-full"))
-        if os.path.exists(export_file):
+        c = Cluster(work, "cluster-%d" % i, 4 * size + (2 << 30))
+        conf, io = c.conf, c.io
+        rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+        rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
+        try:
+            # The image: the first half random data, the second half never written.
+            R.create(io, "bench", size, old_format=False)
+            with rbd.Image(io, "bench") as img:
+                for off in range(0, data_bytes, 4 << 20):
+                    img.write(os.urandom(4 << 20), off)
+            store = os.path.join(work, "store-%d" % i)
+            sh(RBDVAULT, "init", "--store", store, "-q")
+            # full: rbd export of a snapshot to a file vs the first backup into an empty store
+            sh(*rbdc("snap", "create", "bench@ceph-full"))
+            res["full_ceph"].append(timed(*rbdc("export", "bench@ceph-full", export_file))[0])
+            res["full_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
+            if i == 0:
+                du = json.loads(subprocess.run([RBDVAULT, "du", "--store", store, "--format", "json"], check=True,
+                                               capture_output=True, text=True).stdout)
+                space = {"data": data_bytes, "packs": du["pack_bytes"], "index": du["index_bytes"]}
+            sh(*rbdc("snap", "rm", "bench@ceph-full"))
+            # restore to a new image vs rbd import of the exported file
+            res["restore_ceph"].append(timed(*rbdc("import", export_file, "rbd/bench-import"))[0])
+            R.remove(io, "bench-import")
             os.unlink(export_file)
-        res["full_ceph"].append(timed(*rbdc("export", "bench@ceph-full", export_file))[0])
-        res["full_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
-        if i == 0:
-            du = json.loads(subprocess.run([RBDVAULT, "du", "--store", store, "--format", "json"], check=True,
-                                           capture_output=True, text=True).stdout)
-            space = {"data": data_bytes, "packs": du["pack_bytes"], "index": du["index_bytes"]}
-        # restore vs import of the exported file
-        res["restore_ceph"].append(timed(*rbdc("import", export_file, "rbd/bench-import"))[0])
-        res["restore_rv"].append(timed(*rv("restore", "--store", store, "rbd/bench", "--to", "rbd/bench-restored"))[0])
-        R.remove(io, "bench-import")
-        R.remove(io, "bench-restored")
-        sh(*rbdc("snap", "rm", "bench@ceph-full"))
-        # incremental: 1% of the image in scattered 4 KiB writes, then the same change both ways
-        rng = random.Random(i)
-        with rbd.Image(io, "bench") as img:
-            base = [s["name"] for s in img.list_snaps() if s["name"].startswith("rbdvault-")][0]
-            for _ in range(size // 100 // 4096):
-                img.write(os.urandom(4096), rng.randrange(size // 4096) * 4096)
-        sh(*rbdc("snap", "create", "bench@ceph-inc"))
-        diff_file = os.path.join(work, "bench.diff")
-        res["inc_ceph"].append(timed(*rbdc("export-diff", "--from-snap", base, "bench@ceph-inc", diff_file))[0])
-        os.unlink(diff_file)
-        res["inc_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
-        sh(*rbdc("snap", "rm", "bench@ceph-inc"))
-        for s in [s["name"] for s in rbd.Image(io, "bench").list_snaps()]:
-            sh(*rbdc("snap", "rm", "bench@" + s))
-        shutil.rmtree(store)
-    os.unlink(export_file)
+            res["restore_rv"].append(timed(*rv("restore", "--store", store, "rbd/bench", "--to", "rbd/bench-restored"))[0])
+            R.remove(io, "bench-restored")
+            # incremental: 1% of the image in scattered 4 KiB writes, the same change both ways
+            rng = random.Random(i)
+            with rbd.Image(io, "bench") as img:
+                base = [s["name"] for s in img.list_snaps() if s["name"].startswith("rbdvault-")][0]
+                for _ in range(size // 100 // 4096):
+                    img.write(os.urandom(4096), rng.randrange(size // 4096) * 4096)
+            sh(*rbdc("snap", "create", "bench@ceph-inc"))
+            diff_file = os.path.join(work, "bench.diff")
+            res["inc_ceph"].append(timed(*rbdc("export-diff", "--from-snap", base, "bench@ceph-inc", diff_file))[0])
+            os.unlink(diff_file)
+            res["inc_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
+            shutil.rmtree(store)
+        finally:
+            c.close()
 
     # Peak RSS: a 1 TiB thin image with 1 GiB written in 4 MiB pieces at random places.
-    R.create(io, "thin", 1 << 40, old_format=False)
-    rng = random.Random(7)
-    with rbd.Image(io, "thin") as img:
-        for _ in range(256):
-            img.write(os.urandom(4 << 20), rng.randrange((1 << 40) // (4 << 20)) * (4 << 20))
-    store = os.path.join(work, "store-thin")
-    sh(RBDVAULT, "init", "--store", store, "-q")
-    thin_secs, thin_rss = timed(*rv("backup", "--store", store, "rbd/thin"))
-    _, thin_restore_rss = timed(*rv("restore", "--store", store, "rbd/thin", "--to-file", os.path.join(work, "thin.raw")))
-    os.unlink(os.path.join(work, "thin.raw"))
-    shutil.rmtree(store)
+    c = Cluster(work, "cluster-thin", 4 << 30)
+    try:
+        conf = c.conf
+        rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+        R.create(c.io, "thin", 1 << 40, old_format=False)
+        rng = random.Random(7)
+        with rbd.Image(c.io, "thin") as img:
+            for _ in range(256):
+                img.write(os.urandom(4 << 20), rng.randrange((1 << 40) // (4 << 20)) * (4 << 20))
+        store = os.path.join(work, "store-thin")
+        sh(RBDVAULT, "init", "--store", store, "-q")
+        thin_secs, thin_rss = timed(*rv("backup", "--store", store, "rbd/thin"))
+        raw = os.path.join(work, "thin.raw")
+        _, thin_restore_rss = timed(*rv("restore", "--store", store, "rbd/thin", "--to-file", raw))
+        os.unlink(raw)
+        shutil.rmtree(store)
+    finally:
+        c.close()
 
     def row(name, rv_key, ceph_key, ceph_name):
         a, b = median(res[rv_key]), median(res[ceph_key])

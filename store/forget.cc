@@ -6,6 +6,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "store/ref_updates.h"
 #include "store/store.h"
 
 namespace rbdvault::store {
@@ -72,25 +73,14 @@ void Store::finish_forget(RevisionRecord rev) {
                      "revision " + std::to_string(rev.id) + " being forgotten has no successor");
 
   rocksdb::WriteBatch batch;
-  std::unordered_map<std::string, ChunkRecord> chunks;  // chunk key -> updated record, this batch
+  ChunkRefUpdates chunks(*db_);  // reference counts lowered by this batch
   uint64_t moved = 0, dropped = 0;
   auto flush = [&](bool sync) {
-    for (auto& [k, rec] : chunks) batch.Put(k, encode(rec));
-    chunks.clear();
+    chunks.write_to(batch);
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     check(db_->Write(wo, &batch), "forget revision " + std::to_string(rev.id));
     batch.Clear();
-  };
-  auto unref = [&](rocksdb::Slice hash) {
-    std::string ck = std::string(1, kKeyChunk) + hash.ToString();
-    auto found = chunks.find(ck);
-    if (found == chunks.end()) {
-      std::string v;
-      check(db_->Get(rocksdb::ReadOptions(), ck, &v), "read chunk record");
-      found = chunks.emplace(ck, decode_chunk_record(v)).first;
-    }
-    if (found->second.refs > 0) --found->second.refs;
   };
 
   // The scan reads a snapshot taken when it starts; our own batches do not disturb it.
@@ -103,7 +93,7 @@ void Store::finish_forget(RevisionRecord rev) {
     if (!pending_key) return;
     batch.Delete(*pending_key);
     if (child_has_entry) {
-      if (pending_value->size() == 32) unref(*pending_value);
+      if (pending_value->size() == 32) chunks.unref(*pending_value);
       ++dropped;
     } else {
       batch.Put(block_key(rev.image, pending_block, child), *pending_value);

@@ -15,6 +15,7 @@
 
 #include "store/lock.h"
 #include "store/pack.h"
+#include "store/ref_updates.h"
 #include "store/revision_writer.h"
 
 namespace fs = std::filesystem;
@@ -185,7 +186,7 @@ void Store::recover() {
   if (!st.IsNotFound()) {
     check(st, "read pending revision");
     PendingRecord p = decode_pending(pending);
-    std::unordered_map<std::string, ChunkRecord> chunks;
+    ChunkRefUpdates chunks(*db_);
     uint64_t removed = 0;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     const std::string prefix = block_prefix(p.image);
@@ -194,19 +195,10 @@ void Store::recover() {
       if (!k || k->rev != p.revision) continue;
       batch.Delete(it->key());
       ++removed;
-      if (it->value().size() == 32) {
-        std::string ck = std::string(1, kKeyChunk) + it->value().ToString();
-        auto found = chunks.find(ck);
-        if (found == chunks.end()) {
-          std::string cv;
-          check(db_->Get(rocksdb::ReadOptions(), ck, &cv), "read chunk record");
-          found = chunks.emplace(ck, decode_chunk_record(cv)).first;
-        }
-        if (found->second.refs > 0) --found->second.refs;
-      }
+      if (it->value().size() == 32) chunks.unref(it->value().ToStringView());
     }
     check(it->status(), "scan block map");
-    for (auto& [k, rec] : chunks) batch.Put(k, encode(rec));
+    chunks.write_to(batch);
     batch.Delete(std::string(1, kKeyPending));
     spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
                  removed);

@@ -731,12 +731,12 @@ def scenario_history_kill(c):
     kills = {"expire": 0, "gc": 0}
     keep = len(history)
     while keep > 2:
-        keep -= 2
+        keep -= 1
         for op, args in (("expire", ["expire", "--keep-last", str(keep), "rbd/hk-img"]),
                          ("gc", ["gc", "--max-unused", "0"])):
             p = subprocess.Popen([RBDVAULT] + args + ["--store", store, "-q"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0, 0.08))
+            time.sleep(rng.uniform(0, 0.15))
             p.send_signal(signal.SIGKILL)
             p.wait()
             if p.returncode == -signal.SIGKILL:
