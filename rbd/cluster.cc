@@ -41,7 +41,11 @@ Cluster::Cluster(const ConnectOptions& options) {
   }
   const std::string timeout = std::to_string(options.timeout_seconds);
   check(rados_.conf_set("client_mount_timeout", timeout.c_str()), "set client_mount_timeout");
-  check(rados_.conf_set("rados_mon_op_timeout", timeout.c_str()), "set rados_mon_op_timeout");
+  if (options.op_timeout_seconds > 0) {
+    const std::string op = std::to_string(options.op_timeout_seconds);
+    check(rados_.conf_set("rados_mon_op_timeout", op.c_str()), "set rados_mon_op_timeout");
+    check(rados_.conf_set("rados_osd_op_timeout", op.c_str()), "set rados_osd_op_timeout");
+  }
   // Backups read each byte once and restores write each byte once: librbd's cache would only
   // double the memory (32 MiB) and copies.
   check(rados_.conf_set("rbd_cache", "false"), "set rbd_cache");

@@ -18,6 +18,10 @@ struct ConnectOptions {
   std::string keyring;
   // Seconds to wait for the monitors before giving up; keeps an unreachable cluster from hanging us.
   int timeout_seconds = 15;
+  // Seconds after which a monitor or OSD operation fails instead of waiting (rados_mon_op_timeout,
+  // rados_osd_op_timeout). 0: wait as long as Ceph does, e.g. through a full cluster until space
+  // is freed, like the rbd CLI.
+  int op_timeout_seconds = 0;
 };
 
 struct ImageEntry {

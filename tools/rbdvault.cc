@@ -55,7 +55,8 @@ commands:
   log      --store DIR [POOL/IMAGE]                the operation log
   images   POOL                                    list the RBD images of a pool
 
-Ceph options (like rbd): -c/--conf PATH, --id NAME, --keyring PATH, --connect-timeout SECONDS (15)
+Ceph options (like rbd): -c/--conf PATH, --id NAME, --keyring PATH, --connect-timeout SECONDS (15),
+                         --op-timeout SECONDS (0: wait like rbd does)
 output: --format plain|json, -v/--verbose, -q/--quiet
 )";
 
@@ -84,6 +85,7 @@ Args parse(int argc, char** argv) {
       ("id", po::value<std::string>(), "")
       ("keyring,k", po::value<std::string>(), "")
       ("connect-timeout", po::value<int>()->default_value(15), "")
+      ("op-timeout", po::value<int>()->default_value(0), "")
       ("format", po::value<std::string>()->default_value("plain"), "")
       ("verbose,v", po::bool_switch(), "")
       ("quiet,q", po::bool_switch(), "")
@@ -141,6 +143,7 @@ rbd::ConnectOptions connect_options(const Args& a) {
   o.client_id = a.str("id");
   o.keyring = a.str("keyring");
   o.timeout_seconds = a.vm["connect-timeout"].as<int>();
+  o.op_timeout_seconds = a.vm["op-timeout"].as<int>();
   return o;
 }
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 
+#include "store/chunk_codec.h"
 #include "store/gc.h"
 #include "store/pack.h"
 #include "store/scrub.h"
@@ -303,6 +304,49 @@ TEST_F(ScrubTest, WrongSize) {
   r.size += kBs;  // one more block: zeros, yet the checksum covers the size
   ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), revision_key(r.id), encode(r)).ok());
   expect_damaged(scrub(*store_, ScrubOptions{}), {r.id});
+}
+
+}  // namespace
+}  // namespace rbdvault::store
+
+#include "agent/verify.h"
+
+namespace rbdvault::store {
+namespace {
+
+TEST_F(ScrubTest, RepairWithoutSourceUsesAnIntactCopyInTheStore) {
+  auto [hash, rec] = some_chunk();
+  // An intact second copy in another pack, as an interrupted gc or an older run can leave behind.
+  std::string raw = store_->read_chunk(hash);
+  {
+    PackWriter extra(dir_ / "data", 9999);
+    EncodedChunk enc = encode_chunk(raw, 1);
+    extra.append(hash, enc.flags, static_cast<uint32_t>(raw.size()), enc.payload);
+    extra.seal();
+  }
+  {
+    std::fstream f(dir_ / "data" / pack_file_name(rec.pack), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(rec.offset + kChunkHeaderSize + 3);
+    f.put('\x7f');
+  }
+  ASSERT_FALSE(scrub(*store_, ScrubOptions{{}, {}, true}).clean());
+  agent::RepairResult r = agent::repair_store(nullptr, *store_);
+  EXPECT_EQ(r.damaged_chunks, 1u);
+  EXPECT_EQ(r.repaired_from_copy, 1u);
+  EXPECT_TRUE(r.unrepaired.empty());
+  fs::remove(dir_ / "data" / pack_file_name(9999));  // not in the index: only the copy's source
+  expect_intact();
+}
+
+TEST_F(ScrubTest, RepairReportsWhatItCannotFix) {
+  auto [hash, rec] = some_chunk();
+  const std::set<uint64_t> readers = readers_of(hash);
+  ASSERT_TRUE(store_->db().Delete(rocksdb::WriteOptions(), chunk_key(hash)).ok());
+  fs::remove(dir_ / "data" / pack_file_name(rec.pack));
+  agent::RepairResult r = agent::repair_store(nullptr, *store_);
+  EXPECT_GE(r.unrepaired.size(), 1u);
+  for (uint64_t id : readers)
+    EXPECT_TRUE(std::find(r.damaged_revisions.begin(), r.damaged_revisions.end(), id) != r.damaged_revisions.end()) << id;
 }
 
 }  // namespace
