@@ -68,7 +68,12 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     const std::string& name = s.in_trash ? s.original_name : s.name;
     if (name.rfind(prefix, 0) == 0 && (s.in_trash || name != keep)) {
       spdlog::info("backup {}: removing stale snapshot {}{}", image_name, name, s.in_trash ? " (from the trash)" : "");
-      image->remove_snapshot(s);
+      try {
+        image->remove_snapshot(s);
+      } catch (const rbd::CephError& e) {
+        // E.g. someone cloned from it: it must not stop tonight's backup.
+        spdlog::warn("backup {}: could not remove stale snapshot {}: {}", image_name, name, e.what());
+      }
     }
   }
 
@@ -90,8 +95,12 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
 
     ReadPlan plan(bs, snap.size);
     auto to_plan = [&](const rbd::ChangedExtent& e) { plan.add_extent(e.offset, e.length, e.exists); };
-    if (options.whole_object) at_snap.changed_extents(base_snap, 0, snap.size, true, to_plan);
-    else at_snap.changed_extents_exact(base_snap, 0, snap.size, to_plan);
+    if (options.whole_object)
+      at_snap.changed_extents(base_snap, 0, snap.size, true, to_plan);
+    else if (options.object_map_filter)
+      at_snap.changed_extents_exact(base_snap, 0, snap.size, to_plan);
+    else
+      at_snap.changed_extents(base_snap, 0, snap.size, false, to_plan);
     if (!base_snap.empty() && parent->size != snap.size) {
       // A block cut by the new or the old end of the image must be re-read: Ceph zeroes bytes past a
       // shrink, and a block stored at the old size was stored zero-padded.

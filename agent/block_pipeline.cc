@@ -99,8 +99,10 @@ void BlockPipeline::commit_ready(bool wait_for_front) {
     wait_for_front = false;
     pending_.pop_front();
     if (front->error) std::rethrow_exception(front->error);
-    if (front->zero_range) writer_.put_zero_range(front->block, front->end);
-    else writer_.put_prepared(front->block, std::move(front->prepared));
+    if (front->zero_range)
+      writer_.put_zero_range(front->block, front->end);
+    else
+      writer_.put_prepared(front->block, std::move(front->prepared));
   }
 }
 

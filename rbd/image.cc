@@ -239,6 +239,11 @@ void AsyncReader::complete_front() {
   p->completion->wait_for_complete();
   ssize_t r = p->completion->get_return_value();
   check(r, "read " + image_.spec() + " at " + std::to_string(p->offset));
+  // Callers ask only for bytes inside the image; anything short would be stored as zeros.
+  if (p->bl.length() != p->length)
+    throw CephError("short read of " + image_.spec() + " at " + std::to_string(p->offset) + ": " +
+                        std::to_string(p->bl.length()) + " of " + std::to_string(p->length) + " bytes",
+                    -EIO);
   bytes_read_ += p->bl.length();
   const char* data = p->bl.length() ? p->bl.c_str() : "";
   deliver_(p->offset, p->tag, std::string_view(data, p->bl.length()));

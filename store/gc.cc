@@ -89,7 +89,8 @@ GcResult gc(Store& store, const GcOptions& options) {
       result.chunks_removed += p.dead.size();
       continue;
     }
-    if (p.dead.empty() || static_cast<double>(unused) <= options.max_unused * static_cast<double>(size)) continue;
+    // Unused bytes include chunks without any record (e.g. a copy repair replaced), not only dead ones.
+    if (unused == 0 || static_cast<double>(unused) <= options.max_unused * static_cast<double>(size)) continue;
     if (options.dry_run) {
       ++result.packs_rewritten;
       result.chunks_removed += p.dead.size();

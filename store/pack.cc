@@ -118,6 +118,12 @@ PackReader::~PackReader() {
 int PackReader::fd_for(uint32_t pack) {
   auto it = fds_.find(pack);
   if (it != fds_.end()) return it->second;
+  // A store holds about one pack per GiB stored and per backup: keep the number of open files well
+  // below the usual limit of 1024 by starting over when the cache is full.
+  if (fds_.size() >= kMaxOpenPacks) {
+    for (auto& [id, fd] : fds_) ::close(fd);
+    fds_.clear();
+  }
   auto path = dir_ / pack_file_name(pack);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

@@ -64,6 +64,7 @@ class PackReader {
 
  private:
   int fd_for(uint32_t pack);
+  static constexpr size_t kMaxOpenPacks = 128;
   std::filesystem::path dir_;
   std::map<uint32_t, int> fds_;
 };

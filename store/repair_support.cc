@@ -58,6 +58,7 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
         try {
           packs_->read(h, *rec);
         } catch (const StoreError& e) {
+          if (e.kind() != StoreError::Kind::kCorrupt) throw;  // I/O trouble is not damage to repair
           problem = e.what();
         }
       }

@@ -141,7 +141,9 @@ PreparedBlock prepare_block(Store& store, std::string_view data) {
   return p;
 }
 
-void RevisionWriter::put_block(uint64_t block, std::string_view data) { put_prepared(block, prepare_block(store_, data)); }
+void RevisionWriter::put_block(uint64_t block, std::string_view data) {
+  put_prepared(block, prepare_block(store_, data));
+}
 
 void RevisionWriter::put_prepared(uint64_t block, PreparedBlock&& prepared) {
   check_order(block);

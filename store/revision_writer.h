@@ -27,9 +27,9 @@ class Store;
 // A block hashed (and, if new to the store, compressed) ahead of RevisionWriter::put_prepared; the
 // CPU-heavy half of put_block, safe to run on worker threads concurrently.
 struct PreparedBlock {
-  std::optional<Hash> hash;            // nullopt: all zeros
-  std::string raw;                     // zero-padded to the block size (empty for zeros)
-  std::optional<EncodedChunk> encoded; // set when the store did not hold the chunk when prepared
+  std::optional<Hash> hash;             // nullopt: all zeros
+  std::string raw;                      // zero-padded to the block size (empty for zeros)
+  std::optional<EncodedChunk> encoded;  // set when the store did not hold the chunk when prepared
 };
 PreparedBlock prepare_block(Store& store, std::string_view data);
 
@@ -95,7 +95,8 @@ class RevisionWriter {
   uint64_t parent_blocks_ = 0;
   std::optional<uint64_t> last_block_;
   uint64_t stale_cursor_ = 0;
-  std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared  // blocks below it need no stale-zeroing any more
+  std::optional<EncodedChunk>
+      encoded_;  // for the block being recorded, from put_prepared  // blocks below it need no stale-zeroing any more
   std::unique_ptr<rocksdb::WriteBatch> batch_;
   std::unique_ptr<rocksdb::Iterator> lookup_;
   std::unique_ptr<PackWriter> pack_;

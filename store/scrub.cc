@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -48,11 +49,16 @@ class ChunkChecker {
   }
 
  private:
+  // -1 with errno set when the pack cannot be opened; failures are not cached.
   int fd_for(uint32_t pack) {
     auto it = fds_.find(pack);
     if (it != fds_.end()) return it->second;
+    if (fds_.size() >= 128) {  // stay far from the open-file limit on stores with many packs
+      for (auto& [id, fd] : fds_) ::close(fd);
+      fds_.clear();
+    }
     int fd = ::open((store_.data_dir() / pack_file_name(pack)).c_str(), O_RDONLY | O_CLOEXEC);
-    fds_[pack] = fd;
+    if (fd >= 0) fds_[pack] = fd;
     return fd;
   }
 
@@ -62,7 +68,10 @@ class ChunkChecker {
     if (!rec) return name + " is referenced but has no index record";
     const std::string where = name + " (" + pack_file_name(rec->pack) + " at " + std::to_string(rec->offset) + ")";
     int fd = fd_for(rec->pack);
-    if (fd < 0) return where + ": pack file is missing";
+    if (fd < 0) {
+      if (errno == ENOENT) return where + ": pack file is missing";
+      throw_errno("open pack " + pack_file_name(rec->pack));  // not damage: an I/O problem here
+    }
     struct stat st {};
     if (::fstat(fd, &st) != 0) return where + ": cannot stat pack file";
     if (rec->offset + kChunkHeaderSize + rec->stored_len > static_cast<uint64_t>(st.st_size))

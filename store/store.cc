@@ -205,10 +205,14 @@ void Store::recover() {
   }
   // Pack files without a pack record were never committed; nothing points into them.
   std::error_code ec;
-  for (auto& entry : fs::directory_iterator(data_dir(), ec)) {
+  fs::directory_iterator packs_dir(data_dir(), ec);
+  if (ec) throw StoreError(StoreError::Kind::kIO, "list " + data_dir().string() + ": " + ec.message());
+  for (auto& entry : packs_dir) {
     const std::string name = entry.path().filename().string();
-    bool stale = name.ends_with(".tmp");
-    if (!stale && name.ends_with(".pack") && name.size() == 13) {
+    bool stale = name.ends_with(".pack.tmp");
+    const bool ours = name.size() == 13 && name.ends_with(".pack") &&
+                      name.find_first_not_of("0123456789abcdef") == 8;  // exactly %08x.pack
+    if (ours) {
       uint32_t id = static_cast<uint32_t>(std::stoul(name.substr(0, 8), nullptr, 16));
       std::string v;
       stale = db_->Get(rocksdb::ReadOptions(), pack_key(id), &v).IsNotFound();
@@ -378,6 +382,11 @@ std::string Store::read_chunk(const Hash& hash) {
 
 std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start) {
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  {
+    // A revision abandoned in this process whose rollback failed: roll it back now or not at all.
+    std::string pending;
+    if (!db_->Get(rocksdb::ReadOptions(), std::string(1, kKeyPending), &pending).IsNotFound()) recover();
+  }
   rocksdb::WriteBatch batch;
   auto image = find_image(start.pool, start.name);
   uint64_t image_id;

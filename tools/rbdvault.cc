@@ -92,6 +92,7 @@ Args parse(int argc, char** argv) {
       ("full", po::bool_switch(), "")
       ("full-every", po::value<unsigned>()->default_value(0), "")
       ("whole-object", po::bool_switch(), "")
+      ("exact-diff", po::bool_switch(), "")
       ("reads-in-flight", po::value<size_t>()->default_value(16), "")
       ("hash-threads", po::value<size_t>()->default_value(2), "")
       ("to", po::value<std::string>(), "")
@@ -280,6 +281,7 @@ int cmd_backup(const Args& a) {
     o.full_every = a.vm["full-every"].as<unsigned>();
     o.full = a.flag("full");
     o.whole_object = a.flag("whole-object");
+    o.object_map_filter = !a.flag("exact-diff");
     o.reads_in_flight = a.vm["reads-in-flight"].as<size_t>();
     o.hash_threads = a.vm["hash-threads"].as<size_t>();
     Progress progress(!a.flag("quiet"));
@@ -295,8 +297,7 @@ int cmd_backup(const Args& a) {
                 << ",\"full_reason\":" << tools::json_string(r.full_reason) << ",\"bytes_read\":" << rev.bytes_read
                 << ",\"bytes_stored\":" << rev.bytes_stored << ",\"new_chunks\":" << rev.new_chunks
                 << ",\"map_entries\":" << rev.map_entries << ",\"peak_reads_in_flight\":" << r.peak_reads_in_flight
-              << ",\"peak_blocks_pending\":" << r.peak_blocks_pending
-                << ",\"seconds\":" << r.seconds << "}\n";
+                << ",\"peak_blocks_pending\":" << r.peak_blocks_pending << ",\"seconds\":" << r.seconds << "}\n";
     } else {
       std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << tools::human_size(rev.size)
                 << ", read " << tools::human_size(rev.bytes_read) << ", stored " << tools::human_size(rev.bytes_stored)

@@ -291,7 +291,9 @@ def scenario_randomized(c):
         for name, _, _, revs in images:
             with c.image("rbd", name) as img:
                 ops = [random_op(img, name) for _ in range(rng.randrange(1, 4))]
-            r = backup(store, "rbd/" + name)
+            # One image alternates between the object-map filter and --exact-diff.
+            extra = ["--exact-diff"] if name == "rnd-small-objects" and rnd % 2 else []
+            r = backup(store, "rbd/" + name, *extra)
             exp = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, r["revision"])))
             check(exp[1] == r["size"], "revision size %d != exported %d" % (r["size"], exp[1]))
             log("round %d %s: %s -> revision %d (%s, read %d)" % (rnd, name, "; ".join(ops), r["revision"], r["kind"], r["bytes_read"]))
@@ -401,6 +403,23 @@ def scenario_recreate(c):
     r4 = backup(store, "rbd/rc-img", "--full-every", "2")
     r5 = backup(store, "rbd/rc-img", "--full-every", "2")
     check(r4["kind"] == "delta" and r5["kind"] == "full" and "periodic" in r5["full_reason"], "full-every: %s %s" % (r4, r5))
+
+    # An admin protects our snapshot (say, to clone from it): it cannot be removed any more, and
+    # that must not stop later backups.
+    pinned = snap_name(store, r5["revision"])
+    with c.image("rbd", "rc-img") as img:
+        img.protect_snap(pinned)
+        img.write(os.urandom(4096), 8192)
+    r6 = backup(store, "rbd/rc-img")
+    with c.image("rbd", "rc-img") as img:
+        img.write(os.urandom(4096), 3 << 20)
+    r7 = backup(store, "rbd/rc-img")
+    check(r6["kind"] == "delta" and r7["kind"] == "delta", "backups after a pinned snapshot: %s %s" % (r6, r7))
+    check(pinned in c.snaps("rbd", "rc-img"), "the protected snapshot must be left alone")
+    e7 = rbd_export_sha("rbd/rc-img@" + snap_name(store, r7["revision"]))
+    verify_restores(c, store, "rbd/rc-img@%d" % r7["revision"], e7)
+    with c.image("rbd", "rc-img") as img:
+        img.unprotect_snap(pinned)
     c.remove("rbd", "rc-img")
 
 

@@ -346,7 +346,8 @@ TEST_F(ScrubTest, RepairReportsWhatItCannotFix) {
   agent::RepairResult r = agent::repair_store(nullptr, *store_);
   EXPECT_GE(r.unrepaired.size(), 1u);
   for (uint64_t id : readers)
-    EXPECT_TRUE(std::find(r.damaged_revisions.begin(), r.damaged_revisions.end(), id) != r.damaged_revisions.end()) << id;
+    EXPECT_TRUE(std::find(r.damaged_revisions.begin(), r.damaged_revisions.end(), id) != r.damaged_revisions.end())
+        << id;
 }
 
 }  // namespace
