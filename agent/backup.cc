@@ -77,7 +77,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     }
   }
 
-  const uint64_t rev_id = store.next_revision_id();
+  const uint64_t rev_id = store.reserve_revision_id();
   const std::string snap_name = prefix + std::to_string(rev_id);
   const rbd::SnapshotInfo snap = image->create_snapshot(snap_name);
   image.reset();
@@ -88,7 +88,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   result.full_reason = full_reason;
   try {
     rbd::Image at_snap = rbd::Image::open(cluster, spec.pool, spec.image, snap_name, /*read_only=*/true);
-    auto writer = store.begin_revision(store::RevisionStart{spec.pool, spec.image, snap.size, base_snap.empty()});
+    auto writer = store.begin_revision(store::RevisionStart{spec.pool, spec.image, snap.size, base_snap.empty(), rev_id});
     if (writer->id() != rev_id) throw store::StoreError(store::StoreError::Kind::kIO, "revision id changed under us");
     const uint64_t bs = store.block_size();
     const uint64_t nblocks = store.blocks_for(snap.size);

@@ -33,6 +33,7 @@ void Store::set_protected(uint64_t id, bool on) {
 
 void Store::forget(uint64_t id) {
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  require_no_writers("forget");
   auto rev = revision(id);
   if (!rev || (rev->flags & kRevisionForgetting))
     throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");

@@ -132,6 +132,12 @@ std::string pack_key(uint32_t pack) {
   return k;
 }
 
+std::string pending_key(uint64_t rev) {
+  std::string k(1, kKeyPending);
+  put_be64(k, rev);
+  return k;
+}
+
 std::optional<BlockKey> parse_block_key(std::string_view key) {
   if (key.size() != 25 || key[0] != kKeyBlock) return std::nullopt;
   return BlockKey{read_be64(key.data() + 1), read_be64(key.data() + 9), read_be64(key.data() + 17)};

@@ -23,7 +23,7 @@ inline constexpr char kKeyImageRev = 'V';   // V<u64 image><u64 rev> -> empty
 inline constexpr char kKeyBlock = 'B';      // B<u64 image><u64 block><u64 rev> -> 32-byte chunk hash, or empty = zeros
 inline constexpr char kKeyChunk = 'C';      // C<32-byte hash>       -> ChunkRecord
 inline constexpr char kKeyPack = 'P';       // P<u32 pack>           -> PackRecord
-inline constexpr char kKeyPending = 'W';    // W                     -> PendingRecord (revision being written)
+inline constexpr char kKeyPending = 'W';    // W<u64 rev>            -> PendingRecord (revision being written)
 
 inline constexpr std::string_view kCounterNextRevision = "next_revision";
 inline constexpr std::string_view kCounterNextImage = "next_image";
@@ -39,6 +39,7 @@ std::string block_key(uint64_t image, uint64_t block, uint64_t rev);
 std::string block_prefix(uint64_t image);
 std::string chunk_key(const Hash& hash);
 std::string pack_key(uint32_t pack);
+std::string pending_key(uint64_t rev);
 
 struct BlockKey {
   uint64_t image = 0, block = 0, rev = 0;

@@ -40,6 +40,8 @@ uint64_t pack_bytes_on_disk(Store& store) {
 
 GcResult gc(Store& store, const GcOptions& options) {
   if (!store.writable()) throw StoreError(StoreError::Kind::kInvalid, "gc needs the store opened as writer");
+  if (store.active_writers() != 0)
+    throw StoreError(StoreError::Kind::kInvalid, "gc needs the store to itself, but revisions are being written");
   ReaderLock readers(store.dir() / "readers.lock", /*exclusive=*/true);
   GcResult result;
   result.bytes_before = pack_bytes_on_disk(store);

@@ -113,6 +113,7 @@ std::optional<std::string> Store::find_chunk_copy(const Hash& hash) {
 }
 
 void Store::rewrite_chunk(const Hash& hash, std::string_view raw, uint64_t refs) {
+  require_no_writers("repair");
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
   if (sha256(raw) != hash)
     throw StoreError(StoreError::Kind::kInvalid, "replacement data does not match chunk " + to_hex(hash));

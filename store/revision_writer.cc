@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <stdexcept>
 
 #include "store/chunk_codec.h"
@@ -58,13 +59,15 @@ RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64
 }
 
 RevisionWriter::~RevisionWriter() {
+  std::lock_guard<std::mutex> guard(store_.write_mu_);
   if (committed_) return;
   lookup_.reset();
   pack_.reset();  // deletes the unsealed pack
+  store_.end_write(id_, image_);
   try {
-    store_.recover();
+    store_.roll_back(PendingRecord{id_, image_});
   } catch (const std::exception& e) {
-    spdlog::error("could not roll back revision {}: {} (the next writer will)", id_, e.what());
+    spdlog::error("could not roll back revision {}: {} (the next writer to open the store will)", id_, e.what());
   }
 }
 
@@ -107,6 +110,7 @@ void RevisionWriter::zero_stale(uint64_t until) {
 }
 
 void RevisionWriter::put_zero(uint64_t block) {
+  std::lock_guard<std::mutex> guard(store_.write_mu_);
   check_order(block);
   zero_stale(block);
   stale_cursor_ = std::max(stale_cursor_, block + 1);
@@ -115,6 +119,7 @@ void RevisionWriter::put_zero(uint64_t block) {
 
 void RevisionWriter::put_zero_range(uint64_t first, uint64_t end) {
   if (first >= end) return;
+  std::lock_guard<std::mutex> guard(store_.write_mu_);
   check_order(first);
   check_order(end - 1);
   zero_stale(first);
@@ -146,6 +151,7 @@ void RevisionWriter::put_block(uint64_t block, std::string_view data) {
 }
 
 void RevisionWriter::put_prepared(uint64_t block, PreparedBlock&& prepared) {
+  std::lock_guard<std::mutex> guard(store_.write_mu_);
   check_order(block);
   zero_stale(block);
   stale_cursor_ = std::max(stale_cursor_, block + 1);
@@ -164,37 +170,40 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
   if (content == current) return;  // unchanged: no entry, no reference
 
   if (content) {
-    ChunkRecord rec;
     auto dirty = dirty_chunks_.find(*content);
-    if (dirty != dirty_chunks_.end()) {
-      rec = dirty->second;
-    } else if (auto existing = store_.chunk(*content)) {
-      rec = *existing;
-    } else {
-      // New content: compress and append to the current pack.
-      if (!pack_) {
-        std::string v;
-        uint64_t next = 1;
-        auto st = store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v);
-        if (!st.IsNotFound()) {
-          check(st, "read pack counter");
-          next = decode_u64(v);
+    if (dirty == dirty_chunks_.end()) {
+      DirtyChunk d;
+      if (auto existing = store_.chunk(*content)) {
+        d.rec = *existing;
+      } else {
+        // New content: compress and append to the current pack.
+        if (!pack_) {
+          // The pack counter advances at once (not with our next flush) so that concurrent writers
+          // never pick the same pack id.
+          std::string v;
+          uint64_t next = 1;
+          auto st = store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v);
+          if (!st.IsNotFound()) {
+            check(st, "read pack counter");
+            next = decode_u64(v);
+          }
+          check(store_.db().Put(rocksdb::WriteOptions(), counter_key(kCounterNextPack), encode_u64(next + 1)),
+                "advance pack counter");
+          pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
         }
-        pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
-        batch_->Put(counter_key(kCounterNextPack), encode_u64(next + 1));
+        EncodedChunk enc = encoded_ ? std::move(*encoded_) : encode_chunk(data, store_.writer_options().zstd_level);
+        d.rec.pack = pack_->id();
+        d.rec.offset = pack_->append(*content, enc.flags, static_cast<uint32_t>(data.size()), enc.payload);
+        d.rec.stored_len = static_cast<uint32_t>(enc.payload.size());
+        d.rec.raw_len = static_cast<uint32_t>(data.size());
+        d.rec.flags = enc.flags;
+        d.rec.refs = 0;
+        bytes_stored_ += enc.payload.size() + kChunkHeaderSize;
+        ++new_chunks_;
       }
-      EncodedChunk enc = encoded_ ? std::move(*encoded_) : encode_chunk(data, store_.writer_options().zstd_level);
-      rec.pack = pack_->id();
-      rec.offset = pack_->append(*content, enc.flags, static_cast<uint32_t>(data.size()), enc.payload);
-      rec.stored_len = static_cast<uint32_t>(enc.payload.size());
-      rec.raw_len = static_cast<uint32_t>(data.size());
-      rec.flags = enc.flags;
-      rec.refs = 0;
-      bytes_stored_ += enc.payload.size() + kChunkHeaderSize;
-      ++new_chunks_;
+      dirty = dirty_chunks_.emplace(*content, d).first;
     }
-    ++rec.refs;
-    dirty_chunks_[*content] = rec;
+    ++dirty->second.added_refs;
     batch_->Put(block_key(image_, block, id_), as_view(*content));
   } else {
     batch_->Put(block_key(image_, block, id_), rocksdb::Slice());
@@ -218,7 +227,15 @@ void RevisionWriter::seal_pack() {
 // by begin_revision lets recovery remove them.
 void RevisionWriter::flush(bool final) {
   seal_pack();  // chunk records may only point into durable, sealed packs
-  for (auto& [hash, rec] : dirty_chunks_) batch_->Put(chunk_key(hash), encode(rec));
+  // References are added to the record as it is now: another writer may have changed it (or
+  // stored the same new chunk) since we looked. Our own copy of such a chunk is then unreferenced
+  // pack space for gc. Called with the store's write mutex held, so nobody changes it meanwhile.
+  for (auto& [hash, d] : dirty_chunks_) {
+    ChunkRecord rec = d.rec;
+    if (auto now = store_.chunk(hash)) rec = *now;
+    rec.refs += d.added_refs;
+    batch_->Put(chunk_key(hash), encode(rec));
+  }
   dirty_chunks_.clear();
   rocksdb::WriteOptions wo;
   wo.sync = final;
@@ -230,6 +247,7 @@ void RevisionWriter::flush(bool final) {
 }
 
 RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
+  std::lock_guard<std::mutex> guard(store_.write_mu_);
   if (committed_) throw std::logic_error("revision already committed");
   zero_stale(store_.blocks_for(size_));
   RevisionRecord rec;
@@ -258,10 +276,10 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   RevisionDigest::add(rec.digest, RevisionDigest::size_term(size_));
   batch_->Put(revision_key(id_), encode(rec));
   batch_->Put(image_rev_key(image_, id_), rocksdb::Slice());
-  batch_->Put(counter_key(kCounterNextRevision), encode_u64(id_ + 1));
-  batch_->Delete(std::string(1, kKeyPending));
+  batch_->Delete(pending_key(id_));
   flush(true);
   committed_ = true;
+  store_.end_write(id_, image_);
   return rec;
 }
 

@@ -64,6 +64,8 @@ class RevisionWriter {
   // strictly ascending order and below the revision's size. All-zero data becomes a zero entry; data
   // equal to what the block already holds adds no entry.
   void put_block(uint64_t block, std::string_view data);
+  // (Each call takes the store's write mutex; writers of different images may run on different
+  // threads at once.)
   // put_block with the hashing and compression done beforehand by prepare_block().
   void put_prepared(uint64_t block, PreparedBlock&& prepared);
   // Records that `block` reads as zeros in this revision.
@@ -95,15 +97,21 @@ class RevisionWriter {
   uint64_t parent_blocks_ = 0;
   std::optional<uint64_t> last_block_;
   uint64_t stale_cursor_ = 0;
-  std::optional<EncodedChunk>
-      encoded_;  // for the block being recorded, from put_prepared  // blocks below it need no stale-zeroing any more
+  std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared
   std::unique_ptr<rocksdb::WriteBatch> batch_;
   std::unique_ptr<rocksdb::Iterator> lookup_;
   std::unique_ptr<PackWriter> pack_;
   struct HashHasher {
     size_t operator()(const Hash& h) const;
   };
-  std::unordered_map<Hash, ChunkRecord, HashHasher> dirty_chunks_;
+  // Chunks this revision referenced since the last flush: the record as it will be written if the
+  // index still lacks it (a chunk new to the store), and the references added. A concurrent writer
+  // may store the same chunk first; flush then adds our references to its record instead.
+  struct DirtyChunk {
+    ChunkRecord rec;
+    uint64_t added_refs = 0;
+  };
+  std::unordered_map<Hash, DirtyChunk, HashHasher> dirty_chunks_;
   uint64_t batch_entries_ = 0;
   Hash digest_{};
   uint64_t bytes_stored_ = 0, new_chunks_ = 0, map_entries_ = 0;

@@ -180,29 +180,17 @@ uint64_t Store::counter(std::string_view name, uint64_t initial) {
 // Rolls back what a killed writer left: block map entries of an uncommitted revision (with the
 // chunk references they held), pack files the index does not know. Committed data is untouched.
 void Store::recover() {
-  rocksdb::WriteBatch batch;
-  std::string pending;
-  auto st = db_->Get(rocksdb::ReadOptions(), std::string(1, kKeyPending), &pending);
-  if (!st.IsNotFound()) {
-    check(st, "read pending revision");
-    PendingRecord p = decode_pending(pending);
-    ChunkRefUpdates chunks(*db_);
-    uint64_t removed = 0;
+  // Every W mark names a revision a killed (or failed) writer left behind; this process has the
+  // writer lock and no writer of its own yet, so none of them is still running.
+  std::vector<PendingRecord> pending;
+  {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-    const std::string prefix = block_prefix(p.image);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      auto k = parse_block_key(it->key().ToStringView());
-      if (!k || k->rev != p.revision) continue;
-      batch.Delete(it->key());
-      ++removed;
-      if (it->value().size() == 32) chunks.unref(it->value().ToStringView());
-    }
-    check(it->status(), "scan block map");
-    chunks.write_to(batch);
-    batch.Delete(std::string(1, kKeyPending));
-    spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
-                 removed);
+    const std::string prefix(1, kKeyPending);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+      pending.push_back(decode_pending(it->value().ToStringView()));
+    check(it->status(), "scan pending revisions");
   }
+  for (auto& p : pending) roll_back(p);
   // Pack files without a pack record were never committed; nothing points into them.
   std::error_code ec;
   fs::directory_iterator packs_dir(data_dir(), ec);
@@ -222,11 +210,6 @@ void Store::recover() {
       fs::remove(entry.path(), ec);
     }
   }
-  if (batch.Count() > 0) {
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    check(db_->Write(wo, &batch), "roll back unfinished revision");
-  }
   // A forget that was interrupted is rolled forward: its revision is already invisible.
   std::vector<RevisionRecord> forgetting;
   {
@@ -242,6 +225,58 @@ void Store::recover() {
     spdlog::warn("store {}: completing interrupted forget of revision {}", dir_.string(), r.id);
     finish_forget(std::move(r));
   }
+}
+
+void Store::roll_back(const PendingRecord& p) {
+  rocksdb::WriteBatch batch;
+  ChunkRefUpdates chunks(*db_);
+  uint64_t removed = 0;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string prefix = block_prefix(p.image);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    auto k = parse_block_key(it->key().ToStringView());
+    if (!k || k->rev != p.revision) continue;
+    batch.Delete(it->key());
+    ++removed;
+    if (it->value().size() == 32) chunks.unref(it->value().ToStringView());
+  }
+  check(it->status(), "scan block map");
+  chunks.write_to(batch);
+  batch.Delete(pending_key(p.revision));
+  batch.Delete(std::string(1, kKeyPending));  // the mark of format 1.0 stores (a single W key)
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Write(wo, &batch), "roll back unfinished revision " + std::to_string(p.revision));
+  spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
+               removed);
+}
+
+uint64_t Store::reserve_revision_id() {
+  if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  std::lock_guard<std::mutex> guard(write_mu_);
+  const uint64_t rev = counter(kCounterNextRevision, 1);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Put(wo, counter_key(kCounterNextRevision), encode_u64(rev + 1)), "reserve revision id");
+  return rev;
+}
+
+size_t Store::active_writers() {
+  std::lock_guard<std::mutex> guard(write_mu_);
+  return active_revisions_.size();
+}
+
+void Store::end_write(uint64_t revision, uint64_t image) {
+  // Called by RevisionWriter with write_mu_ held.
+  active_revisions_.erase(revision);
+  active_images_.erase(image);
+}
+
+void Store::require_no_writers(const char* operation) {
+  std::lock_guard<std::mutex> guard(write_mu_);
+  if (!active_revisions_.empty())
+    throw StoreError(StoreError::Kind::kInvalid,
+                     std::string(operation) + " needs the store to itself, but revisions are being written");
 }
 
 std::vector<ImageRecord> Store::images() {
@@ -382,32 +417,41 @@ std::string Store::read_chunk(const Hash& hash) {
 
 std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start) {
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
-  {
-    // A revision abandoned in this process whose rollback failed: roll it back now or not at all.
-    std::string pending;
-    if (!db_->Get(rocksdb::ReadOptions(), std::string(1, kKeyPending), &pending).IsNotFound()) recover();
-  }
+  const uint64_t rev = start.revision ? start.revision : reserve_revision_id();
+  std::lock_guard<std::mutex> guard(write_mu_);
   rocksdb::WriteBatch batch;
   auto image = find_image(start.pool, start.name);
   uint64_t image_id;
   if (image) {
     image_id = image->key;
+    if (active_images_.count(image_id))
+      throw StoreError(StoreError::Kind::kInvalid,
+                       "a revision of " + start.pool + "/" + start.name + " is already being written");
   } else {
     image_id = counter(kCounterNextImage, 1);
     batch.Put(counter_key(kCounterNextImage), encode_u64(image_id + 1));
     batch.Put(image_name_key(start.pool, start.name), encode_u64(image_id));
     batch.Put(image_key(image_id), encode(ImageRecord{image_id, start.pool, start.name}));
   }
-  const uint64_t rev = counter(kCounterNextRevision, 1);
-  // Mark the revision as in progress before any of its entries can reach the index; recover()
-  // uses the mark to roll back after a crash.
-  batch.Put(std::string(1, kKeyPending), encode(PendingRecord{rev, image_id}));
+  if (rev >= counter(kCounterNextRevision, 1) || active_revisions_.count(rev))
+    throw std::logic_error("revision id " + std::to_string(rev) + " was not reserved");
+  // Mark the revision as in progress before any of its entries can reach the index; recovery uses
+  // the mark to roll back after a crash.
+  batch.Put(pending_key(rev), encode(PendingRecord{rev, image_id}));
   rocksdb::WriteOptions wo;
   wo.sync = true;
   check(db_->Write(wo, &batch), "begin revision");
   std::optional<RevisionRecord> parent = image ? latest_revision(image_id) : std::nullopt;
-  return std::unique_ptr<RevisionWriter>(
-      new RevisionWriter(*this, rev, image_id, start.size, start.from_empty, std::move(parent)));
+  active_revisions_.insert(rev);
+  active_images_.insert(image_id);
+  try {
+    return std::unique_ptr<RevisionWriter>(
+        new RevisionWriter(*this, rev, image_id, start.size, start.from_empty, std::move(parent)));
+  } catch (...) {
+    end_write(rev, image_id);
+    roll_back(PendingRecord{rev, image_id});
+    throw;
+  }
 }
 
 }  // namespace rbdvault::store

@@ -1,14 +1,19 @@
 // The revision store: a directory holding an index (RocksDB) and chunk data (pack files). It knows
 // nothing about Ceph; callers feed it blocks. See docs/format.md for the on-disk format.
 //
-// Thread safety: a Store is used from one thread at a time, except chunk(), block_size() and
-// writer_options(), which worker threads may call concurrently (prepare_block).
+// Thread safety: the read methods may be called from any thread. Several RevisionWriters of
+// different images may run at once, each on its own thread (a batch backs up images in parallel);
+// they serialise on the store's write mutex for the short index and pack updates, never for
+// hashing or compression (prepare_block). forget(), set_protected(), gc and repair need the store
+// to themselves: they are refused while a revision is being written.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -59,6 +64,8 @@ struct RevisionStart {
   // true: blocks not written read as zeros (a full read); false: they keep the parent's content
   // (a diff against the parent).
   bool from_empty = true;
+  // An id from reserve_revision_id() (the caller named its snapshot after it); 0: reserve one now.
+  uint64_t revision = 0;
 };
 
 class Store {
@@ -99,8 +106,11 @@ class Store {
   // A chunk's raw content (block_size bytes), verified against its SHA-256.
   std::string read_chunk(const Hash& hash);
 
-  // The id the next begin_revision() will use (callers name their snapshot after it).
-  uint64_t next_revision_id() { return counter(kCounterNextRevision, 1); }
+  // Reserves a revision id for a later begin_revision() (callers name their snapshot after it).
+  // Ids are never reused; one reserved but never begun is simply skipped. Writer mode only.
+  uint64_t reserve_revision_id();
+  // Revisions being written right now by this process.
+  size_t active_writers();
   // The content hash of `block` in revision `rev` of `image` (nullopt: zeros). One index seek.
   std::optional<Hash> block_content(uint64_t image, uint64_t block, uint64_t rev);
 
@@ -127,7 +137,8 @@ class Store {
   void forget(uint64_t revision);
   void set_protected(uint64_t revision, bool on);
 
-  // Starts a revision of pool/name (the image record is created if new). Writer mode only.
+  // Starts a revision of pool/name (the image record is created if new). Writer mode only; refused
+  // while another revision of the same image is being written.
   std::unique_ptr<RevisionWriter> begin_revision(const RevisionStart& start);
 
   uint64_t blocks_for(uint64_t size) const { return (size + block_size_ - 1) / block_size_; }
@@ -141,6 +152,10 @@ class Store {
   friend class RevisionWriter;
   Store() = default;
   void recover();
+  // Removes the uncommitted entries of one revision (and the chunk references they held).
+  void roll_back(const PendingRecord& pending);
+  void end_write(uint64_t revision, uint64_t image);
+  void require_no_writers(const char* operation);
   void finish_forget(RevisionRecord rev);
   uint64_t counter(std::string_view name, uint64_t initial);
 
@@ -153,6 +168,9 @@ class Store {
   std::unique_ptr<ReaderLock> reader_lock_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<PackReader> packs_;
+  // Guards the index and pack updates of concurrent RevisionWriters and the sets below.
+  std::mutex write_mu_;
+  std::set<uint64_t> active_revisions_, active_images_;
 };
 
 }  // namespace rbdvault::store
