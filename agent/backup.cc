@@ -127,7 +127,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
         zeros_due.pop_front();
       }
     };
-    uint64_t done = 0;
+    uint64_t done = 0, stored_reported = 0;
+    auto check_cancelled = [&] {
+      if (options.cancelled && options.cancelled())
+        throw BackupCancelled("backup " + image_name + " cancelled; nothing was committed");
+    };
     const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
     rbd::AsyncReader reader(at_snap, options.reads_in_flight,
                             [&](uint64_t offset, uint64_t nblk, std::string_view data) {
@@ -140,6 +144,10 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
                               }
                               done += data.size();
                               if (options.progress) options.progress(done, result.bytes_planned);
+                              if (options.after_store && writer->bytes_stored() > stored_reported) {
+                                options.after_store(writer->bytes_stored() - stored_reported);
+                                stored_reported = writer->bytes_stored();
+                              }
                             });
     for (const BlockRun& r : runs) {
       if (r.zero) {
@@ -150,6 +158,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
         const uint64_t n = std::min(blocks_per_read, r.end - b);
         const uint64_t offset = b * bs;
         const uint64_t length = std::min(n * bs, snap.size - offset);
+        check_cancelled();
+        if (options.before_read) {
+          options.before_read(length);
+          check_cancelled();
+        }
         reader.submit(offset, length, n);
       }
     }
@@ -167,6 +180,8 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     info.bytes_read = reader.bytes_read();
     info.order = static_cast<uint8_t>(head.order);
     info.features = head.features;
+    info.created = options.created;
+    check_cancelled();
     result.revision = writer->commit(info);
   } catch (...) {
     try {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 
 #include "store/format.h"
@@ -44,6 +45,19 @@ struct BackupOptions {
   size_t max_blocks_pending = 128;
   // Called after each completed read with (bytes done, bytes planned); for progress display.
   std::function<void(uint64_t, uint64_t)> progress;
+  // Batch runs: polled before every read and before the commit; once true the backup stops, rolls
+  // back (no partial revision) and throws BackupCancelled.
+  std::function<bool()> cancelled;
+  // Called before each read with its length and after each read with the new chunk bytes written
+  // to the store since the last call; both may block (bandwidth limits).
+  std::function<void(uint64_t)> before_read;
+  std::function<void(uint64_t)> after_store;
+  // Creation time recorded in the revision (unix seconds); 0: now.
+  int64_t created = 0;
+};
+
+struct BackupCancelled : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 struct BackupResult {

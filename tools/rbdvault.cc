@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "agent/backup.h"
+#include "agent/batch_config.h"
+#include "agent/expire.h"
 #include "agent/restore.h"
 #include "agent/retention.h"
 #include "agent/verify.h"
@@ -26,6 +28,7 @@
 #include "store/oplog.h"
 #include "store/scrub.h"
 #include "store/store.h"
+#include "tools/batch_commands.h"
 #include "tools/human.h"
 
 namespace po = boost::program_options;
@@ -54,6 +57,14 @@ commands:
   repair   --store DIR                             rewrite damaged chunks from Ceph or copies
   log      --store DIR [POOL/IMAGE]                the operation log
   images   POOL                                    list the RBD images of a pool
+
+batch commands (a config file describes the cluster's backups, see deploy/rbdvault.conf.example):
+  run      --config FILE [--job NAME] [--dry-run] [--force]
+                                                   back up every image that is due, then expire
+  agent    --config FILE [--poll 60s]              the scheduler, for systemd (SIGHUP reloads)
+  status   --config FILE | --store DIR             per image: last success, age, errors, size
+  check    --config FILE | --store DIR --max-age 26h [--warn-age 20h]
+                                                   Nagios/Icinga plugin (exit 0/1/2/3, perfdata)
 
 Ceph options (like rbd): -c/--conf PATH, --id NAME, --keyring PATH, --connect-timeout SECONDS (15),
                          --op-timeout SECONDS (0: wait like rbd does)
@@ -107,6 +118,13 @@ Args parse(int argc, char** argv) {
       ("max-unused", po::value<double>()->default_value(5), "")
       ("deep", po::bool_switch(), "")
       ("sample", po::value<double>()->default_value(100), "")
+      ("config", po::value<std::string>(), "")
+      ("job", po::value<std::string>(), "")
+      ("force", po::bool_switch(), "")
+      ("poll", po::value<std::string>()->default_value("60s"), "")
+      ("time-scale", po::value<double>()->default_value(1), "")
+      ("max-age", po::value<std::string>()->default_value("26h"), "")
+      ("warn-age", po::value<std::string>()->default_value("0"), "")
       ("args", po::value<std::vector<std::string>>(), "");
   // clang-format on
   po::positional_options_description pos;
@@ -433,17 +451,7 @@ int cmd_expire(const Args& a) {
     bool first = true;
     uint64_t forgotten = 0;
     for (auto& img : images) {
-      std::vector<agent::RetentionInput> in;
-      std::map<uint64_t, store::RevisionRecord> by_id;
-      for (auto& r : st->revisions(img.key)) {
-        in.push_back({r.id, r.created, (r.flags & store::kRevisionProtected) != 0});
-        by_id[r.id] = r;
-      }
-      auto decisions = agent::apply_retention(in, policy);
-      // Oldest first, so each forget merges into a revision that stays or goes next.
-      for (auto it = decisions.rbegin(); it != decisions.rend(); ++it) {
-        const auto& d = *it;
-        const auto& r = by_id[d.id];
+      for (const auto& [d, r] : agent::expire_image(*st, img.key, policy, dry)) {
         if (a.json()) {
           json << (first ? "" : ",") << "{\"image\":" << tools::json_string(img.pool + "/" + img.name)
                << ",\"id\":" << d.id << ",\"created\":" << tools::json_string(tools::iso_time(r.created))
@@ -455,10 +463,7 @@ int cmd_expire(const Args& a) {
                       static_cast<unsigned long long>(d.id), tools::iso_time(r.created).c_str(),
                       d.keep ? "keep" : "forget", d.reasons.c_str());
         }
-        if (!d.keep && !dry) {
-          st->forget(d.id);
-          ++forgotten;
-        }
+        if (!d.keep && !dry) ++forgotten;
       }
     }
     if (a.json())
@@ -709,6 +714,26 @@ int main(int argc, char** argv) {
     if (a.command == "verify") return cmd_verify(a);
     if (a.command == "repair") return cmd_repair(a);
     if (a.command == "log") return cmd_log(a);
+    if (a.command == "run" || a.command == "agent" || a.command == "status" || a.command == "check") {
+      if (!a.positional.empty()) throw UsageError(a.command + ": unexpected argument " + a.positional.front());
+      tools::BatchArgs b;
+      b.config = a.str("config");
+      b.store = a.str("store");
+      b.job = a.str("job");
+      b.dry_run = a.flag("dry-run");
+      b.force = a.flag("force");
+      b.json = a.json();
+      b.quiet = a.flag("quiet");
+      b.time_scale = a.vm["time-scale"].as<double>();
+      b.poll_seconds = agent::parse_duration(a.str("poll"));
+      b.max_age = agent::parse_duration(a.str("max-age"));
+      b.warn_age = agent::parse_duration(a.str("warn-age"));
+      b.command_line = a.command_line;
+      if (a.command == "run") return tools::cmd_run(b);
+      if (a.command == "agent") return tools::cmd_agent(b);
+      if (a.command == "status") return tools::cmd_status(b);
+      return tools::cmd_check(b);
+    }
     throw UsageError("unknown command '" + a.command + "' (see rbdvault --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "rbdvault: %s\n", e.what());

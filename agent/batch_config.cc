@@ -1,0 +1,313 @@
+#include "agent/batch_config.h"
+
+#include <fnmatch.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+namespace rbdvault::agent {
+namespace {
+
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  const size_t e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+unsigned long long parse_count(const std::string& v) {
+  size_t used = 0;
+  unsigned long long n = 0;
+  if (v.empty() || v[0] == '-') throw std::invalid_argument("expected a whole number");
+  try {
+    n = std::stoull(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != v.size()) throw std::invalid_argument("expected a whole number");
+  return n;
+}
+
+bool parse_bool(const std::string& v) {
+  if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
+  if (v == "false" || v == "no" || v == "off" || v == "0") return false;
+  throw std::invalid_argument("expected true or false");
+}
+
+// Applies one per-image key to `s`; false if `key` is not a per-image key.
+bool apply_image_key(ImageSettings& s, const std::string& key, const std::string& v) {
+  if (key == "schedule")
+    s.schedule = Schedule::parse(v);
+  else if (key == "jitter")
+    s.jitter_seconds = parse_duration(v);
+  else if (key == "keep-last")
+    s.retention.keep_last = static_cast<int>(parse_count(v));
+  else if (key == "keep-hourly")
+    s.retention.keep_hourly = static_cast<int>(parse_count(v));
+  else if (key == "keep-daily")
+    s.retention.keep_daily = static_cast<int>(parse_count(v));
+  else if (key == "keep-weekly")
+    s.retention.keep_weekly = static_cast<int>(parse_count(v));
+  else if (key == "keep-monthly")
+    s.retention.keep_monthly = static_cast<int>(parse_count(v));
+  else if (key == "full-every")
+    s.full_every = static_cast<unsigned>(parse_count(v));
+  else if (key == "reads-in-flight") {
+    s.reads_in_flight = parse_count(v);
+    if (s.reads_in_flight == 0) throw std::invalid_argument("must be at least 1");
+  } else if (key == "retries")
+    s.retries = static_cast<unsigned>(parse_count(v));
+  else if (key == "retry-delay")
+    s.retry_delay_seconds = parse_duration(v);
+  else if (key == "skip")
+    s.skip = parse_bool(v);
+  else
+    return false;
+  return true;
+}
+
+struct Line {
+  std::string key, value;
+  int line = 0;
+};
+
+struct Section {
+  std::string name;  // "" for keys before any header
+  int line = 0;
+  std::vector<Line> lines;
+};
+
+}  // namespace
+
+uint64_t parse_bytes(const std::string& text) {
+  const std::string t = trim(text);
+  size_t used = 0;
+  double n = 0;
+  try {
+    n = std::stod(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || n < 0 || !std::isfinite(n)) throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
+  std::string unit = t.substr(used);
+  if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+  if (!unit.empty() && unit.back() == 'i') unit.pop_back();
+  static const std::string kUnits = "KMGTP";
+  double mult = 1;
+  if (!unit.empty()) {
+    const size_t i = unit.size() == 1 ? kUnits.find(static_cast<char>(std::toupper(unit[0]))) : std::string::npos;
+    if (i == std::string::npos) throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
+    mult = std::pow(1024.0, static_cast<double>(i + 1));
+  }
+  return static_cast<uint64_t>(n * mult);
+}
+
+int64_t parse_duration(const std::string& text) {
+  const std::string t = trim(text);
+  size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = used ? t.substr(used) : "";
+  if (used == 0 || n < 0) throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
+  if (unit.empty() || unit == "s") return n;
+  if (unit == "m") return n * 60;
+  if (unit == "h") return n * 3600;
+  if (unit == "d") return n * 86400;
+  throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
+}
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+}
+
+ImageSettings BatchConfig::settings_for(const JobConfig& job, const std::string& image) const {
+  ImageSettings s = job.settings;
+  auto o = image_overrides.find(image);
+  if (o != image_overrides.end())
+    for (auto& [k, v] : o->second.values) apply_image_key(s, k, v);  // validated at load
+  return s;
+}
+
+BatchConfig parse_batch_config(const std::string& text, const std::string& path) {
+  // Split into sections first, with line numbers, so every error can name its line.
+  std::vector<Section> sections(1);
+  std::istringstream in(text);
+  std::string raw;
+  for (int n = 1; std::getline(in, raw); ++n) {
+    std::string l = trim(raw);
+    if (l.empty() || l[0] == '#') continue;
+    const std::string where = path + ":" + std::to_string(n) + ": ";
+    if (l[0] == '[') {
+      if (l.back() != ']') throw ConfigError(where + "section header '" + l + "' lacks its closing ']'");
+      sections.push_back(Section{trim(l.substr(1, l.size() - 2)), n, {}});
+      continue;
+    }
+    const size_t eq = l.find('=');
+    if (eq == std::string::npos) throw ConfigError(where + "expected 'key = value', got '" + l + "'");
+    std::string key = trim(l.substr(0, eq)), value = trim(l.substr(eq + 1));
+    if (key.empty()) throw ConfigError(where + "missing key before '='");
+    sections.back().lines.push_back(Line{key, value, n});
+  }
+
+  BatchConfig c;
+  c.path = path;
+  ImageSettings defaults;
+  std::set<std::string> job_names;
+  auto fail = [&](const Line& l, const std::string& section, const std::string& msg) -> ConfigError {
+    return ConfigError(path + ":" + std::to_string(l.line) + ": key '" + l.key + "' in [" + section + "]: " + msg);
+  };
+  auto unknown = [&](const Line& l, const std::string& section) {
+    return ConfigError(path + ":" + std::to_string(l.line) + ": unknown key '" + l.key + "' in [" + section + "]");
+  };
+  // Calls `fn(line)` for each key, turning value errors into ConfigErrors that name the line; keys
+  // that may not repeat are checked here too.
+  auto each = [&](const Section& s, const std::set<std::string>& lists, const std::function<bool(const Line&)>& fn) {
+    std::set<std::string> seen;
+    for (const Line& l : s.lines) {
+      if (!lists.count(l.key) && !seen.insert(l.key).second)
+        throw ConfigError(path + ":" + std::to_string(l.line) + ": key '" + l.key + "' in [" + s.name +
+                          "] is given twice");
+      bool known = false;
+      try {
+        known = fn(l);
+      } catch (const ConfigError&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw fail(l, s.name, "bad value '" + l.value + "': " + e.what());
+      }
+      if (!known) throw unknown(l, s.name);
+    }
+  };
+
+  // [defaults] first: jobs inherit it wherever it appears in the file.
+  for (const Section& s : sections)
+    if (s.name == "defaults") each(s, {}, [&](const Line& l) { return apply_image_key(defaults, l.key, l.value); });
+
+  for (const Section& s : sections) {
+    if (s.name.empty()) {
+      if (!s.lines.empty())
+        throw ConfigError(path + ":" + std::to_string(s.lines.front().line) + ": key '" + s.lines.front().key +
+                          "' comes before any [section]");
+    } else if (s.name == "defaults") {
+      // done above
+    } else if (s.name == "ceph") {
+      each(s, {}, [&](const Line& l) {
+        if (l.key == "conf")
+          c.ceph_conf = l.value;
+        else if (l.key == "id")
+          c.ceph_id = l.value;
+        else if (l.key == "keyring")
+          c.ceph_keyring = l.value;
+        else if (l.key == "connect-timeout")
+          c.connect_timeout = static_cast<int>(parse_duration(l.value));
+        else if (l.key == "op-timeout")
+          c.op_timeout = static_cast<int>(parse_duration(l.value));
+        else
+          return false;
+        return true;
+      });
+    } else if (s.name == "store") {
+      each(s, {}, [&](const Line& l) {
+        if (l.key == "path")
+          c.store = l.value;
+        else if (l.key == "metrics-file")
+          c.metrics_file = l.value;
+        else if (l.key == "log-file")
+          c.log_file = l.value;
+        else
+          return false;
+        return true;
+      });
+    } else if (s.name == "limits") {
+      each(s, {}, [&](const Line& l) {
+        if (l.key == "images-in-parallel") {
+          c.limits.images_in_parallel = parse_count(l.value);
+          if (c.limits.images_in_parallel == 0) throw std::invalid_argument("must be at least 1");
+        } else if (l.key == "read-bandwidth")
+          c.limits.read_bandwidth = parse_bytes(l.value);
+        else if (l.key == "write-bandwidth")
+          c.limits.write_bandwidth = parse_bytes(l.value);
+        else if (l.key == "host-slots")
+          c.limits.host_slots = parse_count(l.value);
+        else if (l.key == "host-slots-dir")
+          c.limits.host_slots_dir = l.value;
+        else
+          return false;
+        return true;
+      });
+    } else if (s.name == "maintenance") {
+      each(s, {}, [&](const Line& l) {
+        if (l.key == "gc-schedule")
+          c.maintenance.gc = Schedule::parse(l.value);
+        else if (l.key == "scrub-schedule")
+          c.maintenance.scrub = Schedule::parse(l.value);
+        else if (l.key == "scrub-deep")
+          c.maintenance.scrub_deep = parse_bool(l.value);
+        else if (l.key == "gc-max-unused")
+          c.maintenance.gc_max_unused_percent = static_cast<double>(parse_count(l.value));
+        else
+          return false;
+        return true;
+      });
+    } else if (s.name.rfind("job.", 0) == 0) {
+      JobConfig job;
+      job.name = s.name.substr(4);
+      if (job.name.empty() || !job_names.insert(job.name).second)
+        throw ConfigError(path + ":" + std::to_string(s.line) + ": job name '" + job.name + "' is empty or repeated");
+      job.settings = defaults;
+      each(s, {"include", "exclude"}, [&](const Line& l) {
+        if (l.key == "pool")
+          job.pool = l.value;
+        else if (l.key == "include")
+          job.include.push_back(l.value);
+        else if (l.key == "exclude")
+          job.exclude.push_back(l.value);
+        else
+          return apply_image_key(job.settings, l.key, l.value);
+        if (l.value.empty()) throw std::invalid_argument("must not be empty");
+        return true;
+      });
+      if (job.pool.empty())
+        throw ConfigError(path + ":" + std::to_string(s.line) + ": [" + s.name + "] needs 'pool = NAME'");
+      c.jobs.push_back(std::move(job));
+    } else if (s.name.rfind("image.", 0) == 0) {
+      const std::string image = s.name.substr(6);
+      const size_t slash = image.find('/');
+      if (slash == std::string::npos || slash == 0 || slash + 1 == image.size() || image.find('@') != std::string::npos)
+        throw ConfigError(path + ":" + std::to_string(s.line) + ": [" + s.name + "]: expected [image.POOL/NAME]");
+      BatchConfig::Override o;
+      o.where = path + ":" + std::to_string(s.line);
+      ImageSettings probe;
+      each(s, {}, [&](const Line& l) {
+        if (!apply_image_key(probe, l.key, l.value)) return false;
+        o.values[l.key] = l.value;
+        return true;
+      });
+      c.image_overrides[image] = std::move(o);
+    } else {
+      throw ConfigError(path + ":" + std::to_string(s.line) + ": unknown section [" + s.name +
+                        "] (expected ceph, store, defaults, limits, maintenance, job.NAME or image.POOL/NAME)");
+    }
+  }
+  if (c.store.empty()) throw ConfigError(path + ": [store] needs 'path = DIR'");
+  if (c.jobs.empty()) throw ConfigError(path + ": no [job.NAME] sections: nothing to back up");
+  return c;
+}
+
+BatchConfig load_batch_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot read the config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw ConfigError(path + ": read error");
+  return parse_batch_config(ss.str(), path);
+}
+
+}  // namespace rbdvault::agent

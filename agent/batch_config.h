@@ -1,0 +1,95 @@
+// The batch configuration: one file describing a whole cluster's backups (connection, store,
+// defaults, limits, jobs selecting images by pool and glob). Syntax is Boost.ProgramOptions'
+// config-file syntax: `key = value` lines under `[section]` headers, `#` comments, a key may repeat
+// where it takes a list. deploy/rbdvault.conf.example documents every key.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "agent/retention.h"
+#include "agent/schedule.h"
+
+namespace rbdvault::agent {
+
+// A config that cannot be used; the message names the file, the line and the key ("FILE:LINE: ...").
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Settings an image takes from [defaults], then its [job.*], then its own [image.POOL/NAME].
+struct ImageSettings {
+  Schedule schedule = Schedule::parse("daily 02:00");
+  int64_t jitter_seconds = 0;   // each image starts up to this long after its slot (spread load)
+  RetentionPolicy retention;    // empty: no expiry
+  unsigned full_every = 0;      // a full read after N deltas (0: never)
+  size_t reads_in_flight = 16;  // per image
+  unsigned retries = 2;         // extra attempts after a transient Ceph error
+  int64_t retry_delay_seconds = 30;  // first backoff; doubles per attempt
+  bool skip = false;            // leave this image out (history is kept)
+};
+
+struct JobConfig {
+  std::string name;
+  std::string pool;
+  std::vector<std::string> include;  // globs over image names; none means every image
+  std::vector<std::string> exclude;
+  ImageSettings settings;            // defaults overlaid with the job's keys
+};
+
+struct Limits {
+  size_t images_in_parallel = 2;     // concurrent image backups in this process
+  uint64_t read_bandwidth = 0;       // bytes/s read from the cluster by this process; 0: unlimited
+  uint64_t write_bandwidth = 0;      // bytes/s of new chunk data written to the store; 0: unlimited
+  size_t host_slots = 0;             // concurrent image backups on this host, shared by all processes; 0: off
+  std::string host_slots_dir = "/run/lock/rbdvault";
+};
+
+struct MaintenanceConfig {
+  std::optional<Schedule> gc;        // agent only; none: never
+  std::optional<Schedule> scrub;
+  bool scrub_deep = false;
+  double gc_max_unused_percent = 5;
+};
+
+struct BatchConfig {
+  std::string path;  // the file it came from
+  // [ceph]
+  std::string ceph_conf, ceph_id, ceph_keyring;
+  int connect_timeout = 15, op_timeout = 0;
+  // [store]
+  std::string store;
+  std::string metrics_file;  // Prometheus textfile; empty: none
+  std::string log_file;      // extra log file; empty: stderr/journald only
+  Limits limits;
+  MaintenanceConfig maintenance;
+  std::vector<JobConfig> jobs;
+  // [image.POOL/NAME] sections: raw key/value overrides applied on top of the job's settings.
+  struct Override {
+    std::map<std::string, std::string> values;
+    std::string where;  // "FILE:LINE" of the section header, for errors
+  };
+  std::map<std::string, Override> image_overrides;
+
+  // Settings for pool/name selected by `job` (job settings plus the image's overrides).
+  ImageSettings settings_for(const JobConfig& job, const std::string& image) const;
+};
+
+// Reads and validates the whole file; throws ConfigError (never runs anything half-configured).
+BatchConfig load_batch_config(const std::string& path);
+// The same from text (tests); `path` is only used in messages.
+BatchConfig parse_batch_config(const std::string& text, const std::string& path);
+
+// Shell-style glob match (*, ?, [...]) of an image name.
+bool glob_match(const std::string& pattern, const std::string& name);
+
+// "64K", "200M", "1.5G", "0" -> bytes (binary units); throws std::invalid_argument.
+uint64_t parse_bytes(const std::string& text);
+// "90", "30s", "15m", "6h", "2d" -> seconds; throws std::invalid_argument.
+int64_t parse_duration(const std::string& text);
+
+}  // namespace rbdvault::agent

@@ -1,0 +1,328 @@
+#include "agent/batch_run.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "agent/backup.h"
+#include "agent/expire.h"
+#include "agent/host_slots.h"
+#include "agent/rate_limiter.h"
+#include "agent/status.h"
+#include "rbd/cluster.h"
+#include "rbd/error.h"
+#include "rbd/image.h"
+#include "store/oplog.h"
+#include "store/store.h"
+
+namespace rbdvault::agent {
+namespace {
+
+// Errors worth another attempt: the cluster was busy or briefly unreachable. Anything else (no
+// such image, permission, corruption) fails at once.
+bool transient(int code) {
+  switch (-code) {
+    case ETIMEDOUT:
+    case EAGAIN:
+    case EBUSY:
+    case ESHUTDOWN:
+    case ECONNRESET:
+    case ECONNREFUSED:
+    case ENOTCONN:
+    case EINTR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t realtime_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps `seconds`, waking early when stop() turns true; false if stopped.
+bool sleep_unless_stopped(double seconds, const std::function<bool()>& stop) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (stop()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return !stop();
+}
+
+bool selected(const JobConfig& job, const std::string& name) {
+  bool in = job.include.empty();
+  for (auto& p : job.include) in = in || glob_match(p, name);
+  if (!in) return false;
+  for (auto& p : job.exclude)
+    if (glob_match(p, name)) return false;
+  return true;
+}
+
+struct Task {
+  size_t index;  // into report.images
+  rbd::ImageSpec spec;
+};
+
+}  // namespace
+
+const char* result_name(ImageResult r) {
+  switch (r) {
+    case ImageResult::kOk:
+      return "ok";
+    case ImageResult::kFailed:
+      return "failed";
+    case ImageResult::kNotDue:
+      return "not-due";
+    case ImageResult::kSkipped:
+      return "skipped";
+    case ImageResult::kMissing:
+      return "missing";
+    case ImageResult::kCancelled:
+      return "cancelled";
+    case ImageResult::kWouldBackUp:
+      return "would-back-up";
+  }
+  return "?";
+}
+
+size_t RunReport::count(ImageResult r) const {
+  return static_cast<size_t>(std::count_if(images.begin(), images.end(), [&](auto& i) { return i.result == r; }));
+}
+
+RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
+  const std::function<int64_t()> now = o.now ? o.now : [] { return static_cast<int64_t>(std::time(nullptr)); };
+  const std::function<bool()> stop = [&] { return o.stop && o.stop(); };
+  if (!o.job.empty() &&
+      std::none_of(c.jobs.begin(), c.jobs.end(), [&](const JobConfig& j) { return j.name == o.job; }))
+    throw ConfigError(c.path + ": no [job." + o.job + "] section");
+
+  rbd::ConnectOptions co;
+  co.conf_path = c.ceph_conf;
+  co.client_id = c.ceph_id;
+  co.keyring = c.ceph_keyring;
+  co.timeout_seconds = c.connect_timeout;
+  co.op_timeout_seconds = c.op_timeout;
+  rbd::Cluster cluster(co);
+  auto st = store::Store::open(c.store, o.dry_run ? store::OpenMode::kReadOnly : store::OpenMode::kWriter,
+                               "rbdvault run --config " + c.path);
+
+  // Plan: which images each job selects, and which of them are due.
+  RunReport report;
+  std::vector<ImageSettings> settings;
+  std::vector<Task> tasks;
+  std::set<std::string> claimed;  // an image selected by two jobs belongs to the first
+  auto outcome = [](const std::string& image, const std::string& job) {
+    ImageOutcome out;
+    out.image = image;
+    out.job = job;
+    return out;
+  };
+  auto add = [&](ImageOutcome out, const ImageSettings& s) {
+    report.images.push_back(std::move(out));
+    settings.push_back(s);
+    return report.images.size() - 1;
+  };
+  for (const JobConfig& job : c.jobs) {
+    if (!o.job.empty() && job.name != o.job) continue;
+    std::vector<rbd::ImageEntry> listing;
+    try {
+      listing = cluster.list_images(job.pool);
+    } catch (const rbd::CephError& e) {
+      ImageOutcome out = outcome(job.pool + "/*", job.name);
+      out.result = ImageResult::kFailed;
+      out.error = e.what();
+      spdlog::error("job {}: {}", job.name, e.what());
+      add(std::move(out), job.settings);
+      continue;
+    }
+    std::set<std::string> present;
+    for (const rbd::ImageEntry& e : listing) {
+      present.insert(e.name);
+      const std::string full = job.pool + "/" + e.name;
+      if (!selected(job, e.name) || !claimed.insert(full).second) continue;
+      const ImageSettings s = c.settings_for(job, full);
+      ImageOutcome out = outcome(full, job.name);
+      if (s.skip) {
+        out.result = ImageResult::kSkipped;
+      } else {
+        auto img = st->find_image(job.pool, e.name);
+        auto latest = img ? st->latest_revision(img->key) : std::nullopt;
+        const int64_t t = now();
+        bool due = o.force || s.schedule.due(latest ? latest->created : 0, t, jitter_offset(full, s.jitter_seconds));
+        auto nb = o.not_before.find(full);
+        if (!o.force && nb != o.not_before.end() && t < nb->second) due = false;
+        out.result = !due ? ImageResult::kNotDue : o.dry_run ? ImageResult::kWouldBackUp : ImageResult::kCancelled;
+      }
+      const size_t index = add(std::move(out), s);
+      if (report.images[index].result == ImageResult::kCancelled)
+        tasks.push_back(Task{index, rbd::ImageSpec{job.pool, e.name, ""}});
+    }
+    // Backed up before, gone from the pool now: reported, history kept.
+    for (const store::ImageRecord& img : st->images()) {
+      const std::string full = img.pool + "/" + img.name;
+      if (img.pool != job.pool || present.count(img.name) || !selected(job, img.name) || !claimed.insert(full).second)
+        continue;
+      ImageOutcome out = outcome(full, job.name);
+      out.result = ImageResult::kMissing;
+      out.error = "no longer in pool " + img.pool + "; its revisions are kept";
+      add(std::move(out), job.settings);
+    }
+  }
+  spdlog::info("run {}: {} images selected, {} due{}", c.path, report.images.size(), tasks.size(),
+               o.dry_run ? " (dry run)" : "");
+
+  // Back up, images in parallel. Every task's outcome starts as "cancelled" and is overwritten
+  // when it runs, so a stop leaves the untouched ones correctly reported.
+  RateLimiter read_limit(c.limits.read_bandwidth), write_limit(c.limits.write_bandwidth);
+  store::OpLog oplog(c.store);
+  std::atomic<size_t> next{0}, running{0}, peak{0}, done{0};
+  std::atomic<uint64_t> bytes_read{0};
+  std::mutex progress_mu;
+  auto backup_one = [&](const Task& t) {
+    ImageOutcome& out = report.images[t.index];
+    const ImageSettings& s = settings[t.index];
+    std::string op_id;
+    try {
+      op_id = oplog.begin("backup", out.image, o.command_line);
+    } catch (const std::exception& e) {
+      spdlog::warn("{} (continuing without the operation log)", e.what());
+    }
+    BackupOptions bo;
+    bo.full_every = s.full_every;
+    bo.reads_in_flight = s.reads_in_flight;
+    bo.cancelled = stop;
+    bo.before_read = [&](uint64_t n) { read_limit.take(n, stop); };
+    bo.after_store = [&](uint64_t n) { write_limit.take(n, stop); };
+    for (unsigned attempt = 1;; ++attempt) {
+      out.attempts = attempt;
+      bo.created = o.now ? now() : 0;
+      try {
+        BackupResult r = backup_image(cluster, *st, t.spec, bo);
+        out.result = ImageResult::kOk;
+        out.error.clear();
+        out.revision = r.revision.id;
+        out.kind = r.revision.kind == store::RevisionKind::kFull ? "full" : "delta";
+        out.size = r.revision.size;
+        out.bytes_read = r.revision.bytes_read;
+        out.bytes_stored = r.revision.bytes_stored;
+        out.seconds = r.seconds;
+        bytes_read += r.revision.bytes_read;
+        break;
+      } catch (const BackupCancelled& e) {
+        out.result = ImageResult::kCancelled;
+        out.error = e.what();
+        break;
+      } catch (const rbd::CephError& e) {
+        out.result = ImageResult::kFailed;
+        out.error = e.what();
+        if (!transient(e.code()) || attempt > s.retries || stop()) break;
+        const double delay = static_cast<double>(s.retry_delay_seconds) * static_cast<double>(1u << (attempt - 1));
+        spdlog::warn("backup {}: {} (attempt {} of {}, retrying in {:.0f}s)", out.image, e.what(), attempt,
+                     s.retries + 1, delay);
+        if (!sleep_unless_stopped(delay, stop)) break;
+      } catch (const std::exception& e) {
+        out.result = ImageResult::kFailed;
+        out.error = e.what();
+        break;
+      }
+    }
+    if (out.result == ImageResult::kFailed) spdlog::error("backup {}: {}", out.image, out.error);
+    if (!op_id.empty()) {
+      try {
+        oplog.end(op_id, out.result == ImageResult::kOk, out.error, out.bytes_read);
+      } catch (const std::exception& e) {
+        spdlog::warn("{}", e.what());
+      }
+    }
+  };
+  auto worker = [&] {
+    for (;;) {
+      const size_t i = next++;
+      if (i >= tasks.size() || stop()) return;
+      ImageOutcome& out = report.images[tasks[i].index];
+      try {
+        HostSlot slot;
+        if (c.limits.host_slots > 0) {
+          slot = HostSlot::acquire(c.limits.host_slots_dir, c.limits.host_slots, stop);
+          if (!slot.held()) return;  // stopped while waiting
+        }
+        out.started_ns = realtime_ns();
+        const size_t now_running = ++running;
+        for (size_t p = peak.load(); now_running > p && !peak.compare_exchange_weak(p, now_running);) {
+        }
+        backup_one(tasks[i]);
+        --running;
+        out.finished_ns = realtime_ns();  // before the slot is released
+      } catch (const std::exception& e) {
+        out.result = ImageResult::kFailed;
+        out.error = e.what();
+        spdlog::error("backup {}: {}", out.image, e.what());
+      }
+      const size_t d = ++done;
+      if (o.progress) {
+        std::lock_guard<std::mutex> g(progress_mu);
+        o.progress(d, tasks.size(), bytes_read.load());
+      }
+    }
+  };
+  {
+    std::vector<std::thread> threads;
+    const size_t n = std::min(c.limits.images_in_parallel, tasks.size());
+    for (size_t i = 0; i < n; ++i) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+  }
+  report.peak_parallel = peak.load();
+  report.stopped = stop();
+
+  // Retention, once no backup runs: for every selected image that has revisions.
+  if (!o.dry_run && !report.stopped) {
+    for (size_t i = 0; i < report.images.size(); ++i) {
+      ImageOutcome& out = report.images[i];
+      const RetentionPolicy& policy = settings[i].retention;
+      if (policy.empty() || out.result == ImageResult::kSkipped || out.image.ends_with("/*")) continue;
+      const size_t slash = out.image.find('/');
+      auto img = st->find_image(out.image.substr(0, slash), out.image.substr(slash + 1));
+      if (!img) continue;
+      std::string op_id;
+      try {
+        op_id = oplog.begin("expire", out.image, o.command_line);
+        for (auto& d : expire_image(*st, img->key, policy, false))
+          if (!d.decision.keep) ++out.expired;
+        oplog.end(op_id, true, "", 0);
+        if (out.expired) spdlog::info("expire {}: {} revision(s) forgotten", out.image, out.expired);
+      } catch (const std::exception& e) {
+        spdlog::error("expire {}: {}", out.image, e.what());
+        if (!op_id.empty()) oplog.end(op_id, false, e.what(), 0);
+        if (out.result != ImageResult::kFailed) {
+          out.result = ImageResult::kFailed;
+          out.error = std::string("retention: ") + e.what();
+        }
+      }
+    }
+  }
+
+  if (!o.dry_run && !c.metrics_file.empty()) {
+    try {
+      write_file_atomically(c.metrics_file, prometheus_metrics(collect_status(*st), now()));
+    } catch (const std::exception& e) {
+      spdlog::error("metrics file {}: {}", c.metrics_file, e.what());
+    }
+  }
+  spdlog::info("run {}: {} ok, {} failed, {} not due, {} missing{}", c.path, report.count(ImageResult::kOk),
+               report.count(ImageResult::kFailed), report.count(ImageResult::kNotDue),
+               report.count(ImageResult::kMissing), report.stopped ? ", stopped early" : "");
+  return report;
+}
+
+}  // namespace rbdvault::agent

@@ -1,0 +1,64 @@
+// One batch run: every image a config selects that is due gets backed up (images in parallel,
+// within the process and host limits), then retention is applied. One failing image never stops
+// the others; transient Ceph errors are retried with backoff.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "agent/batch_config.h"
+
+namespace rbdvault::agent {
+
+struct RunOptions {
+  std::string job;        // only this job; empty: all
+  bool dry_run = false;   // decide and report, change nothing (no snapshot, no store write)
+  bool force = false;     // back up every selected image, due or not
+  // Polled throughout; once true, running backups are abandoned (no partial revision), nothing new
+  // starts and retention is skipped.
+  std::function<bool()> stop;
+  // The clock schedules and revision times use (unix seconds); default: the real one. The agent's
+  // test-only --time-scale runs it faster.
+  std::function<int64_t()> now;
+  // Images not to try before the given time (the agent's backoff after a failed run).
+  std::map<std::string, int64_t> not_before;
+  // Called as images finish, for a progress line: (images done, images to do, bytes read so far).
+  std::function<void(size_t, size_t, uint64_t)> progress;
+  std::string command_line;  // for the operation log
+};
+
+enum class ImageResult { kOk, kFailed, kNotDue, kSkipped, kMissing, kCancelled, kWouldBackUp };
+const char* result_name(ImageResult r);
+
+struct ImageOutcome {
+  std::string image;  // pool/name (pool/* for a pool that could not be listed)
+  std::string job;
+  ImageResult result = ImageResult::kNotDue;
+  uint64_t revision = 0;
+  std::string kind;  // full, delta
+  uint64_t size = 0, bytes_read = 0, bytes_stored = 0;
+  double seconds = 0;
+  unsigned attempts = 0;
+  std::string error;
+  size_t expired = 0;  // revisions forgotten by retention
+  // Wall-clock interval (unix ns) during which this backup held its place in the limits; the
+  // tests compute the peak concurrency across processes from these.
+  int64_t started_ns = 0, finished_ns = 0;
+};
+
+struct RunReport {
+  std::vector<ImageOutcome> images;  // in config order: job by job, images by name
+  size_t peak_parallel = 0;          // most image backups this process ran at once
+  bool stopped = false;
+  size_t count(ImageResult r) const;
+  bool ok() const { return count(ImageResult::kFailed) == 0; }
+};
+
+// Throws ConfigError/StoreError/CephError only for what stops the whole run (store locked,
+// cluster unreachable); per-image problems are outcomes.
+RunReport run_batch(const BatchConfig& config, const RunOptions& options);
+
+}  // namespace rbdvault::agent

@@ -1,0 +1,181 @@
+#include "agent/status.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "store/oplog.h"
+#include "store/store.h"
+
+namespace rbdvault::agent {
+namespace {
+
+std::string this_host() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof(buf) - 1);
+  return buf;
+}
+
+bool process_alive(int64_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+
+// Prometheus label values escape backslash, quote and newline.
+std::string label(const std::string& v) {
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"')
+      out += '\\', out += ch;
+    else if (ch == '\n')
+      out += "\\n";
+    else
+      out += ch;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ImageStatus> collect_status(store::Store& store) {
+  std::map<std::string, ImageStatus> by_name;
+  for (const store::ImageRecord& img : store.images()) {
+    ImageStatus s;
+    s.image = img.pool + "/" + img.name;
+    for (const store::RevisionRecord& r : store.revisions(img.key)) {
+      ++s.revisions;
+      s.stored_bytes += r.bytes_stored;
+      if (r.created >= s.last_success) {
+        s.last_success = r.created;
+        s.size = r.size;
+      }
+    }
+    by_name[s.image] = s;
+  }
+  // The operation log says what happened since: the newest backup attempt per image, and which
+  // are running now (a start line without an end line, from a live process on this host).
+  const std::string host = this_host();
+  for (const store::OpRecord& op : store::OpLog(store.dir()).read()) {
+    if (op.op != "backup" || op.image.empty()) continue;
+    ImageStatus& s = by_name[op.image];
+    s.image = op.image;
+    if (op.end_ms == 0) {
+      if (op.host == host && process_alive(op.pid)) {
+        s.running = true;
+        s.running_since = op.start_ms / 1000;
+      }
+      continue;
+    }
+    if (op.start_ms / 1000 >= s.last_attempt) {
+      s.last_attempt = op.start_ms / 1000;
+      s.last_result = op.result;
+      s.last_error = op.result == "ok" ? "" : op.error;
+    }
+  }
+  std::vector<ImageStatus> out;
+  for (auto& [name, s] : by_name) out.push_back(std::move(s));
+  return out;
+}
+
+CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, int64_t max_age, int64_t warn_age) {
+  size_t failed = 0, stale = 0, warn = 0;
+  int64_t oldest = 0;
+  std::vector<std::string> problems;
+  for (const ImageStatus& s : images) {
+    const int64_t age = s.last_success ? now - s.last_success : -1;
+    oldest = std::max(oldest, age < 0 ? 0 : age);
+    if (s.last_result == "failed") {
+      ++failed;
+      problems.push_back(s.image + " failed: " + s.last_error);
+    } else if (age < 0 || age > max_age) {
+      ++stale;
+      problems.push_back(s.image + (age < 0 ? " has no backup" : " last backed up " + std::to_string(age / 3600) + "h ago"));
+    } else if (warn_age > 0 && age > warn_age) {
+      ++warn;
+      problems.push_back(s.image + " last backed up " + std::to_string(age / 3600) + "h ago");
+    }
+  }
+  CheckResult r;
+  r.code = failed || stale ? 2 : warn ? 1 : 0;
+  static const char* kNames[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
+  std::ostringstream line;
+  line << "RBDVAULT " << kNames[r.code] << " - ";
+  if (images.empty()) {
+    r.code = 3;
+    line.str("");
+    line << "RBDVAULT UNKNOWN - the store has no images";
+  } else if (problems.empty()) {
+    line << images.size() << " images backed up within " << max_age / 3600 << "h";
+  } else {
+    line << failed << " failed, " << stale << " too old, " << warn << " aging of " << images.size() << " images: ";
+    for (size_t i = 0; i < problems.size() && i < 3; ++i) line << (i ? "; " : "") << problems[i];
+    if (problems.size() > 3) line << "; and " << problems.size() - 3 << " more";
+  }
+  line << " | images=" << images.size() << " failed=" << failed << " stale=" << stale << " warning=" << warn
+       << " oldest_age=" << oldest << "s;" << (warn_age > 0 ? std::to_string(warn_age) : "") << ";" << max_age;
+  r.line = line.str();
+  return r;
+}
+
+std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t now) {
+  std::ostringstream o;
+  auto family = [&](const char* name, const char* help, auto value) {
+    o << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n";
+    for (const ImageStatus& s : images) o << name << "{image=\"" << label(s.image) << "\"} " << value(s) << "\n";
+  };
+  family("rbdvault_last_success_timestamp_seconds", "Creation time of the newest revision (0: none).",
+         [](const ImageStatus& s) { return s.last_success; });
+  family("rbdvault_last_backup_ok", "1 if the newest backup attempt succeeded, 0 if it failed.",
+         [](const ImageStatus& s) { return s.last_result == "failed" ? 0 : 1; });
+  family("rbdvault_revisions", "Revisions of the image in the store.",
+         [](const ImageStatus& s) { return s.revisions; });
+  family("rbdvault_image_size_bytes", "Size of the newest revision.", [](const ImageStatus& s) { return s.size; });
+  family("rbdvault_stored_bytes", "Chunk bytes first stored by the image's revisions.",
+         [](const ImageStatus& s) { return s.stored_bytes; });
+  family("rbdvault_backup_running", "1 while a backup of the image runs.",
+         [](const ImageStatus& s) { return s.running ? 1 : 0; });
+  size_t failed = 0;
+  for (const ImageStatus& s : images) failed += s.last_result == "failed";
+  o << "# HELP rbdvault_images_failed Images whose newest backup attempt failed.\n"
+    << "# TYPE rbdvault_images_failed gauge\nrbdvault_images_failed " << failed << "\n"
+    << "# HELP rbdvault_metrics_timestamp_seconds When this file was written.\n"
+    << "# TYPE rbdvault_metrics_timestamp_seconds gauge\nrbdvault_metrics_timestamp_seconds " << now << "\n";
+  return o.str();
+}
+
+void write_file_atomically(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(err));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("cannot rename " + tmp + " to " + path + ": " + std::strerror(err));
+  }
+}
+
+}  // namespace rbdvault::agent

@@ -1,0 +1,44 @@
+// What monitoring needs to know per image, from the store and its operation log alone: the
+// `status` and `check` commands and the Prometheus metrics file share it, so they never disagree.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rbdvault::store {
+class Store;
+}
+
+namespace rbdvault::agent {
+
+struct ImageStatus {
+  std::string image;          // pool/name
+  int64_t last_success = 0;   // creation time of the newest revision; 0: never
+  uint64_t revisions = 0;
+  uint64_t size = 0;          // of the newest revision
+  uint64_t stored_bytes = 0;  // chunk bytes first stored by the image's current revisions
+  std::string last_result;    // of the newest backup attempt in the log: ok, failed ("" if none)
+  std::string last_error;     // when the newest attempt failed
+  int64_t last_attempt = 0;   // unix seconds
+  bool running = false;       // a backup of it is in progress (live process)
+  int64_t running_since = 0;
+};
+
+std::vector<ImageStatus> collect_status(store::Store& store);
+
+// Nagios/Icinga plugin result: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line with perfdata.
+struct CheckResult {
+  int code = 3;
+  std::string line;
+};
+// CRITICAL: an image whose newest attempt failed or whose last success is older than max_age (or
+// that has none). WARNING: older than warn_age (0: no warning level).
+CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, int64_t max_age, int64_t warn_age);
+
+// Prometheus text exposition format (for node_exporter's textfile collector).
+std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t now);
+// Writes `content` to `path` via a temporary file and rename, so a collector never reads half.
+void write_file_atomically(const std::string& path, const std::string& content);
+
+}  // namespace rbdvault::agent

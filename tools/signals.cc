@@ -1,0 +1,35 @@
+#include "tools/signals.h"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+namespace rbdvault::tools {
+
+SignalFlags::SignalFlags() {
+  sigemptyset(&set_);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set_, s);
+  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  thread_ = std::thread([this] {
+    while (!done_) {
+      int sig = 0;
+      if (sigwait(&set_, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        reload_ = true;
+        spdlog::info("SIGHUP: reloading the configuration");
+      } else if (sig == SIGTERM || sig == SIGINT) {
+        if (stop_.exchange(true) && sig == SIGINT) _exit(130);  // a second ^C: leave now (recovery cleans up)
+        spdlog::info("{}: stopping; running backups are abandoned without a partial revision",
+                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      }
+    }
+  });
+}
+
+SignalFlags::~SignalFlags() {
+  done_ = true;
+  pthread_kill(thread_.native_handle(), SIGUSR1);
+  thread_.join();
+}
+
+}  // namespace rbdvault::tools

@@ -1,0 +1,29 @@
+// SIGTERM/SIGINT/SIGHUP as flags for long-running commands (run, agent). The signals are blocked
+// in every thread and collected by one thread with sigwait(), so no handler touches global state.
+// Construct before any other thread starts (librados' threads inherit the mask).
+#pragma once
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+namespace rbdvault::tools {
+
+class SignalFlags {
+ public:
+  SignalFlags();
+  ~SignalFlags();
+  SignalFlags(const SignalFlags&) = delete;
+  SignalFlags& operator=(const SignalFlags&) = delete;
+
+  bool stop_requested() const { return stop_.load(); }
+  // True once per SIGHUP received.
+  bool take_reload() { return reload_.exchange(false); }
+
+ private:
+  sigset_t set_;
+  std::atomic<bool> stop_{false}, reload_{false}, done_{false};
+  std::thread thread_;
+};
+
+}  // namespace rbdvault::tools
