@@ -1,0 +1,349 @@
+#!/usr/bin/python3
+"""End-to-end tests of batch runs (rbdvault run / agent / status / check) against the test cluster.
+
+Run one scenario: batch_test.py NAME. Same environment as cli_test.py, whose helpers it uses.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import rbd
+
+from cli_test import (CONF, FEATURES_FASTDIFF, FEATURES_NO_FASTDIFF, RBDVAULT, TMP, Cluster, Failure, check,
+                      log, new_store, rbd_export_sha, run, run_json, snap_name, verify_restores)
+
+SECOND_POOL = "rbd2"
+
+
+def write_config(name, text):
+    path = os.path.join(TMP, name + ".conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def base_config(store, jobs, limits="", defaults="", extra=""):
+    return ("[ceph]\nconf = %s\nconnect-timeout = 20\n\n[store]\npath = %s\nmetrics-file = %s.prom\n\n"
+            "[defaults]\nschedule = daily 02:00\nretries = 1\nretry-delay = 1s\n%s\n[limits]\n%s\n%s\n%s"
+            % (CONF, store, store, defaults, limits, jobs, extra))
+
+
+def start(*args):
+    return subprocess.Popen([RBDVAULT] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def finish(p, timeout=600):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def peak_overlap(intervals):
+    """Most intervals (start, end) open at one instant."""
+    events = sorted([(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals], key=lambda x: (x[0], x[1]))
+    cur = peak = 0
+    for _, d in events:
+        cur += d
+        peak = max(peak, cur)
+    return peak
+
+
+def intervals(report):
+    return [(i["started_ns"], i["finished_ns"]) for i in report["images"] if i["result"] == "ok"]
+
+
+def oplog(store):
+    """(op, image, result) of every finished operation, from the store's operation log."""
+    starts, ends = {}, {}
+    if not os.path.exists(os.path.join(store, "oplog")):
+        return []
+    with open(os.path.join(store, "oplog")) as f:
+        for line in f:
+            kv = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            (starts if line.startswith("start") else ends)[kv["id"]] = kv
+    return [(s["op"], s.get("image", ""), ends.get(i, {}).get("result", "")) for i, s in starts.items()]
+
+
+def create_many(c, pool, prefix, n, rng):
+    for k in range(n):
+        name = "%s%03d" % (prefix, k)
+        c.create(pool, name, 4 << 20, FEATURES_FASTDIFF if k % 2 else FEATURES_NO_FASTDIFF)
+        if k % 3 == 0:
+            with c.image(pool, name) as img:
+                img.write(rng.randbytes(64 << 10), rng.randrange(0, 60) << 16)
+
+
+# ---- scenarios --------------------------------------------------------------------------------
+
+def scenario_batch_many(c):
+    """210 images in two pools, two processes sharing a host-wide limit of 3 concurrent backups."""
+    rng = random.Random(int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 30))))
+    t0 = time.time()
+    c.remove("rbd", "bm-new")
+    create_many(c, "rbd", "bm-", 130, rng)
+    create_many(c, SECOND_POOL, "bm-", 80, rng)
+    log("created 210 images in %.1fs" % (time.time() - t0))
+    slots = os.path.join(TMP, "batch-many-slots")
+    shutil.rmtree(slots, ignore_errors=True)
+    limits = "images-in-parallel = 3\nhost-slots = 3\nhost-slots-dir = %s\n" % slots
+    store_a, store_b = new_store("batch-many-a"), new_store("batch-many-b")
+    conf_a = write_config("batch-many-a", base_config(store_a, "[job.vms]\npool = rbd\ninclude = bm-*\n", limits))
+    conf_b = write_config("batch-many-b", base_config(store_b, "[job.other]\npool = %s\ninclude = bm-*\n" % SECOND_POOL,
+                                                      limits))
+    t0 = time.time()
+    pa, pb = start("run", "--config", conf_a, "--format", "json"), start("run", "--config", conf_b, "--format", "json")
+    (rca, outa, erra), (rcb, outb, errb) = finish(pa), finish(pb)
+    log("two runs of 130 + 80 images in %.1fs" % (time.time() - t0))
+    check(rca == 0 and rcb == 0, "runs failed: %d %d\n%s\n%s" % (rca, rcb, erra[-2000:], errb[-2000:]))
+    ra, rb = json.loads(outa), json.loads(outb)
+    check(ra["ok"] == 130 and rb["ok"] == 80, "not all backed up: %d/130, %d/80" % (ra["ok"], rb["ok"]))
+    for r in (ra, rb):
+        check(r["peak_parallel"] <= 3, "a process ran %d backups at once (limit 3)" % r["peak_parallel"])
+    both = peak_overlap(intervals(ra) + intervals(rb))
+    log("measured peak concurrency: %d (a: %d, b: %d), limit 3" % (both, peak_overlap(intervals(ra)),
+                                                                   peak_overlap(intervals(rb))))
+    check(both <= 3, "the two processes together ran %d backups at once; host limit 3" % both)
+    check(both >= 2, "no two backups ever overlapped: the limit was never exercised")
+    revs = run_json("ls", "--store", store_a)
+    check(len(revs) == 130, "store a holds %d revisions, not 130" % len(revs))
+    for name in ("bm-000", "bm-003", "bm-127"):
+        rev = next(r for r in revs if r["image"] == "rbd/" + name)
+        expected = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store_a, rev["id"])))
+        verify_restores(c, store_a, "rbd/%s@%d" % (name, rev["id"]), expected, tag="bm-r")
+
+    # Without a host limit, images-in-parallel alone bounds one process.
+    store_c = new_store("batch-many-c")
+    conf_c = write_config("batch-many-c", base_config(store_c, "[job.other]\npool = %s\ninclude = bm-*\n" % SECOND_POOL,
+                                                      "images-in-parallel = 4\n"))
+    rc = run_json("run", "--config", conf_c)
+    check(rc["ok"] == 80 and rc["peak_parallel"] <= 4 and peak_overlap(intervals(rc)) <= 4,
+          "images-in-parallel 4: ok %d, peak %d / %d" % (rc["ok"], rc["peak_parallel"], peak_overlap(intervals(rc))))
+    log("images-in-parallel 4 alone: peak %d" % peak_overlap(intervals(rc)))
+
+    # Nothing is due again today; a new image is picked up, a removed one is reported and kept.
+    c.create("rbd", "bm-new", 4 << 20, FEATURES_FASTDIFF)
+    c.remove("rbd", "bm-001")
+    dry = run_json("run", "--config", conf_a, "--dry-run")
+    would = [i["image"] for i in dry["images"] if i["result"] == "would-back-up"]
+    check(would == ["rbd/bm-new"], "dry run would back up %s" % would)
+    check(len(run_json("ls", "--store", store_a)) == 130, "the dry run changed the store")
+    again = run_json("run", "--config", conf_a)
+    by = {i["image"]: i for i in again["images"]}
+    check(by["rbd/bm-new"]["result"] == "ok", "new image not backed up: %s" % by["rbd/bm-new"])
+    check(by["rbd/bm-001"]["result"] == "missing", "removed image not reported: %s" % by.get("rbd/bm-001"))
+    check(again["ok"] == 1 and again["not_due"] == 129, "second run: %s" % {k: again[k] for k in ("ok", "not_due")})
+    check(any(r["image"] == "rbd/bm-001" for r in run_json("ls", "--store", store_a)),
+          "history of the removed image was not kept")
+    for k in range(130):
+        c.remove("rbd", "bm-%03d" % k)
+    for k in range(80):
+        c.remove(SECOND_POOL, "bm-%03d" % k)
+    c.remove("rbd", "bm-new")
+
+
+def scenario_batch_failure(c):
+    """An image made unreadable mid-run fails alone; status, check and metrics all show it."""
+    rng = random.Random(5)
+    names = ["bf-%d" % k for k in range(5)] + ["bf-zz-broken"]
+    for n in names:
+        c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", n) as img:
+            img.write(rng.randbytes(1 << 20), 0)
+    store = new_store("batch-failure")
+    conf = write_config("batch-failure", base_config(
+        store, "[job.bf]\npool = rbd\ninclude = bf-*\n", "images-in-parallel = 1\nread-bandwidth = 2M\n"))
+    with c.image("rbd", "bf-zz-broken") as img:
+        header = "rbd_header." + img.id()
+    p = start("run", "--config", conf, "--format", "json")
+    # Once the first image is done the run is under way; then the last image loses its header.
+    def first_done():
+        return any(op == "backup" and res for op, _, res in oplog(store))
+
+    deadline = time.time() + 120
+    while not first_done():
+        check(time.time() < deadline and p.poll() is None, "the run never finished its first image")
+        time.sleep(0.05)
+    c.ioctx("rbd").remove_object(header)
+    rc, out, err = finish(p)
+    check(rc != 0, "run exited 0 with a failed image")
+    r = json.loads(out)
+    by = {i["image"]: i for i in r["images"]}
+    check(r["ok"] == 5 and r["failed"] == 1, "ok %d failed %d\n%s" % (r["ok"], r["failed"], err[-2000:]))
+    check(by["rbd/bf-zz-broken"]["result"] == "failed" and by["rbd/bf-zz-broken"]["error"],
+          "broken image: %s" % by["rbd/bf-zz-broken"])
+    log("failed image: %s" % by["rbd/bf-zz-broken"]["error"])
+
+    status = {s["image"]: s for s in run_json("status", "--config", conf)}
+    check(status["rbd/bf-zz-broken"]["last_result"] == "failed" and status["rbd/bf-zz-broken"]["last_error"],
+          "status: %s" % status["rbd/bf-zz-broken"])
+    check(all(status["rbd/bf-%d" % k]["last_result"] == "ok" and status["rbd/bf-%d" % k]["revisions"] == 1
+              for k in range(5)), "status of the good images: %s" % status)
+    out, _ = run("check", "--config", conf, "--max-age", "26h", rc=2)
+    check(out.startswith("RBDVAULT CRITICAL") and "rbd/bf-zz-broken failed" in out and "| images=" in out,
+          "check output: %s" % out)
+    with open(store + ".prom") as f:
+        metrics = f.read()
+    check('rbdvault_last_backup_ok{image="rbd/bf-zz-broken"} 0' in metrics and "rbdvault_images_failed 1" in metrics
+          and 'rbdvault_last_backup_ok{image="rbd/bf-0"} 1' in metrics, "metrics:\n" + metrics)
+    check(not any(f.endswith(".tmp") or ".tmp." in f for f in os.listdir(os.path.dirname(store))
+                  if f.startswith(os.path.basename(store) + ".prom")), "metrics temp file left behind")
+    for k in range(5):
+        c.remove("rbd", "bf-%d" % k)
+
+
+def scenario_batch_agent(c):
+    """The agent on an accelerated clock: schedule cycles, expiry, SIGHUP reload, SIGTERM mid-backup."""
+    rng = random.Random(9)
+    for k in range(3):
+        c.create("rbd", "ag-%d" % k, 4 << 20, FEATURES_FASTDIFF)
+    c.create("rbd", "agx-new", 4 << 20, FEATURES_FASTDIFF)
+    store = new_store("batch-agent")
+    jobs = "[job.ag]\npool = rbd\ninclude = ag-*\n"
+    text = base_config(store, jobs, "images-in-parallel = 2\nread-bandwidth = 8M\n",
+                       defaults="keep-last = 2\n").replace("schedule = daily 02:00", "schedule = every 1h")
+    conf = write_config("batch-agent", text)
+    # 1 agent hour = 2 real seconds; the agent looks for due work every 10 agent minutes.
+    p = start("agent", "--config", conf, "--time-scale", "1800", "--poll", "10m")
+
+    def backups_ok(image):
+        return sum(1 for op, img, res in oplog(store) if op == "backup" and img == image and res == "ok")
+
+    def settled(ops, image):
+        """The image had 3+ backups and retention ran after its newest one."""
+        n, expired_after = 0, False
+        for op, img, res in ops:
+            if img == image and op == "backup" and res == "ok":
+                n, expired_after = n + 1, False
+            elif img == image and op == "expire" and res == "ok":
+                expired_after = True
+        return n >= 3 and expired_after
+
+    deadline = time.time() + 120
+    while True:
+        if p.poll() is not None:
+            raise Failure("agent exited %d: %s" % (p.returncode, p.communicate()[1][-2000:]))
+        check(time.time() < deadline, "agent did not complete 3 cycles in 120s")
+        # Freeze the agent so that the log and the revisions are looked at in one state.
+        p.send_signal(signal.SIGSTOP)
+        try:
+            ops = oplog(store)
+            if all(settled(ops, "rbd/ag-%d" % k) for k in range(3)):
+                revs = run_json("ls", "--store", store)
+                break
+        finally:
+            p.send_signal(signal.SIGCONT)
+        with c.image("rbd", "ag-0") as img:
+            img.write(rng.randbytes(4096), rng.randrange(0, 1000) << 12)
+        time.sleep(0.3)
+    per = {}
+    for r in revs:
+        per.setdefault(r["image"], []).append(r["id"])
+    log("after %s backups: revisions per image %s" % ([backups_ok("rbd/ag-%d" % k) for k in range(3)],
+                                                       {k: len(v) for k, v in per.items()}))
+    check(all(len(per.get("rbd/ag-%d" % k, [])) == 2 for k in range(3)),
+          "keep-last 2 not applied: %s" % per)
+    check(any(op == "expire" and res == "ok" for op, _, res in oplog(store)), "no expire in the operation log")
+    newest = max(per["rbd/ag-0"])
+    expected = rbd_export_sha("rbd/ag-0@%s" % snap_name(store, newest))
+    verify_restores(c, store, "rbd/ag-0@%d" % newest, expected, tag="ag-r")
+
+    # SIGHUP: the reloaded config selects one more image.
+    with open(conf, "w") as f:
+        f.write(text.replace("include = ag-*\n", "include = ag-*\ninclude = agx-*\n"))
+    p.send_signal(signal.SIGHUP)
+    deadline = time.time() + 60
+    while backups_ok("rbd/agx-new") < 1:
+        check(p.poll() is None and time.time() < deadline, "reloaded config not applied")
+        time.sleep(0.2)
+
+    # SIGTERM while a backup runs: a new 48 MiB image takes about 6 s at 8 MiB/s.
+    c.create("rbd", "ag-big", 64 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "ag-big") as img:
+        for off in range(0, 48 << 20, 4 << 20):
+            img.write(rng.randbytes(4 << 20), off)
+    deadline = time.time() + 60
+    while True:
+        status = {s["image"]: s for s in run_json("status", "--store", store)}
+        if status.get("rbd/ag-big", {}).get("running"):
+            break
+        check(p.poll() is None and time.time() < deadline, "the big backup never started")
+        time.sleep(0.1)
+    time.sleep(1)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    rc, _, err = finish(p, timeout=60)
+    log("agent stopped %.1fs after SIGTERM, exit %d" % (time.time() - t0, rc))
+    check(rc == 0, "agent exit %d after SIGTERM\n%s" % (rc, err[-2000:]))
+    check("rbd/ag-big" not in [r["image"] for r in run_json("ls", "--store", store)],
+          "a revision of the abandoned backup exists")
+    check([s for s in c.snaps("rbd", "ag-big") if s.startswith("rbdvault-")] == [],
+          "the abandoned backup left snapshots: %s" % c.snaps("rbd", "ag-big"))
+    status = {s["image"]: s for s in run_json("status", "--store", store)}
+    check(not any(s["running"] for s in status.values()), "status still shows a backup running")
+    # Nothing was left for recovery to roll back: the next writer finds a clean store.
+    _, err = run("backup", "--store", store, "rbd/ag-1")
+    check("rolled back" not in err, "the next writer had to roll back: %s" % err)
+    scrub = run_json("scrub", "--store", store)
+    check(scrub["clean"], "scrub after SIGTERM: %s" % scrub)
+    for n in ("ag-0", "ag-1", "ag-2", "agx-new", "ag-big"):
+        c.remove("rbd", n)
+
+
+def scenario_batch_config_error(c):
+    """A typo in the config: an error naming file, line and key; nothing runs."""
+    c.create("rbd", "ce-0", 4 << 20, FEATURES_FASTDIFF)
+    store = new_store("batch-config-error")
+    good = base_config(store, "[job.ce]\npool = rbd\ninclude = ce-*\n", "images-in-parallel = 2\n")
+    lines = good.splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("images-in-parallel"))
+    lines[at] = "images-in-paralel = 2"
+    conf = write_config("batch-config-error", "\n".join(lines) + "\n")
+    for cmd in ("run", "agent"):
+        out, err = run(cmd, "--config", conf, rc=-1, timeout=30)
+        msg = err.strip().splitlines()
+        check(len(msg) == 1 and "%s:%d: unknown key 'images-in-paralel' in [limits]" % (conf, at + 1) in msg[0],
+              "%s: error was %r" % (cmd, err))
+    log("config error: " + msg[0])
+    lines[at] = "images-in-parallel = many"
+    conf = write_config("batch-config-error", "\n".join(lines) + "\n")
+    _, err = run("run", "--config", conf, rc=-1)
+    check("%s:%d: key 'images-in-parallel' in [limits]: bad value 'many'" % (conf, at + 1) in err, err)
+    check(run_json("ls", "--store", store) == [], "something was backed up")
+    check(c.snaps("rbd", "ce-0") == [], "a snapshot was taken")
+    check(not os.path.exists(os.path.join(store, "oplog")) or not any(
+        op == "backup" for op, _, _ in oplog(store)), "a backup was logged")
+    c.remove("rbd", "ce-0")
+
+
+SCENARIOS = {
+    "batch_many": scenario_batch_many,
+    "batch_failure": scenario_batch_failure,
+    "batch_agent": scenario_batch_agent,
+    "batch_config_error": scenario_batch_config_error,
+}
+
+
+def main():
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        print("usage: batch_test.py {%s}" % "|".join(SCENARIOS), file=sys.stderr)
+        return 2
+    os.makedirs(TMP, exist_ok=True)
+    c = Cluster()
+    t0 = time.time()
+    try:
+        SCENARIOS[sys.argv[1]](c)
+    except Failure as e:
+        print("FAIL %s: %s" % (sys.argv[1], e), file=sys.stderr)
+        return 1
+    print("PASS %s (%.1fs)" % (sys.argv[1], time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+// Batch configuration, schedules, host-wide slots and the monitoring outputs: no cluster needed.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "agent/batch_config.h"
+#include "agent/host_slots.h"
+#include "agent/schedule.h"
+#include "agent/status.h"
+
+namespace rbdvault::agent {
+namespace {
+
+constexpr const char* kGood = R"(# a whole cluster
+[ceph]
+conf = /etc/ceph/ceph.conf
+id = backup
+keyring = /etc/ceph/ceph.client.backup.keyring
+
+[store]
+path = /srv/rbdvault
+metrics-file = /var/lib/prometheus/node-exporter/rbdvault.prom
+
+[defaults]
+schedule = daily 02:00
+jitter = 30m
+keep-daily = 14
+keep-weekly = 8
+
+[limits]
+images-in-parallel = 4
+read-bandwidth = 200M
+host-slots = 6
+
+[maintenance]
+gc-schedule = weekly sun 05:00
+scrub-schedule = weekly sat 05:00
+
+[job.vms]
+pool = rbd
+include = vm-*
+include = ct-*
+exclude = *-scratch
+keep-last = 3
+
+[job.db]
+pool = db
+schedule = every 6h
+
+[image.rbd/vm-101]
+schedule = hourly
+keep-hourly = 48
+)";
+
+TEST(BatchConfig, ParsesEverySectionWithInheritance) {
+  BatchConfig c = parse_batch_config(kGood, "good.conf");
+  EXPECT_EQ(c.ceph_id, "backup");
+  EXPECT_EQ(c.store, "/srv/rbdvault");
+  EXPECT_EQ(c.limits.images_in_parallel, 4u);
+  EXPECT_EQ(c.limits.read_bandwidth, 200ull << 20);
+  EXPECT_EQ(c.limits.host_slots, 6u);
+  ASSERT_TRUE(c.maintenance.gc);
+  ASSERT_EQ(c.jobs.size(), 2u);
+  const JobConfig& vms = c.jobs[0];
+  EXPECT_EQ(vms.include, (std::vector<std::string>{"vm-*", "ct-*"}));
+  EXPECT_EQ(vms.exclude, (std::vector<std::string>{"*-scratch"}));
+  EXPECT_EQ(vms.settings.retention.keep_last, 3);
+  EXPECT_EQ(vms.settings.retention.keep_daily, 14);  // from [defaults]
+  EXPECT_EQ(vms.settings.jitter_seconds, 1800);
+  EXPECT_EQ(c.jobs[1].settings.schedule.text(), "every 6h");
+  EXPECT_EQ(c.jobs[1].settings.retention.keep_last, 0);
+  ImageSettings s = c.settings_for(vms, "rbd/vm-101");
+  EXPECT_EQ(s.schedule.text(), "hourly");
+  EXPECT_EQ(s.retention.keep_hourly, 48);
+  EXPECT_EQ(s.retention.keep_last, 3);  // the job's, not overridden
+  EXPECT_EQ(c.settings_for(vms, "rbd/vm-102").schedule.text(), "daily 02:00");
+}
+
+// Each broken line is named by file, line and key; nothing is half-loaded.
+TEST(BatchConfig, ErrorsNameFileLineAndKey) {
+  struct Case {
+    std::string find, replace, expect;
+  };
+  const std::vector<Case> cases = {
+      {"keep-daily = 14", "keep-dialy = 14", "good.conf:14: unknown key 'keep-dialy' in [defaults]"},
+      {"images-in-parallel = 4", "images-in-parallel = four", "good.conf:18: key 'images-in-parallel' in [limits]: bad value 'four'"},
+      {"schedule = every 6h", "schedule = every sixh", "good.conf:35: key 'schedule' in [job.db]: bad value 'every sixh'"},
+      {"read-bandwidth = 200M", "read-bandwidth = 200Q", "good.conf:19: key 'read-bandwidth' in [limits]: bad value"},
+      {"[maintenance]", "[maintenence]", "good.conf:22: unknown section [maintenence]"},
+      {"pool = db", "pool = db\npool = db2", "good.conf:35: key 'pool' in [job.db] is given twice"},
+      {"keep-hourly = 48", "keep-hourly = -1", "good.conf:39: key 'keep-hourly' in [image.rbd/vm-101]: bad value '-1'"},
+      {"id = backup", "id backup", "good.conf:4: expected 'key = value', got 'id backup'"},
+  };
+  for (const Case& c : cases) {
+    std::string text = kGood;
+    const size_t at = text.find(c.find);
+    ASSERT_NE(at, std::string::npos) << c.find;
+    text.replace(at, c.find.size(), c.replace);
+    try {
+      parse_batch_config(text, "good.conf");
+      ADD_FAILURE() << "accepted: " << c.replace;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(c.expect, 0), 0u) << e.what();
+    }
+  }
+  EXPECT_THROW(parse_batch_config("[job.a]\npool = rbd\n", "x.conf"), ConfigError);  // no store
+  EXPECT_THROW(parse_batch_config("[store]\npath = /s\n", "x.conf"), ConfigError);   // no job
+  EXPECT_THROW(load_batch_config("/nonexistent/rbdvault.conf"), ConfigError);
+}
+
+TEST(BatchConfig, GlobsSizesDurations) {
+  EXPECT_TRUE(glob_match("vm-*", "vm-101"));
+  EXPECT_FALSE(glob_match("vm-*", "db-1"));
+  EXPECT_TRUE(glob_match("vm-10[0-4]", "vm-103"));
+  EXPECT_EQ(parse_bytes("1.5G"), 1536ull << 20);
+  EXPECT_EQ(parse_bytes("64KiB"), 65536u);
+  EXPECT_EQ(parse_bytes("0"), 0u);
+  EXPECT_THROW(parse_bytes("fast"), std::invalid_argument);
+  EXPECT_EQ(parse_duration("26h"), 26 * 3600);
+  EXPECT_EQ(parse_duration("90"), 90);
+  EXPECT_THROW(parse_duration("1w"), std::invalid_argument);
+}
+
+int64_t local(int year, int mon, int day, int hour, int min) {
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_isdst = -1;
+  return static_cast<int64_t>(std::mktime(&tm));
+}
+
+TEST(Schedule, DailySlotsIntervalsAndJitter) {
+  Schedule daily = Schedule::parse("daily 02:00");
+  const int64_t done = local(2026, 11, 25, 2, 5);  // backed up at 02:05
+  EXPECT_FALSE(daily.due(done, local(2026, 11, 25, 23, 0)));
+  EXPECT_FALSE(daily.due(done, local(2026, 11, 26, 1, 59)));
+  EXPECT_TRUE(daily.due(done, local(2026, 11, 26, 2, 0)));
+  EXPECT_TRUE(daily.due(0, local(2026, 11, 25, 12, 0)));  // never backed up: due at once
+  EXPECT_EQ(daily.next_due(done, local(2026, 11, 25, 12, 0)), local(2026, 11, 26, 2, 0));
+  // With a 20-minute offset the image's slot is 02:20 (and its last backup ran after 02:20).
+  const int64_t jittered = local(2026, 11, 25, 2, 25);
+  EXPECT_FALSE(daily.due(jittered, local(2026, 11, 26, 2, 10), 1200));
+  EXPECT_TRUE(daily.due(jittered, local(2026, 11, 26, 2, 20), 1200));
+
+  Schedule every = Schedule::parse("every 6h");
+  EXPECT_FALSE(every.due(done, done + 6 * 3600 - 1));
+  EXPECT_TRUE(every.due(done, done + 6 * 3600));
+  EXPECT_EQ(every.next_due(done, done + 60), done + 6 * 3600);
+
+  Schedule weekly = Schedule::parse("weekly sun 03:30");  // 2026-11-29 is a Sunday
+  EXPECT_FALSE(weekly.due(done, local(2026, 11, 29, 3, 29)));
+  EXPECT_TRUE(weekly.due(done, local(2026, 11, 29, 3, 30)));
+  EXPECT_TRUE(Schedule::parse("hourly").due(local(2026, 11, 25, 2, 5), local(2026, 11, 25, 3, 0)));
+  for (const char* bad : {"daily 2am", "every", "every 0h", "weekly funday 01:00", "sometimes", "daily 24:00"})
+    EXPECT_THROW(Schedule::parse(bad), std::invalid_argument) << bad;
+  EXPECT_EQ(jitter_offset("rbd/vm-1", 1800), jitter_offset("rbd/vm-1", 1800));
+  EXPECT_LT(jitter_offset("rbd/vm-1", 1800), 1800);
+  EXPECT_EQ(jitter_offset("rbd/vm-1", 0), 0);
+}
+
+TEST(HostSlots, SlotsAreExclusiveAndFreedOnRelease) {
+  const std::string dir = (std::filesystem::temp_directory_path() / ("rbdvault-slots-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+  auto stop_now = [] { return true; };
+  {
+    HostSlot a = HostSlot::acquire(dir, 2, stop_now);
+    HostSlot b = HostSlot::acquire(dir, 2, stop_now);
+    ASSERT_TRUE(a.held());
+    ASSERT_TRUE(b.held());
+    EXPECT_NE(a.index(), b.index());
+    HostSlot c = HostSlot::acquire(dir, 2, stop_now);  // all taken: gives up when told to stop
+    EXPECT_FALSE(c.held());
+    // flock is per open file description, so the limit also holds against other processes.
+    pid_t pid = fork();
+    if (pid == 0) _exit(HostSlot::acquire(dir, 2, stop_now).held() ? 1 : 0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "another process got a third slot";
+  }
+  EXPECT_TRUE(HostSlot::acquire(dir, 2, stop_now).held());  // released with their owners
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Status, CheckCodesAndMetrics) {
+  const int64_t now = 1'800'000'000;
+  ImageStatus fresh{"rbd/a", now - 3600, 3, 1 << 20, 4096, "ok", "", now - 3600, false, 0};
+  ImageStatus old = fresh;
+  old.image = "rbd/b";
+  old.last_success = now - 30 * 3600;
+  ImageStatus failed = fresh;
+  failed.image = "rbd/c";
+  failed.last_result = "failed";
+  failed.last_error = "open image rbd/c: No such file or directory";
+
+  CheckResult ok = check_status({fresh}, now, 26 * 3600, 0);
+  EXPECT_EQ(ok.code, 0);
+  EXPECT_EQ(ok.line.rfind("RBDVAULT OK - ", 0), 0u) << ok.line;
+  EXPECT_NE(ok.line.find("| images=1 failed=0 stale=0"), std::string::npos) << ok.line;
+  EXPECT_EQ(check_status({fresh, old}, now, 26 * 3600, 0).code, 2);
+  EXPECT_EQ(check_status({fresh, old}, now, 40 * 3600, 20 * 3600).code, 1);
+  CheckResult crit = check_status({fresh, failed}, now, 26 * 3600, 0);
+  EXPECT_EQ(crit.code, 2);
+  EXPECT_NE(crit.line.find("rbd/c failed: open image rbd/c"), std::string::npos) << crit.line;
+  EXPECT_EQ(check_status({}, now, 26 * 3600, 0).code, 3);
+
+  const std::string m = prometheus_metrics({fresh, failed}, now);
+  EXPECT_NE(m.find("rbdvault_last_backup_ok{image=\"rbd/c\"} 0\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("rbdvault_last_backup_ok{image=\"rbd/a\"} 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("rbdvault_images_failed 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("# TYPE rbdvault_revisions gauge\n"), std::string::npos) << m;
+
+  const std::string path = (std::filesystem::temp_directory_path() / ("rbdvault-metrics-" + std::to_string(getpid()))).string();
+  write_file_atomically(path, m);
+  std::ifstream in(path);
+  std::string back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(back, m);
+  std::filesystem::remove(path);
+  EXPECT_THROW(write_file_atomically("/nonexistent-dir/x.prom", m), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace rbdvault::agent
