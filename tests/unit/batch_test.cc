@@ -111,6 +111,16 @@ TEST(BatchConfig, ErrorsNameFileLineAndKey) {
   EXPECT_THROW(load_batch_config("/nonexistent/rbdvault.conf"), ConfigError);
 }
 
+// The shipped example must stay valid as keys evolve.
+TEST(BatchConfig, ShippedExampleLoads) {
+  BatchConfig c = load_batch_config(RBDVAULT_SOURCE_DIR "/deploy/rbdvault.conf.example");
+  ASSERT_EQ(c.jobs.size(), 3u);
+  EXPECT_EQ(c.jobs[0].pool, "volumes");
+  EXPECT_EQ(c.limits.host_slots, 6u);
+  EXPECT_TRUE(c.settings_for(c.jobs[0], "volumes/volume-9d02be11-cache").skip);
+  EXPECT_EQ(c.settings_for(c.jobs[0], "volumes/volume-3f1c9a2e-billing").retention.keep_hourly, 48);
+}
+
 TEST(BatchConfig, GlobsSizesDurations) {
   EXPECT_TRUE(glob_match("vm-*", "vm-101"));
   EXPECT_FALSE(glob_match("vm-*", "db-1"));
