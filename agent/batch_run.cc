@@ -290,7 +290,10 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     for (size_t i = 0; i < report.images.size(); ++i) {
       ImageOutcome& out = report.images[i];
       const RetentionPolicy& policy = settings[i].retention;
-      if (policy.empty() || out.result == ImageResult::kSkipped || out.image.ends_with("/*")) continue;
+      // Missing images keep their history exactly as it was; skipped ones are left alone.
+      if (policy.empty() || out.result == ImageResult::kSkipped || out.result == ImageResult::kMissing ||
+          out.image.ends_with("/*"))
+        continue;
       const size_t slash = out.image.find('/');
       auto img = st->find_image(out.image.substr(0, slash), out.image.substr(slash + 1));
       if (!img) continue;

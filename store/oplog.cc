@@ -81,7 +81,10 @@ void OpLog::append(const std::string& line) {
 
 std::string OpLog::begin(const std::string& op, const std::string& image, const std::string& args) {
   const int64_t start = now_ms();
-  const std::string id = std::to_string(start) + "-" + std::to_string(::getpid());
+  // Threads of one process (a batch run) start operations in the same millisecond: the thread id
+  // and this log object's sequence number keep ids unique.
+  const std::string id = std::to_string(start) + "-" + std::to_string(::getpid()) + "-" +
+                         std::to_string(::gettid()) + "-" + std::to_string(seq_++);
   append("start id=" + id + " time=" + std::to_string(start) + " op=" + enc(op) + " image=" + enc(image) + " user=" +
          enc(user_name()) + " host=" + enc(host_name()) + " pid=" + std::to_string(::getpid()) + " args=" + enc(args));
   return id;

@@ -3,6 +3,7 @@
 // and the writer log side by side). See docs/format.md for the line format.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -11,7 +12,7 @@
 namespace rbdvault::store {
 
 struct OpRecord {
-  std::string id;     // unique per operation: <start unix ms>-<pid>
+  std::string id;     // unique per operation: <start unix ms>-<pid>-<thread id>-<sequence>
   std::string op;     // backup, restore, forget, expire, gc, scrub, verify, repair, ...
   std::string image;  // pool/name or empty
   std::string args;   // the command line
@@ -38,6 +39,7 @@ class OpLog {
  private:
   void append(const std::string& line);
   std::filesystem::path path_;
+  std::atomic<uint64_t> seq_{0};
 };
 
 }  // namespace rbdvault::store

@@ -5,11 +5,14 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <thread>
 
 #include "agent/batch_config.h"
 #include "agent/host_slots.h"
 #include "agent/schedule.h"
 #include "agent/status.h"
+#include "store/oplog.h"
 
 namespace rbdvault::agent {
 namespace {
@@ -232,6 +235,34 @@ TEST(Status, CheckCodesAndMetrics) {
   EXPECT_EQ(back, m);
   std::filesystem::remove(path);
   EXPECT_THROW(write_file_atomically("/nonexistent-dir/x.prom", m), std::runtime_error);
+}
+
+// The threads of a batch run log their operations at the same moment; each pairs with its end.
+TEST(OpLog, ConcurrentOperationsGetDistinctIds) {
+  const auto dir = std::filesystem::temp_directory_path() / ("rbdvault-oplog-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  store::OpLog log(dir);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const std::string image = "rbd/t" + std::to_string(t) + "-" + std::to_string(i);
+        log.end(log.begin("backup", image, "test"), i % 2 == 0, i % 2 ? "boom" : "", static_cast<uint64_t>(i));
+      }
+    });
+  for (auto& th : threads) th.join();
+  const auto ops = log.read();
+  ASSERT_EQ(ops.size(), 200u);
+  std::set<std::string> ids;
+  for (const auto& op : ops) {
+    ids.insert(op.id);
+    EXPECT_NE(op.end_ms, 0) << op.image;
+    const int i = std::stoi(op.image.substr(op.image.find('-') + 1));
+    EXPECT_EQ(op.result, i % 2 == 0 ? "ok" : "failed") << op.image;
+    EXPECT_EQ(op.bytes, static_cast<uint64_t>(i)) << op.image;
+  }
+  EXPECT_EQ(ids.size(), 200u);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
