@@ -69,6 +69,11 @@ bool selected(const JobConfig& job, const std::string& name) {
   return true;
 }
 
+// Seconds to wait after failed attempt `attempt` (1-based): retry-delay, doubling each time.
+double backoff(const ImageSettings& s, unsigned attempt) {
+  return static_cast<double>(s.retry_delay_seconds) * static_cast<double>(1ull << std::min(attempt - 1, 16u));
+}
+
 struct Task {
   size_t index;  // into report.images
   rbd::ImageSpec spec;
@@ -136,13 +141,26 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   for (const JobConfig& job : c.jobs) {
     if (!o.job.empty() && job.name != o.job) continue;
     std::vector<rbd::ImageEntry> listing;
-    try {
-      listing = cluster.list_images(job.pool);
-    } catch (const rbd::CephError& e) {
+    std::string list_error;
+    for (unsigned attempt = 1;; ++attempt) {
+      try {
+        listing = cluster.list_images(job.pool);
+        list_error.clear();
+        break;
+      } catch (const rbd::CephError& e) {
+        list_error = e.what();
+        if (!transient(e.code()) || attempt > job.settings.retries || stop()) break;
+        const double delay = backoff(job.settings, attempt);
+        spdlog::warn("job {}: {} (attempt {} of {}, retrying in {:.0f}s)", job.name, e.what(), attempt,
+                     job.settings.retries + 1, delay);
+        if (!sleep_unless_stopped(delay, stop)) break;
+      }
+    }
+    if (!list_error.empty()) {
       ImageOutcome out = outcome(job.pool + "/*", job.name);
       out.result = ImageResult::kFailed;
-      out.error = e.what();
-      spdlog::error("job {}: {}", job.name, e.what());
+      out.error = list_error;
+      spdlog::error("job {}: {}", job.name, list_error);
       add(std::move(out), job.settings);
       continue;
     }
@@ -227,7 +245,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         out.result = ImageResult::kFailed;
         out.error = e.what();
         if (!transient(e.code()) || attempt > s.retries || stop()) break;
-        const double delay = static_cast<double>(s.retry_delay_seconds) * static_cast<double>(1u << (attempt - 1));
+        const double delay = backoff(s, attempt);
         spdlog::warn("backup {}: {} (attempt {} of {}, retrying in {:.0f}s)", out.image, e.what(), attempt,
                      s.retries + 1, delay);
         if (!sleep_unless_stopped(delay, stop)) break;

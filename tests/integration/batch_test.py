@@ -205,8 +205,9 @@ def scenario_batch_agent(c):
     c.create("rbd", "agx-new", 4 << 20, FEATURES_FASTDIFF)
     store = new_store("batch-agent")
     jobs = "[job.ag]\npool = rbd\ninclude = ag-*\n"
-    text = base_config(store, jobs, "images-in-parallel = 2\nread-bandwidth = 8M\n",
-                       defaults="keep-last = 2\n").replace("schedule = daily 02:00", "schedule = every 1h")
+    text = base_config(store, jobs, "images-in-parallel = 2\nread-bandwidth = 8M\n", defaults="keep-last = 2\n",
+                       extra="[maintenance]\ngc-schedule = every 2h\nscrub-schedule = every 2h\nscrub-deep = true\n"
+                       ).replace("schedule = daily 02:00", "schedule = every 1h")
     conf = write_config("batch-agent", text)
     # 1 agent hour = 2 real seconds; the agent looks for due work every 10 agent minutes.
     p = start("agent", "--config", conf, "--time-scale", "1800", "--poll", "10m")
@@ -249,6 +250,9 @@ def scenario_batch_agent(c):
     check(all(len(per.get("rbd/ag-%d" % k, [])) == 2 for k in range(3)),
           "keep-last 2 not applied: %s" % per)
     check(any(op == "expire" and res == "ok" for op, _, res in oplog(store)), "no expire in the operation log")
+    ops = oplog(store)
+    check(any(op == "gc" and res == "ok" for op, _, res in ops) and any(op == "scrub" and res == "ok" for op, _, res in ops),
+          "the agent ran no gc or no scrub: %s" % sorted(set((op, res) for op, _, res in ops)))
     newest = max(per["rbd/ag-0"])
     expected = rbd_export_sha("rbd/ag-0@%s" % snap_name(store, newest))
     verify_restores(c, store, "rbd/ag-0@%d" % newest, expected, tag="ag-r")
@@ -295,6 +299,42 @@ def scenario_batch_agent(c):
         c.remove("rbd", n)
 
 
+def scenario_batch_retry(c):
+    """Transient errors are retried with backoff: the OSD of a private cluster stalls mid-run."""
+    mc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "micro-ceph.sh")
+    cdir = os.path.join(TMP, "batch-retry-cluster")
+    subprocess.run([mc, "stop", cdir, "--purge"], capture_output=True)
+    conf = subprocess.run([mc, "start", cdir], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        for n in ("rt-0", "rt-1"):
+            subprocess.run(["rbd", "-c", conf, "create", "--size", "8M", "rbd/" + n], check=True)
+        subprocess.run(["rbd", "-c", conf, "bench", "--io-type", "write", "--io-size", "64K", "--io-total", "1M",
+                        "rbd/rt-0"], check=True, capture_output=True)
+        store = new_store("batch-retry")
+        text = base_config(store, "[job.rt]\npool = rbd\n").replace("conf = %s\n" % CONF, "conf = %s\nop-timeout = 3\n" % conf)
+        text = text.replace("retries = 1\nretry-delay = 1s", "retries = 4\nretry-delay = 2s")
+        cfg = write_config("batch-retry", text)
+        with open(os.path.join(cdir, "run", "osd.0.pid")) as f:
+            osd = int(f.read().strip())
+        os.kill(osd, signal.SIGSTOP)  # every OSD operation now times out after 3 s
+        try:
+            p = start("run", "--config", cfg, "--format", "json")
+            time.sleep(5)
+        finally:
+            os.kill(osd, signal.SIGCONT)
+        rc, out, err = finish(p)
+        check(rc == 0, "run exit %d after the OSD came back\n%s" % (rc, err[-3000:]))
+        retries = [l for l in err.splitlines() if "retrying in" in l]
+        check(retries, "nothing was retried:\n" + err[-3000:])
+        log("retried: " + retries[0])
+        r = json.loads(out)
+        check(r["ok"] == 2 and r["failed"] == 0, "after retries: %s" % r)
+        left = subprocess.run(["rbd", "-c", conf, "snap", "ls", "rbd/rt-0"], capture_output=True, text=True).stdout
+        check(left.count("rbdvault-") == 1, "snapshots after the retried run:\n" + left)
+    finally:
+        subprocess.run([mc, "stop", cdir, "--purge"], capture_output=True)
+
+
 def scenario_batch_config_error(c):
     """A typo in the config: an error naming file, line and key; nothing runs."""
     c.create("rbd", "ce-0", 4 << 20, FEATURES_FASTDIFF)
@@ -326,6 +366,7 @@ SCENARIOS = {
     "batch_failure": scenario_batch_failure,
     "batch_agent": scenario_batch_agent,
     "batch_config_error": scenario_batch_config_error,
+    "batch_retry": scenario_batch_retry,
 }
 
 
