@@ -339,6 +339,48 @@ def scenario_batch_retry(c):
         subprocess.run([mc, "stop", cdir, "--purge"], capture_output=True)
 
 
+def scenario_batch_kill(c):
+    """SIGKILL during parallel backups: no partial revision; the next run recovers every writer."""
+    rng = random.Random(int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 30))))
+    names = ["bk-%02d" % k for k in range(24)]
+    for k, n in enumerate(names):
+        c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF if k % 2 else FEATURES_NO_FASTDIFF)
+        with c.image("rbd", n) as img:
+            img.write(rng.randbytes(2 << 20), rng.randrange(0, 6) << 20)
+    store = new_store("batch-kill")
+    conf = write_config("batch-kill", base_config(store, "[job.bk]\npool = rbd\ninclude = bk-*\n",
+                                                  "images-in-parallel = 3\nread-bandwidth = 16M\n"))
+    kills = 0
+    for _ in range(3):
+        p = start("run", "--config", conf)
+        time.sleep(rng.uniform(0.3, 1.0))
+        if p.poll() is None:
+            p.kill()
+            kills += 1
+        p.communicate()
+    check(kills >= 2, "only %d runs were still running when killed" % kills)
+    committed = len(run_json("ls", "--store", store))
+    rc, out, err = finish(start("run", "--config", conf, "--format", "json"))
+    check(rc == 0, "run after %d kills: exit %d\n%s" % (kills, rc, err[-3000:]))
+    r = json.loads(out)
+    check(r["ok"] + r["not_due"] == 24 and r["failed"] == 0, "after kills: %s" % {k: r[k] for k in ("ok", "not_due", "failed")})
+    log("%d kills; %d revisions committed by killed runs; %d writers rolled back; final run backed up %d" %
+        (kills, committed, err.count("rolled back unfinished revision"), r["ok"]))
+    revs = run_json("ls", "--store", store)
+    check(sorted(x["image"] for x in revs) == ["rbd/" + n for n in names], "revisions: %s" % [x["image"] for x in revs])
+    scrub = run_json("scrub", "--store", store, "--deep")
+    check(scrub["clean"], "deep scrub after kills: %s" % scrub)
+    for n in names:
+        snaps = [x for x in c.snaps("rbd", n) if x.startswith("rbdvault-")]
+        check(len(snaps) == 1, "%s has snapshots %s" % (n, snaps))
+    for rev in rng.sample(revs, 3):
+        name = rev["image"].split("/")[1]
+        expected = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, rev["id"])))
+        verify_restores(c, store, "rbd/%s@%d" % (name, rev["id"]), expected, tag="bk-r")
+    for n in names:
+        c.remove("rbd", n)
+
+
 def scenario_batch_config_error(c):
     """A typo in the config: an error naming file, line and key; nothing runs."""
     c.create("rbd", "ce-0", 4 << 20, FEATURES_FASTDIFF)
@@ -371,6 +413,7 @@ SCENARIOS = {
     "batch_agent": scenario_batch_agent,
     "batch_config_error": scenario_batch_config_error,
     "batch_retry": scenario_batch_retry,
+    "batch_kill": scenario_batch_kill,
 }
 
 
