@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <deque>
 #include <optional>
 #include <vector>
@@ -79,6 +80,9 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
 
   const uint64_t rev_id = store.reserve_revision_id();
   const std::string snap_name = prefix + std::to_string(rev_id);
+  // The revision is the image as of its snapshot: that moment is its creation time, which schedules
+  // and retention count from (not the end of a long read).
+  const int64_t snapshot_time = options.created ? options.created : static_cast<int64_t>(std::time(nullptr));
   const rbd::SnapshotInfo snap = image->create_snapshot(snap_name);
   image.reset();
   spdlog::debug("backup {}: created snapshot {} (id {}, size {})", image_name, snap_name, snap.id, snap.size);
@@ -180,7 +184,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     info.bytes_read = reader.bytes_read();
     info.order = static_cast<uint8_t>(head.order);
     info.features = head.features;
-    info.created = options.created;
+    info.created = snapshot_time;
     check_cancelled();
     result.revision = writer->commit(info);
   } catch (...) {

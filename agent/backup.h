@@ -52,7 +52,7 @@ struct BackupOptions {
   // to the store since the last call; both may block (bandwidth limits).
   std::function<void(uint64_t)> before_read;
   std::function<void(uint64_t)> after_store;
-  // Creation time recorded in the revision (unix seconds); 0: now.
+  // Creation time recorded in the revision (unix seconds); 0: when the snapshot is taken.
   int64_t created = 0;
 };
 

@@ -31,6 +31,12 @@ unsigned long long parse_count(const std::string& v) {
   return n;
 }
 
+int parse_keep(const std::string& v) {
+  const unsigned long long n = parse_count(v);
+  if (n > 1000000) throw std::invalid_argument("more than 1000000");
+  return static_cast<int>(n);
+}
+
 bool parse_bool(const std::string& v) {
   if (v == "true" || v == "yes" || v == "on" || v == "1") return true;
   if (v == "false" || v == "no" || v == "off" || v == "0") return false;
@@ -44,15 +50,15 @@ bool apply_image_key(ImageSettings& s, const std::string& key, const std::string
   else if (key == "jitter")
     s.jitter_seconds = parse_duration(v);
   else if (key == "keep-last")
-    s.retention.keep_last = static_cast<int>(parse_count(v));
+    s.retention.keep_last = parse_keep(v);
   else if (key == "keep-hourly")
-    s.retention.keep_hourly = static_cast<int>(parse_count(v));
+    s.retention.keep_hourly = parse_keep(v);
   else if (key == "keep-daily")
-    s.retention.keep_daily = static_cast<int>(parse_count(v));
+    s.retention.keep_daily = parse_keep(v);
   else if (key == "keep-weekly")
-    s.retention.keep_weekly = static_cast<int>(parse_count(v));
+    s.retention.keep_weekly = parse_keep(v);
   else if (key == "keep-monthly")
-    s.retention.keep_monthly = static_cast<int>(parse_count(v));
+    s.retention.keep_monthly = parse_keep(v);
   else if (key == "full-every")
     s.full_every = static_cast<unsigned>(parse_count(v));
   else if (key == "reads-in-flight") {
@@ -190,7 +196,11 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
   for (const Section& s : sections)
     if (s.name == "defaults") each(s, {}, [&](const Line& l) { return apply_image_key(defaults, l.key, l.value); });
 
+  std::set<std::string> section_names;
   for (const Section& s : sections) {
+    if (!s.name.empty() && !section_names.insert(s.name).second)
+      throw ConfigError(path + ":" + std::to_string(s.line) + ": section [" + s.name +
+                        "] appears twice; merge the two");
     if (s.name.empty()) {
       if (!s.lines.empty())
         throw ConfigError(path + ":" + std::to_string(s.lines.front().line) + ": key '" + s.lines.front().key +

@@ -119,8 +119,9 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   co.timeout_seconds = c.connect_timeout;
   co.op_timeout_seconds = c.op_timeout;
   rbd::Cluster cluster(co);
-  auto st = store::Store::open(c.store, o.dry_run ? store::OpenMode::kReadOnly : store::OpenMode::kWriter,
-                               "rbdvault run --config " + c.path);
+  // Plan on a read-only view: a pass with nothing due (most of the agent's polls) neither takes
+  // the writer lock nor writes anything, so manual commands are not refused meanwhile.
+  auto st = store::Store::open(c.store, store::OpenMode::kReadOnly);
 
   // Plan: which images each job selects, and which of them are due.
   RunReport report;
@@ -197,6 +198,9 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       add(std::move(out), job.settings);
     }
   }
+  for (const auto& [image, override] : c.image_overrides)
+    if (o.job.empty() && !claimed.count(image))
+      spdlog::warn("{}: [image.{}] matches no image a job selected", override.where, image);
   spdlog::info("run {}: {} images selected, {} due{}", c.path, report.images.size(), tasks.size(),
                o.dry_run ? " (dry run)" : "");
 
@@ -207,6 +211,32 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   std::atomic<size_t> next{0}, running{0}, peak{0}, done{0};
   std::atomic<uint64_t> bytes_read{0};
   std::mutex progress_mu;
+  if (!tasks.empty()) {
+    st.reset();
+    st = store::Store::open(c.store, store::OpenMode::kWriter, "rbdvault run --config " + c.path);
+  }
+  // Each attempt holds a host slot only while it works: a backup waiting to retry gives its slot
+  // to someone else. The interval recorded is the last attempt's.
+  auto attempt_in_slot = [&](ImageOutcome& out, const std::function<void()>& body) {
+    HostSlot slot;
+    if (c.limits.host_slots > 0) {
+      slot = HostSlot::acquire(c.limits.host_slots_dir, c.limits.host_slots, stop);
+      if (!slot.held()) throw BackupCancelled("stopped while waiting for a host slot");
+    }
+    out.started_ns = realtime_ns();
+    const size_t now_running = ++running;
+    for (size_t p = peak.load(); now_running > p && !peak.compare_exchange_weak(p, now_running);) {
+    }
+    struct Leave {
+      std::atomic<size_t>& running;
+      ImageOutcome& out;
+      ~Leave() {
+        --running;
+        out.finished_ns = realtime_ns();  // before the slot is released
+      }
+    } leave{running, out};
+    body();
+  };
   auto backup_one = [&](const Task& t) {
     ImageOutcome& out = report.images[t.index];
     const ImageSettings& s = settings[t.index];
@@ -226,7 +256,8 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       out.attempts = attempt;
       bo.created = o.now ? now() : 0;
       try {
-        BackupResult r = backup_image(cluster, *st, t.spec, bo);
+        BackupResult r;
+        attempt_in_slot(out, [&] { r = backup_image(cluster, *st, t.spec, bo); });
         out.result = ImageResult::kOk;
         out.error.clear();
         out.revision = r.revision.id;
@@ -258,7 +289,11 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     if (out.result == ImageResult::kFailed) spdlog::error("backup {}: {}", out.image, out.error);
     if (!op_id.empty()) {
       try {
-        oplog.end(op_id, out.result == ImageResult::kOk, out.error, out.bytes_read);
+        oplog.end(op_id,
+                  out.result == ImageResult::kOk          ? "ok"
+                  : out.result == ImageResult::kCancelled ? "cancelled"
+                                                          : "failed",
+                  out.error, out.bytes_read);
       } catch (const std::exception& e) {
         spdlog::warn("{}", e.what());
       }
@@ -270,27 +305,22 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       if (i >= tasks.size() || stop()) return;
       ImageOutcome& out = report.images[tasks[i].index];
       try {
-        HostSlot slot;
-        if (c.limits.host_slots > 0) {
-          slot = HostSlot::acquire(c.limits.host_slots_dir, c.limits.host_slots, stop);
-          if (!slot.held()) return;  // stopped while waiting
-        }
-        out.started_ns = realtime_ns();
-        const size_t now_running = ++running;
-        for (size_t p = peak.load(); now_running > p && !peak.compare_exchange_weak(p, now_running);) {
-        }
         backup_one(tasks[i]);
-        --running;
-        out.finished_ns = realtime_ns();  // before the slot is released
       } catch (const std::exception& e) {
         out.result = ImageResult::kFailed;
         out.error = e.what();
         spdlog::error("backup {}: {}", out.image, e.what());
+      } catch (...) {
+        out.result = ImageResult::kFailed;
+        out.error = "unknown error";
       }
       const size_t d = ++done;
       if (o.progress) {
-        std::lock_guard<std::mutex> g(progress_mu);
-        o.progress(d, tasks.size(), bytes_read.load());
+        try {
+          std::lock_guard<std::mutex> g(progress_mu);
+          o.progress(d, tasks.size(), bytes_read.load());
+        } catch (...) {
+        }
       }
     }
   };
@@ -303,15 +333,13 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   report.peak_parallel = peak.load();
   report.stopped = stop();
 
-  // Retention, once no backup runs: for every selected image that has revisions.
-  if (!o.dry_run && !report.stopped) {
+  // Retention for the images backed up now (for the others nothing changed since their last
+  // backup's pass); missing images keep their history exactly as it was.
+  if (!o.dry_run && !report.stopped && !tasks.empty()) {
     for (size_t i = 0; i < report.images.size(); ++i) {
       ImageOutcome& out = report.images[i];
       const RetentionPolicy& policy = settings[i].retention;
-      // Missing images keep their history exactly as it was; skipped ones are left alone.
-      if (policy.empty() || out.result == ImageResult::kSkipped || out.result == ImageResult::kMissing ||
-          out.image.ends_with("/*"))
-        continue;
+      if (policy.empty() || out.result != ImageResult::kOk) continue;
       const size_t slash = out.image.find('/');
       auto img = st->find_image(out.image.substr(0, slash), out.image.substr(slash + 1));
       if (!img) continue;
@@ -333,7 +361,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     }
   }
 
-  if (!o.dry_run && !c.metrics_file.empty()) {
+  if (!o.dry_run && !c.metrics_file.empty() && (o.metrics_when_idle || !tasks.empty() || !report.ok())) {
     try {
       write_file_atomically(c.metrics_file, prometheus_metrics(collect_status(*st), now()));
     } catch (const std::exception& e) {

@@ -28,6 +28,8 @@ struct RunOptions {
   // Called as images finish, for a progress line: (images done, images to do, bytes read so far).
   std::function<void(size_t, size_t, uint64_t)> progress;
   std::string command_line;  // for the operation log
+  // Rewrite the metrics file even when nothing was due (the agent's idle polls do not).
+  bool metrics_when_idle = true;
 };
 
 enum class ImageResult { kOk, kFailed, kNotDue, kSkipped, kMissing, kCancelled, kWouldBackUp };

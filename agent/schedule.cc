@@ -116,13 +116,15 @@ int64_t Schedule::slot_at_or_before(int64_t t) const {
 
 bool Schedule::due(int64_t last, int64_t now, int64_t offset) const {
   if (last <= 0) return true;
-  if (kind_ == Kind::kEvery) return now >= last + period_;
+  // Slack for interval schedules: a nightly timer firing a few seconds before the previous
+  // night's snapshot time must still find the image due.
+  if (kind_ == Kind::kEvery) return now >= last + period_ - period_ / 20;
   return last < slot_at_or_before(now - offset) + offset;
 }
 
 int64_t Schedule::next_due(int64_t last, int64_t now, int64_t offset) const {
   if (due(last, now, offset)) return now;
-  if (kind_ == Kind::kEvery) return last + period_;
+  if (kind_ == Kind::kEvery) return last + period_ - period_ / 20;
   // The next slot after now: step forward from the current one until it moves.
   const int64_t current = slot_at_or_before(now - offset);
   int64_t probe = now - offset + 60;

@@ -13,7 +13,7 @@ class Schedule {
   static Schedule parse(const std::string& text);
 
   // Whether a task last done at `last` (unix seconds; 0: never) is due at `now`. Interval schedules
-  // ("every N") are due N after the last run; slot schedules once per slot, the slot shifted by
+  // ("every N") are due N after the last run, less 5% slack for timers that fire a little early; slot schedules once per slot, the slot shifted by
   // `offset` seconds (the per-image jitter) so that hundreds of images do not start at one second.
   bool due(int64_t last, int64_t now, int64_t offset = 0) const;
   // The earliest time after `now` at which due() may become true for a task done at `last`.

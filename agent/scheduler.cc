@@ -51,8 +51,9 @@ int64_t last_success(const std::string& store_dir, const std::string& op) {
   return last;
 }
 
-// Runs a logged maintenance operation; errors are logged, never fatal to the agent.
-void maintenance(const BatchConfig& c, const std::string& op, const std::string& args,
+// Runs a logged maintenance operation; errors are logged, never fatal to the agent. True if it
+// succeeded.
+bool maintenance(const BatchConfig& c, const std::string& op, const std::string& args,
                  const std::function<uint64_t(store::Store&)>& body) {
   store::OpLog log(c.store);
   std::string id;
@@ -62,6 +63,7 @@ void maintenance(const BatchConfig& c, const std::string& op, const std::string&
                                  "rbdvault agent " + op);
     const uint64_t bytes = body(*st);
     log.end(id, true, "", bytes);
+    return true;
   } catch (const std::exception& e) {
     spdlog::error("agent: {} failed: {}", op, e.what());
     if (!id.empty()) {
@@ -70,6 +72,7 @@ void maintenance(const BatchConfig& c, const std::string& op, const std::string&
       } catch (const std::exception&) {
       }
     }
+    return false;
   }
 }
 
@@ -82,7 +85,10 @@ void run_agent(const AgentOptions& o) {
   spdlog::info("agent: started with {} ({} jobs){}", o.config_path, config.jobs.size(),
                o.time_scale != 1 ? " [time scale " + std::to_string(o.time_scale) + "]" : "");
   std::map<std::string, int64_t> not_before;  // images that failed: next try
+  // Without history, maintenance waits for its first slot rather than starting with the agent.
   int64_t last_gc = last_success(config.store, "gc"), last_scrub = last_success(config.store, "scrub");
+  if (last_gc == 0) last_gc = clock.now();
+  if (last_scrub == 0) last_scrub = clock.now();
   bool reload = false;
   const std::function<bool()> wake = [&] {
     if (o.take_reload && o.take_reload()) reload = true;
@@ -105,6 +111,7 @@ void run_agent(const AgentOptions& o) {
     ro.now = [&] { return clock.now(); };
     ro.not_before = not_before;
     ro.command_line = o.command_line;
+    ro.metrics_when_idle = false;
     try {
       RunReport report = run_batch(config, ro);
       for (const ImageOutcome& i : report.images) {
@@ -120,19 +127,19 @@ void run_agent(const AgentOptions& o) {
     if (stop()) break;
 
     const int64_t now = clock.now();
-    if (config.maintenance.gc && config.maintenance.gc->due(last_gc, now)) {
-      maintenance(config, "gc", o.command_line, [&](store::Store& st) {
+    // A failed run (e.g. the store was locked by a manual command) is tried again at the next poll.
+    if (config.maintenance.gc && config.maintenance.gc->due(last_gc, now) &&
+        maintenance(config, "gc", o.command_line, [&](store::Store& st) {
         store::GcOptions g;
         g.max_unused = config.maintenance.gc_max_unused_percent / 100.0;
         store::GcResult r = store::gc(st, g);
         spdlog::info("agent: gc removed {} chunks, {} -> {} bytes of packs", r.chunks_removed, r.bytes_before,
                      r.bytes_after);
         return r.bytes_before - r.bytes_after;
-      });
+      }))
       last_gc = now;
-    }
-    if (config.maintenance.scrub && config.maintenance.scrub->due(last_scrub, now)) {
-      maintenance(config, "scrub", o.command_line, [&](store::Store& st) {
+    if (config.maintenance.scrub && config.maintenance.scrub->due(last_scrub, now) &&
+        maintenance(config, "scrub", o.command_line, [&](store::Store& st) {
         store::ScrubOptions so;
         so.deep = config.maintenance.scrub_deep;
         store::ScrubReport r = store::scrub(st, so);
@@ -140,9 +147,8 @@ void run_agent(const AgentOptions& o) {
         if (!r.clean()) throw std::runtime_error(std::to_string(r.issues.size()) + " problems found");
         spdlog::info("agent: scrub checked {} revisions, clean", r.revisions_checked);
         return r.bytes_verified;
-      });
+      }))
       last_scrub = now;
-    }
     clock.sleep(o.poll_seconds, wake);
   }
   spdlog::info("agent: stopped");

@@ -74,6 +74,7 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
       }
       continue;
     }
+    if (op.result == "cancelled") continue;  // stopped on request: says nothing about the image
     if (op.start_ms / 1000 >= s.last_attempt) {
       s.last_attempt = op.start_ms / 1000;
       s.last_result = op.result;
@@ -167,9 +168,11 @@ void write_file_atomically(const std::string& path, const std::string& content) 
     }
     off += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  int err = ::fsync(fd) == 0 ? 0 : errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) {
     ::unlink(tmp.c_str());
-    throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+    throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(err));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;

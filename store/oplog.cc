@@ -91,8 +91,12 @@ std::string OpLog::begin(const std::string& op, const std::string& image, const 
 }
 
 void OpLog::end(const std::string& id, bool ok, const std::string& error, uint64_t bytes) {
-  append("end id=" + id + " time=" + std::to_string(now_ms()) + " result=" + (ok ? "ok" : "failed") +
-         " bytes=" + std::to_string(bytes) + " error=" + enc(error));
+  end(id, ok ? "ok" : "failed", error, bytes);
+}
+
+void OpLog::end(const std::string& id, const char* result, const std::string& error, uint64_t bytes) {
+  append("end id=" + id + " time=" + std::to_string(now_ms()) + " result=" + result + " bytes=" +
+         std::to_string(bytes) + " error=" + enc(error));
 }
 
 std::vector<OpRecord> OpLog::read() const {

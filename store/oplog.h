@@ -20,7 +20,7 @@ struct OpRecord {
   int64_t pid = 0;
   int64_t start_ms = 0;
   int64_t end_ms = 0;  // 0: no end line (still running, or the process died)
-  std::string result;  // ok, failed; empty when no end line
+  std::string result;  // ok, failed, cancelled; empty when no end line
   std::string error;
   uint64_t bytes = 0;  // bytes read, written or freed, whatever the operation moves
 };
@@ -32,6 +32,8 @@ class OpLog {
   // Appends the start line; returns the operation id. Throws StoreError on I/O failure.
   std::string begin(const std::string& op, const std::string& image, const std::string& args);
   void end(const std::string& id, bool ok, const std::string& error, uint64_t bytes);
+  // result: "ok", "failed" or "cancelled" (stopped on request; neither a success nor a failure).
+  void end(const std::string& id, const char* result, const std::string& error, uint64_t bytes);
 
   // All operations, oldest first; start and end lines paired by id.
   std::vector<OpRecord> read() const;

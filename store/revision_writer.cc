@@ -63,11 +63,14 @@ RevisionWriter::~RevisionWriter() {
   if (committed_) return;
   lookup_.reset();
   pack_.reset();  // deletes the unsealed pack
-  store_.end_write(id_, image_);
   try {
     store_.roll_back(PendingRecord{id_, image_});
+    store_.end_write(id_, image_);
   } catch (const std::exception& e) {
-    spdlog::error("could not roll back revision {}: {} (the next writer to open the store will)", id_, e.what());
+    // The entries stay in the index; a later revision of this image would read them as its
+    // parent's content. Keep the image (and the store's maintenance) blocked in this process: the
+    // next process to open the store rolls the revision back before anything else.
+    spdlog::error("could not roll back revision {}: {}; image blocked until the store is reopened", id_, e.what());
   }
 }
 

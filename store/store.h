@@ -4,8 +4,9 @@
 // Thread safety: the read methods may be called from any thread. Several RevisionWriters of
 // different images may run at once, each on its own thread (a batch backs up images in parallel);
 // they serialise on the store's write mutex for the short index and pack updates, never for
-// hashing or compression (prepare_block). forget(), set_protected(), gc and repair need the store
-// to themselves: they are refused while a revision is being written.
+// hashing or compression (prepare_block). forget(), gc and repair need the store to themselves:
+// they are refused while a revision is being written. (set_protected only rewrites a committed
+// revision's record and may run alongside.)
 #pragma once
 
 #include <cstdint>

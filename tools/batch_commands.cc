@@ -46,9 +46,9 @@ std::string store_dir(const BatchArgs& a) {
 
 int cmd_run(const BatchArgs& a) {
   if (a.config.empty()) throw std::invalid_argument("run: --config FILE is required");
-  SignalFlags signals;
   const agent::BatchConfig config = agent::load_batch_config(a.config);
   add_log_file(config.log_file);
+  SignalFlags signals;  // before any thread starts (and after the logger is complete)
   agent::RunOptions o;
   o.job = a.job;
   o.dry_run = a.dry_run;
@@ -117,8 +117,8 @@ int cmd_run(const BatchArgs& a) {
 
 int cmd_agent(const BatchArgs& a) {
   if (a.config.empty()) throw std::invalid_argument("agent: --config FILE is required");
-  SignalFlags signals;
   add_log_file(agent::load_batch_config(a.config).log_file);
+  SignalFlags signals;  // before any thread starts (and after the logger is complete)
   agent::AgentOptions o;
   o.config_path = a.config;
   o.poll_seconds = a.poll_seconds;

@@ -714,7 +714,22 @@ int main(int argc, char** argv) {
     if (a.command == "verify") return cmd_verify(a);
     if (a.command == "repair") return cmd_repair(a);
     if (a.command == "log") return cmd_log(a);
-    if (a.command == "run" || a.command == "agent" || a.command == "status" || a.command == "check") {
+    if (a.command == "check") {
+      // A monitoring plugin answers UNKNOWN (3), never CRITICAL, for its own usage errors.
+      try {
+        if (!a.positional.empty()) throw UsageError("check: unexpected argument " + a.positional.front());
+        tools::BatchArgs b;
+        b.config = a.str("config");
+        b.store = a.str("store");
+        b.max_age = agent::parse_duration(a.str("max-age"));
+        b.warn_age = agent::parse_duration(a.str("warn-age"));
+        return tools::cmd_check(b);
+      } catch (const std::exception& e) {
+        std::cout << "RBDVAULT UNKNOWN - " << e.what() << "\n";
+        return 3;
+      }
+    }
+    if (a.command == "run" || a.command == "agent" || a.command == "status") {
       if (!a.positional.empty()) throw UsageError(a.command + ": unexpected argument " + a.positional.front());
       tools::BatchArgs b;
       b.config = a.str("config");
@@ -726,13 +741,10 @@ int main(int argc, char** argv) {
       b.quiet = a.flag("quiet");
       b.time_scale = a.vm["time-scale"].as<double>();
       b.poll_seconds = agent::parse_duration(a.str("poll"));
-      b.max_age = agent::parse_duration(a.str("max-age"));
-      b.warn_age = agent::parse_duration(a.str("warn-age"));
       b.command_line = a.command_line;
       if (a.command == "run") return tools::cmd_run(b);
       if (a.command == "agent") return tools::cmd_agent(b);
-      if (a.command == "status") return tools::cmd_status(b);
-      return tools::cmd_check(b);
+      return tools::cmd_status(b);
     }
     throw UsageError("unknown command '" + a.command + "' (see rbdvault --help)");
   } catch (const UsageError& e) {

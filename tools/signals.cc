@@ -9,7 +9,7 @@ namespace rbdvault::tools {
 SignalFlags::SignalFlags() {
   sigemptyset(&set_);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set_, s);
-  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  pthread_sigmask(SIG_BLOCK, &set_, &old_mask_);
   thread_ = std::thread([this] {
     while (!done_) {
       int sig = 0;
@@ -30,6 +30,7 @@ SignalFlags::~SignalFlags() {
   done_ = true;
   pthread_kill(thread_.native_handle(), SIGUSR1);
   thread_.join();
+  pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
 }
 
 }  // namespace rbdvault::tools

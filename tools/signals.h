@@ -21,7 +21,7 @@ class SignalFlags {
   bool take_reload() { return reload_.exchange(false); }
 
  private:
-  sigset_t set_;
+  sigset_t set_, old_mask_;
   std::atomic<bool> stop_{false}, reload_{false}, done_{false};
   std::thread thread_;
 };

@@ -294,6 +294,10 @@ def scenario_batch_agent(c):
           "the abandoned backup left snapshots: %s" % c.snaps("rbd", "ag-big"))
     status = {s["image"]: s for s in run_json("status", "--store", store)}
     check(not any(s["running"] for s in status.values()), "status still shows a backup running")
+    check(status.get("rbd/ag-big", {}).get("last_result", "") != "failed",
+          "a backup stopped on request counts as failed: %s" % status.get("rbd/ag-big"))
+    check(any(op == "backup" and img == "rbd/ag-big" and res == "cancelled" for op, img, res in oplog(store)),
+          "the abandoned backup is not logged as cancelled")
     # Nothing was left for recovery to roll back: the next writer finds a clean store.
     _, err = run("backup", "--store", store, "rbd/ag-1")
     check("rolled back" not in err, "the next writer had to roll back: %s" % err)

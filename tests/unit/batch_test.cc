@@ -96,6 +96,8 @@ TEST(BatchConfig, ErrorsNameFileLineAndKey) {
       {"pool = db", "pool = db\npool = db2", "good.conf:35: key 'pool' in [job.db] is given twice"},
       {"keep-hourly = 48", "keep-hourly = -1", "good.conf:39: key 'keep-hourly' in [image.rbd/vm-101]: bad value '-1'"},
       {"id = backup", "id backup", "good.conf:4: expected 'key = value', got 'id backup'"},
+      {"[job.db]", "[limits]\nhost-slots = 2\n[job.db]", "good.conf:33: section [limits] appears twice"},
+      {"keep-last = 3", "keep-last = 4294967296", "good.conf:31: key 'keep-last' in [job.vms]: bad value"},
   };
   for (const Case& c : cases) {
     std::string text = kGood;
@@ -162,9 +164,12 @@ TEST(Schedule, DailySlotsIntervalsAndJitter) {
   EXPECT_TRUE(daily.due(jittered, local(2026, 11, 26, 2, 20), 1200));
 
   Schedule every = Schedule::parse("every 6h");
-  EXPECT_FALSE(every.due(done, done + 6 * 3600 - 1));
-  EXPECT_TRUE(every.due(done, done + 6 * 3600));
-  EXPECT_EQ(every.next_due(done, done + 60), done + 6 * 3600);
+  // Due after the interval less 5% slack (18 min of 6 h), so an early timer does not skip a cycle.
+  EXPECT_FALSE(every.due(done, done + 6 * 3600 - 18 * 60 - 1));
+  EXPECT_TRUE(every.due(done, done + 6 * 3600 - 18 * 60));
+  EXPECT_EQ(every.next_due(done, done + 60), done + 6 * 3600 - 18 * 60);
+  Schedule nightly = Schedule::parse("every 24h");
+  EXPECT_TRUE(nightly.due(local(2026, 11, 25, 2, 0) + 30, local(2026, 11, 26, 2, 0) + 5));
 
   Schedule weekly = Schedule::parse("weekly sun 03:30");  // 2026-11-29 is a Sunday
   EXPECT_FALSE(weekly.due(done, local(2026, 11, 29, 3, 29)));
