@@ -751,6 +751,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rbdvault: %s\n", e.what());
     return 2;
   } catch (const po::error& e) {
+    if (argc > 1 && std::string(argv[1]) == "check") {  // a monitoring plugin answers UNKNOWN
+      std::printf("RBDVAULT UNKNOWN - %s\n", e.what());
+      return 3;
+    }
     std::fprintf(stderr, "rbdvault: %s\n", e.what());
     return 2;
   } catch (const std::invalid_argument& e) {

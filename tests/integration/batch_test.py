@@ -404,6 +404,11 @@ def scenario_batch_config_error(c):
     conf = write_config("batch-config-error", "\n".join(lines) + "\n")
     _, err = run("run", "--config", conf, rc=-1)
     check("%s:%d: key 'images-in-parallel' in [limits]: bad value 'many'" % (conf, at + 1) in err, err)
+    # check is a monitoring plugin: its own errors are UNKNOWN (3), never CRITICAL.
+    for args in (["--config", conf], ["--store", store, "--max-age", "soon"], ["--store", store, "--bogus"],
+                 ["--store", store, "extra-arg"]):
+        out, _ = run("check", *args, rc=3)
+        check(out.startswith("RBDVAULT UNKNOWN - "), "check %s: %r" % (args, out))
     check(run_json("ls", "--store", store) == [], "something was backed up")
     check(c.snaps("rbd", "ce-0") == [], "a snapshot was taken")
     check(not os.path.exists(os.path.join(store, "oplog")) or not any(
