@@ -43,3 +43,26 @@ rbd export --no-progress rbd/vm-101-restored "$WORK/restored.img"
 cmp "$WORK/rev2.expected" "$WORK/restored.img"
 cmp "$WORK/rev1.expected" "$WORK/rev1.raw"
 echo "OK: restored image and file are byte-identical to rbd export of their snapshots"
+
+step "a batch run over the pool (config file, 3 more images, status, Nagios check)"
+for i in 1 2 3; do rbd create --size 64M "rbd/vm-20$i"; done
+rbd bench --io-type write --io-size 4M --io-total 16M rbd/vm-201 >/dev/null
+cat >"$WORK/rbdvault.conf" <<CONF
+[ceph]
+conf = $CONF
+[store]
+path = $STORE
+metrics-file = $WORK/rbdvault.prom
+[defaults]
+schedule = daily 02:00
+keep-last = 7
+[limits]
+images-in-parallel = 2
+[job.vms]
+pool = rbd
+include = vm-*
+exclude = *-restored
+CONF
+"$RBDVAULT" run --config "$WORK/rbdvault.conf" --force
+"$RBDVAULT" status --config "$WORK/rbdvault.conf"
+"$RBDVAULT" check --config "$WORK/rbdvault.conf" --max-age 26h
