@@ -133,6 +133,22 @@ bool glob_match(const std::string& pattern, const std::string& name) {
   return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
+bool JobConfig::selects(const std::string& p, const std::string& name) const {
+  if (p != pool) return false;
+  bool in = include.empty();
+  for (auto& g : include) in = in || glob_match(g, name);
+  if (!in) return false;
+  for (auto& g : exclude)
+    if (glob_match(g, name)) return false;
+  return true;
+}
+
+std::optional<ImageSettings> BatchConfig::find_settings(const std::string& pool, const std::string& name) const {
+  for (const JobConfig& job : jobs)
+    if (job.selects(pool, name)) return settings_for(job, pool + "/" + name);
+  return std::nullopt;
+}
+
 ImageSettings BatchConfig::settings_for(const JobConfig& job, const std::string& image) const {
   ImageSettings s = job.settings;
   auto o = image_overrides.find(image);

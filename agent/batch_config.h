@@ -39,6 +39,8 @@ struct JobConfig {
   std::vector<std::string> include;  // globs over image names; none means every image
   std::vector<std::string> exclude;
   ImageSettings settings;            // defaults overlaid with the job's keys
+  // Whether the job's pool and globs select pool/name.
+  bool selects(const std::string& pool, const std::string& name) const;
 };
 
 struct Limits {
@@ -77,6 +79,8 @@ struct BatchConfig {
 
   // Settings for pool/name selected by `job` (job settings plus the image's overrides).
   ImageSettings settings_for(const JobConfig& job, const std::string& image) const;
+  // The settings of pool/name under the first job selecting it; nullopt if no job does.
+  std::optional<ImageSettings> find_settings(const std::string& pool, const std::string& name) const;
 };
 
 // Reads and validates the whole file; throws ConfigError (never runs anything half-configured).

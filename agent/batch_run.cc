@@ -60,15 +60,6 @@ bool sleep_unless_stopped(double seconds, const std::function<bool()>& stop) {
   return !stop();
 }
 
-bool selected(const JobConfig& job, const std::string& name) {
-  bool in = job.include.empty();
-  for (auto& p : job.include) in = in || glob_match(p, name);
-  if (!in) return false;
-  for (auto& p : job.exclude)
-    if (glob_match(p, name)) return false;
-  return true;
-}
-
 // Seconds to wait after failed attempt `attempt` (1-based): retry-delay, doubling each time.
 double backoff(const ImageSettings& s, unsigned attempt) {
   return static_cast<double>(s.retry_delay_seconds) * static_cast<double>(1ull << std::min(attempt - 1, 16u));
@@ -169,7 +160,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     for (const rbd::ImageEntry& e : listing) {
       present.insert(e.name);
       const std::string full = job.pool + "/" + e.name;
-      if (!selected(job, e.name) || !claimed.insert(full).second) continue;
+      if (!job.selects(job.pool, e.name) || !claimed.insert(full).second) continue;
       const ImageSettings s = c.settings_for(job, full);
       ImageOutcome out = outcome(full, job.name);
       if (s.skip) {
@@ -190,7 +181,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     // Backed up before, gone from the pool now: reported, history kept.
     for (const store::ImageRecord& img : st->images()) {
       const std::string full = img.pool + "/" + img.name;
-      if (img.pool != job.pool || present.count(img.name) || !selected(job, img.name) || !claimed.insert(full).second)
+      if (img.pool != job.pool || present.count(img.name) || !job.selects(img.pool, img.name) || !claimed.insert(full).second)
         continue;
       ImageOutcome out = outcome(full, job.name);
       out.result = ImageResult::kMissing;

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <optional>
+#include <vector>
 #include <sstream>
 
 #include "agent/batch_config.h"
@@ -36,10 +38,21 @@ std::string age_text(int64_t seconds) {
   return std::to_string(seconds / 86400) + "d";
 }
 
-std::string store_dir(const BatchArgs& a) {
-  if (!a.store.empty()) return a.store;
-  if (a.config.empty()) throw std::invalid_argument("give --config FILE or --store DIR");
-  return agent::load_batch_config(a.config).store;
+// The store's images; with --config only those a job selects and does not skip, so that images
+// taken out of the backup plan stop alarming (their history stays until forgotten).
+std::vector<agent::ImageStatus> image_status(const BatchArgs& a) {
+  if (a.store.empty() && a.config.empty()) throw std::invalid_argument("give --config FILE or --store DIR");
+  std::optional<agent::BatchConfig> config;
+  if (!a.config.empty()) config = agent::load_batch_config(a.config);
+  auto st = store::Store::open(a.store.empty() ? config->store : a.store, store::OpenMode::kReadOnly);
+  auto images = agent::collect_status(*st);
+  if (config)
+    std::erase_if(images, [&](const agent::ImageStatus& s) {
+      const size_t slash = s.image.find('/');
+      auto settings = config->find_settings(s.image.substr(0, slash), s.image.substr(slash + 1));
+      return !settings || settings->skip;
+    });
+  return images;
 }
 
 }  // namespace
@@ -131,8 +144,7 @@ int cmd_agent(const BatchArgs& a) {
 }
 
 int cmd_status(const BatchArgs& a) {
-  auto st = store::Store::open(store_dir(a), store::OpenMode::kReadOnly);
-  const auto images = agent::collect_status(*st);
+  const auto images = image_status(a);
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
   if (a.json) {
     std::ostringstream j;
@@ -163,8 +175,7 @@ int cmd_status(const BatchArgs& a) {
 
 int cmd_check(const BatchArgs& a) {
   try {
-    auto st = store::Store::open(store_dir(a), store::OpenMode::kReadOnly);
-    agent::CheckResult r = agent::check_status(agent::collect_status(*st), static_cast<int64_t>(std::time(nullptr)),
+    agent::CheckResult r = agent::check_status(image_status(a), static_cast<int64_t>(std::time(nullptr)),
                                                a.max_age, a.warn_age);
     std::cout << r.line << "\n";
     return r.code;

@@ -191,6 +191,12 @@ def scenario_batch_failure(c):
     out, _ = run("check", "--config", conf, "--max-age", "26h", rc=2)
     check(out.startswith("RBDVAULT CRITICAL") and "rbd/bf-zz-broken failed" in out and "| images=" in out,
           "check output: %s" % out)
+    # With --config, an image taken out of the plan (skip = true) no longer alarms.
+    conf_skip = write_config("batch-failure-skip", open(conf).read() + "\n[image.rbd/bf-zz-broken]\nskip = true\n")
+    out, _ = run("check", "--config", conf_skip, "--max-age", "26h", rc=0)
+    check(out.startswith("RBDVAULT OK - 5 images"), "check with the broken image skipped: %s" % out)
+    check("rbd/bf-zz-broken" not in [s["image"] for s in run_json("status", "--config", conf_skip)],
+          "status --config lists a skipped image")
     with open(store + ".prom") as f:
         metrics = f.read()
     check('rbdvault_last_backup_ok{image="rbd/bf-zz-broken"} 0' in metrics and "rbdvault_images_failed 1" in metrics

@@ -80,6 +80,13 @@ TEST(BatchConfig, ParsesEverySectionWithInheritance) {
   EXPECT_EQ(s.retention.keep_hourly, 48);
   EXPECT_EQ(s.retention.keep_last, 3);  // the job's, not overridden
   EXPECT_EQ(c.settings_for(vms, "rbd/vm-102").schedule.text(), "daily 02:00");
+  // The first job selecting an image decides its settings; none: not in the plan.
+  ASSERT_TRUE(c.find_settings("rbd", "vm-101"));
+  EXPECT_EQ(c.find_settings("rbd", "vm-101")->schedule.text(), "hourly");
+  EXPECT_EQ(c.find_settings("rbd", "ct-7")->retention.keep_last, 3);
+  EXPECT_FALSE(c.find_settings("rbd", "vm-9-scratch"));  // excluded
+  EXPECT_FALSE(c.find_settings("rbd", "db-1"));          // not included
+  EXPECT_EQ(c.find_settings("db", "anything")->schedule.text(), "every 6h");
 }
 
 // Each broken line is named by file, line and key; nothing is half-loaded.
