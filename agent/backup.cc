@@ -92,7 +92,8 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   result.full_reason = full_reason;
   try {
     rbd::Image at_snap = rbd::Image::open(cluster, spec.pool, spec.image, snap_name, /*read_only=*/true);
-    auto writer = store.begin_revision(store::RevisionStart{spec.pool, spec.image, snap.size, base_snap.empty(), rev_id});
+    auto writer =
+        store.begin_revision(store::RevisionStart{spec.pool, spec.image, snap.size, base_snap.empty(), rev_id});
     if (writer->id() != rev_id) throw store::StoreError(store::StoreError::Kind::kIO, "revision id changed under us");
     const uint64_t bs = store.block_size();
     const uint64_t nblocks = store.blocks_for(snap.size);

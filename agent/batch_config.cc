@@ -97,7 +97,8 @@ uint64_t parse_bytes(const std::string& text) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || n < 0 || !std::isfinite(n)) throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
+  if (used == 0 || n < 0 || !std::isfinite(n))
+    throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
   std::string unit = t.substr(used);
   if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
   if (!unit.empty() && unit.back() == 'i') unit.pop_back();

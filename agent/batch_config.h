@@ -24,13 +24,13 @@ struct ConfigError : std::runtime_error {
 // Settings an image takes from [defaults], then its [job.*], then its own [image.POOL/NAME].
 struct ImageSettings {
   Schedule schedule = Schedule::parse("daily 02:00");
-  int64_t jitter_seconds = 0;   // each image starts up to this long after its slot (spread load)
-  RetentionPolicy retention;    // empty: no expiry
-  unsigned full_every = 0;      // a full read after N deltas (0: never)
-  size_t reads_in_flight = 16;  // per image
-  unsigned retries = 2;         // extra attempts after a transient Ceph error
+  int64_t jitter_seconds = 0;        // each image starts up to this long after its slot (spread load)
+  RetentionPolicy retention;         // empty: no expiry
+  unsigned full_every = 0;           // a full read after N deltas (0: never)
+  size_t reads_in_flight = 16;       // per image
+  unsigned retries = 2;              // extra attempts after a transient Ceph error
   int64_t retry_delay_seconds = 30;  // first backoff; doubles per attempt
-  bool skip = false;            // leave this image out (history is kept)
+  bool skip = false;                 // leave this image out (history is kept)
 };
 
 struct JobConfig {
@@ -38,21 +38,21 @@ struct JobConfig {
   std::string pool;
   std::vector<std::string> include;  // globs over image names; none means every image
   std::vector<std::string> exclude;
-  ImageSettings settings;            // defaults overlaid with the job's keys
+  ImageSettings settings;  // defaults overlaid with the job's keys
   // Whether the job's pool and globs select pool/name.
   bool selects(const std::string& pool, const std::string& name) const;
 };
 
 struct Limits {
-  size_t images_in_parallel = 2;     // concurrent image backups in this process
-  uint64_t read_bandwidth = 0;       // bytes/s read from the cluster by this process; 0: unlimited
-  uint64_t write_bandwidth = 0;      // bytes/s of new chunk data written to the store; 0: unlimited
-  size_t host_slots = 0;             // concurrent image backups on this host, shared by all processes; 0: off
+  size_t images_in_parallel = 2;  // concurrent image backups in this process
+  uint64_t read_bandwidth = 0;    // bytes/s read from the cluster by this process; 0: unlimited
+  uint64_t write_bandwidth = 0;   // bytes/s of new chunk data written to the store; 0: unlimited
+  size_t host_slots = 0;          // concurrent image backups on this host, shared by all processes; 0: off
   std::string host_slots_dir = "/run/lock/rbdvault";
 };
 
 struct MaintenanceConfig {
-  std::optional<Schedule> gc;        // agent only; none: never
+  std::optional<Schedule> gc;  // agent only; none: never
   std::optional<Schedule> scrub;
   bool scrub_deep = false;
   double gc_max_unused_percent = 5;

@@ -99,8 +99,7 @@ size_t RunReport::count(ImageResult r) const {
 RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   const std::function<int64_t()> now = o.now ? o.now : [] { return static_cast<int64_t>(std::time(nullptr)); };
   const std::function<bool()> stop = [&] { return o.stop && o.stop(); };
-  if (!o.job.empty() &&
-      std::none_of(c.jobs.begin(), c.jobs.end(), [&](const JobConfig& j) { return j.name == o.job; }))
+  if (!o.job.empty() && std::none_of(c.jobs.begin(), c.jobs.end(), [&](const JobConfig& j) { return j.name == o.job; }))
     throw ConfigError(c.path + ": no [job." + o.job + "] section");
 
   rbd::ConnectOptions co;
@@ -181,7 +180,8 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     // Backed up before, gone from the pool now: reported, history kept.
     for (const store::ImageRecord& img : st->images()) {
       const std::string full = img.pool + "/" + img.name;
-      if (img.pool != job.pool || present.count(img.name) || !job.selects(img.pool, img.name) || !claimed.insert(full).second)
+      if (img.pool != job.pool || present.count(img.name) || !job.selects(img.pool, img.name) ||
+          !claimed.insert(full).second)
         continue;
       ImageOutcome out = outcome(full, job.name);
       out.result = ImageResult::kMissing;

@@ -14,9 +14,9 @@
 namespace rbdvault::agent {
 
 struct RunOptions {
-  std::string job;        // only this job; empty: all
-  bool dry_run = false;   // decide and report, change nothing (no snapshot, no store write)
-  bool force = false;     // back up every selected image, due or not
+  std::string job;       // only this job; empty: all
+  bool dry_run = false;  // decide and report, change nothing (no snapshot, no store write)
+  bool force = false;    // back up every selected image, due or not
   // Polled throughout; once true, running backups are abandoned (no partial revision), nothing new
   // starts and retention is skipped.
   std::function<bool()> stop;

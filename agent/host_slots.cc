@@ -30,8 +30,7 @@ HostSlot HostSlot::acquire(const std::string& dir, size_t slots, const std::func
       }
       const int err = errno;
       ::close(fd);
-      if (err != EWOULDBLOCK)
-        throw std::runtime_error("host slots: cannot lock " + path + ": " + std::strerror(err));
+      if (err != EWOULDBLOCK) throw std::runtime_error("host slots: cannot lock " + path + ": " + std::strerror(err));
     }
     if (stop && stop()) return HostSlot();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -11,8 +11,9 @@ bool RateLimiter::take(uint64_t bytes, const std::function<bool()>& stop) {
   {
     std::lock_guard<std::mutex> g(mu_);
     const auto now = std::chrono::steady_clock::now();
-    tokens_ = std::min<double>(static_cast<double>(rate_),
-                               tokens_ + std::chrono::duration<double>(now - last_).count() * static_cast<double>(rate_));
+    tokens_ =
+        std::min<double>(static_cast<double>(rate_),
+                         tokens_ + std::chrono::duration<double>(now - last_).count() * static_cast<double>(rate_));
     last_ = now;
     // Take now and owe the difference: the caller sleeps it off, later callers queue behind.
     tokens_ -= static_cast<double>(bytes);
@@ -21,8 +22,8 @@ bool RateLimiter::take(uint64_t bytes, const std::function<bool()>& stop) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(wait);
   while (std::chrono::steady_clock::now() < until) {
     if (stop && stop()) return false;
-    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(until - std::chrono::steady_clock::now(),
-                                                                   std::chrono::milliseconds(100)));
+    std::this_thread::sleep_for(
+        std::min<std::chrono::nanoseconds>(until - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
   }
   return true;
 }

@@ -13,8 +13,9 @@ class Schedule {
   static Schedule parse(const std::string& text);
 
   // Whether a task last done at `last` (unix seconds; 0: never) is due at `now`. Interval schedules
-  // ("every N") are due N after the last run, less 5% slack for timers that fire a little early; slot schedules once per slot, the slot shifted by
-  // `offset` seconds (the per-image jitter) so that hundreds of images do not start at one second.
+  // ("every N") are due N after the last run, less 5% slack for timers that fire a little early; slot schedules once
+  // per slot, the slot shifted by `offset` seconds (the per-image jitter) so that hundreds of images do not start at
+  // one second.
   bool due(int64_t last, int64_t now, int64_t offset = 0) const;
   // The earliest time after `now` at which due() may become true for a task done at `last`.
   int64_t next_due(int64_t last, int64_t now, int64_t offset = 0) const;
@@ -26,7 +27,7 @@ class Schedule {
   // The latest slot start at or before t.
   int64_t slot_at_or_before(int64_t t) const;
   Kind kind_ = Kind::kDaily;
-  int64_t period_ = 86400;  // kEvery
+  int64_t period_ = 86400;                   // kEvery
   int minute_ = 0, hour_ = 0, weekday_ = 0;  // weekday 0 = Sunday
   std::string text_;
 };

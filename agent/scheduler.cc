@@ -27,8 +27,8 @@ class AgentClock {
   }
   // Sleeps `virtual_seconds` of agent time, in short steps so that `wake` is noticed at once.
   void sleep(int64_t virtual_seconds, const std::function<bool()>& wake) const {
-    const auto until = std::chrono::steady_clock::now() +
-                       std::chrono::duration<double>(static_cast<double>(virtual_seconds) / scale_);
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(static_cast<double>(virtual_seconds) / scale_);
     while (std::chrono::steady_clock::now() < until && !wake())
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -130,24 +130,24 @@ void run_agent(const AgentOptions& o) {
     // A failed run (e.g. the store was locked by a manual command) is tried again at the next poll.
     if (config.maintenance.gc && config.maintenance.gc->due(last_gc, now) &&
         maintenance(config, "gc", o.command_line, [&](store::Store& st) {
-        store::GcOptions g;
-        g.max_unused = config.maintenance.gc_max_unused_percent / 100.0;
-        store::GcResult r = store::gc(st, g);
-        spdlog::info("agent: gc removed {} chunks, {} -> {} bytes of packs", r.chunks_removed, r.bytes_before,
-                     r.bytes_after);
-        return r.bytes_before - r.bytes_after;
-      }))
+          store::GcOptions g;
+          g.max_unused = config.maintenance.gc_max_unused_percent / 100.0;
+          store::GcResult r = store::gc(st, g);
+          spdlog::info("agent: gc removed {} chunks, {} -> {} bytes of packs", r.chunks_removed, r.bytes_before,
+                       r.bytes_after);
+          return r.bytes_before - r.bytes_after;
+        }))
       last_gc = now;
     if (config.maintenance.scrub && config.maintenance.scrub->due(last_scrub, now) &&
         maintenance(config, "scrub", o.command_line, [&](store::Store& st) {
-        store::ScrubOptions so;
-        so.deep = config.maintenance.scrub_deep;
-        store::ScrubReport r = store::scrub(st, so);
-        for (auto& issue : r.issues) spdlog::error("agent: scrub: revision {}: {}", issue.revision, issue.problem);
-        if (!r.clean()) throw std::runtime_error(std::to_string(r.issues.size()) + " problems found");
-        spdlog::info("agent: scrub checked {} revisions, clean", r.revisions_checked);
-        return r.bytes_verified;
-      }))
+          store::ScrubOptions so;
+          so.deep = config.maintenance.scrub_deep;
+          store::ScrubReport r = store::scrub(st, so);
+          for (auto& issue : r.issues) spdlog::error("agent: scrub: revision {}: {}", issue.revision, issue.problem);
+          if (!r.clean()) throw std::runtime_error(std::to_string(r.issues.size()) + " problems found");
+          spdlog::info("agent: scrub checked {} revisions, clean", r.revisions_checked);
+          return r.bytes_verified;
+        }))
       last_scrub = now;
     clock.sleep(o.poll_seconds, wake);
   }

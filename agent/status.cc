@@ -98,7 +98,8 @@ CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, in
       problems.push_back(s.image + " failed: " + s.last_error);
     } else if (age < 0 || age > max_age) {
       ++stale;
-      problems.push_back(s.image + (age < 0 ? " has no backup" : " last backed up " + std::to_string(age / 3600) + "h ago"));
+      problems.push_back(s.image +
+                         (age < 0 ? " has no backup" : " last backed up " + std::to_string(age / 3600) + "h ago"));
     } else if (warn_age > 0 && age > warn_age) {
       ++warn;
       problems.push_back(s.image + " last backed up " + std::to_string(age / 3600) + "h ago");

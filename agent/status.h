@@ -13,8 +13,8 @@ class Store;
 namespace rbdvault::agent {
 
 struct ImageStatus {
-  std::string image;          // pool/name
-  int64_t last_success = 0;   // creation time of the newest revision; 0: never
+  std::string image;         // pool/name
+  int64_t last_success = 0;  // creation time of the newest revision; 0: never
   uint64_t revisions = 0;
   uint64_t size = 0;          // of the newest revision
   uint64_t stored_bytes = 0;  // chunk bytes first stored by the image's current revisions

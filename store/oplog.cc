@@ -83,8 +83,8 @@ std::string OpLog::begin(const std::string& op, const std::string& image, const 
   const int64_t start = now_ms();
   // Threads of one process (a batch run) start operations in the same millisecond: the thread id
   // and this log object's sequence number keep ids unique.
-  const std::string id = std::to_string(start) + "-" + std::to_string(::getpid()) + "-" +
-                         std::to_string(::gettid()) + "-" + std::to_string(seq_++);
+  const std::string id = std::to_string(start) + "-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid()) +
+                         "-" + std::to_string(seq_++);
   append("start id=" + id + " time=" + std::to_string(start) + " op=" + enc(op) + " image=" + enc(image) + " user=" +
          enc(user_name()) + " host=" + enc(host_name()) + " pid=" + std::to_string(::getpid()) + " args=" + enc(args));
   return id;
@@ -95,8 +95,8 @@ void OpLog::end(const std::string& id, bool ok, const std::string& error, uint64
 }
 
 void OpLog::end(const std::string& id, const char* result, const std::string& error, uint64_t bytes) {
-  append("end id=" + id + " time=" + std::to_string(now_ms()) + " result=" + result + " bytes=" +
-         std::to_string(bytes) + " error=" + enc(error));
+  append("end id=" + id + " time=" + std::to_string(now_ms()) + " result=" + result +
+         " bytes=" + std::to_string(bytes) + " error=" + enc(error));
 }
 
 std::vector<OpRecord> OpLog::read() const {

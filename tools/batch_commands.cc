@@ -9,8 +9,8 @@
 #include <ctime>
 #include <iostream>
 #include <optional>
-#include <vector>
 #include <sstream>
+#include <vector>
 
 #include "agent/batch_config.h"
 #include "agent/batch_run.h"
@@ -151,8 +151,8 @@ int cmd_status(const BatchArgs& a) {
     j << "[";
     for (size_t i = 0; i < images.size(); ++i) {
       const auto& s = images[i];
-      j << (i ? "," : "") << "{\"image\":" << json_string(s.image) << ",\"last_success\":"
-        << (s.last_success ? json_string(iso_time(s.last_success)) : "null")
+      j << (i ? "," : "") << "{\"image\":" << json_string(s.image)
+        << ",\"last_success\":" << (s.last_success ? json_string(iso_time(s.last_success)) : "null")
         << ",\"age_seconds\":" << (s.last_success ? std::to_string(now - s.last_success) : "null")
         << ",\"last_result\":" << json_string(s.last_result) << ",\"last_error\":" << json_string(s.last_error)
         << ",\"revisions\":" << s.revisions << ",\"size\":" << s.size << ",\"stored_bytes\":" << s.stored_bytes
@@ -175,8 +175,8 @@ int cmd_status(const BatchArgs& a) {
 
 int cmd_check(const BatchArgs& a) {
   try {
-    agent::CheckResult r = agent::check_status(image_status(a), static_cast<int64_t>(std::time(nullptr)),
-                                               a.max_age, a.warn_age);
+    agent::CheckResult r =
+        agent::check_status(image_status(a), static_cast<int64_t>(std::time(nullptr)), a.max_age, a.warn_age);
     std::cout << r.line << "\n";
     return r.code;
   } catch (const std::exception& e) {

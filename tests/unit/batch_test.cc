@@ -96,8 +96,10 @@ TEST(BatchConfig, ErrorsNameFileLineAndKey) {
   };
   const std::vector<Case> cases = {
       {"keep-daily = 14", "keep-dialy = 14", "good.conf:14: unknown key 'keep-dialy' in [defaults]"},
-      {"images-in-parallel = 4", "images-in-parallel = four", "good.conf:18: key 'images-in-parallel' in [limits]: bad value 'four'"},
-      {"schedule = every 6h", "schedule = every sixh", "good.conf:35: key 'schedule' in [job.db]: bad value 'every sixh'"},
+      {"images-in-parallel = 4", "images-in-parallel = four",
+       "good.conf:18: key 'images-in-parallel' in [limits]: bad value 'four'"},
+      {"schedule = every 6h", "schedule = every sixh",
+       "good.conf:35: key 'schedule' in [job.db]: bad value 'every sixh'"},
       {"read-bandwidth = 200M", "read-bandwidth = 200Q", "good.conf:19: key 'read-bandwidth' in [limits]: bad value"},
       {"[maintenance]", "[maintenence]", "good.conf:22: unknown section [maintenence]"},
       {"pool = db", "pool = db\npool = db2", "good.conf:35: key 'pool' in [job.db] is given twice"},
@@ -190,7 +192,8 @@ TEST(Schedule, DailySlotsIntervalsAndJitter) {
 }
 
 TEST(HostSlots, SlotsAreExclusiveAndFreedOnRelease) {
-  const std::string dir = (std::filesystem::temp_directory_path() / ("rbdvault-slots-" + std::to_string(getpid()))).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("rbdvault-slots-" + std::to_string(getpid()))).string();
   std::filesystem::remove_all(dir);
   auto stop_now = [] { return true; };
   {
@@ -240,7 +243,8 @@ TEST(Status, CheckCodesAndMetrics) {
   EXPECT_NE(m.find("rbdvault_images_failed 1\n"), std::string::npos) << m;
   EXPECT_NE(m.find("# TYPE rbdvault_revisions gauge\n"), std::string::npos) << m;
 
-  const std::string path = (std::filesystem::temp_directory_path() / ("rbdvault-metrics-" + std::to_string(getpid()))).string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("rbdvault-metrics-" + std::to_string(getpid()))).string();
   write_file_atomically(path, m);
   std::ifstream in(path);
   std::string back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -377,8 +377,9 @@ TEST_F(StoreTest, ConcurrentWritersOfDifferentImagesStayConsistent) {
             // new to the store in two writers at once), half are unique.
             for (int k = 0; k < 3; ++k) {
               const uint64_t b = rng() % 12;
-              image.replace(b * kBs, kBs, random_bytes(kBs, (k % 2) ? 5000 + r * 100 + static_cast<uint32_t>(b)
-                                                                       : 9000 + i * 1000 + r * 10 + k));
+              image.replace(b * kBs, kBs,
+                            random_bytes(kBs, (k % 2) ? 5000 + r * 100 + static_cast<uint32_t>(b)
+                                                      : 9000 + i * 1000 + r * 10 + k));
             }
           }
           if (i == 1 && r == 2) {  // abandoned midway, after some flushes
