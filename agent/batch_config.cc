@@ -112,24 +112,6 @@ uint64_t parse_bytes(const std::string& text) {
   return static_cast<uint64_t>(n * mult);
 }
 
-int64_t parse_duration(const std::string& text) {
-  const std::string t = trim(text);
-  size_t used = 0;
-  long long n = 0;
-  try {
-    n = std::stoll(t, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  const std::string unit = used ? t.substr(used) : "";
-  if (used == 0 || n < 0) throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
-  if (unit.empty() || unit == "s") return n;
-  if (unit == "m") return n * 60;
-  if (unit == "h") return n * 3600;
-  if (unit == "d") return n * 86400;
-  throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
-}
-
 bool glob_match(const std::string& pattern, const std::string& name) {
   return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }

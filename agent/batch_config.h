@@ -93,7 +93,5 @@ bool glob_match(const std::string& pattern, const std::string& name);
 
 // "64K", "200M", "1.5G", "0" -> bytes (binary units); throws std::invalid_argument.
 uint64_t parse_bytes(const std::string& text);
-// "90", "30s", "15m", "6h", "2d" -> seconds; throws std::invalid_argument.
-int64_t parse_duration(const std::string& text);
 
 }  // namespace rbdvault::agent

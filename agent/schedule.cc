@@ -9,23 +9,6 @@
 namespace rbdvault::agent {
 namespace {
 
-int64_t parse_interval(const std::string& t) {
-  size_t used = 0;
-  long long n = 0;
-  try {
-    n = std::stoll(t, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || n <= 0) throw std::invalid_argument("");
-  const std::string unit = t.substr(used);
-  if (unit.empty() || unit == "s") return n;
-  if (unit == "m") return n * 60;
-  if (unit == "h") return n * 3600;
-  if (unit == "d") return n * 86400;
-  throw std::invalid_argument("");
-}
-
 void parse_hhmm(const std::string& t, int& hour, int& minute) {
   if (t.size() != 5 || t[2] != ':') throw std::invalid_argument("");
   for (int i : {0, 1, 3, 4})
@@ -58,7 +41,8 @@ Schedule Schedule::parse(const std::string& text) {
   try {
     if (w.size() == 2 && w[0] == "every") {
       s.kind_ = Kind::kEvery;
-      s.period_ = parse_interval(w[1]);
+      s.period_ = parse_duration(w[1]);
+      if (s.period_ <= 0) throw std::invalid_argument("");
     } else if (w.size() == 1 && w[0] == "hourly") {
       s.kind_ = Kind::kHourly;
     } else if (w.size() == 2 && w[0] == "daily") {
@@ -130,6 +114,25 @@ int64_t Schedule::next_due(int64_t last, int64_t now, int64_t offset) const {
   int64_t probe = now - offset + 60;
   for (int i = 0; i < 8 * 24 * 60 && slot_at_or_before(probe) == current; ++i) probe += 60;
   return slot_at_or_before(probe) + offset;
+}
+
+int64_t parse_duration(const std::string& text) {
+  const size_t b = text.find_first_not_of(" \t"), e = text.find_last_not_of(" \t");
+  const std::string t = b == std::string::npos ? "" : text.substr(b, e - b + 1);
+  size_t used = 0;
+  long long n = 0;
+  try {
+    n = std::stoll(t, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  const std::string unit = used ? t.substr(used) : "";
+  if (used == 0 || n < 0) throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
+  if (unit.empty() || unit == "s") return n;
+  if (unit == "m") return n * 60;
+  if (unit == "h") return n * 3600;
+  if (unit == "d") return n * 86400;
+  throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
 }
 
 int64_t jitter_offset(const std::string& key, int64_t jitter_seconds) {

@@ -32,6 +32,9 @@ class Schedule {
   std::string text_;
 };
 
+// "90", "30s", "15m", "6h", "2d" -> seconds; throws std::invalid_argument.
+int64_t parse_duration(const std::string& text);
+
 // A stable offset in [0, jitter) for `key` (an image name): the same image starts at the same
 // point of its window every day.
 int64_t jitter_offset(const std::string& key, int64_t jitter_seconds);

@@ -15,6 +15,7 @@ import time
 
 import rbd
 
+import cli_test
 from cli_test import (CONF, FEATURES_FASTDIFF, FEATURES_NO_FASTDIFF, RBDVAULT, TMP, Cluster, Failure, check,
                       log, new_store, rbd_export_sha, run, run_json, snap_name, verify_restores)
 
@@ -432,21 +433,5 @@ SCENARIOS = {
 }
 
 
-def main():
-    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
-        print("usage: batch_test.py {%s}" % "|".join(SCENARIOS), file=sys.stderr)
-        return 2
-    os.makedirs(TMP, exist_ok=True)
-    c = Cluster()
-    t0 = time.time()
-    try:
-        SCENARIOS[sys.argv[1]](c)
-    except Failure as e:
-        print("FAIL %s: %s" % (sys.argv[1], e), file=sys.stderr)
-        return 1
-    print("PASS %s (%.1fs)" % (sys.argv[1], time.time() - t0))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_test.main(SCENARIOS, "batch_test.py"))

@@ -835,15 +835,17 @@ SCENARIOS = {
 }
 
 
-def main():
-    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
-        print("usage: cli_test.py {%s}" % "|".join(SCENARIOS), file=sys.stderr)
+def main(scenarios=None, prog="cli_test.py"):
+    """Runs the scenario named by argv[1] (shared with batch_test.py)."""
+    scenarios = scenarios or SCENARIOS
+    if len(sys.argv) != 2 or sys.argv[1] not in scenarios:
+        print("usage: %s {%s}" % (prog, "|".join(scenarios)), file=sys.stderr)
         return 2
     os.makedirs(TMP, exist_ok=True)
     c = Cluster()
     t0 = time.time()
     try:
-        SCENARIOS[sys.argv[1]](c)
+        scenarios[sys.argv[1]](c)
     except Failure as e:
         print("FAIL %s: %s" % (sys.argv[1], e), file=sys.stderr)
         return 1
