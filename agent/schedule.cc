@@ -71,8 +71,10 @@ int64_t Schedule::slot_at_or_before(int64_t t) const {
     case Kind::kEvery:
       return t - t % period_;
     case Kind::kHourly:
+      // Keep localtime_r's DST flag: in the repeated hour at the end of summer time, "the start
+      // of this hour" is ambiguous and mktime would otherwise pick the first one.
       tm.tm_min = 0;
-      return local_time(tm);
+      return static_cast<int64_t>(std::mktime(&tm));
     case Kind::kDaily: {
       tm.tm_hour = hour_;
       tm.tm_min = minute_;

@@ -1,5 +1,6 @@
 // When an image (or a maintenance task) is due: "every 6h", "hourly", "daily 02:00",
-// "weekly sun 03:30". Slot times are local time, like cron.
+// "weekly sun 03:30". Slot times are local time, like cron; an hourly schedule also fires in the
+// repeated hour at the end of summer time.
 #pragma once
 
 #include <cstdint>

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libzstd-dev libssl-dev
   ceph-mon ceph-osd ceph-common python3-rbd python3-rados
+  tzdata
 )
 
 missing=()

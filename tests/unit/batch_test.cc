@@ -191,6 +191,26 @@ TEST(Schedule, DailySlotsIntervalsAndJitter) {
   EXPECT_EQ(jitter_offset("rbd/vm-1", 0), 0);
 }
 
+// At the end of summer time 02:00-03:00 happens twice; an hourly schedule must not skip the
+// second 02:00 hour.
+TEST(Schedule, HourlyAcrossTheRepeatedHour) {
+  if (!std::filesystem::exists("/usr/share/zoneinfo/Europe/Berlin")) GTEST_SKIP() << "tzdata not installed";
+  const char* old_tz = std::getenv("TZ");
+  const std::string saved = old_tz ? old_tz : "";
+  setenv("TZ", "Europe/Berlin", 1);
+  tzset();
+  const int64_t first_0210 = 1792887000;  // 2026-10-25 02:10 CEST (00:10 UTC)
+  const int64_t second_0210 = first_0210 + 3600;  // 02:10 CET
+  Schedule hourly = Schedule::parse("hourly");
+  EXPECT_FALSE(hourly.due(first_0210, first_0210 + 1200));
+  EXPECT_TRUE(hourly.due(first_0210, second_0210));
+  if (old_tz)
+    setenv("TZ", saved.c_str(), 1);
+  else
+    unsetenv("TZ");
+  tzset();
+}
+
 TEST(HostSlots, SlotsAreExclusiveAndFreedOnRelease) {
   const std::string dir =
       (std::filesystem::temp_directory_path() / ("rbdvault-slots-" + std::to_string(getpid()))).string();
