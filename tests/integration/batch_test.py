@@ -116,7 +116,7 @@ def scenario_batch_many(c):
     for name in ("bm-000", "bm-003", "bm-127"):
         rev = next(r for r in revs if r["image"] == "rbd/" + name)
         expected = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store_a, rev["id"])))
-        verify_restores(c, store_a, "rbd/%s@%d" % (name, rev["id"]), expected, tag="bm-r")
+        verify_restores(c, store_a, "rbd/%s@%d" % (name, rev["id"]), expected, tag="restored-bm")
 
     # One config over both pools; without a host limit, images-in-parallel alone bounds the process.
     store_c = new_store("batch-many-c")
@@ -266,7 +266,7 @@ def scenario_batch_agent(c):
           "the agent ran no gc or no scrub: %s" % sorted(set((op, res) for op, _, res in ops)))
     newest = max(per["rbd/ag-0"])
     expected = rbd_export_sha("rbd/ag-0@%s" % snap_name(store, newest))
-    verify_restores(c, store, "rbd/ag-0@%d" % newest, expected, tag="ag-r")
+    verify_restores(c, store, "rbd/ag-0@%d" % newest, expected, tag="restored-ag")
 
     # SIGHUP: the reloaded config selects one more image.
     with open(conf, "w") as f:
@@ -387,7 +387,7 @@ def scenario_batch_kill(c):
     for rev in rng.sample(revs, 3):
         name = rev["image"].split("/")[1]
         expected = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, rev["id"])))
-        verify_restores(c, store, "rbd/%s@%d" % (name, rev["id"]), expected, tag="bk-r")
+        verify_restores(c, store, "rbd/%s@%d" % (name, rev["id"]), expected, tag="restored-bk")
     for n in names:
         c.remove("rbd", n)
 
