@@ -56,6 +56,7 @@ RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64
   }
   stale_cursor_ = from_empty ? 0 : std::min(parent_blocks_, store_.blocks_for(size_));
   lookup_.reset(store_.db().NewIterator(rocksdb::ReadOptions()));
+  chunk_generation_seen_ = store_.chunk_generation_;  // constructed under the write mutex
 }
 
 RevisionWriter::~RevisionWriter() {
@@ -183,15 +184,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
         if (!pack_) {
           // The pack counter advances at once (not with our next flush) so that concurrent writers
           // never pick the same pack id.
-          std::string v;
-          uint64_t next = 1;
-          auto st = store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v);
-          if (!st.IsNotFound()) {
-            check(st, "read pack counter");
-            next = decode_u64(v);
-          }
-          check(store_.db().Put(rocksdb::WriteOptions(), counter_key(kCounterNextPack), encode_u64(next + 1)),
-                "advance pack counter");
+          const uint64_t next = store_.advance_counter(kCounterNextPack, 1, /*sync=*/false);
           pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
         }
         EncodedChunk enc = encoded_ ? std::move(*encoded_) : encode_chunk(data, store_.writer_options().zstd_level);
@@ -232,10 +225,13 @@ void RevisionWriter::flush(bool final) {
   seal_pack();  // chunk records may only point into durable, sealed packs
   // References are added to the record as it is now: another writer may have changed it (or
   // stored the same new chunk) since we looked. Our own copy of such a chunk is then unreferenced
-  // pack space for gc. Called with the store's write mutex held, so nobody changes it meanwhile.
+  // pack space for gc. Called with the store's write mutex held, so nobody changes it meanwhile;
+  // the records are read again only if someone else changed chunk records since our last flush.
+  const bool reread = store_.chunk_generation_ != chunk_generation_seen_;
   for (auto& [hash, d] : dirty_chunks_) {
     ChunkRecord rec = d.rec;
-    if (auto now = store_.chunk(hash)) rec = *now;
+    if (reread)
+      if (auto now = store_.chunk(hash)) rec = *now;
     rec.refs += d.added_refs;
     batch_->Put(chunk_key(hash), encode(rec));
   }
@@ -243,6 +239,7 @@ void RevisionWriter::flush(bool final) {
   rocksdb::WriteOptions wo;
   wo.sync = final;
   check(store_.db().Write(wo, batch_.get()), final ? "commit revision" : "write block map");
+  chunk_generation_seen_ = ++store_.chunk_generation_;
   batch_->Clear();
   batch_entries_ = 0;
   // Iterators pin the state they were created at; refresh so lookups stay cheap.

@@ -113,6 +113,7 @@ class RevisionWriter {
   };
   std::unordered_map<Hash, DirtyChunk, HashHasher> dirty_chunks_;
   uint64_t batch_entries_ = 0;
+  uint64_t chunk_generation_seen_ = 0;  // the store's chunk generation after our last flush
   Hash digest_{};
   uint64_t bytes_stored_ = 0, new_chunks_ = 0, map_entries_ = 0;
   bool committed_ = false;

@@ -247,18 +247,23 @@ void Store::roll_back(const PendingRecord& p) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   check(db_->Write(wo, &batch), "roll back unfinished revision " + std::to_string(p.revision));
+  ++chunk_generation_;
   spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
                removed);
+}
+
+uint64_t Store::advance_counter(std::string_view name, uint64_t initial, bool sync) {
+  const uint64_t value = counter(name, initial);
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  check(db_->Put(wo, counter_key(name), encode_u64(value + 1)), "advance counter " + std::string(name));
+  return value;
 }
 
 uint64_t Store::reserve_revision_id() {
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
   std::lock_guard<std::mutex> guard(write_mu_);
-  const uint64_t rev = counter(kCounterNextRevision, 1);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Put(wo, counter_key(kCounterNextRevision), encode_u64(rev + 1)), "reserve revision id");
-  return rev;
+  return advance_counter(kCounterNextRevision, 1, /*sync=*/true);
 }
 
 size_t Store::active_writers() {

@@ -159,6 +159,8 @@ class Store {
   void require_no_writers(const char* operation);
   void finish_forget(RevisionRecord rev);
   uint64_t counter(std::string_view name, uint64_t initial);
+  // Returns the counter's value and stores value + 1 at once (ids concurrent writers must not share).
+  uint64_t advance_counter(std::string_view name, uint64_t initial, bool sync);
 
   std::filesystem::path dir_;
   OpenMode mode_ = OpenMode::kReadOnly;
@@ -172,6 +174,9 @@ class Store {
   // Guards the index and pack updates of concurrent RevisionWriters and the sets below.
   std::mutex write_mu_;
   std::set<uint64_t> active_revisions_, active_images_;
+  // Bumped by every writer flush and rollback (which change chunk records); a writer that sees it
+  // unchanged since its own last flush knows the chunk records it read are still current.
+  uint64_t chunk_generation_ = 0;
 };
 
 }  // namespace rbdvault::store
