@@ -18,6 +18,7 @@
 #include "agent/host_slots.h"
 #include "agent/rate_limiter.h"
 #include "agent/status.h"
+#include "agent/stoppable_sleep.h"
 #include "rbd/cluster.h"
 #include "rbd/error.h"
 #include "rbd/image.h"
@@ -48,16 +49,6 @@ bool transient(int code) {
 int64_t realtime_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// Sleeps `seconds`, waking early when stop() turns true; false if stopped.
-bool sleep_unless_stopped(double seconds, const std::function<bool()>& stop) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    if (stop()) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return !stop();
 }
 
 // Seconds to wait after failed attempt `attempt` (1-based): retry-delay, doubling each time.
@@ -144,7 +135,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         const double delay = backoff(job.settings, attempt);
         spdlog::warn("job {}: {} (attempt {} of {}, retrying in {:.0f}s)", job.name, e.what(), attempt,
                      job.settings.retries + 1, delay);
-        if (!sleep_unless_stopped(delay, stop)) break;
+        if (!sleep_unless(delay, stop)) break;
       }
     }
     if (!list_error.empty()) {
@@ -270,7 +261,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         const double delay = backoff(s, attempt);
         spdlog::warn("backup {}: {} (attempt {} of {}, retrying in {:.0f}s)", out.image, e.what(), attempt,
                      s.retries + 1, delay);
-        if (!sleep_unless_stopped(delay, stop)) break;
+        if (!sleep_unless(delay, stop)) break;
       } catch (const std::exception& e) {
         out.result = ImageResult::kFailed;
         out.error = e.what();

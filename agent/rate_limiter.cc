@@ -1,7 +1,8 @@
 #include "agent/rate_limiter.h"
 
 #include <algorithm>
-#include <thread>
+
+#include "agent/stoppable_sleep.h"
 
 namespace rbdvault::agent {
 
@@ -19,13 +20,7 @@ bool RateLimiter::take(uint64_t bytes, const std::function<bool()>& stop) {
     tokens_ -= static_cast<double>(bytes);
     if (tokens_ < 0) wait = std::chrono::duration<double>(-tokens_ / static_cast<double>(rate_));
   }
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(wait);
-  while (std::chrono::steady_clock::now() < until) {
-    if (stop && stop()) return false;
-    std::this_thread::sleep_for(
-        std::min<std::chrono::nanoseconds>(until - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
-  }
-  return true;
+  return sleep_unless(wait.count(), stop);
 }
 
 }  // namespace rbdvault::agent

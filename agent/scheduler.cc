@@ -5,10 +5,10 @@
 #include <chrono>
 #include <ctime>
 #include <map>
-#include <thread>
 
 #include "agent/batch_config.h"
 #include "agent/batch_run.h"
+#include "agent/stoppable_sleep.h"
 #include "store/gc.h"
 #include "store/oplog.h"
 #include "store/scrub.h"
@@ -25,12 +25,9 @@ class AgentClock {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     return start_time_ + static_cast<int64_t>(elapsed * scale_);
   }
-  // Sleeps `virtual_seconds` of agent time, in short steps so that `wake` is noticed at once.
+  // Sleeps `virtual_seconds` of agent time; returns early once `wake` turns true.
   void sleep(int64_t virtual_seconds, const std::function<bool()>& wake) const {
-    const auto until =
-        std::chrono::steady_clock::now() + std::chrono::duration<double>(static_cast<double>(virtual_seconds) / scale_);
-    while (std::chrono::steady_clock::now() < until && !wake())
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    sleep_unless(static_cast<double>(virtual_seconds) / scale_, wake);
   }
 
  private:

@@ -60,20 +60,4 @@ std::string json_string(std::string_view s) {
   return out + "\"";
 }
 
-uint64_t parse_size(const std::string& text) {
-  size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(text, &pos);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("bad size '" + text + "'");
-  }
-  std::string unit = text.substr(pos);
-  if (unit.empty() || unit == "B") return v;
-  if (unit == "K" || unit == "KiB" || unit == "k") return v << 10;
-  if (unit == "M" || unit == "MiB") return v << 20;
-  if (unit == "G" || unit == "GiB") return v << 30;
-  throw std::invalid_argument("bad size '" + text + "' (use K, M or G)");
-}
-
 }  // namespace rbdvault::tools

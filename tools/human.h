@@ -10,7 +10,5 @@ namespace rbdvault::tools {
 std::string human_size(uint64_t bytes);       // "1.5 GiB", "512 B"
 std::string iso_time(int64_t unix_seconds);   // "2026-11-25T18:42:31Z"
 std::string json_string(std::string_view s);  // quoted and escaped
-// Parses "64K", "4M", "65536" (binary units); throws std::invalid_argument.
-uint64_t parse_size(const std::string& text);
 
 }  // namespace rbdvault::tools

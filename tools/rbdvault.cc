@@ -280,7 +280,11 @@ int logged(const Args& a, const std::string& op, const std::string& image, const
 int cmd_init(const Args& a) {
   if (!a.positional.empty()) throw UsageError("init: unexpected argument " + a.positional.front());
   store::StoreOptions o;
-  o.block_size = static_cast<uint32_t>(tools::parse_size(a.str("block-size")));
+  try {
+    o.block_size = static_cast<uint32_t>(agent::parse_bytes(a.str("block-size")));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError("bad --block-size '" + a.str("block-size") + "': " + e.what());
+  }
   store::Store::init(require_store(a), o);
   if (!a.flag("quiet"))
     std::cout << "initialised store " << require_store(a) << " (block size " << tools::human_size(o.block_size)
