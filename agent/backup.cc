@@ -85,6 +85,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   const int64_t snapshot_time = options.created ? options.created : static_cast<int64_t>(std::time(nullptr));
   const rbd::SnapshotInfo snap = image->create_snapshot(snap_name);
   image.reset();
+  store.crash_points().reached("backup.snapshot_created");
   spdlog::debug("backup {}: created snapshot {} (id {}, size {})", image_name, snap_name, snap.id, snap.size);
 
   BackupResult result;

@@ -50,6 +50,7 @@ void Store::forget(uint64_t id) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   check(db_->Put(wo, revision_key(id), encode(*rev)), "mark revision " + spec + " for removal");
+  crash_points_.reached("forget.marked");
   finish_forget(*rev);
   spdlog::info("forget {}: removed", spec);
 }
@@ -82,6 +83,7 @@ void Store::finish_forget(RevisionRecord rev) {
     wo.sync = sync;
     check(db_->Write(wo, &batch), "forget revision " + std::to_string(rev.id));
     batch.Clear();
+    crash_points_.reached(sync ? "forget.done" : "forget.batch");
   };
 
   // The scan reads a snapshot taken when it starts; our own batches do not disturb it.

@@ -85,8 +85,10 @@ GcResult gc(Store& store, const GcOptions& options) {
       for (auto& [h, c] : p.dead) batch.Delete(chunk_key(h));
       batch.Delete(pack_key(id));
       check(store.db().Write(sync, &batch), "drop pack " + pack_file_name(id));
+      store.crash_points().reached("gc.pack_dropped");
       store.packs().forget_pack(id);
       fs::remove(store.data_dir() / pack_file_name(id));
+      store.crash_points().reached("gc.file_removed");
       ++result.packs_deleted;
       result.chunks_removed += p.dead.size();
       continue;
@@ -113,13 +115,16 @@ GcResult gc(Store& store, const GcOptions& options) {
       batch.Put(chunk_key(h), encode(moved));
     }
     PackRecord sealed = writer.seal();
+    store.crash_points().reached("gc.pack_written");
     for (auto& [h, c] : p.dead) batch.Delete(chunk_key(h));
     batch.Put(pack_key(new_id), encode(sealed));
     batch.Put(counter_key(kCounterNextPack), encode_u64(new_id + 1));
     batch.Delete(pack_key(id));
     check(store.db().Write(sync, &batch), "rewrite pack " + pack_file_name(id));
+    store.crash_points().reached("gc.pack_switched");
     store.packs().forget_pack(id);
     fs::remove(store.data_dir() / pack_file_name(id));
+    store.crash_points().reached("gc.file_removed");
     ++result.packs_rewritten;
     result.chunks_removed += p.dead.size();
   }

@@ -135,6 +135,7 @@ void Store::rewrite_chunk(const Hash& hash, std::string_view raw, uint64_t refs)
   rocksdb::WriteOptions wo;
   wo.sync = true;
   check(db_->Write(wo, &batch), "rewrite chunk " + to_hex(hash));
+  crash_points_.reached("repair.chunk_rewritten");
 }
 
 }  // namespace rbdvault::store

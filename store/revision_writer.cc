@@ -196,6 +196,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
         d.rec.refs = 0;
         bytes_stored_ += enc.payload.size() + kChunkHeaderSize;
         ++new_chunks_;
+        store_.crash_points().reached("pack.append");
       }
       dirty = dirty_chunks_.emplace(*content, d).first;
     }
@@ -214,6 +215,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
 void RevisionWriter::seal_pack() {
   if (!pack_) return;
   PackRecord p = pack_->seal();
+  store_.crash_points().reached("pack.sealed");
   batch_->Put(pack_key(pack_->id()), encode(p));
   pack_.reset();
 }
@@ -240,6 +242,7 @@ void RevisionWriter::flush(bool final) {
   wo.sync = final;
   check(store_.db().Write(wo, batch_.get()), final ? "commit revision" : "write block map");
   chunk_generation_seen_ = ++store_.chunk_generation_;
+  store_.crash_points().reached(final ? "revision.committed" : "revision.flushed");
   batch_->Clear();
   batch_entries_ = 0;
   // Iterators pin the state they were created at; refresh so lookups stay cheap.

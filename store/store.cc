@@ -128,6 +128,7 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
   s->dir_ = dir;
   s->mode_ = mode;
   s->writer_options_ = writer_options;
+  s->crash_points_.load_environment();
   std::string key;
   uint32_t version = 0;
   if (!(in >> key >> version) || key != kMarkerMagic)
@@ -248,6 +249,7 @@ void Store::roll_back(const PendingRecord& p) {
   wo.sync = true;
   check(db_->Write(wo, &batch), "roll back unfinished revision " + std::to_string(p.revision));
   ++chunk_generation_;
+  crash_points_.reached("revision.rolled_back");
   spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
                removed);
 }
@@ -446,6 +448,7 @@ std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start
   rocksdb::WriteOptions wo;
   wo.sync = true;
   check(db_->Write(wo, &batch), "begin revision");
+  crash_points_.reached("revision.begun");
   std::optional<RevisionRecord> parent = image ? latest_revision(image_id) : std::nullopt;
   active_revisions_.insert(rev);
   active_images_.insert(image_id);

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "store/crash_points.h"
 #include "store/error.h"
 #include "store/format.h"
 #include "store/sha256.h"
@@ -148,6 +149,8 @@ class Store {
   const WriterOptions& writer_options() const { return writer_options_; }
   std::filesystem::path data_dir() const { return dir_ / "data"; }
   PackReader& packs() { return *packs_; }
+  // Named steps where tests may crash the process (see crash_points.h).
+  CrashPoints& crash_points() { return crash_points_; }
 
  private:
   friend class RevisionWriter;
@@ -171,6 +174,7 @@ class Store {
   std::unique_ptr<ReaderLock> reader_lock_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<PackReader> packs_;
+  CrashPoints crash_points_;
   // Guards the index and pack updates of concurrent RevisionWriters and the sets below.
   std::mutex write_mu_;
   std::set<uint64_t> active_revisions_, active_images_;

@@ -1,0 +1,37 @@
+// Crash points: named steps at which a test can make the process die as a power cut would, so
+// every planned kill lands at a known step on any machine (a timed SIGKILL lands wherever the
+// machine's speed puts it, or not at all).
+//
+//   RBDVAULT_CRASH_AT=STEP[:N]   SIGKILL this process the Nth time (default 1) it passes STEP;
+//                                STEP "*" counts every step, so "*:17" dies at the 17th step passed.
+//   RBDVAULT_CRASH_TRACE=FILE    append each step's name to FILE as it is passed (one per line), so
+//                                a test can list the steps an operation goes through, then pick one.
+//
+// Unset (the production case) each call costs one branch. The steps are listed in docs/format.md
+// ("Crash points"); a step is passed right after the durable write it names.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <string_view>
+
+namespace rbdvault::store {
+
+class CrashPoints {
+ public:
+  // Reads the two variables above. A malformed RBDVAULT_CRASH_AT throws std::invalid_argument.
+  void load_environment();
+
+  // Called at each step; thread-safe. May not return (SIGKILL).
+  void reached(std::string_view step);
+  bool enabled() const { return enabled_; }
+
+ private:
+  bool enabled_ = false;
+  std::string step_;  // "*" for any
+  uint64_t nth_ = 1;
+  std::string trace_path_;
+  std::atomic<uint64_t> passed_{0};
+};
+
+}  // namespace rbdvault::store
