@@ -35,9 +35,9 @@ def base_config(store, jobs, limits="", defaults="", extra=""):
             % (CONF, store, store, defaults, limits, jobs, extra))
 
 
-def start(*args):
+def start(*args, env=None):
     return subprocess.Popen([RBDVAULT] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=dict(os.environ, **(env or {})))
 
 
 def finish(p, timeout=600):
@@ -361,22 +361,33 @@ def scenario_batch_kill(c):
     store = new_store("batch-kill")
     conf = write_config("batch-kill", base_config(store, "[job.bk]\npool = rbd\ninclude = bk-*\n",
                                                   "images-in-parallel = 3\nread-bandwidth = 16M\n"))
+    # Planned kills (crash points, store/crash_points.h) land at a known step on any machine:
+    # right after the 4th commit; amid the chunk appends of several parallel backups; at the
+    # second begin. A kill at a random time follows on top; it may come too late, which is fine.
     kills = 0
-    for _ in range(3):
-        p = start("run", "--config", conf)
-        time.sleep(rng.uniform(0.3, 1.0))
-        if p.poll() is None:
-            p.kill()
-            kills += 1
-        p.communicate()
-    check(kills >= 2, "only %d runs were still running when killed" % kills)
+    for step in ("revision.committed:4", "pack.append:40", "revision.begun:2"):
+        before = len(run_json("ls", "--store", store))
+        rc, _, err = finish(start("run", "--config", conf, env={"RBDVAULT_CRASH_AT": step}))
+        check(rc == -signal.SIGKILL, "run was not killed at %s: exit %d\n%s" % (step, rc, err[-2000:]))
+        kills += 1
+        after = len(run_json("ls", "--store", store))
+        if step == "revision.committed:4":
+            check(after == 4, "killed right after the 4th commit: %d revisions" % after)
+        if step == "revision.begun:2":  # the previous run died amid the appends of parallel writers
+            check("rolled back unfinished revision" in err, "no writer of the killed run was rolled back:\n" + err)
+        check(after >= before, "a killed run lost revisions: %d -> %d" % (before, after))
+    p = start("run", "--config", conf)
+    time.sleep(rng.uniform(0.1, 1.0))
+    p.kill()
+    p.communicate()
+    timed = "landed" if p.returncode == -signal.SIGKILL else "came too late"
     committed = len(run_json("ls", "--store", store))
     rc, out, err = finish(start("run", "--config", conf, "--format", "json"))
     check(rc == 0, "run after %d kills: exit %d\n%s" % (kills, rc, err[-3000:]))
     r = json.loads(out)
     check(r["ok"] + r["not_due"] == 24 and r["failed"] == 0, "after kills: %s" % {k: r[k] for k in ("ok", "not_due", "failed")})
-    log("%d kills; %d revisions committed by killed runs; %d writers rolled back; final run backed up %d" %
-        (kills, committed, err.count("rolled back unfinished revision"), r["ok"]))
+    log("%d planned kills, a timed one that %s; %d revisions committed by killed runs; %d writers rolled back; "
+        "final run backed up %d" % (kills, timed, committed, err.count("rolled back unfinished revision"), r["ok"]))
     revs = run_json("ls", "--store", store)
     check(sorted(x["image"] for x in revs) == ["rbd/" + n for n in names], "revisions: %s" % [x["image"] for x in revs])
     scrub = run_json("scrub", "--store", store, "--deep")

@@ -158,6 +158,29 @@ def backup(store, spec, *extra):
     return run_json("backup", "--store", store, spec, *extra)
 
 
+def run_crashing(step, *args, trace=None):
+    """Runs rbdvault ARGS with RBDVAULT_CRASH_AT=STEP (store/crash_points.h): the process SIGKILLs
+    itself at that step. Returns (returncode, stdout); -9 means the planned kill landed."""
+    env = dict(os.environ, RBDVAULT_CRASH_AT=step)
+    if trace:
+        env["RBDVAULT_CRASH_TRACE"] = trace
+    p = subprocess.run([RBDVAULT] + list(args) + ["-c", CONF], capture_output=True, text=True, env=env,
+                       timeout=600, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout
+
+
+def crash_steps(*args):
+    """The crash-point steps one run of rbdvault ARGS passes (it runs to completion)."""
+    trace = os.path.join(TMP, "trace-%d-%d" % (os.getpid(), random.randrange(1 << 30)))
+    env = dict(os.environ, RBDVAULT_CRASH_TRACE=trace)
+    subprocess.run([RBDVAULT] + list(args) + ["-c", CONF], capture_output=True, env=env, check=True,
+                   timeout=600, stdin=subprocess.DEVNULL)
+    with open(trace) as f:
+        steps = f.read().split()
+    os.unlink(trace)
+    return steps
+
+
 def store_fingerprint(store):
     """What must not change when a command fails: the revisions and the pack files."""
     revs, _ = run("ls", "--store", store, "--format", "json")
@@ -423,9 +446,13 @@ def scenario_recreate(c):
     c.remove("rbd", "rc-img")
 
 
+BACKUP_CRASH_STEPS = ["backup.snapshot_created", "revision.begun", "pack.append", "pack.sealed", "revision.committed"]
+
+
 def scenario_crash(c):
-    """SIGKILL during backups at many points never leaves a partial revision; the next backup works;
-    every revision restores identically."""
+    """SIGKILL during backups at every crash step (planned, so each lands on any machine) and at
+    random times on top: never a partial revision; the next backup works and still diffs; every
+    revision restores identically."""
     seed = int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31)))
     log("crash: seed %d (replay with RBDVAULT_SEED=%d)" % (seed, seed))
     rng = random.Random(seed)
@@ -437,54 +464,72 @@ def scenario_crash(c):
     r = backup(store, "rbd/crash-img", "--full")
     full_secs = time.time() - t0
     history = {r["revision"]: rbd_export_sha("rbd/crash-img@" + snap_name(store, r["revision"]))}
-    kills = 0
-    wanted = int(os.environ.get("RBDVAULT_KILLS", "20"))
-    i = 0
-    while kills < wanted and i < 3 * wanted:
-        i += 1
+    planned = int(os.environ.get("RBDVAULT_KILLS", "20"))
+    kills = {}
+    timed = {"landed": 0, "too_late": 0}
+    for i in range(planned + planned // 4):
         with c.image("rbd", "crash-img") as img:
-            for _ in range(rng.randrange(1, 4)):
-                off = rng.randrange(img.size())
-                img.write(os.urandom(min(rng.randrange(1, 4 << 20), img.size() - off)), off)
             if rng.random() < 0.2:
                 img.resize(rng.randrange(64 << 20, 128 << 20))
+            for _ in range(rng.randrange(1, 4)):  # after the resize, so a shrink cannot cut them off
+                off = rng.randrange(img.size() - 4096)
+                img.write(os.urandom(min(rng.randrange(4096, 4 << 20), img.size() - off)), off)
         before = [x["id"] for x in run_json("ls", "--store", store)]
-        args = [RBDVAULT, "backup", "--store", store, "rbd/crash-img", "-c", CONF, "--format", "json", "-q"]
-        if rng.random() < 0.5:
+        args = ["backup", "--store", store, "rbd/crash-img", "--format", "json", "-q"]
+        full = rng.random() < 0.5
+        if full:
             args.append("--full")
-        delay = rng.uniform(0, full_secs)
-        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        p.send_signal(signal.SIGKILL)
-        out, _ = p.communicate()
+        if i < planned:
+            step = BACKUP_CRASH_STEPS[i % len(BACKUP_CRASH_STEPS)]
+            # Each step is passed at least once: every write above is new random data, so even a
+            # full read (which dedups unchanged blocks) appends at least one new chunk.
+            n = 1
+            rc, out = run_crashing("%s:%d" % (step, n), *args)
+            check(rc == -signal.SIGKILL, "backup was not killed at %s:%d (exit %d)" % (step, n, rc))
+            kills[step] = kills.get(step, 0) + 1
+            how = "killed at %s:%d" % (step, n)
+        else:
+            # A kill at a random time on top; it may come after the backup finished: that is fine.
+            delay = rng.uniform(0, full_secs)
+            p = subprocess.Popen([RBDVAULT] + args + ["-c", CONF], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(delay)
+            p.send_signal(signal.SIGKILL)
+            out, _ = p.communicate()
+            rc = p.returncode
+            timed["landed" if rc == -signal.SIGKILL else "too_late"] += 1
+            how = "timed kill after %.2fs (%s)" % (delay, "landed" if rc == -signal.SIGKILL else "finished first")
         after = [x["id"] for x in run_json("ls", "--store", store)]
-        if p.returncode == -signal.SIGKILL:
-            kills += 1
+        if rc == -signal.SIGKILL:
             # Killed before its commit: nothing new. Killed after it (while retiring the old
             # snapshot): one complete revision, whose snapshot is still there to check it against.
+            committed = after != before
             check(after == before or (len(after) == len(before) + 1 and after[:-1] == before),
                   "killed backup left %s -> %s" % (before, after))
-            if after != before:
+            if i < planned:
+                check(committed == (step == "revision.committed"),
+                      "killed at %s: revisions %s -> %s" % (step, before, after))
+            if committed:
                 history[after[-1]] = rbd_export_sha("rbd/crash-img@" + snap_name(store, after[-1]))
         else:
-            check(p.returncode == 0, "backup failed: %d" % p.returncode)
+            check(rc == 0, "backup failed: %d" % rc)
             rev = json.loads(out)["revision"]
             check(after == before + [rev], "finished backup: %s -> %s" % (before, after))
             history[rev] = rbd_export_sha("rbd/crash-img@" + snap_name(store, rev))
-        # The next backup succeeds and is correct.
+        # The next backup succeeds, still diffs, and is correct.
         r = backup(store, "rbd/crash-img")
         check(r["kind"] == "delta", "after a kill the next backup must still diff: %s" % r)
         history[r["revision"]] = rbd_export_sha("rbd/crash-img@" + snap_name(store, r["revision"]))
-        log("point %d: killed after %.2fs (%s); next backup revision %d (%s)" %
-            (i, delay, "killed" if p.returncode == -signal.SIGKILL else "finished first", r["revision"], r["kind"]))
+        log("point %d: %s; next backup revision %d (%s)" % (i, how, r["revision"], r["kind"]))
         snaps = c.snaps("rbd", "crash-img")
         check(snaps == [snap_name(store, r["revision"])], "leftover snapshots: %s" % snaps)
         data_files = os.listdir(os.path.join(store, "data"))
         check(not any(f.endswith(".tmp") for f in data_files), "temporary pack left: %s" % data_files)
-    check(kills >= wanted, "only %d backups were actually killed" % kills)
+    check(scrub_json(store, "--deep")["clean"], "deep scrub after the kills")
+    for step in BACKUP_CRASH_STEPS:
+        check(kills.get(step, 0) >= 1, "no kill at %s: %s" % (step, kills))
     for rev, exp in sorted(history.items()):
         verify_restores(c, store, "rbd/crash-img@%d" % rev, exp)
-    log("crash: %d kills, %d revisions verified" % (kills, len(history)))
+    log("crash: planned kills %s, timed kills %s, %d revisions verified" % (kills, timed, len(history)))
     c.remove("rbd", "crash-img")
     shutil.rmtree(store)
 
@@ -740,27 +785,36 @@ def scenario_history_repair(c):
 
 
 def scenario_history_kill(c):
-    """SIGKILL during expire and during gc at random points, then a rerun: scrub is clean and every
-    kept revision restores identically."""
+    """SIGKILL during expire and during gc at planned steps (crash points), then a rerun: scrub is
+    clean and every kept revision restores identically. Every planned kill must land."""
     seed = int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31)))
     log("history_kill: seed %d" % seed)
     rng = random.Random(seed)
     store = new_store("history_kill")
     history = make_history(c, store, "hk-img", 12, rng, resize=True, write_bytes=6 << 20)
-    kills = {"expire": 0, "gc": 0}
+    kills = {}
     keep = len(history)
     while keep > 2:
         keep -= 1
-        for op, args in (("expire", ["expire", "--keep-last", str(keep), "rbd/hk-img"]),
-                         ("gc", ["gc", "--max-unused", "0"])):
-            p = subprocess.Popen([RBDVAULT] + args + ["--store", store, "-q"], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0, 0.15))
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            if p.returncode == -signal.SIGKILL:
-                kills[op] += 1
-            run(*args, "--store", store, "-q")  # the rerun completes the work
+        expire = ["expire", "--keep-last", str(keep), "rbd/hk-img", "--store", store, "-q"]
+        step = ["forget.marked", "forget.done"][keep % 2]  # cycled, so both are hit
+        rc, _ = run_crashing(step, *expire)
+        check(rc == -signal.SIGKILL, "expire was not killed at %s (exit %d)" % (step, rc))
+        kills[step] = kills.get(step, 0) + 1
+        # The next writer completes the interrupted forget; the rerun has nothing left to do.
+        run(*expire)
+        # gc passes these steps only if it has packs to rewrite or drop: ask a dry run first.
+        plan = run_json("gc", "--store", store, "--max-unused", "0", "--dry-run")
+        steps = (["gc.pack_written", "gc.pack_switched", "gc.file_removed"] if plan["packs_rewritten"] else []) + \
+                (["gc.pack_dropped", "gc.file_removed"] if plan["packs_deleted"] else [])
+        gc = ["gc", "--max-unused", "0", "--store", store, "-q"]
+        if steps:
+            step = min(steps, key=lambda st: kills.get(st, 0))  # the least-hit step the plan allows
+            rc, _ = run_crashing(step, *gc)
+            check(rc == -signal.SIGKILL, "gc was not killed at %s (exit %d)" % (step, rc))
+            kills[step] = kills.get(step, 0) + 1
+        run(*gc)  # the rerun completes the work
+        check(run_json("du", "--store", store)["unreferenced_bytes"] == 0, "gc rerun left unreferenced data")
         kept = sorted(r["id"] for r in run_json("ls", "--store", store))
         check(len(kept) == keep and kept == sorted(history)[-keep:], "after expire to %d: %s" % (keep, kept))
         for rev in list(history):
@@ -769,7 +823,8 @@ def scenario_history_kill(c):
         check(scrub_json(store, "--deep")["clean"], "scrub after killed expire/gc")
         check_all_restore(store, "hk-img", history)
     log("history_kill: kills %s" % kills)
-    check(kills["expire"] >= 2 and kills["gc"] >= 2, "too few kills landed: %s" % kills)
+    for step in ("forget.marked", "forget.done", "gc.pack_written", "gc.pack_switched", "gc.file_removed"):
+        check(kills.get(step, 0) >= 1, "no kill at %s: %s (replay with RBDVAULT_SEED=%d)" % (step, kills, seed))
     c.remove("rbd", "hk-img")
 
 

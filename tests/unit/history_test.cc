@@ -153,12 +153,14 @@ TEST_F(HistoryTest, GcRefusesWhileSomeoneReads) {
   gc(*store_, GcOptions{});
 }
 
-// Kills a child doing `work` on the store after a random delay, then checks the store is intact
-// after the next writer opens it and finishes the work.
+// Runs `work` on the store in a child that SIGKILLs itself at crash point `step` (STEP[:N], see
+// store/crash_points.h). Returns true if the child died there: the kill lands at a known step on any
+// machine, however fast.
 template <typename Work>
-void kill_during(const fs::path& dir, Work work, std::mt19937& rng, int& killed) {
+bool crash_at(const fs::path& dir, const std::string& step, Work work) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    ::setenv("RBDVAULT_CRASH_AT", step.c_str(), 1);
     try {
       auto s = Store::open(dir, OpenMode::kWriter, "child");
       work(*s);
@@ -167,41 +169,52 @@ void kill_during(const fs::path& dir, Work work, std::mt19937& rng, int& killed)
     }
     ::_exit(0);
   }
-  ::usleep(rng() % 20000);
-  ::kill(pid, SIGKILL);
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (WIFSIGNALED(status)) ++killed;
+  if (::waitpid(pid, &status, 0) != pid) return false;
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+}
+
+// The gc steps a run will pass, judged by a dry run (a kill planned at a step gc never reaches
+// would prove nothing).
+std::vector<std::string> gc_steps(Store& s) {
+  GcResult plan = gc(s, GcOptions{0.0, true});
+  std::vector<std::string> steps;
+  if (plan.packs_rewritten) steps.insert(steps.end(), {"gc.pack_written", "gc.pack_switched", "gc.file_removed"});
+  if (plan.packs_deleted) steps.insert(steps.end(), {"gc.pack_dropped", "gc.file_removed"});
+  return steps;
 }
 
 TEST_F(HistoryTest, KilledForgetAndGcLoseNothingAndRerunCompletes) {
   build(12, 5);
-  store_.reset();
-  std::mt19937 rng(6);
-  int killed = 0;
   std::vector<uint64_t> ids;
   for (auto& [id, _] : history_) ids.push_back(id);
+  std::map<std::string, int> kills;
   for (int round = 0; round < 8; ++round) {
     const uint64_t victim = ids[round];
-    kill_during(
-        dir_, [&](Store& s) { s.forget(victim); }, rng, killed);
-    kill_during(
-        dir_,
-        [&](Store& s) {
-          gc(s, GcOptions{0.0, false});
-        },
-        rng, killed);
-    store_ = Store::open(dir_, OpenMode::kWriter, "test");  // completes an interrupted forget
-    bool gone = true;
-    for (auto& r : store_->revisions()) gone = gone && r.id != victim;
-    if (!gone) store_->forget(victim);  // the kill came before the forget began: rerun it
+    store_.reset();
+    const std::string forget_step = round % 2 ? "forget.done" : "forget.marked";
+    ASSERT_TRUE(crash_at(dir_, forget_step, [&](Store& s) { s.forget(victim); })) << forget_step;
+    ++kills[forget_step];
+    store_ = Store::open(dir_, OpenMode::kWriter, "test");  // completes the interrupted forget
+    for (auto& r : store_->revisions()) ASSERT_NE(r.id, victim) << "a killed forget must be completed at open";
     history_.erase(victim);
+    expect_intact();
+    const std::vector<std::string> steps = gc_steps(*store_);
+    store_.reset();
+    if (!steps.empty()) {
+      const std::string gc_step = steps[round % steps.size()];
+      ASSERT_TRUE(crash_at(dir_, gc_step, [&](Store& s) { gc(s, GcOptions{0.0, false}); })) << gc_step;
+      ++kills[gc_step];
+    }
+    store_ = Store::open(dir_, OpenMode::kWriter, "test");
     gc(*store_, GcOptions{0.0, false});
     expect_intact();
-    store_.reset();
+    EXPECT_TRUE(scrub(*store_, ScrubOptions{{}, {}, true}).clean()) << "round " << round;
+    EXPECT_EQ(du(*store_).unreferenced_bytes, 0u);
   }
-  store_ = Store::open(dir_, OpenMode::kWriter, "test");
-  EXPECT_GT(killed, 0);
+  // Every kind of step was hit at least once, each by a kill that landed.
+  for (const char* step : {"forget.marked", "forget.done", "gc.pack_written", "gc.pack_switched", "gc.file_removed"})
+    EXPECT_GT(kills[step], 0) << step;
 }
 
 // ---- scrub finds every injected fault and names the damaged revisions ----------------------
