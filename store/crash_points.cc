@@ -9,25 +9,32 @@
 
 namespace rbdvault::store {
 
+void CrashPoints::Trigger::parse(const char* variable) {
+  const char* value = std::getenv(variable);
+  if (!value || !*value) return;
+  const std::string spec(value);
+  const auto colon = spec.rfind(':');
+  step = spec.substr(0, colon);
+  nth = 1;
+  if (colon != std::string::npos) {
+    const std::string n = spec.substr(colon + 1);
+    if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos || std::stoul(n) == 0)
+      throw std::invalid_argument(std::string(variable) + ": bad count in '" + spec + "' (want STEP[:N], N >= 1)");
+    nth = std::stoul(n);
+  }
+  if (step.empty()) throw std::invalid_argument(std::string(variable) + ": empty step in '" + spec + "'");
+}
+
+bool CrashPoints::Trigger::fires(std::string_view at) {
+  if (step.empty() || (step != "*" && step != at)) return false;
+  return passed.fetch_add(1) + 1 == nth;
+}
+
 void CrashPoints::load_environment() {
-  if (const char* at = std::getenv("RBDVAULT_CRASH_AT"); at && *at) {
-    const std::string spec(at);
-    const auto colon = spec.rfind(':');
-    step_ = spec.substr(0, colon);
-    nth_ = 1;
-    if (colon != std::string::npos) {
-      const std::string n = spec.substr(colon + 1);
-      if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos || std::stoul(n) == 0)
-        throw std::invalid_argument("RBDVAULT_CRASH_AT: bad count in '" + spec + "' (want STEP[:N], N >= 1)");
-      nth_ = std::stoul(n);
-    }
-    if (step_.empty()) throw std::invalid_argument("RBDVAULT_CRASH_AT: empty step in '" + spec + "'");
-    enabled_ = true;
-  }
-  if (const char* trace = std::getenv("RBDVAULT_CRASH_TRACE"); trace && *trace) {
-    trace_path_ = trace;
-    enabled_ = true;
-  }
+  crash_.parse("RBDVAULT_CRASH_AT");
+  stop_.parse("RBDVAULT_STOP_AT");
+  if (const char* trace = std::getenv("RBDVAULT_CRASH_TRACE"); trace && *trace) trace_path_ = trace;
+  enabled_ = !crash_.step.empty() || !stop_.step.empty() || !trace_path_.empty();
 }
 
 void CrashPoints::reached(std::string_view step) {
@@ -41,8 +48,8 @@ void CrashPoints::reached(std::string_view step) {
       ::close(fd);
     }
   }
-  if (step_.empty() || (step_ != "*" && step_ != step)) return;
-  if (passed_.fetch_add(1) + 1 != nth_) return;
+  if (stop_.fires(step)) ::kill(::getpid(), SIGSTOP);  // returns once a SIGCONT arrives
+  if (!crash_.fires(step)) return;
   ::kill(::getpid(), SIGKILL);
   for (;;) ::pause();  // SIGKILL cannot be caught; never run past the step
 }

@@ -4,6 +4,8 @@
 //
 //   RBDVAULT_CRASH_AT=STEP[:N]   SIGKILL this process the Nth time (default 1) it passes STEP;
 //                                STEP "*" counts every step, so "*:17" dies at the 17th step passed.
+//   RBDVAULT_STOP_AT=STEP[:N]    SIGSTOP this process there instead: a test holds it at a known step
+//                                (holding the store's locks), acts, and lets it go on with SIGCONT.
 //   RBDVAULT_CRASH_TRACE=FILE    append each step's name to FILE as it is passed (one per line), so
 //                                a test can list the steps an operation goes through, then pick one.
 //
@@ -19,7 +21,7 @@ namespace rbdvault::store {
 
 class CrashPoints {
  public:
-  // Reads the two variables above. A malformed RBDVAULT_CRASH_AT throws std::invalid_argument.
+  // Reads the variables above. A malformed STEP[:N] throws std::invalid_argument.
   void load_environment();
 
   // Called at each step; thread-safe. May not return (SIGKILL).
@@ -27,11 +29,16 @@ class CrashPoints {
   bool enabled() const { return enabled_; }
 
  private:
+  struct Trigger {
+    std::string step;  // "*" for any; empty: unset
+    uint64_t nth = 1;
+    std::atomic<uint64_t> passed{0};
+    void parse(const char* variable);
+    bool fires(std::string_view at);  // counts a pass of `at`; true on the Nth
+  };
   bool enabled_ = false;
-  std::string step_;  // "*" for any
-  uint64_t nth_ = 1;
+  Trigger crash_, stop_;
   std::string trace_path_;
-  std::atomic<uint64_t> passed_{0};
 };
 
 }  // namespace rbdvault::store

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import rbd
@@ -162,19 +163,14 @@ def scenario_batch_failure(c):
             img.write(rng.randbytes(1 << 20), 0)
     store = new_store("batch-failure")
     conf = write_config("batch-failure", base_config(
-        store, "[job.bf]\npool = rbd\ninclude = bf-*\n", "images-in-parallel = 1\nread-bandwidth = 2M\n"))
+        store, "[job.bf]\npool = rbd\ninclude = bf-*\n", "images-in-parallel = 1\n"))
     with c.image("rbd", "bf-zz-broken") as img:
         header = "rbd_header." + img.id()
-    p = start("run", "--config", conf, "--format", "json")
-    # Once the first image is done the run is under way; then the last image loses its header.
-    def first_done():
-        return any(op == "backup" and res for op, _, res in oplog(store))
-
-    deadline = time.time() + 120
-    while not first_done():
-        check(time.time() < deadline and p.poll() is None, "the run never finished its first image")
-        time.sleep(0.05)
+    # The run is held right after its first commit (a crash point, not a timing guess); then the
+    # last image loses its header, and the run goes on.
+    p = cli_test.start_held("revision.committed:1", "run", "--config", conf, "--format", "json", conf=False)
     c.ioctx("rbd").remove_object(header)
+    p.send_signal(signal.SIGCONT)
     rc, out, err = finish(p)
     check(rc != 0, "run exited 0 with a failed image")
     r = json.loads(out)
@@ -289,7 +285,9 @@ def scenario_batch_agent(c):
             break
         check(p.poll() is None and time.time() < deadline, "the big backup never started")
         time.sleep(0.1)
-    time.sleep(1)
+    # ... and has stored data (its unsealed pack exists): the SIGTERM lands amid the backup.
+    data = os.path.join(store, "data")
+    cli_test.wait_for(lambda: any(f.endswith(".pack.tmp") for f in os.listdir(data)), "the big backup's first chunks")
     t0 = time.time()
     p.send_signal(signal.SIGTERM)
     rc, _, err = finish(p, timeout=60)
@@ -334,10 +332,18 @@ def scenario_batch_retry(c):
         os.kill(osd, signal.SIGSTOP)  # every OSD operation now times out after 3 s
         try:
             p = start("run", "--config", cfg, "--format", "json")
-            time.sleep(5)
+            # The OSD stays stopped until the run has hit a timeout and scheduled a retry.
+            err_lines = []
+            reader = threading.Thread(target=lambda: err_lines.extend(iter(p.stderr.readline, "")), daemon=True)
+            reader.start()
+            cli_test.wait_for(lambda: any("retrying in" in l for l in err_lines) or p.poll() is not None,
+                              "a retry while the OSD is stopped")
         finally:
             os.kill(osd, signal.SIGCONT)
-        rc, out, err = finish(p)
+        out = p.stdout.read()
+        rc = p.wait(timeout=600)
+        reader.join(timeout=60)
+        err = "".join(err_lines)
         check(rc == 0, "run exit %d after the OSD came back\n%s" % (rc, err[-3000:]))
         retries = [l for l in err.splitlines() if "retrying in" in l]
         check(retries, "nothing was retried:\n" + err[-3000:])

@@ -169,6 +169,31 @@ def run_crashing(step, *args, trace=None):
     return p.returncode, p.stdout
 
 
+def wait_for(cond, what, timeout=120, interval=0.05):
+    """Waits for an event with a generous deadline (never a fixed sleep): fails naming `what`."""
+    deadline = time.time() + timeout
+    while not cond():
+        check(time.time() < deadline, "timed out after %ds waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def process_stopped(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def start_held(step, *args, conf=True):
+    """Starts rbdvault ARGS with RBDVAULT_STOP_AT=STEP and returns the Popen once the process has
+    stopped itself at that step (holding whatever locks it holds there). Continue it with SIGCONT."""
+    env = dict(os.environ, RBDVAULT_STOP_AT=step)
+    p = subprocess.Popen([RBDVAULT] + list(args) + (["-c", CONF] if conf else []), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+    wait_for(lambda: p.poll() is not None or process_stopped(p.pid), "rbdvault to stop at " + step)
+    if p.poll() is not None:
+        raise Failure("rbdvault exited %s before reaching %s: %s" % (p.returncode, step, p.stderr.read()))
+    return p
+
+
 def crash_steps(*args):
     """The crash-point steps one run of rbdvault ARGS passes (it runs to completion)."""
     trace = os.path.join(TMP, "trace-%d-%d" % (os.getpid(), random.randrange(1 << 30)))
@@ -594,30 +619,18 @@ def scenario_bad_input(c):
         holder.kill()
         holder.wait()
 
-    # A real concurrent writer: a backup of a bigger image holds the lock while a second one starts.
-    c.create("rbd", "bad-big", 512 << 20, FEATURES_NO_FASTDIFF)
+    # A real concurrent writer, held at a known step while it holds the lock: a second writer is
+    # refused naming it, and the first then finishes normally.
+    c.create("rbd", "bad-big", 64 << 20, FEATURES_NO_FASTDIFF)
     with c.image("rbd", "bad-big") as img:
-        for off in range(0, 512 << 20, 8 << 20):
-            img.write(os.urandom(8 << 20), off)
-    first = subprocess.Popen([RBDVAULT, "backup", "--store", store, "rbd/bad-big", "-c", CONF, "-q"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    second = None
-    while time.time() < deadline:
-        with open(os.path.join(store, "lock")) as f:
-            if "backup rbd/bad-big" in f.read():
-                second = subprocess.run([RBDVAULT, "backup", "--store", store, "rbd/bad-img", "-c", CONF],
-                                        capture_output=True, text=True)
-                break
-        time.sleep(0.01)
-    out, err = first.communicate()
-    check(first.returncode == 0, "first writer failed: %s" % err)
-    check(second is not None, "never saw the first writer holding the lock")
-    if second.returncode == 0:
-        # The first finished between our look at the lock file and the second's start.
-        log("bad_input: concurrent writer raced past the first; the lock-holder check above covers it")
-    else:
-        check("locked by pid %d" % first.pid in second.stderr, "second writer: %r" % second.stderr)
+        img.write(os.urandom(8 << 20), 0)
+    first = start_held("revision.begun", "backup", "--store", store, "rbd/bad-big", "-q")
+    try:
+        fails("locked by pid %d" % first.pid, "backup", "--store", store, "rbd/bad-img")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    check(first.returncode == 0, "the held writer failed after SIGCONT: %s" % err)
     c.remove("rbd", "bad-big")
     c.remove("rbd", "bad-img")
 

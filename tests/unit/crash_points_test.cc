@@ -52,6 +52,37 @@ TEST(CrashPoints, KillsAtTheNthPassOfANamedStep) {
   EXPECT_EQ(steps_passed_before_kill("zzz", steps), -1);
 }
 
+TEST(CrashPoints, StopHoldsTheProcessAtTheStepUntilContinued) {
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    ::setenv("RBDVAULT_STOP_AT", "b:2", 1);
+    CrashPoints points;
+    points.load_environment();
+    for (const char* s : {"a", "b", "b", "c"}) {
+      points.reached(s);
+      if (::write(pipefd[1], s, 1) != 1) ::_exit(3);
+    }
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, WUNTRACED), pid);
+  ASSERT_TRUE(WIFSTOPPED(status));
+  std::string seen(8, '\0');
+  seen.resize(static_cast<size_t>(::read(pipefd[0], seen.data(), seen.size())));
+  EXPECT_EQ(seen, "ab");  // held at the second "b", before passing it
+  ::kill(pid, SIGCONT);
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  char rest[8];
+  EXPECT_EQ(std::string(rest, static_cast<size_t>(::read(pipefd[0], rest, sizeof rest))), "bc");
+  ::close(pipefd[0]);
+}
+
 TEST(CrashPoints, TraceListsEveryStepPassed) {
   const std::string path = "/tmp/rbdvault-crash-trace-" + std::to_string(::getpid());
   ::unlink(path.c_str());
@@ -70,12 +101,14 @@ TEST(CrashPoints, TraceListsEveryStepPassed) {
 }
 
 TEST(CrashPoints, MalformedSpecIsRefusedAndUnsetMeansOff) {
-  for (const char* bad : {"a:0", "a:", "a:x", ":3", "a:-1"}) {
-    ::setenv("RBDVAULT_CRASH_AT", bad, 1);
-    CrashPoints points;
-    EXPECT_THROW(points.load_environment(), std::invalid_argument) << bad;
+  for (const char* var : {"RBDVAULT_CRASH_AT", "RBDVAULT_STOP_AT"}) {
+    for (const char* bad : {"a:0", "a:", "a:x", ":3", "a:-1"}) {
+      ::setenv(var, bad, 1);
+      CrashPoints points;
+      EXPECT_THROW(points.load_environment(), std::invalid_argument) << var << "=" << bad;
+    }
+    ::unsetenv(var);
   }
-  ::unsetenv("RBDVAULT_CRASH_AT");
   ::unsetenv("RBDVAULT_CRASH_TRACE");
   CrashPoints off;
   off.load_environment();
