@@ -979,19 +979,14 @@ def mount_small_fs(path, size):
 def scenario_tiny_store(c):
     """8. A store on a 48 MiB file system takes a 16 MiB backup (RocksDB used to preallocate ~40 MiB);
     9. a backup that runs out of space there fails with one line, its error, and leaves the store
-    as it was. Needs root for the loop mount; without it only the index size is checked."""
+    as it was. Needs root for the loop mount; without it, it logs SKIPPED and passes (the unit test
+    StoreTest.IndexOfASmallStoreStaysSmallOnDisk still guards the index size)."""
     c.create("rbd", "tiny-16", 16 << 20, FEATURES_FASTDIFF)
     with c.image("rbd", "tiny-16") as img:
         img.write(os.urandom(16 << 20), 0)  # incompressible, no duplicates
-    # Everywhere: the index of a store holding one 16 MiB backup occupies little disk.
-    plain = new_store("tiny_store_plain")
-    backup(plain, "rbd/tiny-16")
-    index = 0
-    for root, _, files in os.walk(os.path.join(plain, "index")):
-        index += sum(os.stat(os.path.join(root, f)).st_blocks * 512 for f in files)
-    check(index < 4 << 20, "the index of a one-backup store occupies %d bytes" % index)
-    log("tiny_store: index after one 16 MiB backup occupies %d KiB" % (index >> 10))
-
+    # RocksDB trims its preallocation when the index is closed, so the index size after a finished
+    # command proves nothing; the unit test StoreTest.IndexOfASmallStoreStaysSmallOnDisk measures it
+    # while the index is open. Here, the real thing: a small file system.
     mnt = os.path.join(TMP, "tiny-store-mnt")
     image = mount_small_fs(mnt, 48 << 20)
     if image is None:
