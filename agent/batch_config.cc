@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "agent/numbers.h"
+
 namespace rbdvault::agent {
 namespace {
 
@@ -16,25 +18,6 @@ std::string trim(const std::string& s) {
   if (b == std::string::npos) return "";
   const size_t e = s.find_last_not_of(" \t\r");
   return s.substr(b, e - b + 1);
-}
-
-unsigned long long parse_count(const std::string& v) {
-  size_t used = 0;
-  unsigned long long n = 0;
-  if (v.empty() || v[0] == '-') throw std::invalid_argument("expected a whole number");
-  try {
-    n = std::stoull(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != v.size()) throw std::invalid_argument("expected a whole number");
-  return n;
-}
-
-int parse_keep(const std::string& v) {
-  const unsigned long long n = parse_count(v);
-  if (n > 1000000) throw std::invalid_argument("more than 1000000");
-  return static_cast<int>(n);
 }
 
 bool parse_bool(const std::string& v) {
@@ -48,26 +31,25 @@ bool apply_image_key(ImageSettings& s, const std::string& key, const std::string
   if (key == "schedule")
     s.schedule = Schedule::parse(v);
   else if (key == "jitter")
-    s.jitter_seconds = parse_duration(v);
+    s.jitter_seconds = parse_duration_in(v, kJitterRange);
   else if (key == "keep-last")
-    s.retention.keep_last = parse_keep(v);
+    s.retention.keep_last = static_cast<int>(parse_whole(v, kKeepRange));
   else if (key == "keep-hourly")
-    s.retention.keep_hourly = parse_keep(v);
+    s.retention.keep_hourly = static_cast<int>(parse_whole(v, kKeepRange));
   else if (key == "keep-daily")
-    s.retention.keep_daily = parse_keep(v);
+    s.retention.keep_daily = static_cast<int>(parse_whole(v, kKeepRange));
   else if (key == "keep-weekly")
-    s.retention.keep_weekly = parse_keep(v);
+    s.retention.keep_weekly = static_cast<int>(parse_whole(v, kKeepRange));
   else if (key == "keep-monthly")
-    s.retention.keep_monthly = parse_keep(v);
+    s.retention.keep_monthly = static_cast<int>(parse_whole(v, kKeepRange));
   else if (key == "full-every")
-    s.full_every = static_cast<unsigned>(parse_count(v));
-  else if (key == "reads-in-flight") {
-    s.reads_in_flight = parse_count(v);
-    if (s.reads_in_flight == 0) throw std::invalid_argument("must be at least 1");
-  } else if (key == "retries")
-    s.retries = static_cast<unsigned>(parse_count(v));
+    s.full_every = static_cast<unsigned>(parse_whole(v, kFullEveryRange));
+  else if (key == "reads-in-flight")
+    s.reads_in_flight = static_cast<size_t>(parse_whole(v, kReadsInFlightRange));
+  else if (key == "retries")
+    s.retries = static_cast<unsigned>(parse_whole(v, kRetriesRange));
   else if (key == "retry-delay")
-    s.retry_delay_seconds = parse_duration(v);
+    s.retry_delay_seconds = parse_duration_in(v, kRetryDelayRange);
   else if (key == "skip")
     s.skip = parse_bool(v);
   else
@@ -109,6 +91,8 @@ uint64_t parse_bytes(const std::string& text) {
     if (i == std::string::npos) throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
     mult = std::pow(1024.0, static_cast<double>(i + 1));
   }
+  // 2^64 and beyond would wrap (99999999999999999999 became 0); a size that large is a typo anyway.
+  if (n * mult >= 18446744073709551616.0) throw std::invalid_argument("size too large");
   return static_cast<uint64_t>(n * mult);
 }
 
@@ -215,9 +199,9 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
         else if (l.key == "keyring")
           c.ceph_keyring = l.value;
         else if (l.key == "connect-timeout")
-          c.connect_timeout = static_cast<int>(parse_duration(l.value));
+          c.connect_timeout = static_cast<int>(parse_duration_in(l.value, kConnectTimeoutRange));
         else if (l.key == "op-timeout")
-          c.op_timeout = static_cast<int>(parse_duration(l.value));
+          c.op_timeout = static_cast<int>(parse_duration_in(l.value, kOpTimeoutRange));
         else
           return false;
         return true;
@@ -236,15 +220,14 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
       });
     } else if (s.name == "limits") {
       each(s, {}, [&](const Line& l) {
-        if (l.key == "images-in-parallel") {
-          c.limits.images_in_parallel = parse_count(l.value);
-          if (c.limits.images_in_parallel == 0) throw std::invalid_argument("must be at least 1");
-        } else if (l.key == "read-bandwidth")
-          c.limits.read_bandwidth = parse_bytes(l.value);
+        if (l.key == "images-in-parallel")
+          c.limits.images_in_parallel = static_cast<size_t>(parse_whole(l.value, kImagesInParallelRange));
+        else if (l.key == "read-bandwidth")
+          c.limits.read_bandwidth = parse_bandwidth(l.value);
         else if (l.key == "write-bandwidth")
-          c.limits.write_bandwidth = parse_bytes(l.value);
+          c.limits.write_bandwidth = parse_bandwidth(l.value);
         else if (l.key == "host-slots")
-          c.limits.host_slots = parse_count(l.value);
+          c.limits.host_slots = static_cast<size_t>(parse_whole(l.value, kHostSlotsRange));
         else if (l.key == "host-slots-dir")
           c.limits.host_slots_dir = l.value;
         else
@@ -260,7 +243,7 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
         else if (l.key == "scrub-deep")
           c.maintenance.scrub_deep = parse_bool(l.value);
         else if (l.key == "gc-max-unused")
-          c.maintenance.gc_max_unused_percent = static_cast<double>(parse_count(l.value));
+          c.maintenance.gc_max_unused_percent = parse_real(l.value, kMaxUnusedRange);
         else
           return false;
         return true;

@@ -1,5 +1,8 @@
 #include "agent/block_pipeline.h"
 
+#include <stdexcept>
+#include <system_error>
+
 namespace rbdvault::agent {
 
 struct BlockPipeline::Item {
@@ -13,10 +16,19 @@ struct BlockPipeline::Item {
 
 BlockPipeline::BlockPipeline(store::Store& store, store::RevisionWriter& writer, size_t threads, size_t max_pending)
     : store_(store), writer_(writer), max_pending_(max_pending ? max_pending : 1) {
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { worker(); });
+  try {
+    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { worker(); });
+  } catch (const std::system_error& e) {
+    // The destructor does not run for a throwing constructor, and a joinable std::thread destroyed
+    // unjoined calls std::terminate: stop the workers already started, then report.
+    stop_workers();
+    throw std::runtime_error("cannot start " + std::to_string(threads) + " hash threads: " + e.what());
+  }
 }
 
-BlockPipeline::~BlockPipeline() {
+BlockPipeline::~BlockPipeline() { stop_workers(); }
+
+void BlockPipeline::stop_workers() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;

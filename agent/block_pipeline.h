@@ -35,6 +35,7 @@ class BlockPipeline {
  private:
   struct Item;
   void worker();
+  void stop_workers();  // joins every started worker
   void commit_ready(bool wait_for_front);
 
   store::Store& store_;

@@ -1,10 +1,13 @@
 #include "agent/schedule.h"
 
+#include <cstdint>
 #include <ctime>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
+
+#include "agent/numbers.h"
 
 namespace rbdvault::agent {
 namespace {
@@ -42,7 +45,7 @@ Schedule Schedule::parse(const std::string& text) {
     if (w.size() == 2 && w[0] == "every") {
       s.kind_ = Kind::kEvery;
       s.period_ = parse_duration(w[1]);
-      if (s.period_ <= 0) throw std::invalid_argument("");
+      if (s.period_ < kEveryRange.min || s.period_ > kEveryRange.max) throw std::invalid_argument("");
     } else if (w.size() == 1 && w[0] == "hourly") {
       s.kind_ = Kind::kHourly;
     } else if (w.size() == 2 && w[0] == "daily") {
@@ -57,7 +60,7 @@ Schedule Schedule::parse(const std::string& text) {
     }
   } catch (const std::invalid_argument&) {
     throw std::invalid_argument("bad schedule '" + text +
-                                "' (expected 'every N[s|m|h|d]', 'hourly', 'daily HH:MM' or 'weekly DAY HH:MM')");
+                                "' (expected 'every N[s|m|h|d]' up to 366d, 'hourly', 'daily HH:MM' or 'weekly DAY HH:MM')");
   }
   return s;
 }
@@ -130,11 +133,10 @@ int64_t parse_duration(const std::string& text) {
   }
   const std::string unit = used ? t.substr(used) : "";
   if (used == 0 || n < 0) throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
-  if (unit.empty() || unit == "s") return n;
-  if (unit == "m") return n * 60;
-  if (unit == "h") return n * 3600;
-  if (unit == "d") return n * 86400;
-  throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
+  const int64_t mult = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+  // A multiplication that overflows would turn a huge duration into a small or negative one.
+  if (mult == 0 || n > INT64_MAX / mult) throw std::invalid_argument("expected a duration such as 90s, 15m, 6h or 2d");
+  return n * mult;
 }
 
 int64_t jitter_offset(const std::string& key, int64_t jitter_seconds) {

@@ -63,11 +63,19 @@ VerifyResult verify_revision(rbd::Cluster& cluster, store::Store& store, const s
       ++result.mismatches;
     }
   });
+  auto submit = [&](uint64_t b) { reader.submit(b * bs, std::min<uint64_t>(bs, rev.size - b * bs), b); };
+  uint64_t submitted = 0;
   for (uint64_t b = 0; b < nblocks; ++b) {
     if (options.sample_percent < 100 && !pick(rng)) continue;
-    reader.submit(b * bs, std::min<uint64_t>(bs, rev.size - b * bs), b);
+    submit(b);
+    ++submitted;
   }
+  // A small sample of a small image can pick nothing; a check must check something.
+  if (submitted == 0 && nblocks > 0) submit(std::uniform_int_distribution<uint64_t>(0, nblocks - 1)(rng));
   reader.drain();
+  if (result.blocks_compared == 0 && rev.size > 0)
+    throw std::runtime_error("verify " + rev.pool + "/" + rev.name + "@" + std::to_string(rev.id) +
+                             ": no block was compared; nothing is verified");
   spdlog::info("verify {}/{}@{}: {} blocks compared with {}, {} mismatches", rev.pool, rev.name, rev.id,
                result.blocks_compared, rev.snap_name, result.mismatches);
   return result;

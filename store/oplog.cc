@@ -61,10 +61,24 @@ std::string host_name() {
 
 }  // namespace
 
+namespace {
+
+// Whether the file ends in the middle of a line: a writer killed mid-write (or out of space) leaves
+// a torn last line, and the next line appended must not be glued onto it.
+bool ends_mid_line(int fd) {
+  const off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size <= 0) return false;
+  char last = '\n';
+  return ::pread(fd, &last, 1, size - 1) == 1 && last != '\n';
+}
+
+}  // namespace
+
 void OpLog::append(const std::string& line) {
-  int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw_errno("open operation log " + path_.string());
-  const std::string l = line + "\n";
+  // A leading newline ends a torn line; if another writer ends it first, read() skips the empty line.
+  const std::string l = (ends_mid_line(fd) ? "\n" : "") + line + "\n";
   // One write(2) per line: O_APPEND keeps concurrent writers' lines whole.
   ssize_t w = ::write(fd, l.data(), l.size());
   int saved = errno;
@@ -99,12 +113,14 @@ void OpLog::end(const std::string& id, const char* result, const std::string& er
          " bytes=" + std::to_string(bytes) + " error=" + enc(error));
 }
 
-std::vector<OpRecord> OpLog::read() const {
+std::vector<OpRecord> OpLog::read(size_t* skipped) const {
   std::vector<OpRecord> out;
   std::map<std::string, size_t> by_id;
+  size_t bad = 0;
   std::ifstream in(path_);
   std::string line;
   while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::istringstream words(line);
     std::string kind, word;
     words >> kind;
@@ -120,6 +136,14 @@ std::vector<OpRecord> OpLog::read() const {
         return 0;
       }
     };
+    // A line torn by a crash lacks its later keys (or its kind); it is skipped, never guessed at.
+    const bool whole = kind == "start"  ? kv.count("id") && kv.count("time") && kv.count("op") && kv.count("args")
+                       : kind == "end" ? kv.count("id") && kv.count("time") && kv.count("result") && kv.count("error")
+                                       : false;
+    if (!whole) {
+      ++bad;
+      continue;
+    }
     if (kind == "start") {
       OpRecord r;
       r.id = kv["id"];
@@ -132,9 +156,9 @@ std::vector<OpRecord> OpLog::read() const {
       r.start_ms = num("time");
       by_id[r.id] = out.size();
       out.push_back(std::move(r));
-    } else if (kind == "end") {
+    } else {
       auto it = by_id.find(kv["id"]);
-      if (it == by_id.end()) continue;  // a torn or foreign line
+      if (it == by_id.end()) continue;  // its start line was torn (and counted)
       OpRecord& r = out[it->second];
       r.end_ms = num("time");
       r.result = kv["result"];
@@ -142,6 +166,7 @@ std::vector<OpRecord> OpLog::read() const {
       r.bytes = static_cast<uint64_t>(num("bytes"));
     }
   }
+  if (skipped) *skipped = bad;
   return out;
 }
 

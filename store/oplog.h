@@ -35,8 +35,9 @@ class OpLog {
   // result: "ok", "failed" or "cancelled" (stopped on request; neither a success nor a failure).
   void end(const std::string& id, const char* result, const std::string& error, uint64_t bytes);
 
-  // All operations, oldest first; start and end lines paired by id.
-  std::vector<OpRecord> read() const;
+  // All operations, oldest first; start and end lines paired by id. Lines torn by a crash are
+  // skipped; `skipped`, if given, receives their number.
+  std::vector<OpRecord> read(size_t* skipped = nullptr) const;
 
  private:
   void append(const std::string& line);

@@ -65,7 +65,7 @@ RevisionWriter::~RevisionWriter() {
   lookup_.reset();
   pack_.reset();  // deletes the unsealed pack
   try {
-    store_.roll_back(PendingRecord{id_, image_});
+    store_.roll_back(PendingRecord{id_, image_}, Store::RollBack::kOwnFailure);
     store_.end_write(id_, image_);
   } catch (const std::exception& e) {
     // The entries stay in the index; a later revision of this image would read them as its

@@ -42,6 +42,12 @@ rocksdb::Options db_options() {
   // memory bounded (RocksDB's 64 MiB default would be a quarter of our budget).
   o.write_buffer_size = 32 << 20;
   o.keep_log_file_num = 4;
+  // RocksDB fallocates each WAL file in steps of ~1.1 x write_buffer_size (35 MiB here) and each
+  // MANIFEST by 4 MiB: about 40 MiB before the first byte of data, which made a backup to a small
+  // file system fail with ENOSPC. The index of a backup store is small and written in batches;
+  // preallocation buys it nothing.
+  o.allow_fallocate = false;
+  o.manifest_preallocation_size = 64 << 10;
   o.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   return o;
 }
@@ -62,6 +68,16 @@ void write_file_durably(const fs::path& path, const std::string& content) {
   fsync_dir(path.parent_path());
 }
 
+// "does not exist" or "non-empty directory" would send the operator looking in the wrong place
+// when --store names a file (or a device, a socket...).
+void require_directory_or_absent(const fs::path& dir) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (ec || !fs::exists(st) || fs::is_directory(st)) return;
+  const char* what = fs::is_regular_file(st) ? "a file" : "a special file";
+  throw StoreError(StoreError::Kind::kInvalid, dir.string() + " is " + what + ", not a store directory");
+}
+
 std::string random_id() {
   std::random_device rd;
   std::string s;
@@ -78,6 +94,7 @@ void Store::init(const fs::path& dir, const StoreOptions& options) {
     throw StoreError(StoreError::Kind::kInvalid,
                      "block size " + std::to_string(bs) + " is not a power of two from 64 KiB to 4 MiB");
   std::error_code ec;
+  require_directory_or_absent(dir);
   if (fs::exists(dir / kMarkerFile))
     throw StoreError(StoreError::Kind::kInvalid, "a store already exists in " + dir.string());
   if (fs::exists(dir) && !fs::is_empty(dir, ec))
@@ -118,6 +135,7 @@ bool Store::is_store(const fs::path& dir) {
 
 std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std::string& holder,
                                    const WriterOptions& writer_options) {
+  require_directory_or_absent(dir);
   if (!fs::is_directory(dir))
     throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
   std::ifstream in(dir / kMarkerFile);
@@ -191,7 +209,7 @@ void Store::recover() {
       pending.push_back(decode_pending(it->value().ToStringView()));
     check(it->status(), "scan pending revisions");
   }
-  for (auto& p : pending) roll_back(p);
+  for (auto& p : pending) roll_back(p, RollBack::kRecovery);
   // Pack files without a pack record were never committed; nothing points into them.
   std::error_code ec;
   fs::directory_iterator packs_dir(data_dir(), ec);
@@ -228,7 +246,7 @@ void Store::recover() {
   }
 }
 
-void Store::roll_back(const PendingRecord& p) {
+void Store::roll_back(const PendingRecord& p, RollBack why) {
   rocksdb::WriteBatch batch;
   ChunkRefUpdates chunks(*db_);
   uint64_t removed = 0;
@@ -250,8 +268,9 @@ void Store::roll_back(const PendingRecord& p) {
   check(db_->Write(wo, &batch), "roll back unfinished revision " + std::to_string(p.revision));
   ++chunk_generation_;
   crash_points_.reached("revision.rolled_back");
-  spdlog::warn("store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
-               removed);
+  spdlog::log(why == RollBack::kRecovery ? spdlog::level::warn : spdlog::level::debug,
+              "store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,
+              removed);
 }
 
 uint64_t Store::advance_counter(std::string_view name, uint64_t initial, bool sync) {
@@ -457,7 +476,7 @@ std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start
         new RevisionWriter(*this, rev, image_id, start.size, start.from_empty, std::move(parent)));
   } catch (...) {
     end_write(rev, image_id);
-    roll_back(PendingRecord{rev, image_id});
+    roll_back(PendingRecord{rev, image_id}, RollBack::kOwnFailure);
     throw;
   }
 }

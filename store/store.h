@@ -157,7 +157,10 @@ class Store {
   Store() = default;
   void recover();
   // Removes the uncommitted entries of one revision (and the chunk references they held).
-  void roll_back(const PendingRecord& pending);
+  // kRecovery: left by a killed writer, found at open (worth a warning); kOwnFailure: this process's
+  // own failed revision, whose error the caller reports (a second line would only repeat it).
+  enum class RollBack { kRecovery, kOwnFailure };
+  void roll_back(const PendingRecord& pending, RollBack why);
   void end_write(uint64_t revision, uint64_t image);
   void require_no_writers(const char* operation);
   void finish_forget(RevisionRecord rev);

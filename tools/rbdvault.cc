@@ -18,6 +18,7 @@
 #include "agent/backup.h"
 #include "agent/batch_config.h"
 #include "agent/expire.h"
+#include "agent/numbers.h"
 #include "agent/restore.h"
 #include "agent/retention.h"
 #include "agent/verify.h"
@@ -75,8 +76,21 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Every numeric option, parsed and range-checked up front for every command (whether or not the
+// command uses it): a value outside its range is a usage error, never silently taken.
+struct Numbers {
+  int connect_timeout = 15, op_timeout = 0;
+  unsigned full_every = 0;
+  size_t reads_in_flight = 16, hash_threads = 2;
+  uint32_t block_size = 64 << 10;
+  agent::RetentionPolicy keep;
+  double max_unused = 5, sample = 100, time_scale = 1;
+  int64_t poll = 60, max_age = 26 * 3600, warn_age = 0;
+};
+
 struct Args {
   std::string command;
+  Numbers n;
   std::string command_line;  // for the operation log
   std::vector<std::string> positional;
   po::variables_map vm;
@@ -86,7 +100,57 @@ struct Args {
   bool json() const { return str("format") == "json"; }
 };
 
-Args parse(int argc, char** argv) {
+// Parses option `name` with `parse` (one of agent/numbers.h's parsers); its error becomes one usage
+// line naming the option and the value as typed.
+template <class Parse>
+auto numeric(const Args& a, const char* name, Parse parse) {
+  const std::string text = a.str(name);
+  try {
+    return parse(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("bad --") + name + " '" + text + "': " + e.what());
+  }
+}
+
+uint32_t parse_block_size(const std::string& text) {
+  const std::invalid_argument bad("expected a power of two from 64K to 4M");
+  uint64_t v = 0;
+  try {
+    v = agent::parse_bytes(text);
+  } catch (const std::invalid_argument&) {
+    throw bad;
+  }
+  if (v < (64u << 10) || v > (4u << 20) || (v & (v - 1)) != 0) throw bad;
+  return static_cast<uint32_t>(v);
+}
+
+Numbers parse_numbers(const Args& a) {
+  using namespace agent;
+  auto whole = [](Range r) { return [r](const std::string& t) { return parse_whole(t, r); }; };
+  auto duration = [](Range r) { return [r](const std::string& t) { return parse_duration_in(t, r); }; };
+  auto real = [](RealRange r) { return [r](const std::string& t) { return parse_real(t, r); }; };
+  Numbers n;
+  n.connect_timeout = static_cast<int>(numeric(a, "connect-timeout", duration(kConnectTimeoutRange)));
+  n.op_timeout = static_cast<int>(numeric(a, "op-timeout", duration(kOpTimeoutRange)));
+  n.full_every = static_cast<unsigned>(numeric(a, "full-every", whole(kFullEveryRange)));
+  n.reads_in_flight = static_cast<size_t>(numeric(a, "reads-in-flight", whole(kReadsInFlightRange)));
+  n.hash_threads = static_cast<size_t>(numeric(a, "hash-threads", whole(kHashThreadsRange)));
+  n.block_size = numeric(a, "block-size", parse_block_size);
+  n.keep.keep_last = static_cast<int>(numeric(a, "keep-last", whole(kKeepRange)));
+  n.keep.keep_hourly = static_cast<int>(numeric(a, "keep-hourly", whole(kKeepRange)));
+  n.keep.keep_daily = static_cast<int>(numeric(a, "keep-daily", whole(kKeepRange)));
+  n.keep.keep_weekly = static_cast<int>(numeric(a, "keep-weekly", whole(kKeepRange)));
+  n.keep.keep_monthly = static_cast<int>(numeric(a, "keep-monthly", whole(kKeepRange)));
+  n.max_unused = numeric(a, "max-unused", real(kMaxUnusedRange));
+  n.sample = numeric(a, "sample", real(kSampleRange));
+  n.time_scale = numeric(a, "time-scale", real(kTimeScaleRange));
+  n.poll = numeric(a, "poll", duration(kPollRange));
+  n.max_age = numeric(a, "max-age", duration(kMaxAgeRange));
+  n.warn_age = numeric(a, "warn-age", duration(kWarnAgeRange));
+  return n;
+}
+
+Args parse(int argc, char** argv, std::string& command) {
   po::options_description opts;
   // clang-format off
   opts.add_options()
@@ -95,34 +159,34 @@ Args parse(int argc, char** argv) {
       ("conf,c", po::value<std::string>(), "")
       ("id", po::value<std::string>(), "")
       ("keyring,k", po::value<std::string>(), "")
-      ("connect-timeout", po::value<int>()->default_value(15), "")
-      ("op-timeout", po::value<int>()->default_value(0), "")
+      ("connect-timeout", po::value<std::string>()->default_value("15"), "")
+      ("op-timeout", po::value<std::string>()->default_value("0"), "")
       ("format", po::value<std::string>()->default_value("plain"), "")
       ("verbose,v", po::bool_switch(), "")
       ("quiet,q", po::bool_switch(), "")
       ("full", po::bool_switch(), "")
-      ("full-every", po::value<unsigned>()->default_value(0), "")
+      ("full-every", po::value<std::string>()->default_value("0"), "")
       ("whole-object", po::bool_switch(), "")
       ("exact-diff", po::bool_switch(), "")
-      ("reads-in-flight", po::value<size_t>()->default_value(16), "")
-      ("hash-threads", po::value<size_t>()->default_value(2), "")
+      ("reads-in-flight", po::value<std::string>()->default_value("16"), "")
+      ("hash-threads", po::value<std::string>()->default_value("2"), "")
       ("to", po::value<std::string>(), "")
       ("to-file", po::value<std::string>(), "")
       ("block-size", po::value<std::string>()->default_value("64K"), "")
-      ("keep-last", po::value<int>()->default_value(0), "")
-      ("keep-hourly", po::value<int>()->default_value(0), "")
-      ("keep-daily", po::value<int>()->default_value(0), "")
-      ("keep-weekly", po::value<int>()->default_value(0), "")
-      ("keep-monthly", po::value<int>()->default_value(0), "")
+      ("keep-last", po::value<std::string>()->default_value("0"), "")
+      ("keep-hourly", po::value<std::string>()->default_value("0"), "")
+      ("keep-daily", po::value<std::string>()->default_value("0"), "")
+      ("keep-weekly", po::value<std::string>()->default_value("0"), "")
+      ("keep-monthly", po::value<std::string>()->default_value("0"), "")
       ("dry-run", po::bool_switch(), "")
-      ("max-unused", po::value<double>()->default_value(5), "")
+      ("max-unused", po::value<std::string>()->default_value("5"), "")
       ("deep", po::bool_switch(), "")
-      ("sample", po::value<double>()->default_value(100), "")
+      ("sample", po::value<std::string>()->default_value("100"), "")
       ("config", po::value<std::string>(), "")
       ("job", po::value<std::string>(), "")
       ("force", po::bool_switch(), "")
       ("poll", po::value<std::string>()->default_value("60s"), "")
-      ("time-scale", po::value<double>()->default_value(1), "")
+      ("time-scale", po::value<std::string>()->default_value("1"), "")
       ("max-age", po::value<std::string>()->default_value("26h"), "")
       ("warn-age", po::value<std::string>()->default_value("0"), "")
       ("args", po::value<std::vector<std::string>>(), "");
@@ -137,11 +201,12 @@ Args parse(int argc, char** argv) {
     std::cout << kUsage;
     std::exit(a.vm.count("help") ? 0 : 2);
   }
-  a.command = a.positional.front();
+  a.command = command = a.positional.front();
   for (int i = 0; i < argc; ++i) a.command_line += (i ? " " : "") + std::string(argv[i]);
   a.positional.erase(a.positional.begin());
   const std::string fmt = a.str("format");
   if (fmt != "plain" && fmt != "json") throw UsageError("--format must be plain or json");
+  a.n = parse_numbers(a);
   return a;
 }
 
@@ -161,8 +226,8 @@ rbd::ConnectOptions connect_options(const Args& a) {
   o.conf_path = a.str("conf");
   o.client_id = a.str("id");
   o.keyring = a.str("keyring");
-  o.timeout_seconds = a.vm["connect-timeout"].as<int>();
-  o.op_timeout_seconds = a.vm["op-timeout"].as<int>();
+  o.timeout_seconds = a.n.connect_timeout;
+  o.op_timeout_seconds = a.n.op_timeout;
   return o;
 }
 
@@ -280,11 +345,7 @@ int logged(const Args& a, const std::string& op, const std::string& image, const
 int cmd_init(const Args& a) {
   if (!a.positional.empty()) throw UsageError("init: unexpected argument " + a.positional.front());
   store::StoreOptions o;
-  try {
-    o.block_size = static_cast<uint32_t>(agent::parse_bytes(a.str("block-size")));
-  } catch (const std::invalid_argument& e) {
-    throw UsageError("bad --block-size '" + a.str("block-size") + "': " + e.what());
-  }
+  o.block_size = a.n.block_size;
   store::Store::init(require_store(a), o);
   if (!a.flag("quiet"))
     std::cout << "initialised store " << require_store(a) << " (block size " << tools::human_size(o.block_size)
@@ -300,12 +361,12 @@ int cmd_backup(const Args& a) {
     auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault backup " + spec.str());
     rbd::Cluster cluster(connect_options(a));
     agent::BackupOptions o;
-    o.full_every = a.vm["full-every"].as<unsigned>();
+    o.full_every = a.n.full_every;
     o.full = a.flag("full");
     o.whole_object = a.flag("whole-object");
     o.object_map_filter = !a.flag("exact-diff");
-    o.reads_in_flight = a.vm["reads-in-flight"].as<size_t>();
-    o.hash_threads = a.vm["hash-threads"].as<size_t>();
+    o.reads_in_flight = a.n.reads_in_flight;
+    o.hash_threads = a.n.hash_threads;
     Progress progress(!a.flag("quiet"));
     o.progress = progress.callback();
     agent::BackupResult r = agent::backup_image(cluster, *st, spec, o);
@@ -427,12 +488,7 @@ int cmd_protect(const Args& a, bool on) {
 
 int cmd_expire(const Args& a) {
   if (a.positional.size() > 1) throw UsageError("expire: expected at most one POOL/IMAGE");
-  agent::RetentionPolicy policy;
-  policy.keep_last = a.vm["keep-last"].as<int>();
-  policy.keep_hourly = a.vm["keep-hourly"].as<int>();
-  policy.keep_daily = a.vm["keep-daily"].as<int>();
-  policy.keep_weekly = a.vm["keep-weekly"].as<int>();
-  policy.keep_monthly = a.vm["keep-monthly"].as<int>();
+  const agent::RetentionPolicy policy = a.n.keep;
   if (policy.empty()) throw UsageError("expire: give at least one --keep-* option (refusing to expire everything)");
   const bool dry = a.flag("dry-run");
   const std::string only = a.positional.empty() ? "" : a.positional.front();
@@ -484,7 +540,7 @@ int cmd_gc(const Args& a) {
   return logged(a, "gc", "", [&](uint64_t& bytes) {
     auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault gc");
     store::GcOptions o;
-    o.max_unused = a.vm["max-unused"].as<double>() / 100.0;
+    o.max_unused = a.n.max_unused / 100.0;
     o.dry_run = a.flag("dry-run");
     store::GcResult r = store::gc(*st, o);
     bytes = r.bytes_before - r.bytes_after;
@@ -592,7 +648,7 @@ int cmd_verify(const Args& a) {
     store::RevisionRecord rev = resolve_revision(*st, target);
     rbd::Cluster cluster(connect_options(a));
     agent::VerifyOptions o;
-    o.sample_percent = a.vm["sample"].as<double>();
+    o.sample_percent = a.n.sample;
     agent::VerifyResult r = agent::verify_revision(cluster, *st, rev, o);
     bytes = r.blocks_compared * st->block_size();
     if (a.json()) {
@@ -641,7 +697,9 @@ int cmd_log(const Args& a) {
     rbd::ImageSpec spec = rbd::ImageSpec::parse(a.positional.front());
     only = spec.pool + "/" + spec.image;
   }
-  auto records = store::OpLog(dir).read();
+  size_t torn = 0;
+  auto records = store::OpLog(dir).read(&torn);
+  if (torn) spdlog::warn("operation log: skipped {} torn line(s) (a process died or the disk filled mid-line)", torn);
   if (a.json()) std::cout << "[";
   bool first = true;
   for (auto& r : records) {
@@ -697,8 +755,11 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("rbdvault");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%^%l%$: %v");
+  std::string command;  // known once parse() has found it
+  // A monitoring plugin answers UNKNOWN (3), never CRITICAL, for its own usage errors.
+  auto is_check = [&] { return command == "check" || (command.empty() && argc > 1 && std::string(argv[1]) == "check"); };
   try {
-    Args a = parse(argc, argv);
+    Args a = parse(argc, argv, command);
     spdlog::set_level(a.flag("verbose") ? spdlog::level::debug
                       : a.flag("quiet") ? spdlog::level::warn
                                         : spdlog::level::info);
@@ -725,8 +786,8 @@ int main(int argc, char** argv) {
         tools::BatchArgs b;
         b.config = a.str("config");
         b.store = a.str("store");
-        b.max_age = agent::parse_duration(a.str("max-age"));
-        b.warn_age = agent::parse_duration(a.str("warn-age"));
+        b.max_age = a.n.max_age;
+        b.warn_age = a.n.warn_age;
         return tools::cmd_check(b);
       } catch (const std::exception& e) {
         std::cout << "RBDVAULT UNKNOWN - " << e.what() << "\n";
@@ -743,8 +804,8 @@ int main(int argc, char** argv) {
       b.force = a.flag("force");
       b.json = a.json();
       b.quiet = a.flag("quiet");
-      b.time_scale = a.vm["time-scale"].as<double>();
-      b.poll_seconds = agent::parse_duration(a.str("poll"));
+      b.time_scale = a.n.time_scale;
+      b.poll_seconds = a.n.poll;
       b.command_line = a.command_line;
       if (a.command == "run") return tools::cmd_run(b);
       if (a.command == "agent") return tools::cmd_agent(b);
@@ -752,10 +813,14 @@ int main(int argc, char** argv) {
     }
     throw UsageError("unknown command '" + a.command + "' (see rbdvault --help)");
   } catch (const UsageError& e) {
+    if (is_check()) {
+      std::printf("RBDVAULT UNKNOWN - %s\n", e.what());
+      return 3;
+    }
     std::fprintf(stderr, "rbdvault: %s\n", e.what());
     return 2;
   } catch (const po::error& e) {
-    if (argc > 1 && std::string(argv[1]) == "check") {  // a monitoring plugin answers UNKNOWN
+    if (is_check()) {
       std::printf("RBDVAULT UNKNOWN - %s\n", e.what());
       return 3;
     }

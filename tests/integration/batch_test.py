@@ -428,6 +428,22 @@ def scenario_batch_config_error(c):
     conf = write_config("batch-config-error", "\n".join(lines) + "\n")
     _, err = run("run", "--config", conf, rc=-1)
     check("%s:%d: key 'images-in-parallel' in [limits]: bad value 'many'" % (conf, at + 1) in err, err)
+    # Out-of-range numbers are refused the same way (issue 19): a negative keep-* forgot history.
+    for key, value, section in (("images-in-parallel", "0", "limits"), ("images-in-parallel", "-1", "limits")):
+        lines[at] = "%s = %s" % (key, value)
+        conf = write_config("batch-config-error", "\n".join(lines) + "\n")
+        _, err = run("run", "--config", conf, rc=-1)
+        msg = err.strip().splitlines()
+        check(len(msg) == 1 and "%s:%d: key '%s' in [%s]: bad value '%s': expected a whole number from 1 to 256"
+              % (conf, at + 1, key, section, value) in msg[0], "%s = %s: %r" % (key, value, err))
+    lines[at] = "images-in-parallel = 2"
+    for extra in ("keep-last = -1", "gc-max-unused = 150", "full-every = -3", "reads-in-flight = 0"):
+        section = "[maintenance]" if extra.startswith("gc-") else "[image.rbd/ce-0]"
+        conf = write_config("batch-config-error", "\n".join(lines) + "\n%s\n%s\n" % (section, extra))
+        _, err = run("run", "--config", conf, rc=-1)
+        msg = err.strip().splitlines()
+        check(len(msg) == 1 and ("%s:%d: key '%s'" % (conf, len(lines) + 2, extra.split()[0])) in msg[0]
+              and "bad value" in msg[0], "%s: %r" % (extra, err))
     # check is a monitoring plugin: its own errors are UNKNOWN (3), never CRITICAL.
     for args in (["--config", conf], ["--store", store, "--max-age", "soon"], ["--store", store, "--bogus"],
                  ["--store", store, "extra-arg"]):
@@ -440,6 +456,50 @@ def scenario_batch_config_error(c):
     c.remove("rbd", "ce-0")
 
 
+def scenario_batch_zero_size(c):
+    """0-byte images (with and without fast-diff) in a batch next to ordinary ones: every image is
+    backed up (a librbd assert on the 0-byte image used to abort the whole process); after the
+    empty image grows, the next run backs it up as a delta."""
+    rng = random.Random(19)
+    names = ["bz-zero-fd", "bz-zero-nofd"] + ["bz-%d" % k for k in range(4)]
+    for n in names:
+        zero = n.startswith("bz-zero")
+        c.create("rbd", n, 0 if zero else 8 << 20, FEATURES_NO_FASTDIFF if n.endswith("nofd") else FEATURES_FASTDIFF)
+        if not zero:
+            with c.image("rbd", n) as img:
+                img.write(rng.randbytes(512 << 10), rng.randrange(0, 15) << 19)
+    store = new_store("batch-zero-size")
+    conf = write_config("batch-zero-size", base_config(store, "[job.bz]\npool = rbd\ninclude = bz-*\n",
+                                                       "images-in-parallel = 3\n", "keep-last = 2\n"))
+    rc, out, err = finish(start("run", "--config", conf, "--format", "json"))
+    check(rc == 0, "run with 0-byte images: exit %d\n%s" % (rc, err[-2000:]))
+    r = json.loads(out)
+    by = {i["image"]: i for i in r["images"]}
+    check(r["ok"] == len(names) and all(by["rbd/" + n]["result"] == "ok" for n in names),
+          "not every image was backed up: %s" % r)
+    for n in ("bz-zero-fd", "bz-zero-nofd"):
+        check(by["rbd/" + n]["size"] == 0, "%s: %s" % (n, by["rbd/" + n]))
+    for n in names:
+        rev = by["rbd/" + n]["revision"]
+        verify_restores(c, store, "rbd/%s@%d" % (n, rev), rbd_export_sha("rbd/%s@%s" % (n, snap_name(store, rev))),
+                        tag="restored-bz")
+    # The empty images grow; the next run backs them up as deltas.
+    for n in ("bz-zero-fd", "bz-zero-nofd"):
+        with c.image("rbd", n) as img:
+            img.resize(4 << 20)
+            img.write(rng.randbytes(100 << 10), 1 << 20)
+    rc, out, err = finish(start("run", "--config", conf, "--format", "json", "--force"))
+    check(rc == 0, "second run: exit %d\n%s" % (rc, err[-2000:]))
+    by = {i["image"]: i for i in json.loads(out)["images"]}
+    for n in ("bz-zero-fd", "bz-zero-nofd"):
+        m = by["rbd/" + n]
+        check(m["result"] == "ok" and m["kind"] == "delta" and m["size"] == 4 << 20, "%s after growth: %s" % (n, m))
+        verify_restores(c, store, "rbd/%s@%d" % (n, m["revision"]),
+                        rbd_export_sha("rbd/%s@%s" % (n, snap_name(store, m["revision"]))), tag="restored-bz")
+    for n in names:
+        c.remove("rbd", n)
+
+
 SCENARIOS = {
     "batch_many": scenario_batch_many,
     "batch_failure": scenario_batch_failure,
@@ -447,6 +507,7 @@ SCENARIOS = {
     "batch_config_error": scenario_batch_config_error,
     "batch_retry": scenario_batch_retry,
     "batch_kill": scenario_batch_kill,
+    "batch_zero_size": scenario_batch_zero_size,
 }
 
 
