@@ -38,6 +38,7 @@ struct RestoreResult {
 // target's pool, or a file in the target's directory). One left behind is an unfinished restore;
 // the next restore to the same target removes it.
 std::string partial_name(const std::string& name);
+bool is_partial_name(const std::string& name);
 
 // Both restores are atomic under the target's name: the target appears, complete and checked,
 // or not at all. They write under partial_name(), check the revision's digest (a mismatch throws
