@@ -78,8 +78,8 @@ void check_digest(const store::RevisionRecord& rev, const store::Hash& written, 
 }
 
 void log_result(const store::RevisionRecord& rev, const std::string& target, const RestoreResult& r) {
-  spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name,
-               rev.id, target, r.bytes_written, r.zero_blocks_skipped, r.seconds);
+  spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name, rev.id,
+               target, r.bytes_written, r.zero_blocks_skipped, r.seconds);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {

@@ -1,4 +1,6 @@
 // Restores to a file: the whole-revision digest check and atomicity under the target's name.
+#include "agent/restore.h"
+
 #include <fcntl.h>
 #include <rocksdb/db.h>
 #include <sys/file.h>
@@ -7,7 +9,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "agent/restore.h"
 #include "store/error.h"
 #include "store/format.h"
 #include "store_fixture.h"
