@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "agent/numbers.h"
+#include "agent/restore.h"
 
 namespace rbdvault::agent {
 namespace {
@@ -102,6 +103,9 @@ bool glob_match(const std::string& pattern, const std::string& name) {
 
 bool JobConfig::selects(const std::string& p, const std::string& name) const {
   if (p != pool) return false;
+  // An unfinished restore is never worth a backup, and a backup snapshot on it would keep the
+  // next restore to that target from removing it.
+  if (is_partial_name(name)) return false;
   bool in = include.empty();
   for (auto& g : include) in = in || glob_match(g, name);
   if (!in) return false;

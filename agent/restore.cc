@@ -2,12 +2,18 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <thread>
 
+#include "rbd/error.h"
 #include "rbd/image_writer.h"
 #include "store/error.h"
 #include "store/store.h"
@@ -15,9 +21,20 @@
 namespace rbdvault::agent {
 namespace {
 
-// Streams a revision's non-zero blocks as coalesced (offset, bytes) runs.
+using store::StoreError;
+
+// A killed restore's watch on its partial image outlives the process until the OSDs time it out
+// (`osd client watch timeout`, 30 s by default), and librbd refuses to remove a watched image.
+constexpr auto kLeftoverImageWait = std::chrono::seconds(60);
+
+[[noreturn]] void refuse_existing(const std::string& target) {
+  throw StoreError(StoreError::Kind::kInvalid, target + " already exists; refusing to overwrite it");
+}
+
+// Streams a revision's non-zero blocks as coalesced (offset, bytes) runs, and sums the digest terms
+// of exactly the blocks it hands out, so the check covers what was written, not a second read.
 void for_each_run(store::Store& store, const store::RevisionRecord& rev, uint64_t max_bytes, RestoreResult& result,
-                  const std::function<void(uint64_t, std::string_view)>& write) {
+                  store::Hash& digest, const std::function<void(uint64_t, std::string_view)>& write) {
   const uint64_t bs = store.block_size();
   std::string run;
   uint64_t run_offset = 0;
@@ -26,8 +43,10 @@ void for_each_run(store::Store& store, const store::RevisionRecord& rev, uint64_
     if (!run.empty()) write(run_offset, run);
     run.clear();
   };
+  digest = store::Hash{};
   store.for_each_data_block(rev, [&](uint64_t block, const store::Hash& hash) {
-    std::string data = store.read_chunk(hash);
+    std::string data = store.read_chunk(hash);  // verified against `hash`
+    store::RevisionDigest::add(digest, store::RevisionDigest::term(block, hash));
     const uint64_t offset = block * bs;
     if (offset + data.size() > rev.size) data.resize(rev.size - offset);  // the last block is stored padded
     if (run.empty() || block != next_block || run.size() + data.size() > max_bytes) {
@@ -40,69 +59,247 @@ void for_each_run(store::Store& store, const store::RevisionRecord& rev, uint64_
     result.bytes_written += data.size();
   });
   flush();
+  store::RevisionDigest::add(digest, store::RevisionDigest::size_term(rev.size));
   result.zero_blocks_skipped = store.blocks_for(rev.size) - result.blocks_written;
+}
+
+// A block map entry lost or added since the commit changes what a restore writes without any chunk
+// failing its own hash; only the whole-revision digest notices.
+void check_digest(const store::RevisionRecord& rev, const store::Hash& written, const RestoreOptions& options) {
+  if (written == rev.digest) return;
+  if (!options.check_digest) {
+    spdlog::warn("revision {} does not match its recorded digest; restored anyway (--skip-digest-check)", rev.id);
+    return;
+  }
+  throw StoreError(StoreError::Kind::kCorrupt,
+                   "revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
+                       " does not match its recorded digest (block map entries missing or extra); restore "
+                       "abandoned, run `rbdvault scrub`");
+}
+
+void log_result(const store::RevisionRecord& rev, const std::string& target, const RestoreResult& r) {
+  spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name, rev.id,
+               target, r.bytes_written, r.zero_blocks_skipped, r.seconds);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// ---- images ------------------------------------------------------------------------------------
+
+void remove_leftover_image(rbd::Cluster& cluster, const std::string& pool, const std::string& partial) {
+  const auto deadline = std::chrono::steady_clock::now() + kLeftoverImageWait;
+  bool said_waiting = false;
+  for (;;) {
+    try {
+      rbd::remove_image(cluster, pool, partial, false);
+      spdlog::warn("removed {}/{}, left by an unfinished restore", pool, partial);
+      return;
+    } catch (const rbd::CephError& e) {
+      if (e.code() == -ENOENT) return;
+      if (e.code() != -EBUSY) throw;
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw rbd::CephError("image " + pool + "/" + partial +
+                                 " is still open (is another restore to this target running?); not removing it",
+                             e.code());
+      if (!said_waiting)
+        spdlog::info("waiting for the killed restore's watch on {}/{} to expire before removing it", pool, partial);
+      said_waiting = true;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+}
+
+// ---- files -------------------------------------------------------------------------------------
+
+void fsync_directory_of(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) store::throw_errno("open directory " + dir);
+  const int r = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (r != 0) store::throw_errno("fsync directory " + dir);
+}
+
+// Removes a partial file left by a killed restore. Each restore holds an flock on its partial file
+// while it writes, so a running one is never pulled from under it.
+void remove_leftover_file(const std::string& partial) {
+  struct stat st {};
+  if (::lstat(partial.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    store::throw_errno("stat " + partial);
+  }
+  if (!S_ISREG(st.st_mode))
+    throw StoreError(StoreError::Kind::kInvalid, partial + " exists and is not a file left by a restore; remove it");
+  const int fd = ::open(partial.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return;  // its restore just finished
+    store::throw_errno("open " + partial);
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    throw StoreError(StoreError::Kind::kInvalid, "another restore is writing " + partial);
+  }
+  const int r = ::unlink(partial.c_str());
+  const int saved = errno;
+  ::close(fd);
+  if (r != 0 && saved != ENOENT) {
+    errno = saved;
+    store::throw_errno("remove " + partial);
+  }
+  if (r == 0) spdlog::warn("removed {}, left by an unfinished restore", partial);
+}
+
+// Moves `from` to `to` unless `to` exists. renameat2(RENAME_NOREPLACE) where the filesystem has
+// it, else link + unlink (link also fails on an existing name).
+void rename_no_replace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
+  if (errno == EEXIST) refuse_existing(to);
+  if (errno != EINVAL && errno != ENOSYS) store::throw_errno("rename " + from + " to " + to);
+  if (::link(from.c_str(), to.c_str()) != 0) {
+    if (errno == EEXIST) refuse_existing(to);
+    store::throw_errno("link " + from + " to " + to);
+  }
+  if (::unlink(from.c_str()) != 0) store::throw_errno("remove " + from);
+}
+
+// The file a restore writes under its partial name: removed on destruction unless published.
+class PartialFile {
+ public:
+  explicit PartialFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0) store::throw_errno("create " + path_);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int saved = errno;
+      ::close(fd_);
+      errno = saved;
+      store::throw_errno("lock " + path_);
+    }
+  }
+  ~PartialFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!published_) ::unlink(path_.c_str());
+  }
+  PartialFile(const PartialFile&) = delete;
+  PartialFile& operator=(const PartialFile&) = delete;
+
+  void truncate(uint64_t size) {
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) store::throw_errno("truncate " + path_);
+  }
+  void write_at(uint64_t offset, std::string_view data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t w = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        store::throw_errno("write " + path_);
+      }
+      done += static_cast<size_t>(w);
+    }
+  }
+  void sync() {
+    if (::fsync(fd_) != 0) store::throw_errno("fsync " + path_);
+  }
+  // Renames to `target` (refused if it exists) and makes the rename durable. The lock is held
+  // until the file has its final name, so no other restore removes it as a leftover meanwhile.
+  void publish(const std::string& target) {
+    rename_no_replace(path_, target);
+    published_ = true;
+    const int r = ::close(fd_);
+    fd_ = -1;
+    if (r != 0) store::throw_errno("close " + target);
+    fsync_directory_of(target);
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool published_ = false;
+};
+
+std::string partial_path(const std::string& path) {
+  std::filesystem::path p(path);
+  return (p.parent_path() / partial_name(p.filename().string())).string();
 }
 
 }  // namespace
 
+namespace {
+constexpr std::string_view kPartialSuffix = ".rbdvault-partial";
+}
+
+std::string partial_name(const std::string& name) { return name + std::string(kPartialSuffix); }
+
+bool is_partial_name(const std::string& name) {
+  return name.size() > kPartialSuffix.size() && name.ends_with(kPartialSuffix);
+}
+
 RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
                                const std::string& pool, const std::string& name, const RestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();
+  const std::string target = pool + "/" + name, partial = partial_name(name);
+  if (rbd::image_exists(cluster, pool, name)) refuse_existing("image " + target);
+  remove_leftover_image(cluster, pool, partial);
   rbd::NewImageOptions create;
   create.size = rev.size;
   create.order = rev.order;
   create.features = rev.features;
   create.max_in_flight = options.writes_in_flight;
-  rbd::ImageWriter writer(cluster, pool, name, create);
+  rbd::ImageWriter writer(cluster, pool, partial, create);  // removes the partial image unless committed
+  auto& crash = store.crash_points();
+  crash.reached("restore.created");
   RestoreResult result;
-  for_each_run(store, rev, options.max_write_bytes, result, [&](uint64_t offset, std::string_view data) {
+  store::Hash digest{};
+  for_each_run(store, rev, options.max_write_bytes, result, digest, [&](uint64_t offset, std::string_view data) {
     writer.write(offset, data);
+    crash.reached("restore.write");
     if (options.progress) options.progress(offset + data.size(), rev.size);
   });
-  writer.commit();
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  spdlog::info("restore {}/{}@{} -> {}/{}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name,
-               rev.id, pool, name, result.bytes_written, result.zero_blocks_skipped, result.seconds);
+  check_digest(rev, digest, options);
+  writer.flush();
+  crash.reached("restore.before_rename");
+  try {
+    writer.commit_as(name);
+  } catch (const rbd::CephError& e) {
+    if (e.code() == -EEXIST) refuse_existing("image " + target);  // created while we wrote
+    throw;
+  }
+  crash.reached("restore.renamed");
+  result.seconds = seconds_since(started);
+  log_result(rev, target, result);
   return result;
 }
 
 RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& rev, const std::string& path,
                               const RestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    if (errno == EEXIST)
-      throw store::StoreError(store::StoreError::Kind::kInvalid, path + " already exists; refusing to overwrite it");
-    store::throw_errno("create " + path);
-  }
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) refuse_existing(path);
+  if (errno != ENOENT) store::throw_errno("stat " + path);
+  const std::string partial = partial_path(path);
+  remove_leftover_file(partial);
+  PartialFile file(partial);
+  auto& crash = store.crash_points();
+  crash.reached("restore.created");
+  file.truncate(rev.size);
   RestoreResult result;
-  try {
-    if (::ftruncate(fd, static_cast<off_t>(rev.size)) != 0) store::throw_errno("truncate " + path);
-    for_each_run(store, rev, options.max_write_bytes, result, [&](uint64_t offset, std::string_view data) {
-      size_t done = 0;
-      while (done < data.size()) {
-        ssize_t w = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          store::throw_errno("write " + path);
-        }
-        done += static_cast<size_t>(w);
-      }
-      if (options.progress) options.progress(offset + data.size(), rev.size);
-    });
-    if (::fsync(fd) != 0) store::throw_errno("fsync " + path);
-    if (::close(fd) != 0) {
-      fd = -1;
-      store::throw_errno("close " + path);
-    }
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(path.c_str());
-    throw;
-  }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name, rev.id,
-               path, result.bytes_written, result.zero_blocks_skipped, result.seconds);
+  store::Hash digest{};
+  for_each_run(store, rev, options.max_write_bytes, result, digest, [&](uint64_t offset, std::string_view data) {
+    file.write_at(offset, data);
+    crash.reached("restore.write");
+    if (options.progress) options.progress(offset + data.size(), rev.size);
+  });
+  check_digest(rev, digest, options);
+  file.sync();
+  crash.reached("restore.before_rename");
+  file.publish(path);
+  crash.reached("restore.renamed");
+  result.seconds = seconds_since(started);
+  log_result(rev, path, result);
   return result;
 }
 

@@ -22,6 +22,9 @@ struct RestoreOptions {
   // Adjacent blocks are coalesced into writes of up to this many bytes.
   uint64_t max_write_bytes = 4ull << 20;
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, revision size)
+  // Recompute the whole-revision digest from the blocks written and fail on a mismatch. Off only
+  // to salvage revisions whose stored digest is known to be wrong (see docs/format.md §14).
+  bool check_digest = true;
 };
 
 struct RestoreResult {
@@ -31,13 +34,23 @@ struct RestoreResult {
   double seconds = 0;
 };
 
+// The name a restore writes under until it is complete: NAME.rbdvault-partial (an image in the
+// target's pool, or a file in the target's directory). One left behind is an unfinished restore;
+// the next restore to the same target removes it.
+std::string partial_name(const std::string& name);
+bool is_partial_name(const std::string& name);
+
+// Both restores are atomic under the target's name: the target appears, complete and checked,
+// or not at all. They write under partial_name(), check the revision's digest (a mismatch throws
+// StoreError kCorrupt), make the data durable, then rename; an existing target is refused before
+// anything is written and again at the rename. A failed restore removes what it wrote.
+
 // Creates pool/name with the revision's size (and the source's object size and features) and writes
-// its non-zero blocks. An existing target is refused; a failed restore removes the half image.
+// its non-zero blocks.
 RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
                                const std::string& pool, const std::string& name, const RestoreOptions& options);
 
-// Writes the revision as a sparse raw file of exactly its size. An existing file is refused; a failed
-// restore removes the partial file.
+// Writes the revision as a sparse raw file of exactly its size; fsyncs it and its directory.
 RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& rev, const std::string& path,
                               const RestoreOptions& options);
 

@@ -61,6 +61,7 @@ ImageWriter::~ImageWriter() {
 void ImageWriter::write(uint64_t offset, std::string_view data) {
   if (data.empty()) return;  // keep librbd away from zero-length requests
   while (pending_.size() >= max_in_flight_) complete_front();
+  flushed_ = false;
   auto p = std::make_unique<Pending>();
   p->offset = offset;
   p->bl.append(data.data(), data.size());
@@ -79,10 +80,42 @@ void ImageWriter::complete_front() {
   bytes_written_ += p->bl.length();
 }
 
-void ImageWriter::commit() {
+void ImageWriter::flush() {
+  if (flushed_ && pending_.empty()) return;  // commit_as() after flush(): nothing new to flush
   while (!pending_.empty()) complete_front();
   check(image_->handle().flush(), "flush " + pool_ + "/" + name_);
+  flushed_ = true;
+}
+
+void ImageWriter::commit() {
+  flush();
   committed_ = true;
+}
+
+void ImageWriter::commit_as(const std::string& final_name) {
+  flush();
+  // Closed first: the rename must not race this handle's own header watch and cache.
+  check(image_->handle().close(), "close " + pool_ + "/" + name_);
+  image_.reset();
+  librados::IoCtx io = cluster_.open_pool(pool_);
+  librbd::RBD rbd;
+  const int r = rbd.rename(io, name_.c_str(), final_name.c_str());
+  if (r == -EEXIST)
+    throw CephError("image " + pool_ + "/" + final_name + " already exists; refusing to overwrite it", r);
+  check(r, "rename image " + pool_ + "/" + name_ + " to " + final_name);
+  name_ = final_name;
+  committed_ = true;
+}
+
+bool image_exists(Cluster& cluster, const std::string& pool, const std::string& name) {
+  librados::IoCtx io = cluster.open_pool(pool);
+  librbd::RBD rbd;
+  librbd::Image probe;
+  const int r = rbd.open_read_only(io, probe, name.c_str(), nullptr);
+  if (r == -ENOENT) return false;
+  check(r, "open image " + pool + "/" + name);
+  probe.close();
+  return true;
 }
 
 void remove_image(Cluster& cluster, const std::string& pool, const std::string& name, bool missing_ok) {

@@ -31,8 +31,15 @@ class ImageWriter {
 
   // Queues a write of `data` (copied) at `offset`; blocks while max_in_flight writes are pending.
   void write(uint64_t offset, std::string_view data);
-  // Waits for every write, flushes, and keeps the image.
+  // Waits for every write and flushes the image (its data is then durable in the cluster).
+  void flush();
+  // flush(), and keeps the image under the name it was created with.
   void commit();
+  // flush(), closes the image and renames it to `final_name` in the same pool, then keeps it. An
+  // existing `final_name` is refused with CephError(-EEXIST) and the image is removed like an
+  // uncommitted one: writing under a temporary name and renaming at the end is what makes a
+  // restore appear under its real name complete or not at all.
+  void commit_as(const std::string& final_name);
 
   size_t peak_in_flight() const { return peak_in_flight_; }
   uint64_t bytes_written() const { return bytes_written_; }
@@ -46,10 +53,14 @@ class ImageWriter {
   size_t max_in_flight_;
   std::unique_ptr<Image> image_;
   std::deque<std::unique_ptr<Pending>> pending_;
+  bool flushed_ = false;
   bool committed_ = false;
   size_t peak_in_flight_ = 0;
   uint64_t bytes_written_ = 0;
 };
+
+// Whether pool/name exists (opened read-only, which registers no watch).
+bool image_exists(Cluster& cluster, const std::string& pool, const std::string& name);
 
 // Removes pool/name (tests and cleanup). Missing images are not an error when `missing_ok`.
 void remove_image(Cluster& cluster, const std::string& pool, const std::string& name, bool missing_ok);

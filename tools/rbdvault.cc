@@ -43,7 +43,8 @@ commands:
   init     --store DIR [--block-size 64K]          create a revision store
   backup   --store DIR POOL/IMAGE [--full]         back up an image (incremental when possible)
   restore  --store DIR POOL/IMAGE[@REV] --to POOL/NAME | --to-file PATH
-                                                   restore a revision (default: the latest)
+                                                   restore a revision (default: the latest); the
+                                                   target appears complete and digest-checked or not at all
   ls       --store DIR [POOL/IMAGE]                list revisions
   forget   --store DIR POOL/IMAGE@REV              remove one revision (merged into the next)
   expire   --store DIR [POOL/IMAGE] --keep-last N --keep-hourly N --keep-daily N
@@ -172,6 +173,7 @@ Args parse(int argc, char** argv, std::string& command) {
       ("hash-threads", po::value<std::string>()->default_value("2"), "")
       ("to", po::value<std::string>(), "")
       ("to-file", po::value<std::string>(), "")
+      ("skip-digest-check", po::bool_switch(), "")
       ("block-size", po::value<std::string>()->default_value("64K"), "")
       ("keep-last", po::value<std::string>()->default_value("0"), "")
       ("keep-hourly", po::value<std::string>()->default_value("0"), "")
@@ -401,6 +403,7 @@ int cmd_restore(const Args& a) {
     Progress progress(!a.flag("quiet"));
     agent::RestoreOptions o;
     o.progress = progress.callback();
+    o.check_digest = !a.flag("skip-digest-check");
     agent::RestoreResult r;
     std::string target;
     if (!to.empty()) {

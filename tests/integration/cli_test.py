@@ -1083,6 +1083,122 @@ def scenario_tiny_store(c):
         subprocess.run(["umount", mnt], capture_output=True)
         os.unlink(image)
         c.remove("rbd", "tiny-16")
+PARTIAL = ".rbdvault-partial"
+
+
+def run_killed_at(step, *args):
+    """Runs rbdvault with RBDVAULT_CRASH_AT=step; it must die by SIGKILL there."""
+    env = dict(os.environ, RBDVAULT_CRASH_AT=step)
+    cmd = [RBDVAULT] + list(args) + ["-c", CONF, "-q"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
+    check(p.returncode == -signal.SIGKILL, "%s with RBDVAULT_CRASH_AT=%s: exit %d, wanted SIGKILL\nstderr: %s" %
+          (" ".join(cmd), step, p.returncode, p.stderr))
+
+
+def restore_steps(store, spec, path):
+    """The crash points a file restore of `spec` passes, in order (RBDVAULT_CRASH_TRACE)."""
+    trace = path + ".trace"
+    env = dict(os.environ, RBDVAULT_CRASH_TRACE=trace)
+    subprocess.run([RBDVAULT, "restore", "--store", store, spec, "--to-file", path, "-q"], check=True, env=env,
+                   stdin=subprocess.DEVNULL)
+    os.unlink(path)
+    with open(trace) as f:
+        steps = [line.strip() for line in f if line.strip()]
+    os.unlink(trace)
+    return steps
+
+
+class RestoreTarget:
+    """One restore target, an image or a file, seen from outside: does it (or its partial) exist,
+    what does it hold, and how to remove it."""
+
+    def __init__(self, c, kind, name):
+        self.c, self.kind, self.name = c, kind, name
+        self.path = os.path.join(TMP, name + ".raw")
+
+    def args(self):
+        return ["--to", "rbd/" + self.name] if self.kind == "image" else ["--to-file", self.path]
+
+    def exists(self, partial=False):
+        if self.kind == "image":
+            return self.c.exists("rbd", self.name + (PARTIAL if partial else ""))
+        return os.path.lexists(self.path + (PARTIAL if partial else ""))
+
+    def sha(self):
+        return rbd_export_sha("rbd/" + self.name) if self.kind == "image" else file_sha(self.path)
+
+    def remove(self):
+        if self.kind == "image":
+            self.c.remove("rbd", self.name)
+        elif os.path.lexists(self.path):
+            os.unlink(self.path)
+
+
+def scenario_restore_atomic(c):
+    """A restore killed (SIGKILL) at each of its steps, to an image and to a file, leaves nothing
+    under the target's name, only a leftover named as partial (after the rename: the complete
+    target); the next restore removes the leftover and equals rbd export. An existing file is
+    refused and untouched; a damaged chunk fails the restore and leaves nothing behind."""
+    store = new_store("restore_atomic")
+    c.create("rbd", "ra-src", 48 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "ra-src") as img:
+        img.write(os.urandom(12 << 20), 0)  # three 4 MiB writes on restore
+        for off in (20 << 20, 30 << 20, (48 << 20) - (64 << 10)):
+            img.write(os.urandom(64 << 10), off)  # one write each
+    rev = backup(store, "rbd/ra-src")["revision"]
+    spec = "rbd/ra-src@%d" % rev
+    expected = rbd_export_sha("rbd/ra-src@" + snap_name(store, rev))
+
+    steps = restore_steps(store, spec, os.path.join(TMP, "ra-steps.raw"))
+    writes = steps.count("restore.write")
+    check(steps[0] == "restore.created" and steps[-2:] == ["restore.before_rename", "restore.renamed"] and writes >= 5,
+          "restore steps: %s" % steps)
+    points = ["restore.created", "restore.write:1", "restore.write:2", "restore.write:%d" % (writes // 2 + 1),
+              "restore.write:%d" % writes, "restore.before_rename", "restore.renamed"]
+    kills = 0
+    for kind in ("file", "image"):
+        t = RestoreTarget(c, kind, "ra-%s-%d" % (kind, os.getpid()))
+        t.remove()
+        for point in points:
+            run_killed_at(point, "restore", "--store", store, spec, *t.args())
+            kills += 1
+            if point == "restore.renamed":
+                check(t.exists() and not t.exists(partial=True), "%s after %s: %s, partial %s" %
+                      (kind, point, t.exists(), t.exists(partial=True)))
+                check(t.sha() == expected, "%s killed after the rename is not the revision" % kind)
+                t.remove()
+                continue
+            check(not t.exists(), "%s killed at %s left something under the target name" % (kind, point))
+            check(t.exists(partial=True), "%s killed at %s left no leftover named as partial" % (kind, point))
+            _, err = run("restore", "--store", store, spec, *t.args(), "-q")
+            check("left by an unfinished restore" in err, "the leftover's removal is not logged: %r" % err)
+            check(not t.exists(partial=True), "%s: the next restore did not remove the leftover" % kind)
+            check(t.sha() == expected, "%s: the restore after a kill at %s differs from rbd export" % (kind, point))
+            t.remove()
+            log("%s killed at %s: target absent, partial left; next restore removed it and is exact" % (kind, point))
+
+    # An existing file is refused and left as it was.
+    t = RestoreTarget(c, "file", "ra-existing-%d" % os.getpid())
+    with open(t.path, "wb") as f:
+        f.write(b"precious")
+    _, err = run("restore", "--store", store, spec, *t.args(), rc=-1)
+    check("already exists" in err and len(err.strip().splitlines()) == 1, "refusal message: %r" % err)
+    with open(t.path, "rb") as f:
+        check(f.read() == b"precious", "an existing file was modified")
+    check(not t.exists(partial=True), "a refused restore left a partial file")
+    t.remove()
+
+    # A damaged chunk: the restore fails and removes what it created.
+    corrupt_first_chunk(store)
+    for kind in ("image", "file"):
+        t = RestoreTarget(c, kind, "ra-damaged-%s-%d" % (kind, os.getpid()))
+        _, err = run("restore", "--store", store, spec, *t.args(), rc=-1)
+        check(not t.exists() and not t.exists(partial=True),
+              "a restore of a damaged chunk left %s behind (%r)" % (kind, err))
+        log("damaged chunk, %s: failed with %s" % (kind, err.strip().splitlines()[-1]))
+    log("restore_atomic: %d kills (%d steps x image/file), all recovered" % (kills, len(points)))
+    c.remove("rbd", "ra-src")
+    shutil.rmtree(store)
 
 
 SCENARIOS = {
@@ -1101,6 +1217,7 @@ SCENARIOS = {
     "zero_size": scenario_zero_size,
     "bad_numbers": scenario_bad_numbers,
     "tiny_store": scenario_tiny_store,
+    "restore_atomic": scenario_restore_atomic,
 }
 
 

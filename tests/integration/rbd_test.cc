@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <rbd/librbd.hpp>
 #include <string>
 #include <vector>
 
@@ -180,6 +182,44 @@ TEST_F(RbdTest, UncommittedImageWriterRemovesItsImage) {
     // no commit: a failed restore must not leave a half image behind
   }
   for (auto& e : cluster_->list_images("rbd")) EXPECT_NE(e.name, name);
+}
+
+TEST_F(RbdTest, CommitAsRenamesTheFinishedImage) {
+  const std::string partial = unique_name("commit-as") + ".rbdvault-partial", name = unique_name("commit-as");
+  {
+    NewImageOptions o;
+    o.size = 1 << 20;
+    ImageWriter w(*cluster_, "rbd", partial, o);
+    w.write(4096, std::string(4096, 'x'));
+    w.commit_as(name);
+  }
+  names_.push_back(name);
+  EXPECT_TRUE(image_exists(*cluster_, "rbd", name));
+  EXPECT_FALSE(image_exists(*cluster_, "rbd", partial));
+  Image img = Image::open(*cluster_, "rbd", name, {}, true);
+  ceph::bufferlist bl;
+  ASSERT_EQ(img.handle().read(4096, 4096, bl), 4096);
+  EXPECT_EQ(bl.to_str(), std::string(4096, 'x'));
+}
+
+TEST_F(RbdTest, CommitAsRefusesATargetCreatedMeanwhileAndRemovesItsImage) {
+  const std::string partial = unique_name("commit-race") + ".rbdvault-partial", name = unique_name("commit-race");
+  {
+    NewImageOptions o;
+    o.size = 1 << 20;
+    ImageWriter w(*cluster_, "rbd", partial, o);
+    w.write(0, std::string(4096, 'x'));
+    create(name, 2 << 20);  // someone else takes the name while the restore writes
+    try {
+      w.commit_as(name);
+      FAIL() << "commit_as replaced an existing image";
+    } catch (const CephError& e) {
+      EXPECT_EQ(e.code(), -EEXIST) << e.what();
+    }
+  }
+  EXPECT_FALSE(image_exists(*cluster_, "rbd", partial));
+  Image img = Image::open(*cluster_, "rbd", name, {}, true);
+  EXPECT_EQ(img.info().size, 2u << 20);  // the other image, untouched
 }
 
 }  // namespace

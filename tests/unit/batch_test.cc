@@ -139,6 +139,11 @@ TEST(BatchConfig, GlobsSizesDurations) {
   EXPECT_TRUE(glob_match("vm-*", "vm-101"));
   EXPECT_FALSE(glob_match("vm-*", "db-1"));
   EXPECT_TRUE(glob_match("vm-10[0-4]", "vm-103"));
+  JobConfig job;
+  job.pool = "rbd";
+  job.include = {"vm-*"};
+  EXPECT_TRUE(job.selects("rbd", "vm-101"));
+  EXPECT_FALSE(job.selects("rbd", "vm-101.rbdvault-partial"));  // an unfinished restore
   EXPECT_EQ(parse_bytes("1.5G"), 1536ull << 20);
   EXPECT_EQ(parse_bytes("64KiB"), 65536u);
   EXPECT_EQ(parse_bytes("0"), 0u);
