@@ -64,6 +64,8 @@ struct BackupResult {
   store::RevisionRecord revision;
   std::string base_snapshot;   // snapshot diffed against; empty for a full read
   std::string full_reason;     // why a full read was done, empty for a diff
+  // Why (part of) the diff was asked exactly instead of from object maps; empty if not needed.
+  std::string exact_diff_reason;
   uint64_t bytes_planned = 0;  // bytes the changed-extent map asked us to read
   size_t peak_reads_in_flight = 0;
   size_t peak_blocks_pending = 0;

@@ -494,7 +494,7 @@ class Trial:
                 new = max(self.size_hist)  # back to an earlier size
                 if new <= cur:
                     new = min(self.max_size, cur + self.objsize)
-            elif r < 0.6:
+            elif r < 0.6 and cur // self.objsize + 1 <= self.max_size // self.objsize:
                 new = rng.randrange(cur // self.objsize + 1, self.max_size // self.objsize + 1) * self.objsize
             else:
                 new = rng.randrange(cur // SECTOR + 1, self.max_size // SECTOR + 1) * SECTOR
@@ -638,6 +638,10 @@ def worker(seed, pool, verbose, keep):
         out["res"] = t.run(io)
     except Exception as e:
         out["error"] = repr(e)
+        try:
+            t.img.close()
+        except Exception:
+            pass
     out["cond"] = t.cond
     out["log"] = t.log
     if not keep:

@@ -379,7 +379,8 @@ int cmd_backup(const Args& a) {
                 << ",\"size\":" << rev.size << ",\"parent\":" << (rev.parent ? std::to_string(rev.parent) : "null")
                 << ",\"kind\":\"" << kind_name(rev.kind)
                 << "\",\"base_snapshot\":" << tools::json_string(r.base_snapshot)
-                << ",\"full_reason\":" << tools::json_string(r.full_reason) << ",\"bytes_read\":" << rev.bytes_read
+                << ",\"full_reason\":" << tools::json_string(r.full_reason)
+                << ",\"exact_diff_reason\":" << tools::json_string(r.exact_diff_reason) << ",\"bytes_read\":" << rev.bytes_read
                 << ",\"bytes_stored\":" << rev.bytes_stored << ",\"new_chunks\":" << rev.new_chunks
                 << ",\"map_entries\":" << rev.map_entries << ",\"peak_reads_in_flight\":" << r.peak_reads_in_flight
                 << ",\"peak_blocks_pending\":" << r.peak_blocks_pending << ",\"seconds\":" << r.seconds << "}\n";

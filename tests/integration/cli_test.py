@@ -285,79 +285,6 @@ def scenario_backup_restore(c):
     c.remove("rbd", "br-src")
 
 
-def scenario_randomized(c):
-    """Random writes, discards, zero writes, grows and shrinks on several images (fast-diff on and
-    off), a backup after every 1-3 operations; every restore equals rbd export of the snapshot."""
-    seed = int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31)))
-    log("randomized: seed %d (replay with RBDVAULT_SEED=%d)" % (seed, seed))
-    rng = random.Random(seed)
-    store = new_store("randomized")
-    images = [
-        ("rnd-fastdiff", FEATURES_FASTDIFF, 22, []),
-        ("rnd-plain", FEATURES_NO_FASTDIFF, 22, []),
-        ("rnd-small-objects", FEATURES_FASTDIFF, 20, []),
-        ("rnd-plain-small", FEATURES_NO_FASTDIFF, 20, []),
-    ]
-    history = {}  # revision -> (image, export sha)
-    for name, features, order, _ in images:
-        size = rng.randrange(1, 24 << 20)
-        c.create("rbd", name, size, features, order)
-
-    def random_op(img, name):
-        size = img.size()
-        op = rng.choice(["write", "write", "write", "discard", "zero", "grow", "shrink", "resize2"])
-        if op in ("grow", "shrink", "resize2") or size == 0:
-            steps = 2 if op == "resize2" else 1
-            for _ in range(steps):  # several resizes between two backups
-                if op == "grow" or img.size() == 0:
-                    new = img.size() + rng.randrange(1, 12 << 20)
-                elif op == "shrink":
-                    new = rng.randrange(0, img.size() + 1)
-                else:
-                    new = rng.randrange(0, 32 << 20)
-                new -= new % 512 if rng.random() < 0.5 else 0
-                img.resize(new)
-                if img.size() > 0 and rng.random() < 0.5:  # write right after the resize
-                    off = rng.randrange(img.size())
-                    img.write(os.urandom(min(rng.randrange(1, 100000), img.size() - off)), off)
-            return "%s -> %d" % (op, img.size())
-        off = rng.randrange(size)
-        length = min(rng.randrange(1, 2 << 20), size - off)
-        if op == "write":
-            if rng.random() < 0.3:
-                img.write(b"\0" * length, off)  # zeros written as data
-            else:
-                img.write(os.urandom(length), off)
-        elif op == "discard":
-            img.discard(off, length)
-        else:
-            img.write_zeroes(off, length)
-        return "%s %d+%d" % (op, off, length)
-
-    rounds = int(os.environ.get("RBDVAULT_ROUNDS", "10"))
-    for rnd in range(rounds):
-        for name, _, _, revs in images:
-            with c.image("rbd", name) as img:
-                ops = [random_op(img, name) for _ in range(rng.randrange(1, 4))]
-            # One image alternates between the object-map filter and --exact-diff.
-            extra = ["--exact-diff"] if name == "rnd-small-objects" and rnd % 2 else []
-            r = backup(store, "rbd/" + name, *extra)
-            exp = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, r["revision"])))
-            check(exp[1] == r["size"], "revision size %d != exported %d" % (r["size"], exp[1]))
-            log("round %d %s: %s -> revision %d (%s, read %d)" % (rnd, name, "; ".join(ops), r["revision"], r["kind"], r["bytes_read"]))
-            if rnd > 0:
-                check(r["kind"] == "delta", "later backups must be incremental: %s" % r)
-            verify_restores(c, store, "rbd/%s@%d" % (name, r["revision"]), exp)
-            history[r["revision"]] = (name, exp)
-            revs.append(r["revision"])
-    # Every earlier revision still restores identically.
-    for rev, (name, exp) in sorted(history.items()):
-        verify_restores(c, store, "rbd/%s@%d" % (name, rev), exp)
-    log("randomized: %d revisions verified twice" % len(history))
-    for name, _, _, _ in images:
-        c.remove("rbd", name)
-
-
 def scenario_incremental_cost(c):
     """1% scattered 4 KiB writes to a 1 GiB image: the new revision costs what changed, no more."""
     store = new_store("incremental_cost")
@@ -1203,7 +1130,6 @@ def scenario_restore_atomic(c):
 
 SCENARIOS = {
     "backup_restore": scenario_backup_restore,
-    "randomized": scenario_randomized,
     "incremental_cost": scenario_incremental_cost,
     "dedup": scenario_dedup,
     "recreate": scenario_recreate,
