@@ -54,6 +54,11 @@ struct BackupOptions {
   std::function<void(uint64_t)> after_store;
   // Creation time recorded in the revision (unix seconds); 0: when the snapshot is taken.
   int64_t created = 0;
+  // After the commit, while its snapshot still exists, compare this percentage of the new
+  // revision's blocks (chosen at random) with the snapshot (0: no check). A mismatch marks the
+  // revision (kRevisionVerifyFailed) so that the image's next backup reads everything, and is
+  // reported in BackupResult::verify_mismatches. Defence in depth against a wrong Ceph diff.
+  double verify_sample_percent = 0;
 };
 
 struct BackupCancelled : std::runtime_error {
@@ -70,12 +75,17 @@ struct BackupResult {
   size_t peak_reads_in_flight = 0;
   size_t peak_blocks_pending = 0;
   double seconds = 0;
+  uint64_t verify_blocks_compared = 0;  // by the post-backup check (verify_sample_percent)
+  uint64_t verify_mismatches = 0;       // non-zero: the revision differs from its snapshot
 };
 
 // Backs up pool/image into `store` (opened as writer). Throws rbd::CephError or store::StoreError;
 // on failure nothing is committed and the new snapshot is removed again.
 BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd::ImageSpec& spec,
                           const BackupOptions& options);
+
+// "revision N of POOL/IMAGE differs from its snapshot in M of K sampled blocks; ..." (one line).
+std::string verify_failure_message(const BackupResult& result);
 
 // The snapshot name prefix this store uses on Ceph images: "rbdvault-<store id prefix>-".
 std::string snapshot_prefix(const store::Store& store);

@@ -45,6 +45,8 @@ bool apply_image_key(ImageSettings& s, const std::string& key, const std::string
     s.retention.keep_monthly = static_cast<int>(parse_whole(v, kKeepRange));
   else if (key == "full-every")
     s.full_every = static_cast<unsigned>(parse_whole(v, kFullEveryRange));
+  else if (key == "verify-sample")
+    s.verify_sample_percent = parse_real(v, kVerifySampleRange);
   else if (key == "reads-in-flight")
     s.reads_in_flight = static_cast<size_t>(parse_whole(v, kReadsInFlightRange));
   else if (key == "retries")

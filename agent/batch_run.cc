@@ -230,6 +230,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     }
     BackupOptions bo;
     bo.full_every = s.full_every;
+    bo.verify_sample_percent = s.verify_sample_percent;
     bo.reads_in_flight = s.reads_in_flight;
     bo.cancelled = stop;
     bo.before_read = [&](uint64_t n) { read_limit.take(n, stop); };
@@ -249,6 +250,10 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         out.bytes_stored = r.revision.bytes_stored;
         out.seconds = r.seconds;
         bytes_read += r.revision.bytes_read;
+        if (r.verify_mismatches) {  // committed, but wrong somewhere: an alarm, not a success
+          out.result = ImageResult::kFailed;
+          out.error = verify_failure_message(r);
+        }
         break;
       } catch (const BackupCancelled& e) {
         out.result = ImageResult::kCancelled;

@@ -41,6 +41,7 @@ struct RealRange {
 inline constexpr RealRange kMaxUnusedRange{0, 100};  // percent
 // A sample below 0.01 % compares nothing on most images; verify compares at least one block anyway.
 inline constexpr RealRange kSampleRange{0.01, 100};  // percent
+inline constexpr RealRange kVerifySampleRange{0, 100};  // percent checked after each backup; 0: off
 inline constexpr RealRange kTimeScaleRange{1, 1e6};  // agent clock speed-up (tests)
 
 // Decimal digits only, in `r`. Throws std::invalid_argument("expected a whole number from A to B").

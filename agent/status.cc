@@ -56,6 +56,7 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
       if (r.created >= s.last_success) {
         s.last_success = r.created;
         s.size = r.size;
+        s.verify_failed = (r.flags & store::kRevisionVerifyFailed) != 0;
       }
     }
     by_name[s.image] = s;
@@ -96,6 +97,9 @@ CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, in
     if (s.last_result == "failed") {
       ++failed;
       problems.push_back(s.image + " failed: " + s.last_error);
+    } else if (s.verify_failed) {
+      ++failed;
+      problems.push_back(s.image + ": the newest revision differs from its snapshot");
     } else if (age < 0 || age > max_age) {
       ++stale;
       problems.push_back(s.image +
@@ -142,6 +146,8 @@ std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t n
   family("rbdvault_image_size_bytes", "Size of the newest revision.", [](const ImageStatus& s) { return s.size; });
   family("rbdvault_stored_bytes", "Chunk bytes first stored by the image's revisions.",
          [](const ImageStatus& s) { return s.stored_bytes; });
+  family("rbdvault_verify_failed", "1 if the newest revision differed from its snapshot when checked.",
+         [](const ImageStatus& s) { return s.verify_failed ? 1 : 0; });
   family("rbdvault_backup_running", "1 while a backup of the image runs.",
          [](const ImageStatus& s) { return s.running ? 1 : 0; });
   size_t failed = 0;

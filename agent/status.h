@@ -22,6 +22,9 @@ struct ImageStatus {
   std::string last_error;     // when the newest attempt failed
   int64_t last_attempt = 0;   // unix seconds
   bool running = false;       // a backup of it is in progress (live process)
+  // The newest revision differed from its snapshot when checked after its backup (a wrong diff):
+  // CRITICAL until the next backup, which reads everything.
+  bool verify_failed = false;
   int64_t running_since = 0;
 };
 

@@ -34,7 +34,12 @@ void CrashPoints::load_environment() {
   crash_.parse("RBDVAULT_CRASH_AT");
   stop_.parse("RBDVAULT_STOP_AT");
   if (const char* trace = std::getenv("RBDVAULT_CRASH_TRACE"); trace && *trace) trace_path_ = trace;
+  if (const char* faults = std::getenv("RBDVAULT_FAULT"); faults && *faults) faults_ = "," + std::string(faults) + ",";
   enabled_ = !crash_.step.empty() || !stop_.step.empty() || !trace_path_.empty();
+}
+
+bool CrashPoints::fault(std::string_view fault) const {
+  return !faults_.empty() && faults_.find("," + std::string(fault) + ",") != std::string::npos;
 }
 
 void CrashPoints::reached(std::string_view step) {

@@ -6,6 +6,9 @@
 //                                STEP "*" counts every step, so "*:17" dies at the 17th step passed.
 //   RBDVAULT_STOP_AT=STEP[:N]    SIGSTOP this process there instead: a test holds it at a known step
 //                                (holding the store's locks), acts, and lets it go on with SIGCONT.
+//   RBDVAULT_FAULT=NAME[,NAME]   switch on named faults that simulate bugs elsewhere (e.g.
+//                                "diff.miss": the backup ignores what Ceph's diff reports), so
+//                                the defences against such bugs can be tested.
 //   RBDVAULT_CRASH_TRACE=FILE    append each step's name to FILE as it is passed (one per line), so
 //                                a test can list the steps an operation goes through, then pick one.
 //
@@ -27,6 +30,8 @@ class CrashPoints {
   // Called at each step; thread-safe. May not return (SIGKILL).
   void reached(std::string_view step);
   bool enabled() const { return enabled_; }
+  // True if RBDVAULT_FAULT names `fault`.
+  bool fault(std::string_view fault) const;
 
  private:
   struct Trigger {
@@ -39,6 +44,7 @@ class CrashPoints {
   bool enabled_ = false;
   Trigger crash_, stop_;
   std::string trace_path_;
+  std::string faults_;  // ",a,b,"
 };
 
 }  // namespace rbdvault::store

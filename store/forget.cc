@@ -31,6 +31,17 @@ void Store::set_protected(uint64_t id, bool on) {
   check(db_->Put(wo, revision_key(id), encode(*rev)), "update revision " + std::to_string(id));
 }
 
+void Store::mark_verify_failed(uint64_t id) {
+  if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  auto rev = revision(id);
+  if (!rev || (rev->flags & kRevisionForgetting))
+    throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");
+  rev->flags |= kRevisionVerifyFailed;
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Put(wo, revision_key(id), encode(*rev)), "update revision " + std::to_string(id));
+}
+
 void Store::forget(uint64_t id) {
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
   require_no_writers("forget");

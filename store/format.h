@@ -82,6 +82,9 @@ struct RevisionRecord {
 enum RevisionFlags : uint8_t {
   kRevisionProtected = 1,   // never removed by forget or expire
   kRevisionForgetting = 2,  // being removed; invisible, and completed by the next writer to open
+  // The check after its backup found blocks differing from the snapshot (a diff Ceph got wrong):
+  // the image's next backup reads everything instead of diffing from it.
+  kRevisionVerifyFailed = 4,
 };
 
 struct ChunkRecord {

@@ -138,6 +138,8 @@ class Store {
   // completed by the next writer to open the store.
   void forget(uint64_t revision);
   void set_protected(uint64_t revision, bool on);
+  // Marks a committed revision as failing its post-backup verification (kRevisionVerifyFailed).
+  void mark_verify_failed(uint64_t revision);
 
   // Starts a revision of pool/name (the image record is created if new). Writer mode only; refused
   // while another revision of the same image is being written.

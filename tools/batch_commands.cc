@@ -156,7 +156,8 @@ int cmd_status(const BatchArgs& a) {
         << ",\"age_seconds\":" << (s.last_success ? std::to_string(now - s.last_success) : "null")
         << ",\"last_result\":" << json_string(s.last_result) << ",\"last_error\":" << json_string(s.last_error)
         << ",\"revisions\":" << s.revisions << ",\"size\":" << s.size << ",\"stored_bytes\":" << s.stored_bytes
-        << ",\"running\":" << (s.running ? "true" : "false") << "}";
+        << ",\"running\":" << (s.running ? "true" : "false")
+        << ",\"verify_failed\":" << (s.verify_failed ? "true" : "false") << "}";
     }
     std::cout << j.str() << "]\n";
     return 0;

@@ -85,7 +85,7 @@ struct Numbers {
   size_t reads_in_flight = 16, hash_threads = 2;
   uint32_t block_size = 64 << 10;
   agent::RetentionPolicy keep;
-  double max_unused = 5, sample = 100, time_scale = 1;
+  double max_unused = 5, sample = 100, time_scale = 1, verify_sample = 0;
   int64_t poll = 60, max_age = 26 * 3600, warn_age = 0;
 };
 
@@ -144,6 +144,7 @@ Numbers parse_numbers(const Args& a) {
   n.keep.keep_monthly = static_cast<int>(numeric(a, "keep-monthly", whole(kKeepRange)));
   n.max_unused = numeric(a, "max-unused", real(kMaxUnusedRange));
   n.sample = numeric(a, "sample", real(kSampleRange));
+  n.verify_sample = numeric(a, "verify-sample", real(kVerifySampleRange));
   n.time_scale = numeric(a, "time-scale", real(kTimeScaleRange));
   n.poll = numeric(a, "poll", duration(kPollRange));
   n.max_age = numeric(a, "max-age", duration(kMaxAgeRange));
@@ -184,6 +185,7 @@ Args parse(int argc, char** argv, std::string& command) {
       ("max-unused", po::value<std::string>()->default_value("5"), "")
       ("deep", po::bool_switch(), "")
       ("sample", po::value<std::string>()->default_value("100"), "")
+      ("verify-sample", po::value<std::string>()->default_value("0"), "")
       ("config", po::value<std::string>(), "")
       ("job", po::value<std::string>(), "")
       ("force", po::bool_switch(), "")
@@ -369,6 +371,7 @@ int cmd_backup(const Args& a) {
     o.object_map_filter = !a.flag("exact-diff");
     o.reads_in_flight = a.n.reads_in_flight;
     o.hash_threads = a.n.hash_threads;
+    o.verify_sample_percent = a.n.verify_sample;
     Progress progress(!a.flag("quiet"));
     o.progress = progress.callback();
     agent::BackupResult r = agent::backup_image(cluster, *st, spec, o);
@@ -383,13 +386,17 @@ int cmd_backup(const Args& a) {
                 << ",\"exact_diff_reason\":" << tools::json_string(r.exact_diff_reason) << ",\"bytes_read\":" << rev.bytes_read
                 << ",\"bytes_stored\":" << rev.bytes_stored << ",\"new_chunks\":" << rev.new_chunks
                 << ",\"map_entries\":" << rev.map_entries << ",\"peak_reads_in_flight\":" << r.peak_reads_in_flight
-                << ",\"peak_blocks_pending\":" << r.peak_blocks_pending << ",\"seconds\":" << r.seconds << "}\n";
+                << ",\"peak_blocks_pending\":" << r.peak_blocks_pending << ",\"seconds\":" << r.seconds
+                << ",\"verify_blocks_compared\":" << r.verify_blocks_compared
+                << ",\"verify_mismatches\":" << r.verify_mismatches << "}\n";
     } else {
       std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << tools::human_size(rev.size)
                 << ", read " << tools::human_size(rev.bytes_read) << ", stored " << tools::human_size(rev.bytes_stored)
                 << "\n"
                 << "revision " << rev.id << "\n";
     }
+    if (r.verify_mismatches)
+      throw std::runtime_error(agent::verify_failure_message(r));
     return 0;
   });
 }

@@ -500,7 +500,55 @@ def scenario_batch_zero_size(c):
         c.remove("rbd", n)
 
 
+def scenario_batch_verify(c):
+    """Defence in depth: a wrong incremental (a diff that misses every change, simulated with
+    RBDVAULT_FAULT=diff.miss) is caught by the check after the backup: the image fails, status,
+    check and the metrics say CRITICAL, and the next run reads the whole image and is right."""
+    c.create("rbd", "bv-0", 8 << 20, FEATURES_FASTDIFF)
+    c.create("rbd", "bv-1", 8 << 20, FEATURES_FASTDIFF)
+    for n in ("bv-0", "bv-1"):
+        with c.image("rbd", n) as img:
+            img.write(os.urandom(4 << 20), 0)
+    store = new_store("batch-verify")
+    conf = write_config("batch-verify", base_config(store, "[job.bv]\npool = rbd\ninclude = bv-*\n",
+                                                    defaults="verify-sample = 100\n"))
+    r = run_json("run", "--config", conf)
+    check(r["ok"] == 2, "first run: %s" % r)
+    with c.image("rbd", "bv-0") as img:
+        img.write(os.urandom(2 << 20), 1 << 20)
+    rc, out, err = finish(start("run", "--config", conf, "--force", "--format", "json",
+                                env={"RBDVAULT_FAULT": "diff.miss"}))
+    check(rc == 1, "a run with a wrong incremental must exit 1, got %d\n%s" % (rc, err[-2000:]))
+    by = {i["image"]: i for i in json.loads(out)["images"]}
+    check(by["rbd/bv-0"]["result"] == "failed" and "differs from its snapshot in 32 of 128 sampled blocks"
+          in by["rbd/bv-0"]["error"], "the wrong incremental was not caught: %s" % by["rbd/bv-0"])
+    check(by["rbd/bv-1"]["result"] == "ok", "the unchanged image must pass its check: %s" % by["rbd/bv-1"])
+    status = {s["image"]: s for s in run_json("status", "--config", conf)}
+    check(status["rbd/bv-0"]["verify_failed"] and status["rbd/bv-0"]["last_result"] == "failed",
+          "status: %s" % status["rbd/bv-0"])
+    check(not status["rbd/bv-1"]["verify_failed"], "status of the good image: %s" % status["rbd/bv-1"])
+    out, _ = run("check", "--config", conf, "--max-age", "26h", rc=2)
+    check(out.startswith("RBDVAULT CRITICAL") and "rbd/bv-0" in out, "check: %s" % out)
+    with open(store + ".prom") as f:
+        metrics = f.read()
+    check('rbdvault_verify_failed{image="rbd/bv-0"} 1' in metrics and
+          'rbdvault_verify_failed{image="rbd/bv-1"} 0' in metrics, "metrics:\n" + metrics)
+    # The next run (the fault gone) reads bv-0 whole and is right again; bv-1 still diffs.
+    r = run_json("run", "--config", conf, "--force")
+    by = {i["image"]: i for i in r["images"]}
+    check(by["rbd/bv-0"]["result"] == "ok" and by["rbd/bv-0"]["kind"] == "full", "after the mismatch: %s" % by)
+    check(by["rbd/bv-1"]["kind"] == "delta", "the good image: %s" % by["rbd/bv-1"])
+    newest = max(x["id"] for x in run_json("ls", "--store", store, "rbd/bv-0"))
+    verify_restores(c, store, "rbd/bv-0@%d" % newest, rbd_export_sha("rbd/bv-0@" + snap_name(store, newest)),
+                    tag="restored-bv")
+    out, _ = run("check", "--config", conf, "--max-age", "26h", rc=0)
+    check(out.startswith("RBDVAULT OK"), "check after the full read: %s" % out)
+    for n in ("bv-0", "bv-1"):
+        c.remove("rbd", n)
+
+
 SCENARIOS = {
+    "batch_verify": scenario_batch_verify,
     "batch_many": scenario_batch_many,
     "batch_failure": scenario_batch_failure,
     "batch_agent": scenario_batch_agent,

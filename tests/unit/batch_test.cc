@@ -261,6 +261,14 @@ TEST(Status, CheckCodesAndMetrics) {
   EXPECT_EQ(crit.code, 2);
   EXPECT_NE(crit.line.find("rbd/c failed: open image rbd/c"), std::string::npos) << crit.line;
   EXPECT_EQ(check_status({}, now, 26 * 3600, 0).code, 3);
+  // A newest revision that differed from its snapshot is CRITICAL even after a successful attempt.
+  ImageStatus wrong = fresh;
+  wrong.image = "rbd/d";
+  wrong.verify_failed = true;
+  CheckResult bad = check_status({fresh, wrong}, now, 26 * 3600, 0);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.line.find("rbd/d: the newest revision differs from its snapshot"), std::string::npos) << bad.line;
+  EXPECT_NE(prometheus_metrics({wrong}, now).find("rbdvault_verify_failed{image=\"rbd/d\"} 1\n"), std::string::npos);
 
   const std::string m = prometheus_metrics({fresh, failed}, now);
   EXPECT_NE(m.find("rbdvault_last_backup_ok{image=\"rbd/c\"} 0\n"), std::string::npos) << m;
@@ -304,6 +312,16 @@ TEST(OpLog, ConcurrentOperationsGetDistinctIds) {
   }
   EXPECT_EQ(ids.size(), 200u);
   std::filesystem::remove_all(dir);
+}
+
+TEST(BatchConfigVerify, PostBackupCheckIsOnByDefaultAndRangeChecked) {
+  const std::string base = "[store]\npath = /srv/b\n[job.a]\npool = rbd\n";
+  BatchConfig c = parse_batch_config(base, "t.conf");
+  EXPECT_DOUBLE_EQ(c.jobs.at(0).settings.verify_sample_percent, 2.0);
+  BatchConfig off = parse_batch_config(base + "verify-sample = 0\n", "t.conf");
+  EXPECT_DOUBLE_EQ(off.jobs.at(0).settings.verify_sample_percent, 0.0);
+  for (const char* bad : {"-1", "101", "nan", "lots"})
+    EXPECT_THROW(parse_batch_config(base + "verify-sample = " + bad + "\n", "t.conf"), ConfigError) << bad;
 }
 
 }  // namespace
