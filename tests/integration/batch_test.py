@@ -382,7 +382,7 @@ def scenario_batch_kill(c):
         if step == "revision.begun:2":  # the previous run died amid the appends of parallel writers
             check("rolled back unfinished revision" in err, "no writer of the killed run was rolled back:\n" + err)
         check(after >= before, "a killed run lost revisions: %d -> %d" % (before, after))
-        cli_test.independent_check(store, "--before-recovery")
+        cli_test.independent_check(store, "--before-recovery", "--shallow")
     p = start("run", "--config", conf)
     time.sleep(rng.uniform(0.1, 1.0))
     p.kill()
