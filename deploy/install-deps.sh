@@ -12,6 +12,7 @@ PACKAGES=(
   libzstd-dev libssl-dev
   ceph-mon ceph-osd ceph-common python3-rbd python3-rados
   tzdata
+  rocksdb-tools python3-zstandard
 )
 
 missing=()

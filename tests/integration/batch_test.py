@@ -382,6 +382,7 @@ def scenario_batch_kill(c):
         if step == "revision.begun:2":  # the previous run died amid the appends of parallel writers
             check("rolled back unfinished revision" in err, "no writer of the killed run was rolled back:\n" + err)
         check(after >= before, "a killed run lost revisions: %d -> %d" % (before, after))
+        cli_test.independent_check(store, "--before-recovery", "--shallow")
     p = start("run", "--config", conf)
     time.sleep(rng.uniform(0.1, 1.0))
     p.kill()
@@ -398,6 +399,7 @@ def scenario_batch_kill(c):
     check(sorted(x["image"] for x in revs) == ["rbd/" + n for n in names], "revisions: %s" % [x["image"] for x in revs])
     scrub = run_json("scrub", "--store", store, "--deep")
     check(scrub["clean"], "deep scrub after kills: %s" % scrub)
+    cli_test.independent_check(store)
     for n in names:
         snaps = [x for x in c.snaps("rbd", n) if x.startswith("rbdvault-")]
         check(len(snaps) == 1, "%s has snapshots %s" % (n, snaps))

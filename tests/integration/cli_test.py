@@ -230,6 +230,31 @@ def verify_restores(c, store, spec_at_rev, expected, pool="rbd", tag="r"):
     return st
 
 
+CHECK_STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "check_store.py")
+
+
+CHECKER_COST = [0, 0.0]  # runs, seconds: printed at the end of a scenario
+
+
+def run_checker(store, *extra):
+    """Runs the independent checker (tests/tools/check_store.py, written from docs/format.md
+    alone). Returns (exit code, output)."""
+    t0 = time.time()
+    p = subprocess.run([sys.executable, CHECK_STORE, *extra, store], capture_output=True, text=True,
+                       timeout=600, stdin=subprocess.DEVNULL)
+    CHECKER_COST[0] += 1
+    CHECKER_COST[1] += time.time() - t0
+    return p.returncode, p.stdout + p.stderr
+
+
+def independent_check(store, *extra):
+    """Fails the test with the checker's output unless it finds the store consistent. Checks of
+    a killed writer's leftovers pass --before-recovery --shallow: sealed packs never change, so
+    the strict check after the next writer still reads and hashes every payload."""
+    rc, out = run_checker(store, *extra)
+    check(rc == 0, "independent checker (exit %d) on %s:\n%s" % (rc, store, out[-4000:]))
+
+
 # ---- scenarios --------------------------------------------------------------------------------
 
 def scenario_backup_restore(c):
@@ -467,8 +492,12 @@ def scenario_crash(c):
             rev = json.loads(out)["revision"]
             check(after == before + [rev], "finished backup: %s -> %s" % (before, after))
             history[rev] = rbd_export_sha("rbd/crash-img@" + snap_name(store, rev))
+        # What the kill left must be consistent up to what recovery cleans (W marks and their
+        # entries, .tmp files, packs without P record), by a reader that shares no code.
+        independent_check(store, "--before-recovery", "--shallow")
         # The next backup succeeds, still diffs, and is correct.
         r = backup(store, "rbd/crash-img")
+        independent_check(store)
         check(r["kind"] == "delta", "after a kill the next backup must still diff: %s" % r)
         history[r["revision"]] = rbd_export_sha("rbd/crash-img@" + snap_name(store, r["revision"]))
         log("point %d: %s; next backup revision %d (%s)" % (i, how, r["revision"], r["kind"]))
@@ -693,7 +722,10 @@ def scenario_history_repair(c):
         history[r["revision"]] = rbd_export_sha("rbd/hr-img@" + snap_name(store, r["revision"]))
     newest = max(history)
     check(scrub_json(store, "--deep")["clean"], "scrub before the fault")
+    independent_check(store)
     corrupt_first_chunk(store)
+    rc, out = run_checker(store)
+    check(rc == 1 and "content does not match its SHA-256" in out, "the checker must see the flipped bit:\n" + out)
     shallow = scrub_json(store)
     deep = scrub_json(store, "--deep")
     check(shallow["clean"], "a payload bit flip is only visible to --deep: %s" % shallow)
@@ -705,6 +737,7 @@ def scenario_history_repair(c):
     check("1 mismatch" in out, "verify must see the damaged block: %s" % out)
     out, _ = run("repair", "--store", store)
     check("1 re-read from Ceph" in out, "repair: %s" % out)
+    independent_check(store)
     check(scrub_json(store, "--deep")["clean"], "scrub after repair")
     run("verify", "--store", store, "rbd/hr-img", "--sample", "50")
     check_all_restore(store, "hr-img", history)
@@ -741,8 +774,10 @@ def scenario_history_kill(c):
         rc, _ = run_crashing(step, *expire)
         check(rc == -signal.SIGKILL, "expire was not killed at %s (exit %d)" % (step, rc))
         kills[step] = kills.get(step, 0) + 1
+        independent_check(store, "--before-recovery", "--shallow")
         # The next writer completes the interrupted forget; the rerun has nothing left to do.
         run(*expire)
+        independent_check(store)
         # gc passes these steps only if it has packs to rewrite or drop: ask a dry run first.
         plan = run_json("gc", "--store", store, "--max-unused", "0", "--dry-run")
         steps = (["gc.pack_written", "gc.pack_switched", "gc.file_removed"] if plan["packs_rewritten"] else []) + \
@@ -753,7 +788,9 @@ def scenario_history_kill(c):
             rc, _ = run_crashing(step, *gc)
             check(rc == -signal.SIGKILL, "gc was not killed at %s (exit %d)" % (step, rc))
             kills[step] = kills.get(step, 0) + 1
+            independent_check(store, "--before-recovery", "--shallow")
         run(*gc)  # the rerun completes the work
+        independent_check(store)
         check(run_json("du", "--store", store)["unreferenced_bytes"] == 0, "gc rerun left unreferenced data")
         kept = sorted(r["id"] for r in run_json("ls", "--store", store))
         check(len(kept) == keep and kept == sorted(history)[-keep:], "after expire to %d: %s" % (keep, kept))
@@ -1104,6 +1141,8 @@ def scenario_restore_atomic(c):
             t.remove()
             log("%s killed at %s: target absent, partial left; next restore removed it and is exact" % (kind, point))
 
+    independent_check(store)  # killed readers leave the store as it was
+
     # An existing file is refused and left as it was.
     t = RestoreTarget(c, "file", "ra-existing-%d" % os.getpid())
     with open(t.path, "wb") as f:
@@ -1123,8 +1162,156 @@ def scenario_restore_atomic(c):
         check(not t.exists() and not t.exists(partial=True),
               "a restore of a damaged chunk left %s behind (%r)" % (kind, err))
         log("damaged chunk, %s: failed with %s" % (kind, err.strip().splitlines()[-1]))
+    rc, out = run_checker(store)
+    check(rc == 1 and "content does not match its SHA-256" in out, "the checker must see the damaged chunk:\n" + out)
     log("restore_atomic: %d kills (%d steps x image/file), all recovered" % (kills, len(points)))
     c.remove("rbd", "ra-src")
+    shutil.rmtree(store)
+
+
+def ldb_scan(db, prefix):
+    """(key, value) pairs of a RocksDB copy whose keys start with `prefix`, via ldb (rocksdb-tools)."""
+    out = subprocess.run(["ldb", "--db=" + db, "--hex", "scan"], capture_output=True, text=True, check=True).stdout
+    pairs = []
+    for line in out.splitlines():
+        k, _, v = line.partition(" : ")
+        k, v = bytes.fromhex(k[2:]), bytes.fromhex(v[2:])
+        if k.startswith(prefix):
+            pairs.append((k, v))
+    return pairs
+
+
+def ldb_put(db, key, value):
+    subprocess.run(["ldb", "--db=" + db, "--hex", "put", "0x" + key.hex(), "0x" + value.hex()],
+                   capture_output=True, check=True)
+
+
+def ldb_delete(db, key):
+    subprocess.run(["ldb", "--db=" + db, "--hex", "delete", "0x" + key.hex()], capture_output=True, check=True)
+
+
+def scenario_checker_selftest(c):
+    """The independent checker (tests/tools/check_store.py) passes a real store with forgets,
+    resizes, zero and compressible blocks, and reports each injected fault: flipped payload bytes
+    (raw and zstd), a deleted, an orphan, a truncated pack, a .tmp leftover, and index damage (a
+    wrong reference count, digest and parent, a dropped block-map entry, a pending mark). Each
+    fault is made on a copy of the store, never by rbdvault."""
+    store = new_store("checker_selftest")
+    c.create("rbd", "cs-img", 8 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "cs-img") as img:
+        img.write(os.urandom(3 << 20), 0)
+        img.write(b"compressible " * ((1 << 20) // 13), 4 << 20)  # zstd chunks
+    revs = [backup(store, "rbd/cs-img")["revision"]]
+    for size in (None, 5 << 20, (9 << 20) + 12288):  # a write, a shrink, a grow to a short block
+        with c.image("rbd", "cs-img") as img:
+            if size:
+                img.resize(size)
+            img.write(os.urandom(200 << 10), (1 << 20) + len(revs) * (256 << 10))
+        revs.append(backup(store, "rbd/cs-img")["revision"])
+    run("forget", "--store", store, "rbd/cs-img@%d" % revs[1], "-q")  # moves and drops entries, re-parents
+    check(scrub_json(store, "--deep")["clean"], "scrub of the checker's test store")
+    rc, out = run_checker(store)
+    check(rc == 0 and "0 problem(s)" in out, "checker on a clean store: exit %d\n%s" % (rc, out))
+    log(out.strip())
+
+    data = os.path.join(store, "data")
+    packs = sorted(f for f in os.listdir(data) if f.endswith(".pack"))
+    check(len(packs) >= 2, "the test store should have several packs: %s" % packs)
+
+    def chunks_in(path):
+        """(offset, flags, stored_len) of each chunk of a pack, by a sequential scan (format.md §4)."""
+        res = []
+        with open(path, "rb") as f:
+            buf = f.read()
+        pos = 16
+        while pos < len(buf):
+            flags, stored = buf[pos + 4], int.from_bytes(buf[pos + 12:pos + 16], "little")
+            res.append((pos, flags, stored))
+            pos += 48 + stored
+        return res
+
+    n = [0]
+
+    def fault(name, damage, wants, mode=()):
+        """Copies the store, damages the copy, and requires the checker to report every one of
+        `wants` (substrings) with exit 1; with `mode`, also checks the leniency of that mode."""
+        n[0] += 1
+        copy = os.path.join(TMP, "checker_fault_%d" % n[0])
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(store, copy)
+        damage(copy)
+        rc, out = run_checker(copy)
+        check(rc == 1, "checker missed fault '%s' (exit %d):\n%s" % (name, rc, out))
+        for w in wants:
+            check(w in out, "checker output for '%s' lacks %r:\n%s" % (name, w, out))
+        if mode:
+            rc2, out2 = run_checker(copy, *mode)
+            check(rc2 == 0, "with %s the checker must accept '%s' (exit %d):\n%s" % (mode, name, rc2, out2))
+        log("fault %-28s -> %s" % (name, "; ".join(l for l in out.splitlines() if l.startswith("problem:"))[:300]))
+        shutil.rmtree(copy)
+
+    def flip(copy, want_flags):
+        for p in packs:
+            for off, flags, stored in chunks_in(os.path.join(copy, "data", p)):
+                if flags == want_flags:
+                    with open(os.path.join(copy, "data", p), "r+b") as f:
+                        f.seek(off + 48 + stored // 2)
+                        b = f.read(1)
+                        f.seek(off + 48 + stored // 2)
+                        f.write(bytes([b[0] ^ 0x01]))
+                    return
+        raise Failure("no chunk with flags %d in the test store" % want_flags)
+
+    def set_value(copy, prefix, edit):
+        db = os.path.join(copy, "index")
+        k, v = ldb_scan(db, prefix)[0]
+        ldb_put(db, k, edit(k, v))
+
+    def bump_refs(k, v):
+        return v[:22] + (int.from_bytes(v[22:30], "little") + 1).to_bytes(8, "little")
+
+    def drop_entry(copy):
+        db = os.path.join(copy, "index")
+        k = next(k for k, v in ldb_scan(db, b"B") if len(v) == 32)
+        ldb_delete(db, k)
+
+    def pending(copy):
+        db = os.path.join(copy, "index")
+        nxt = int.from_bytes(dict(ldb_scan(db, b"Xnext_revision"))[b"Xnext_revision"], "little")
+        image = int.from_bytes(ldb_scan(db, b"I")[0][0][1:], "big")
+        ldb_put(db, b"W" + nxt.to_bytes(8, "big"), b"\x01" + nxt.to_bytes(8, "little") + image.to_bytes(8, "little"))
+        ldb_put(db, b"Xnext_revision", (nxt + 1).to_bytes(8, "little"))
+
+    def orphan(copy):
+        shutil.copy(os.path.join(copy, "data", packs[0]), os.path.join(copy, "data", "0000ffff.pack"))
+
+    def truncate(copy):
+        path = os.path.join(copy, "data", packs[-1])
+        os.truncate(path, os.path.getsize(path) - 10)
+
+    def tmp_left(copy):
+        with open(os.path.join(copy, "data", "0000fffe.pack.tmp"), "wb") as f:
+            f.write(b"RVPACK01")
+
+    def tail_revision(k, v):  # the digest is at T+78 = len - 33 (format.md §5.2)
+        return v[:-33] + bytes([v[-33] ^ 0x80]) + v[-32:]
+
+    def parent(k, v):  # parent is at T+24 = len - 87
+        p = int.from_bytes(v[-87:-79], "little")
+        return v[:-87] + (p + 1000).to_bytes(8, "little") + v[-79:]
+
+    fault("flipped raw payload byte", lambda cp: flip(cp, 0), ["content does not match its SHA-256"])
+    fault("flipped zstd payload byte", lambda cp: flip(cp, 1), ["chunk "])
+    fault("deleted pack file", lambda cp: os.unlink(os.path.join(cp, "data", packs[0])), ["cannot open"])
+    fault("orphan pack file", orphan, ["orphan pack file"], mode=("--before-recovery",))
+    fault("truncated pack file", truncate, ["P record says", "past the end"])
+    fault(".tmp left over", tmp_left, [".tmp file is left over"], mode=("--before-recovery",))
+    fault("wrong reference count", lambda cp: set_value(cp, b"C", bump_refs), ["block map entries name it"])
+    fault("dropped block-map entry", drop_entry, ["block map entries name it", "digest recomputed"])
+    fault("wrong digest", lambda cp: set_value(cp, b"R", tail_revision), ["digest recomputed"])
+    fault("wrong parent", lambda cp: set_value(cp, b"R", parent), ["previous revision is"])
+    fault("pending mark left", pending, ["pending mark W"], mode=("--before-recovery",))
+    c.remove("rbd", "cs-img")
     shutil.rmtree(store)
 
 
@@ -1144,6 +1331,7 @@ SCENARIOS = {
     "bad_numbers": scenario_bad_numbers,
     "tiny_store": scenario_tiny_store,
     "restore_atomic": scenario_restore_atomic,
+    "checker_selftest": scenario_checker_selftest,
 }
 
 
@@ -1161,6 +1349,8 @@ def main(scenarios=None, prog="cli_test.py"):
     except Failure as e:
         print("FAIL %s: %s" % (sys.argv[1], e), file=sys.stderr)
         return 1
+    if CHECKER_COST[0]:
+        print("independent checker: %d runs, %.1fs" % tuple(CHECKER_COST))
     print("PASS %s (%.1fs)" % (sys.argv[1], time.time() - t0))
     return 0
 
