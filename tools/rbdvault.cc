@@ -277,7 +277,8 @@ std::string revision_json(const store::RevisionRecord& r) {
     << ",\"new_chunks\":" << r.new_chunks << ",\"map_entries\":" << r.map_entries
     << ",\"ceph_image_id\":" << tools::json_string(r.ceph_image_id)
     << ",\"snapshot\":" << tools::json_string(r.snap_name) << ",\"snapshot_id\":" << r.snap_id << ",\"digest\":\""
-    << store::to_hex(r.digest) << "\"}";
+    << store::to_hex(r.digest) << "\",\"protected\":" << ((r.flags & store::kRevisionProtected) ? "true" : "false")
+    << ",\"verify_failed\":" << ((r.flags & store::kRevisionVerifyFailed) ? "true" : "false") << "}";
   return o.str();
 }
 
@@ -458,13 +459,15 @@ int cmd_ls(const Args& a) {
     std::cout << "]\n";
     return 0;
   }
-  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT", "KIND", "READ",
-              "STORED");
+  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s %s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT", "KIND",
+              "READ", "STORED", "NOTE");
   for (auto& r : revs) {
-    std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s\n", static_cast<unsigned long long>(r.id),
+    std::string note = (r.flags & store::kRevisionProtected) ? "protected" : "";
+    if (r.flags & store::kRevisionVerifyFailed) note += note.empty() ? "differs-from-snapshot" : ",differs-from-snapshot";
+    std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %s\n", static_cast<unsigned long long>(r.id),
                 (r.pool + "/" + r.name).c_str(), tools::iso_time(r.created).c_str(), tools::human_size(r.size).c_str(),
                 r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind),
-                tools::human_size(r.bytes_read).c_str(), tools::human_size(r.bytes_stored).c_str());
+                tools::human_size(r.bytes_read).c_str(), tools::human_size(r.bytes_stored).c_str(), note.c_str());
   }
   return 0;
 }

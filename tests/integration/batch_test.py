@@ -529,6 +529,8 @@ def scenario_batch_verify(c):
     check(status["rbd/bv-0"]["verify_failed"] and status["rbd/bv-0"]["last_result"] == "failed",
           "status: %s" % status["rbd/bv-0"])
     check(not status["rbd/bv-1"]["verify_failed"], "status of the good image: %s" % status["rbd/bv-1"])
+    flagged = [x["id"] for x in run_json("ls", "--store", store) if x["verify_failed"]]
+    check(len(flagged) == 1, "ls must show exactly the wrong revision as verify_failed: %s" % flagged)
     out, _ = run("check", "--config", conf, "--max-age", "26h", rc=2)
     check(out.startswith("RBDVAULT CRITICAL") and "rbd/bv-0" in out, "check: %s" % out)
     with open(store + ".prom") as f:
