@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -117,14 +118,20 @@ def file_sha(path):
 
 # ---- rbdvault ---------------------------------------------------------------------------------
 
+# Exit codes (docs/usage.md): 0 success; 1 the operation failed, a refused lock, or a check found a
+# problem; 2 usage error; `check` 0-3 (Nagios). Failure checks assert the exact code.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
 def run(*args, rc=0, timeout=600):
-    """Runs rbdvault with -c CONF; checks the exit code; returns (stdout, stderr)."""
+    """Runs rbdvault with -c CONF; checks the exit code (None: any); returns (stdout, stderr)."""
     cmd = [RBDVAULT] + list(args) + ["-c", CONF]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if rc is not None:
-        ok = (p.returncode == rc) if rc >= 0 else (p.returncode != 0)
-        check(ok, "%s: exit %d, wanted %s\nstdout: %s\nstderr: %s" %
-              (" ".join(cmd), p.returncode, "non-zero" if rc < 0 else rc, p.stdout, p.stderr))
+        check(rc >= 0, "run(): give the documented exit code, not 'any failure'")
+        check(p.returncode == rc, "%s: exit %d, wanted %d\nstdout: %s\nstderr: %s" %
+              (" ".join(cmd), p.returncode, rc, p.stdout, p.stderr))
     return p.stdout, p.stderr
 
 
@@ -212,6 +219,19 @@ def store_fingerprint(store):
     packs = sorted((f, os.path.getsize(os.path.join(store, "data", f)))
                    for f in os.listdir(os.path.join(store, "data")))
     return revs, packs
+
+
+def store_files(store):
+    """Every file of the store with its size and mtime, without running rbdvault (for when readers
+    are refused). The operation log is left out: refused commands are recorded there too."""
+    out = []
+    for root, _, files in os.walk(store):
+        for f in files:
+            if root == store and f == "oplog":
+                continue
+            st = os.stat(os.path.join(root, f))
+            out.append((os.path.relpath(os.path.join(root, f), store), st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
 
 def verify_restores(c, store, spec_at_rev, expected, pool="rbd", tag="r"):
@@ -303,7 +323,7 @@ def scenario_backup_restore(c):
         check(img.features() & FEATURES_FASTDIFF == FEATURES_FASTDIFF, "features not kept: %x" % img.features())
     # An existing target is refused and left alone.
     before = rbd_export_sha("rbd/br-copy")
-    _, err = run("restore", "--store", store, "rbd/br-src@%d" % r1["revision"], "--to", "rbd/br-copy", rc=-1)
+    _, err = run("restore", "--store", store, "rbd/br-src@%d" % r1["revision"], "--to", "rbd/br-copy", rc=EXIT_FAILED)
     check("already exists" in err and len(err.strip().splitlines()) == 1, "refusal message: %r" % err)
     check(rbd_export_sha("rbd/br-copy") == before, "existing target was modified")
     c.remove("rbd", "br-copy")
@@ -524,7 +544,7 @@ def scenario_bad_input(c):
     r1 = backup(store, "rbd/bad-img")
     fp = store_fingerprint(store)
 
-    def fails(expect, *args, rc=-1):
+    def fails(expect, *args, rc=EXIT_FAILED):
         _, err = run(*args, rc=rc, timeout=120)
         lines = err.strip().splitlines()
         check(len(lines) == 1, "expected one error line, got: %r" % err)
@@ -546,7 +566,7 @@ def scenario_bad_input(c):
     # Wrong ceph.conf path, and a cluster nobody answers for.
     p = subprocess.run([RBDVAULT, "backup", "--store", store, "rbd/bad-img", "-c", "/nonexistent/ceph.conf"],
                        capture_output=True, text=True)
-    check(p.returncode != 0 and "/nonexistent/ceph.conf" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+    check(p.returncode == EXIT_FAILED and "/nonexistent/ceph.conf" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
           "wrong conf: %d %r" % (p.returncode, p.stderr))
     dead_conf = os.path.join(TMP, "dead-ceph.conf")
     with open(dead_conf, "w") as f:
@@ -554,7 +574,7 @@ def scenario_bad_input(c):
     t0 = time.time()
     p = subprocess.run([RBDVAULT, "backup", "--store", store, "rbd/bad-img", "-c", dead_conf, "--connect-timeout", "3"],
                        capture_output=True, text=True, timeout=120)
-    check(p.returncode != 0 and "connect to cluster" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+    check(p.returncode == EXIT_FAILED and "connect to cluster" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
           "unreachable cluster: %d %r" % (p.returncode, p.stderr))
     check(time.time() - t0 < 60, "an unreachable cluster must not hang")
     check(store_fingerprint(store) == fp, "store changed after unreachable cluster")
@@ -651,7 +671,7 @@ def scenario_history_forget(c):
         check([r["id"] for r in run_json("ls", "--store", store)] == sorted(history), "ls after forget %d" % v)
         check_all_restore(store, "hf-img", history)
         log("forgot %d: %d revisions remain identical" % (v, len(history)))
-    _, err = run("forget", "--store", store, "rbd/hf-img@%d" % ids[-1], rc=-1)
+    _, err = run("forget", "--store", store, "rbd/hf-img@%d" % ids[-1], rc=EXIT_FAILED)
     check("newest" in err, "the newest revision must not be forgotten: %r" % err)
     check(scrub_json(store, "--deep")["clean"], "scrub after forgets")
     newest = max(history)
@@ -734,12 +754,18 @@ def scenario_history_repair(c):
     for rev in history:
         check("rbd/hr-img@%d:" % rev in out, "scrub output does not name revision %d: %s" % (rev, out))
     out, _ = run("verify", "--store", store, "rbd/hr-img", rc=1)
-    check("1 mismatch" in out, "verify must see the damaged block: %s" % out)
+    blocks = (8 << 20) // (64 << 10)
+    check(re.search(r": %d blocks compared with \S+, 1 mismatch\(es\): blocks 0$" % blocks, out.strip()),
+          "verify must compare every block and see exactly the damaged block 0: %s" % out)
     out, _ = run("repair", "--store", store)
     check("1 re-read from Ceph" in out, "repair: %s" % out)
     independent_check(store)
     check(scrub_json(store, "--deep")["clean"], "scrub after repair")
-    run("verify", "--store", store, "rbd/hr-img", "--sample", "50")
+    out, _ = run("verify", "--store", store, "rbd/hr-img", "--sample", "50")
+    m = re.search(r": (\d+) blocks compared with \S+, 0 mismatch\(es\)$", out.strip())
+    check(m, "verify --sample 50: %r" % out)
+    # Each of the 128 blocks is picked with probability 1/2: 64 +- 34 is six standard deviations.
+    check(30 <= int(m.group(1)) <= 98, "verify --sample 50 compared %s of %d blocks" % (m.group(1), blocks))
     check_all_restore(store, "hr-img", history)
     verify_restores(c, store, "rbd/hr-img@%d" % newest, history[newest])
 
@@ -1147,7 +1173,7 @@ def scenario_restore_atomic(c):
     t = RestoreTarget(c, "file", "ra-existing-%d" % os.getpid())
     with open(t.path, "wb") as f:
         f.write(b"precious")
-    _, err = run("restore", "--store", store, spec, *t.args(), rc=-1)
+    _, err = run("restore", "--store", store, spec, *t.args(), rc=EXIT_FAILED)
     check("already exists" in err and len(err.strip().splitlines()) == 1, "refusal message: %r" % err)
     with open(t.path, "rb") as f:
         check(f.read() == b"precious", "an existing file was modified")
@@ -1158,7 +1184,7 @@ def scenario_restore_atomic(c):
     corrupt_first_chunk(store)
     for kind in ("image", "file"):
         t = RestoreTarget(c, kind, "ra-damaged-%s-%d" % (kind, os.getpid()))
-        _, err = run("restore", "--store", store, spec, *t.args(), rc=-1)
+        _, err = run("restore", "--store", store, spec, *t.args(), rc=EXIT_FAILED)
         check(not t.exists() and not t.exists(partial=True),
               "a restore of a damaged chunk left %s behind (%r)" % (kind, err))
         log("damaged chunk, %s: failed with %s" % (kind, err.strip().splitlines()[-1]))
@@ -1312,6 +1338,308 @@ def scenario_checker_selftest(c):
     fault("wrong parent", lambda cp: set_value(cp, b"R", parent), ["previous revision is"])
     fault("pending mark left", pending, ["pending mark W"], mode=("--before-recovery",))
     c.remove("rbd", "cs-img")
+
+# ---- issue 18: documented promises, each tested ------------------------------------------------
+
+def refused_line(err, *needles):
+    lines = err.strip().splitlines()
+    return len(lines) == 1 and all(n in lines[0] for n in needles)
+
+
+def scenario_promises_backup(c):
+    """A backup failing mid-read leaves the store as it was (and the next backup works); data written
+    to the image during a backup is not in its revision (the revision is the snapshot); a 4 MiB block
+    size with image sizes that are not a multiple of it, through grow, shrink and incrementals."""
+    store = new_store("promises_backup")
+    # 1. A backup that fails mid-read: its pack file may not grow beyond 8 MiB (RLIMIT_FSIZE, with
+    # SIGXFSZ ignored: the write fails with EFBIG), so it fails a third of the way through the
+    # image's 24 MiB of new data, after its snapshot, its begin and many chunk appends.
+    # (Removing its snapshot or image header while it is held does not fail its reads.)
+    c.create("rbd", "pb-fail", 32 << 20, FEATURES_NO_FASTDIFF)
+    with c.image("rbd", "pb-fail") as img:
+        img.write(os.urandom(4 << 20), 0)
+    r1 = backup(store, "rbd/pb-fail")
+    e1 = rbd_export_sha(snap_of(store, "rbd/pb-fail", r1["revision"]))
+    with c.image("rbd", "pb-fail") as img:
+        img.write(os.urandom(24 << 20), 4 << 20)
+    fp = store_fingerprint(store)
+
+    def limit_file_size():
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+
+    trace = os.path.join(TMP, "pb-fail.trace")
+    held = subprocess.Popen([RBDVAULT, "backup", "--store", store, "rbd/pb-fail", "--full", "-c", CONF],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=limit_file_size, env=dict(os.environ, RBDVAULT_CRASH_TRACE=trace))
+    out, err = held.communicate(timeout=300)
+    with open(trace) as f:
+        passed = f.read().split()
+    os.unlink(trace)
+    log("backup failing mid-read: exit %d, %s; passed %d chunk appends" % (held.returncode, err.strip(),
+                                                                           passed.count("pack.append")))
+    check(passed.count("pack.append") >= 50 and "revision.committed" not in passed, "steps passed: %s" % passed[:5])
+    check(held.returncode == EXIT_FAILED and len(err.strip().splitlines()) == 1,
+          "a backup failing mid-read: exit %d, wanted 1 with one line: %r" % (held.returncode, err))
+    data = os.listdir(os.path.join(store, "data"))
+    check(store_fingerprint(store) == fp, "the failed backup changed the store: %s" % data)
+    check(c.snaps("rbd", "pb-fail") == [snap_name(store, r1["revision"])], "snapshots: %s" % c.snaps("rbd", "pb-fail"))
+    check(scrub_json(store, "--deep")["clean"], "scrub after the failed backup")
+    r2 = backup(store, "rbd/pb-fail")
+    check(r2["kind"] == "delta" and r2["parent"] == r1["revision"], "the backup after the failure: %s" % r2)
+    verify_restores(c, store, "rbd/pb-fail@%d" % r2["revision"], rbd_export_sha(snap_of(store, "rbd/pb-fail", r2["revision"])),
+                    tag="pb")
+    verify_restores(c, store, "rbd/pb-fail@%d" % r1["revision"], e1, tag="pb")
+    c.remove("rbd", "pb-fail")
+
+    # 2. Written during the backup: the revision is the snapshot, not the live image.
+    c.create("rbd", "pb-live", 16 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "pb-live") as img:
+        img.write(os.urandom(16 << 20), 0)
+    held = start_held("pack.append:1", "backup", "--store", store, "rbd/pb-live", "--format", "json",
+                      "--reads-in-flight", "1", "--hash-threads", "0")
+    try:
+        snaps = c.snaps("rbd", "pb-live")
+        check(len(snaps) == 1, "the held backup's snapshot: %s" % snaps)
+        at_snapshot = rbd_export_sha("rbd/pb-live@" + snaps[0])
+        with c.image("rbd", "pb-live") as img:
+            img.write(os.urandom(12 << 20), 2 << 20)
+            img.discard(0, 1 << 20)
+    finally:
+        held.send_signal(signal.SIGCONT)
+    out, err = held.communicate(timeout=300)
+    check(held.returncode == 0, "the held backup failed: %s" % err)
+    rev = json.loads(out)["revision"]
+    live = rbd_export_sha("rbd/pb-live")
+    check(live != at_snapshot, "the writes during the backup changed nothing")
+    check(snap_name(store, rev) == snaps[0], "the revision's snapshot %s != %s" % (snap_name(store, rev), snaps[0]))
+    verify_restores(c, store, "rbd/pb-live@%d" % rev, at_snapshot, tag="pb")
+    c.remove("rbd", "pb-live")
+
+    # 3. Block size 4 MiB, sizes that are not a multiple of it: full, grow, shrink, grow again.
+    store4 = new_store("promises_backup_4m", "--block-size", "4M")
+    bs = 4 << 20
+    c.create("rbd", "pb-4m", 10 * (1 << 20) + 12345, FEATURES_FASTDIFF)
+    steps = []
+    with c.image("rbd", "pb-4m") as img:
+        img.write(os.urandom(3 << 20), 3 << 20)            # across the first block boundary
+        img.write(b"end" * 1000, img.size() - 3000)         # up to the unaligned end
+    for change in ("none", "grow", "shrink", "grow-again", "write"):
+        with c.image("rbd", "pb-4m") as img:
+            if change == "grow":
+                img.resize(21 * (1 << 20) + 777)
+                img.write(os.urandom(1 << 20), 15 << 20)
+                img.write(b"x" * 500, img.size() - 500)
+            elif change == "shrink":
+                img.resize(5 * (1 << 20) + 3)
+            elif change == "grow-again":
+                img.resize(13 * (1 << 20) + 4097)           # the cut-off data must read as zeros
+            elif change == "write":
+                img.write(os.urandom(5000), (8 << 20) - 2500)  # straddles a 4 MiB boundary
+        r = backup(store4, "rbd/pb-4m")
+        exp = rbd_export_sha(snap_of(store4, "rbd/pb-4m", r["revision"]))
+        check(r["size"] == exp[1] and r["size"] % bs, "size %d (export %d)" % (r["size"], exp[1]))
+        check(r["kind"] == ("full" if change == "none" else "delta"), "%s: %s" % (change, r))
+        out, _ = run("verify", "--store", store4, "rbd/pb-4m")
+        blocks = -(-r["size"] // bs)
+        check(re.search(r": %d blocks compared with \S+, 0 mismatch\(es\)$" % blocks, out.strip()),
+              "verify with 4 MiB blocks: %r" % out)
+        steps.append((change, r["revision"], exp))
+    for change, rev, exp in steps:
+        verify_restores(c, store4, "rbd/pb-4m@%d" % rev, exp, tag="pb4")
+    check(scrub_json(store4, "--deep")["clean"], "scrub of the 4 MiB store")
+    log("4 MiB blocks: %s" % ", ".join("%s -> %d bytes" % (ch, e[1]) for ch, _, e in steps))
+    c.remove("rbd", "pb-4m")
+    shutil.rmtree(store)
+    shutil.rmtree(store4)
+
+
+def scenario_promises_lock_matrix(c):
+    """docs/usage.md, Locks: with a real backup held at a known step (writer lock held), every other
+    writer is refused at once (exit 1, naming the holder) and changes nothing; readers run alongside
+    it and return exact data. With gc held amid its work, every reader and writer is refused."""
+    store = new_store("promises_lock_matrix")
+    c.create("rbd", "lm-a", 8 << 20, FEATURES_FASTDIFF)
+    history = {}
+    for k in range(3):
+        with c.image("rbd", "lm-a") as img:  # the second revision's pack: half overwritten by the third
+            img.write(os.urandom((2 if k == 1 else 1) << 20), 0)
+        r = backup(store, "rbd/lm-a")
+        history[r["revision"]] = rbd_export_sha(snap_of(store, "rbd/lm-a", r["revision"]))
+    ids = sorted(history)
+    c.create("rbd", "lm-b", 16 << 20, FEATURES_NO_FASTDIFF)
+    with c.image("rbd", "lm-b") as img:
+        img.write(os.urandom(8 << 20), 0)
+    snaps_a = c.snaps("rbd", "lm-a")
+
+    held = start_held("pack.append:1", "backup", "--store", store, "rbd/lm-b", "--format", "json")
+    try:
+        fp = store_fingerprint(store)
+        holder = "locked by pid %d (rbdvault backup" % held.pid
+        writers = [["backup", "--store", store, "rbd/lm-a"],
+                   ["forget", "--store", store, "rbd/lm-a@%d" % ids[0]],
+                   ["expire", "--store", store, "--keep-last", "1"],
+                   ["protect", "--store", store, "rbd/lm-a@%d" % ids[0]],
+                   ["unprotect", "--store", store, "rbd/lm-a@%d" % ids[0]],
+                   ["gc", "--store", store, "--max-unused", "0"],
+                   ["repair", "--store", store]]
+        for args in writers:
+            _, err = run(*args, rc=EXIT_FAILED)
+            check(refused_line(err, holder, "try again later"), "%s during a backup: %r" % (args[0], err))
+            check(store_fingerprint(store) == fp, "refused %s changed the store" % args[0])
+        _, err = run("init", "--store", store, rc=EXIT_FAILED)
+        check(len(err.strip().splitlines()) == 1 and store_fingerprint(store) == fp, "init over the store: %r" % err)
+        log("init over a store being written: %s" % err.strip())
+        check(c.snaps("rbd", "lm-a") == snaps_a, "a refused backup touched the snapshots")
+        # Readers run alongside the writer, and return exact data.
+        check([r["id"] for r in run_json("ls", "--store", store)] == ids, "ls during a backup")
+        for rev in (ids[0], ids[-1]):
+            verify_restores(c, store, "rbd/lm-a@%d" % rev, history[rev], tag="lm")
+        check(run_json("du", "--store", store)["images"][0]["revisions"] == 3, "du during a backup")
+        check(scrub_json(store, "--deep")["clean"], "scrub during a backup")
+        out, _ = run("verify", "--store", store, "rbd/lm-a")
+        check(re.search(r": 128 blocks compared with \S+, 0 mismatch\(es\)$", out.strip()), "verify: %r" % out)
+        check(len(run_json("expire", "--store", store, "--keep-last", "1", "--dry-run")) == 3, "expire --dry-run")
+        ops = run_json("log", "--store", store)
+        running = [o for o in ops if o["op"] == "backup" and o["image"] == "rbd/lm-b"]
+        check(len(running) == 1 and running[0]["result"] == "unfinished" and running[0]["end"] is None,
+              "log of the running backup: %s" % running)
+        status = {s["image"]: s for s in run_json("status", "--store", store)}
+        check(status.get("rbd/lm-b", {}).get("running") is True and not status["rbd/lm-a"]["running"],
+              "status during a backup: %s" % status)
+        check(store_fingerprint(store) == fp, "the readers changed the store")
+    finally:
+        held.send_signal(signal.SIGCONT)
+    out, err = held.communicate(timeout=300)
+    check(held.returncode == 0, "the held backup failed after SIGCONT: %s" % err)
+    rb = json.loads(out)["revision"]
+    verify_restores(c, store, "rbd/lm-b@%d" % rb, rbd_export_sha(snap_of(store, "rbd/lm-b", rb)), tag="lm")
+
+    # gc held after writing its first new pack (a pack to rewrite: forget one revision first).
+    run("forget", "--store", store, "rbd/lm-a@%d" % ids[1], "-q")
+    del history[ids[1]]
+    plan = run_json("gc", "--store", store, "--max-unused", "0", "--dry-run")
+    check(plan["packs_rewritten"] >= 1, "gc has nothing to rewrite: %s" % plan)
+    held = start_held("gc.pack_written", "gc", "--store", store, "--max-unused", "0")
+    try:
+        fp = store_files(store)
+        gc_holder = "being garbage-collected by pid %d" % held.pid
+        path = os.path.join(TMP, "lm-during-gc.raw")
+        readers = [["ls", "--store", store],
+                   ["restore", "--store", store, "rbd/lm-a@%d" % ids[0], "--to-file", path],
+                   ["du", "--store", store],
+                   ["log", "--store", store],
+                   ["scrub", "--store", store],
+                   ["verify", "--store", store, "rbd/lm-a"],
+                   ["expire", "--store", store, "--keep-last", "1", "--dry-run"]]
+        for args in readers:
+            _, err = run(*args, rc=EXIT_FAILED)
+            check(refused_line(err, gc_holder, "try again later"), "%s during gc: %r" % (args[0], err))
+            check(store_files(store) == fp, "refused %s changed the store" % args[0])
+        check(not os.path.exists(path) and not os.path.exists(path + PARTIAL), "a refused restore left a file")
+        for args in (["backup", "--store", store, "rbd/lm-a"], ["forget", "--store", store, "rbd/lm-a@%d" % ids[0]],
+                     ["protect", "--store", store, "rbd/lm-a@%d" % ids[0]]):
+            _, err = run(*args, rc=EXIT_FAILED)
+            check(refused_line(err, "locked by pid %d (rbdvault gc" % held.pid), "%s during gc: %r" % (args[0], err))
+        out, err = run("status", "--store", store, rc=None)
+        log("status during gc (no promise in docs/usage.md): %s" % (err.strip() or "ran"))
+    finally:
+        held.send_signal(signal.SIGCONT)
+    _, err = held.communicate(timeout=300)
+    check(held.returncode == 0, "the held gc failed after SIGCONT: %s" % err)
+    check(scrub_json(store, "--deep")["clean"], "scrub after gc")
+    for rev, exp in history.items():
+        check(restore_file_sha(store, "rbd/lm-a@%d" % rev) == exp, "revision %d after gc" % rev)
+    for n in ("lm-a", "lm-b"):
+        c.remove("rbd", n)
+    shutil.rmtree(store)
+
+
+def scenario_promises_damage(c):
+    """The operation log shows `unfinished` for a killed command; a second SIGINT while a run stops
+    on the first exits at once (130) and the next writer cleans up; repair without a reachable
+    cluster warns, uses copies only, and reports what it could not repair; a rolled-back revision's
+    id is never reused."""
+    store = new_store("promises_damage")
+    c.create("rbd", "pd-img", 48 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "pd-img") as img:
+        img.write(os.urandom(8 << 20), 0)
+    r1 = backup(store, "rbd/pd-img")
+    # 1. Killed at a crash point: the log entry stays `unfinished`; the next writer rolls back.
+    with c.image("rbd", "pd-img") as img:
+        img.write(os.urandom(1 << 20), 16 << 20)
+    rc, _ = run_crashing("pack.append", "backup", "--store", store, "rbd/pd-img", "-q")
+    check(rc == -signal.SIGKILL, "backup not killed at pack.append: %d" % rc)
+    ops = run_json("log", "--store", store)
+    check(ops[-1]["op"] == "backup" and ops[-1]["result"] == "unfinished" and ops[-1]["end"] is None,
+          "the killed backup in the log: %s" % ops[-1])
+    out, _ = run("log", "--store", store)
+    check("unfinished" in out.strip().splitlines()[-1], "plain log: %r" % out.strip().splitlines()[-1])
+    # 2. Its reserved id is gone for good: the next revision gets a higher one (format.md §5, §7.2).
+    killed_id = r1["revision"] + 1
+    r2 = backup(store, "rbd/pd-img")
+    check(r2["revision"] > killed_id, "revision id %d of the killed backup reused: %s" % (killed_id, r2))
+    check([r["id"] for r in run_json("ls", "--store", store)] == [r1["revision"], r2["revision"]], "ls")
+    verify_restores(c, store, "rbd/pd-img", rbd_export_sha(snap_of(store, "rbd/pd-img", r2["revision"])), tag="pd")
+
+    # 3. Double SIGINT (docs/usage.md, run): the first stops the run; a second, while the first is
+    # being handled (the run is held right after abandoning its backup's revision), exits at once.
+    conf = os.path.join(TMP, "promises_damage.conf")
+    with open(conf, "w") as f:
+        f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\n\n[defaults]\nschedule = every 24h\n\n[limits]\n"
+                "read-bandwidth = 4M\n\n[job.pd]\npool = rbd\ninclude = pd-big\n" % (CONF, store))
+    c.create("rbd", "pd-big", 32 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "pd-big") as img:
+        img.write(os.urandom(32 << 20), 0)
+    fp = store_fingerprint(store)
+    env = dict(os.environ, RBDVAULT_STOP_AT="revision.rolled_back")
+    p = subprocess.Popen([RBDVAULT, "run", "--config", conf], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, stdin=subprocess.DEVNULL)
+    data = os.path.join(store, "data")
+    wait_for(lambda: p.poll() is not None or any(f.endswith(".pack.tmp") for f in os.listdir(data)),
+             "the run's backup to store data")
+    check(p.poll() is None, "the run ended before the first SIGINT")
+    p.send_signal(signal.SIGINT)
+    wait_for(lambda: p.poll() is not None or process_stopped(p.pid), "the run to abandon its backup")
+    if p.poll() is not None:
+        raise Failure("the run ended after one SIGINT, before rolling back: %s" % p.communicate()[1][-2000:])
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGCONT)
+    _, err = p.communicate(timeout=120)
+    check(p.returncode == 130, "second SIGINT: exit %d, wanted 130\n%s" % (p.returncode, err[-2000:]))
+    check("SIGINT: stopping" in err, "the first SIGINT was not handled: %s" % err[-2000:])
+    revs = [r["id"] for r in run_json("ls", "--store", store)]
+    check("rbd/pd-big" not in [r["image"] for r in run_json("ls", "--store", store)], "a revision of pd-big exists")
+    # The next writer cleans up: the next backup removes the abandoned snapshot; the store is sound.
+    rb = backup(store, "rbd/pd-big")
+    check(c.snaps("rbd", "pd-big") == [snap_name(store, rb["revision"])], "snapshots: %s" % c.snaps("rbd", "pd-big"))
+    check(scrub_json(store, "--deep")["clean"], "scrub after the double SIGINT")
+    check(not any(f.endswith(".tmp") for f in os.listdir(data)), "temporary files left: %s" % os.listdir(data))
+    c.remove("rbd", "pd-big")
+
+    # 4. Repair without a reachable cluster: a warning, copies only; a chunk with no intact copy is
+    # reported, exit 1, and the store is otherwise unchanged. With the cluster it is re-read.
+    corrupt_first_chunk(store)
+    check(not scrub_json(store, "--deep")["clean"], "the corruption is not seen")
+    dead_conf = os.path.join(TMP, "pd-dead-ceph.conf")
+    with open(dead_conf, "w") as f:
+        f.write("[global]\nmon host = 127.0.0.1:9\nauth client required = none\n")
+    revs = run_json("ls", "--store", store)
+    cmd = [RBDVAULT, "repair", "--store", store, "-c", dead_conf, "--connect-timeout", "3"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    log("repair without a cluster: exit %d\n%s%s" % (p.returncode, p.stdout, p.stderr))
+    check(p.returncode == EXIT_FAILED, "repair without a cluster: exit %d" % p.returncode)
+    check("not repaired: chunk " in p.stdout and "0 re-read from Ceph, 0 from copies, 1 not repairable" in p.stdout,
+          "repair output: %r" % p.stdout)
+    check("warn" in p.stderr.lower() and "cluster" in p.stderr, "no warning about the cluster: %r" % p.stderr)
+    check(run_json("ls", "--store", store) == revs, "repair without a cluster changed the revisions")
+    out, _ = run("repair", "--store", store)
+    check("1 re-read from Ceph" in out, "repair with the cluster: %r" % out)
+    check(scrub_json(store, "--deep")["clean"], "scrub after repair")
+    ops = [o for o in run_json("log", "--store", store) if o["op"] == "repair"]
+    check([o["result"] for o in ops] == ["failed", "ok"], "repairs in the log: %s" % ops)
+    c.remove("rbd", "pd-img")
     shutil.rmtree(store)
 
 
@@ -1332,6 +1660,9 @@ SCENARIOS = {
     "tiny_store": scenario_tiny_store,
     "restore_atomic": scenario_restore_atomic,
     "checker_selftest": scenario_checker_selftest,
+    "promises_backup": scenario_promises_backup,
+    "promises_lock_matrix": scenario_promises_lock_matrix,
+    "promises_damage": scenario_promises_damage,
 }
 
 

@@ -125,7 +125,9 @@ TEST_F(RbdTest, AsyncReaderKeepsReadsBoundedAndOrdered) {
   });
   for (uint64_t i = 0; i < 64; ++i) reader.submit(i * 65536, 65536, i);
   reader.drain();
-  EXPECT_EQ(reader.peak_in_flight(), 4u);
+  // The bound holds, and reads did overlap (how many at once depends on the cluster's speed).
+  EXPECT_LE(reader.peak_in_flight(), 4u);
+  EXPECT_GT(reader.peak_in_flight(), 1u);
   ASSERT_EQ(order.size(), 64u);
   for (uint64_t i = 0; i < 64; ++i) EXPECT_EQ(order[i], i);
 }

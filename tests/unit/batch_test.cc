@@ -5,6 +5,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -191,9 +192,34 @@ TEST(Schedule, DailySlotsIntervalsAndJitter) {
   EXPECT_TRUE(Schedule::parse("hourly").due(local(2026, 11, 25, 2, 5), local(2026, 11, 25, 3, 0)));
   for (const char* bad : {"daily 2am", "every", "every 0h", "weekly funday 01:00", "sometimes", "daily 24:00"})
     EXPECT_THROW(Schedule::parse(bad), std::invalid_argument) << bad;
-  EXPECT_EQ(jitter_offset("rbd/vm-1", 1800), jitter_offset("rbd/vm-1", 1800));
-  EXPECT_LT(jitter_offset("rbd/vm-1", 1800), 1800);
   EXPECT_EQ(jitter_offset("rbd/vm-1", 0), 0);
+}
+
+// The jitter spreads images over the whole window, evenly, and each image keeps its offset (so its
+// schedule slot does not move between runs), whatever else was asked in between.
+TEST(Schedule, JitterSpreadsImagesAndIsStable) {
+  const int64_t window = 1800;
+  std::map<std::string, int64_t> first;
+  std::vector<int> buckets(6, 0);  // 5-minute buckets
+  for (int k = 0; k < 1200; ++k) {
+    const std::string key = "rbd/vm-" + std::to_string(k);
+    const int64_t off = jitter_offset(key, window);
+    ASSERT_GE(off, 0) << key;
+    ASSERT_LT(off, window) << key;
+    first[key] = off;
+    ++buckets[off / 300];
+  }
+  std::set<int64_t> distinct;
+  for (auto& [key, off] : first) distinct.insert(off);
+  EXPECT_GT(distinct.size(), 400u) << "offsets cluster";
+  for (size_t b = 0; b < buckets.size(); ++b)  // 200 expected per bucket
+    EXPECT_TRUE(buckets[b] > 120 && buckets[b] < 280) << "bucket " << b << ": " << buckets[b];
+  // Asked again in another order, interleaved with other keys and windows: the same offsets.
+  for (auto it = first.rbegin(); it != first.rend(); ++it) {
+    (void)jitter_offset(it->first + "-other", 7);
+    EXPECT_EQ(jitter_offset(it->first, window), it->second) << it->first;
+  }
+  EXPECT_NE(jitter_offset("rbd/vm-1", window), jitter_offset("rbd2/vm-1", window)) << "the pool is part of the key";
 }
 
 // At the end of summer time 02:00-03:00 happens twice; an hourly schedule must not skip the
@@ -233,7 +259,8 @@ TEST(HostSlots, SlotsAreExclusiveAndFreedOnRelease) {
     pid_t pid = fork();
     if (pid == 0) _exit(HostSlot::acquire(dir, 2, stop_now).held() ? 1 : 0);
     int status = 0;
-    waitpid(pid, &status, 0);
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "the probing child did not exit normally: " << status;
     EXPECT_EQ(WEXITSTATUS(status), 0) << "another process got a third slot";
   }
   EXPECT_TRUE(HostSlot::acquire(dir, 2, stop_now).held());  // released with their owners
