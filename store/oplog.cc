@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "store/error.h"
 
@@ -81,8 +82,13 @@ bool read_line(std::istream& in, std::string& line, bool& too_long) {
   return any;
 }
 
+// getpwuid_r: a batch run logs from several threads at once, and getpwuid's static result is
+// overwritten under a concurrent caller (found by TSan in OpLog.ConcurrentOperationsGetDistinctIds).
 std::string user_name() {
-  if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
+  passwd pw{};
+  passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found) return pw.pw_name;
   return std::to_string(::getuid());
 }
 
