@@ -300,12 +300,18 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
 }
 
 BatchConfig load_batch_config(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot read the config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  // Read one byte past the limit: enough to tell a too-large file without loading it (a path
+  // naming /dev/zero or a huge log by mistake must not exhaust memory).
+  std::string text(kMaxBatchConfigBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad()) throw ConfigError(path + ": read error");
-  return parse_batch_config(ss.str(), path);
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxBatchConfigBytes)
+    throw ConfigError(path + ": larger than " + std::to_string(kMaxBatchConfigBytes >> 20) +
+                      " MiB; not a batch config file");
+  return parse_batch_config(text, path);
 }
 
 }  // namespace rbdvault::agent

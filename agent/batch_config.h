@@ -87,6 +87,9 @@ struct BatchConfig {
   std::optional<ImageSettings> find_settings(const std::string& pool, const std::string& name) const;
 };
 
+// A config of thousands of jobs is a few hundred KiB; a larger file is refused before parsing.
+inline constexpr size_t kMaxBatchConfigBytes = 4u << 20;
+
 // Reads and validates the whole file; throws ConfigError (never runs anything half-configured).
 BatchConfig load_batch_config(const std::string& path);
 // The same from text (tests); `path` is only used in messages.

@@ -228,16 +228,6 @@ std::string partial_path(const std::string& path) {
 
 }  // namespace
 
-namespace {
-constexpr std::string_view kPartialSuffix = ".rbdvault-partial";
-}
-
-std::string partial_name(const std::string& name) { return name + std::string(kPartialSuffix); }
-
-bool is_partial_name(const std::string& name) {
-  return name.size() > kPartialSuffix.size() && name.ends_with(kPartialSuffix);
-}
-
 RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
                                const std::string& pool, const std::string& name, const RestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();

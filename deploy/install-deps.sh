@@ -10,6 +10,7 @@ PACKAGES=(
   libboost-program-options-dev
   libgtest-dev libgmock-dev
   libzstd-dev libssl-dev
+  clang-14 libclang-rt-14-dev
   ceph-mon ceph-osd ceph-common python3-rbd python3-rados
   tzdata
   rocksdb-tools python3-zstandard

@@ -3,6 +3,7 @@
 #include <zstd.h>
 
 #include "store/error.h"
+#include "store/format.h"
 
 namespace rbdvault::store {
 
@@ -22,7 +23,11 @@ EncodedChunk encode_chunk(std::string_view raw, int level) {
   return out;
 }
 
+uint64_t max_stored_len(uint32_t raw_len) { return ZSTD_compressBound(raw_len); }
+
 std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_len) {
+  if (raw_len > kMaxBlockSize)
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk raw length " + std::to_string(raw_len) + " is above 4 MiB");
   if (flags == kChunkRaw) {
     if (payload.size() != raw_len) throw StoreError(StoreError::Kind::kCorrupt, "raw chunk has wrong length");
     return std::string(payload);

@@ -20,7 +20,11 @@ struct EncodedChunk {
 // Compresses `raw` at `level`; keeps the raw bytes when zstd saves less than 1/8 (not worth the
 // CPU on every restore). level 0 disables compression.
 EncodedChunk encode_chunk(std::string_view raw, int level);
-// Inverse of encode_chunk; throws StoreError(kCorrupt) if the payload does not decode to raw_len.
-std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_len);
+// The largest payload a chunk of raw_len bytes can have: zstd's worst case (encode_chunk keeps the
+// raw bytes long before that, but the bound is what a reader can rely on).
+[[nodiscard]] uint64_t max_stored_len(uint32_t raw_len);
+// Inverse of encode_chunk; throws StoreError(kCorrupt) if the payload does not decode to raw_len,
+// or if raw_len is above kMaxBlockSize (checked before anything is allocated).
+[[nodiscard]] std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_len);
 
 }  // namespace rbdvault::store

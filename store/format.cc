@@ -1,7 +1,11 @@
 #include "store/format.h"
 
+#include <cctype>
+#include <charconv>
 #include <cstring>
+#include <vector>
 
+#include "store/chunk_codec.h"
 #include "store/error.h"
 
 namespace rbdvault::store {
@@ -49,10 +53,18 @@ class Reader {
   void done() {
     if (pos_ != v_.size()) fail();
   }
+  // A field that decoded but is out of range: the record is corrupt, and using the value could
+  // allocate gigabytes or wrap an offset.
+  void require(bool ok, const char* field) {
+    if (!ok)
+      throw StoreError(StoreError::Kind::kCorrupt,
+                       std::string("malformed ") + what_ + " record in index: " + field + " out of range");
+  }
 
  private:
   void need(uint64_t n) {
-    if (pos_ + n > v_.size()) fail();
+    // Compared as "remaining < n" so that no length, however large, can overflow the sum.
+    if (n > v_.size() - pos_) fail();
   }
   [[noreturn]] void fail() {
     throw StoreError(StoreError::Kind::kCorrupt, std::string("malformed ") + what_ + " record in index");
@@ -70,6 +82,10 @@ void check_version(Reader& r, const char* what) {
 }
 
 }  // namespace
+
+bool valid_block_size(uint64_t bs) {
+  return bs >= kMinBlockSize && bs <= kMaxBlockSize && (bs & (bs - 1)) == 0;
+}
 
 uint64_t read_be64(const char* p) {
   uint64_t v = 0;
@@ -155,6 +171,19 @@ uint32_t parse_pack_key(std::string_view key) {
   return v;
 }
 
+std::optional<Hash> parse_chunk_key(std::string_view key) {
+  Hash h;
+  if (key.size() != 1 + h.size() || key[0] != kKeyChunk) return std::nullopt;
+  std::memcpy(h.data(), key.data() + 1, h.size());
+  return h;
+}
+
+Hash chunk_hash_of_key(std::string_view key) {
+  auto h = parse_chunk_key(key);
+  if (!h) throw StoreError(StoreError::Kind::kCorrupt, "malformed chunk key in index (" + std::to_string(key.size()) + " bytes)");
+  return *h;
+}
+
 std::string encode_u64(uint64_t v) {
   std::string s;
   put_le(s, v, 8);
@@ -228,7 +257,9 @@ RevisionRecord decode_revision(std::string_view v) {
   rec.created = static_cast<int64_t>(r.le(8));
   rec.size = r.le(8);
   rec.parent = r.le(8);
-  rec.kind = static_cast<RevisionKind>(r.le(1));
+  const uint64_t kind = r.le(1);
+  r.require(kind <= static_cast<uint8_t>(RevisionKind::kDelta), "kind");
+  rec.kind = static_cast<RevisionKind>(kind);
   rec.block_size = static_cast<uint32_t>(r.le(4));
   rec.order = static_cast<uint8_t>(r.le(1));
   rec.features = r.le(8);
@@ -239,6 +270,9 @@ RevisionRecord decode_revision(std::string_view v) {
   rec.digest = r.hash();
   rec.flags = static_cast<uint8_t>(r.le(1));
   r.done();
+  r.require(rec.size <= kMaxImageSize, "size");
+  r.require(valid_block_size(rec.block_size), "block_size");
+  r.require(rec.order == 0 || (rec.order >= kMinOrder && rec.order <= kMaxOrder), "order");
   return rec;
 }
 
@@ -265,6 +299,12 @@ ChunkRecord decode_chunk_record(std::string_view v) {
   rec.flags = static_cast<uint8_t>(r.le(1));
   rec.refs = r.le(8);
   r.done();
+  // A chunk is one block: raw_len bounds what a read allocates, stored_len what it reads.
+  r.require(rec.flags == kChunkRaw || rec.flags == kChunkZstd, "flags");
+  r.require(rec.raw_len <= kMaxBlockSize, "raw_len");
+  r.require(rec.flags == kChunkRaw ? rec.stored_len == rec.raw_len : rec.stored_len <= max_stored_len(rec.raw_len),
+            "stored_len");
+  r.require(rec.offset >= kPackHeaderSize && rec.offset <= kMaxPackBytes, "offset");
   return rec;
 }
 
@@ -283,6 +323,8 @@ PackRecord decode_pack(std::string_view v) {
   rec.bytes = r.le(8);
   rec.chunks = r.le(8);
   r.done();
+  r.require(rec.bytes >= kPackHeaderSize && rec.bytes <= kMaxPackBytes, "bytes");
+  r.require(rec.chunks <= (rec.bytes - kPackHeaderSize) / kChunkHeaderSize, "chunks");
   return rec;
 }
 
@@ -302,6 +344,71 @@ PendingRecord decode_pending(std::string_view v) {
   rec.image = r.le(8);
   r.done();
   return rec;
+}
+
+namespace {
+
+std::vector<std::string_view> words_of(std::string_view line) {
+  std::vector<std::string_view> words;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && std::isspace(static_cast<unsigned char>(line[i]))) ++i;
+    size_t j = i;
+    while (j < line.size() && !std::isspace(static_cast<unsigned char>(line[j]))) ++j;
+    if (j > i) words.push_back(line.substr(i, j - i));
+    i = j;
+  }
+  return words;
+}
+
+// Decimal digits only: from_chars alone would take a leading '-' for signed types, and istream
+// parses "-1" into an unsigned as 4294967295.
+std::optional<uint32_t> parse_decimal(std::string_view s) {
+  uint32_t v = 0;
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+StoreMarker parse_store_marker(std::string_view text, const std::string& where) {
+  auto invalid = [&](const std::string& msg) { return StoreError(StoreError::Kind::kInvalid, where + ": " + msg); };
+  auto corrupt = [&](const std::string& msg) { return StoreError(StoreError::Kind::kCorrupt, where + ": " + msg); };
+  if (text.size() > kMaxMarkerBytes) throw corrupt("marker file is too large to be a store marker");
+  StoreMarker m;
+  bool header = false, have_id = false, have_bs = false;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    const std::vector<std::string_view> w = words_of(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (w.empty()) continue;
+    if (!header) {
+      // The first line: magic word and format version.
+      if (w.size() < 2 || w[0] != "rbdvault-store") throw invalid("not an rbdvault store marker");
+      auto version = parse_decimal(w[1]);
+      if (!version) throw invalid("not an rbdvault store marker");
+      m.version = *version;
+      if (m.version != kFormatVersion)
+        throw invalid("store format " + std::to_string(m.version) + " is not supported (this rbdvault reads format " +
+                      std::to_string(kFormatVersion) + ")");
+      header = true;
+    } else if (w[0] == "store_id") {
+      const bool ok = w.size() >= 2 && w[1].size() == 16 && w[1].find_first_not_of("0123456789abcdef") == std::string_view::npos;
+      if (!ok) throw corrupt("store_id is not 16 lowercase hex digits");
+      m.store_id = std::string(w[1]);
+      have_id = true;
+    } else if (w[0] == "block_size") {
+      auto bs = w.size() >= 2 ? parse_decimal(w[1]) : std::nullopt;
+      if (!bs || !valid_block_size(*bs)) throw corrupt("block_size is not a power of two from 64 KiB to 4 MiB");
+      m.block_size = *bs;
+      have_bs = true;
+    }  // other keys: the rest of the line is ignored (§3)
+  }
+  if (!header) throw invalid("not an rbdvault store marker");
+  if (!have_id || !have_bs) throw corrupt("marker lacks block_size or store_id");
+  return m;
 }
 
 Hash RevisionDigest::term(uint64_t block, const Hash& chunk) {

@@ -14,6 +14,23 @@ namespace rbdvault::store {
 
 inline constexpr uint32_t kFormatVersion = 1;
 
+// Limits every decoder checks a value read from disk against, so that a corrupt or hostile store
+// gives a kCorrupt error instead of a huge allocation, a wrapped offset or undefined behaviour.
+inline constexpr uint32_t kMinBlockSize = 64u << 10;
+inline constexpr uint32_t kMaxBlockSize = 4u << 20;
+// Image sizes and pack offsets become off_t offsets (restore to a file, pread): keep them positive.
+inline constexpr uint64_t kMaxImageSize = uint64_t{1} << 62;
+inline constexpr uint64_t kMaxPackBytes = uint64_t{1} << 62;
+inline constexpr size_t kPackHeaderSize = 16;
+inline constexpr size_t kChunkHeaderSize = 48;
+// librbd accepts object orders 12 (4 KiB) to 26 (64 MiB); 0 means unknown.
+inline constexpr uint8_t kMinOrder = 12, kMaxOrder = 26;
+// The marker is three short lines; anything much larger is not one (and is not read whole).
+inline constexpr size_t kMaxMarkerBytes = 64u << 10;
+
+// A power of two from kMinBlockSize to kMaxBlockSize.
+[[nodiscard]] bool valid_block_size(uint64_t bs);
+
 // Key prefixes (first byte of every key).
 inline constexpr char kKeyCounter = 'X';    // X<name>               -> u64
 inline constexpr char kKeyImageName = 'N';  // N<pool>\0<name>       -> u64 image key
@@ -48,6 +65,10 @@ std::optional<BlockKey> parse_block_key(std::string_view key);
 std::optional<uint64_t> parse_image_rev_key(std::string_view key);  // -> rev
 uint64_t read_be64(const char* p);
 uint32_t parse_pack_key(std::string_view key);  // 0 if malformed
+// The hash of a `C` key; nullopt unless the key is exactly `C` + 32 bytes.
+[[nodiscard]] std::optional<Hash> parse_chunk_key(std::string_view key);
+// The same for callers that iterate `C` keys: throws StoreError(kCorrupt) on a malformed key.
+[[nodiscard]] Hash chunk_hash_of_key(std::string_view key);
 
 struct ImageRecord {
   uint64_t key = 0;
@@ -113,13 +134,24 @@ std::string encode(const PackRecord& r);
 std::string encode(const PendingRecord& r);
 std::string encode_u64(uint64_t v);
 
-// Decoders throw StoreError(kCorrupt) on a malformed value.
-ImageRecord decode_image(std::string_view v);
-RevisionRecord decode_revision(std::string_view v);
-ChunkRecord decode_chunk_record(std::string_view v);
-PackRecord decode_pack(std::string_view v);
-PendingRecord decode_pending(std::string_view v);
-uint64_t decode_u64(std::string_view v);
+// Decoders throw StoreError(kCorrupt) on a malformed value: a wrong length, an unknown version or
+// enum value, or a length, size or count outside the limits above (docs/format.md §5).
+[[nodiscard]] ImageRecord decode_image(std::string_view v);
+[[nodiscard]] RevisionRecord decode_revision(std::string_view v);
+[[nodiscard]] ChunkRecord decode_chunk_record(std::string_view v);
+[[nodiscard]] PackRecord decode_pack(std::string_view v);
+[[nodiscard]] PendingRecord decode_pending(std::string_view v);
+[[nodiscard]] uint64_t decode_u64(std::string_view v);
+
+// The marker file `rbdvault.store` (docs/format.md §3).
+struct StoreMarker {
+  uint32_t version = 0;
+  std::string store_id;  // 16 lowercase hex digits
+  uint32_t block_size = 0;
+};
+// Parses the marker's text. Throws StoreError: kInvalid when it is not a marker or has another
+// format version, kCorrupt when a field is missing or out of range. `where` prefixes messages.
+[[nodiscard]] StoreMarker parse_store_marker(std::string_view text, const std::string& where);
 
 // Whole-revision checksum: the sum, modulo 2^256, of SHA-256(le64(block) || chunk hash) over every
 // non-zero block below the revision's size, plus SHA-256("size" || le64(size)), each read as a

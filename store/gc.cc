@@ -50,12 +50,16 @@ GcResult gc(Store& store, const GcOptions& options) {
   std::map<uint32_t, PackRecord> pack_records;
   {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek(std::string(1, kKeyPack)); it->Valid() && it->key().starts_with(std::string(1, kKeyPack)); it->Next())
-      pack_records[parse_pack_key(it->key().ToStringView())] = decode_pack(it->value().ToStringView());
+    for (it->Seek(std::string(1, kKeyPack)); it->Valid() && it->key().starts_with(std::string(1, kKeyPack));
+         it->Next()) {
+      // Pack ids start at 1, so 0 means a malformed key; gc must not act on a pack it cannot name.
+      const uint32_t id = parse_pack_key(it->key().ToStringView());
+      if (id == 0) throw StoreError(StoreError::Kind::kCorrupt, "malformed pack key in index");
+      pack_records[id] = decode_pack(it->value().ToStringView());
+    }
     for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk));
          it->Next()) {
-      Hash h;
-      std::memcpy(h.data(), it->key().data() + 1, 32);
+      const Hash h = chunk_hash_of_key(it->key().ToStringView());
       ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
       PackChunks& p = packs[rec.pack];
       if (rec.refs > 0) {

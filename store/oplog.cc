@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "store/error.h"
 
@@ -35,11 +36,22 @@ std::string enc(const std::string& s) {
   return out;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// '%' and two hex digits give one byte; anything else (a torn or foreign escape) is kept as it is.
+// std::stoi threw on "%zz" (out of read()), and took "%-1" or "% 1" as numbers.
 std::string dec(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+    const int hi = s[i] == '%' && i + 2 < s.size() ? hex_digit(s[i + 1]) : -1;
+    const int lo = hi >= 0 ? hex_digit(s[i + 2]) : -1;
+    if (lo >= 0) {
+      out += static_cast<char>(hi * 16 + lo);
       i += 2;
     } else {
       out += s[i];
@@ -48,8 +60,35 @@ std::string dec(const std::string& s) {
   return out;
 }
 
+// Reads one line without its '\n' into `line`; false at the end of input. A line longer than
+// kMaxOpLogLine is consumed but returned as `too_long` with `line` empty.
+bool read_line(std::istream& in, std::string& line, bool& too_long) {
+  line.clear();
+  too_long = false;
+  std::streambuf* sb = in.rdbuf();
+  bool any = false;
+  for (int c = sb->sbumpc(); c != std::char_traits<char>::eof(); c = sb->sbumpc()) {
+    any = true;
+    if (c == '\n') return true;
+    if (too_long) continue;
+    if (line.size() >= kMaxOpLogLine) {
+      too_long = true;
+      line.clear();
+      line.shrink_to_fit();
+      continue;
+    }
+    line.push_back(static_cast<char>(c));
+  }
+  return any;
+}
+
+// getpwuid_r: a batch run logs from several threads at once, and getpwuid's static result is
+// overwritten under a concurrent caller (found by TSan in OpLog.ConcurrentOperationsGetDistinctIds).
 std::string user_name() {
-  if (const passwd* pw = ::getpwuid(::getuid())) return pw->pw_name;
+  passwd pw{};
+  passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found) return pw.pw_name;
   return std::to_string(::getuid());
 }
 
@@ -114,12 +153,21 @@ void OpLog::end(const std::string& id, const char* result, const std::string& er
 }
 
 std::vector<OpRecord> OpLog::read(size_t* skipped) const {
+  std::ifstream in(path_);
+  return parse_oplog(in, skipped);
+}
+
+std::vector<OpRecord> parse_oplog(std::istream& in, size_t* skipped) {
   std::vector<OpRecord> out;
   std::map<std::string, size_t> by_id;
   size_t bad = 0;
-  std::ifstream in(path_);
   std::string line;
-  while (std::getline(in, line)) {
+  bool too_long = false;
+  while (in.rdbuf() && read_line(in, line, too_long)) {
+    if (too_long) {
+      ++bad;
+      continue;
+    }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::istringstream words(line);
     std::string kind, word;

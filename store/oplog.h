@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,13 @@ struct OpRecord {
   uint64_t bytes = 0;  // bytes read, written or freed, whatever the operation moves
 };
 
+// A line longer than this is not one this code wrote (a command line is at most ARG_MAX, 2 MiB,
+// percent-encoded): it is skipped as torn without being held in memory.
+inline constexpr size_t kMaxOpLogLine = 8u << 20;
+
+// Parses operation log text (docs/format.md §13); what OpLog::read does with the file.
+[[nodiscard]] std::vector<OpRecord> parse_oplog(std::istream& in, size_t* skipped = nullptr);
+
 class OpLog {
  public:
   explicit OpLog(std::filesystem::path store_dir) : path_(std::move(store_dir) / "oplog") {}
@@ -37,7 +45,7 @@ class OpLog {
 
   // All operations, oldest first; start and end lines paired by id. Lines torn by a crash are
   // skipped; `skipped`, if given, receives their number.
-  std::vector<OpRecord> read(size_t* skipped = nullptr) const;
+  [[nodiscard]] std::vector<OpRecord> read(size_t* skipped = nullptr) const;
 
  private:
   void append(const std::string& line);

@@ -57,6 +57,44 @@ void fsync_dir(const std::filesystem::path& dir) {
   if (r != 0) throw_errno("fsync directory " + dir.string());
 }
 
+ChunkHeader parse_chunk_header(std::string_view b) {
+  auto corrupt = [](const std::string& what) { return StoreError(StoreError::Kind::kCorrupt, "chunk header: " + what); };
+  if (b.size() < kChunkHeaderSize) throw corrupt("truncated");
+  if (b.substr(0, 4) != kChunkMagic) throw corrupt("bad magic");
+  if (b[5] != 0 || b[6] != 0 || b[7] != 0) throw corrupt("reserved bytes are not zero");
+  ChunkHeader h;
+  h.flags = static_cast<uint8_t>(b[4]);
+  h.raw_len = get_le32(b.data() + 8);
+  h.stored_len = get_le32(b.data() + 12);
+  std::memcpy(h.hash.data(), b.data() + 16, h.hash.size());
+  if (h.flags != kChunkRaw && h.flags != kChunkZstd) throw corrupt("unknown flags " + std::to_string(h.flags));
+  if (h.raw_len > kMaxBlockSize) throw corrupt("raw length " + std::to_string(h.raw_len) + " is above 4 MiB");
+  const bool stored_ok = h.flags == kChunkRaw ? h.stored_len == h.raw_len : h.stored_len <= max_stored_len(h.raw_len);
+  if (!stored_ok) throw corrupt("stored length " + std::to_string(h.stored_len) + " is impossible for raw length " +
+                                std::to_string(h.raw_len));
+  return h;
+}
+
+void scan_pack(uint64_t size, const ReadAt& read, std::optional<uint32_t> expected_id,
+               const std::function<bool(uint64_t, const ChunkHeader&)>& visit) {
+  auto corrupt = [](const std::string& what) { return StoreError(StoreError::Kind::kCorrupt, "pack scan: " + what); };
+  char header[kPackHeaderSize];
+  if (size < kPackHeaderSize || !read(0, header, sizeof(header))) throw corrupt("no pack header");
+  if (std::string_view(header, 8) != kPackMagic) throw corrupt("bad pack magic");
+  if (expected_id && get_le32(header + 8) != *expected_id) throw corrupt("pack id does not match the file name");
+  uint64_t off = kPackHeaderSize;
+  char chunk[kChunkHeaderSize];
+  while (off < size) {
+    // Lengths are checked as "what remains" so no sum can wrap.
+    if (size - off < kChunkHeaderSize || !read(off, chunk, sizeof(chunk)))
+      throw corrupt("truncated chunk header at " + std::to_string(off));
+    const ChunkHeader h = parse_chunk_header(std::string_view(chunk, sizeof(chunk)));
+    if (size - off - kChunkHeaderSize < h.stored_len) throw corrupt("truncated chunk at " + std::to_string(off));
+    if (!visit(off, h)) return;
+    off += kChunkHeaderSize + h.stored_len;
+  }
+}
+
 PackWriter::PackWriter(const std::filesystem::path& data_dir, uint32_t id)
     : dir_(data_dir),
       tmp_path_(data_dir / (pack_file_name(id) + ".tmp")),
@@ -175,13 +213,15 @@ std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
     if (r == 0) throw StoreError(StoreError::Kind::kCorrupt, where + ": pack file is truncated");
     got += static_cast<size_t>(r);
   }
-  const char* h = buf.data();
-  if (std::string_view(h, 4) != kChunkMagic) throw StoreError(StoreError::Kind::kCorrupt, where + ": bad chunk header");
-  uint8_t flags = static_cast<uint8_t>(h[4]);
-  if (flags != rec.flags || get_le32(h + 8) != rec.raw_len || get_le32(h + 12) != rec.stored_len ||
-      std::memcmp(h + 16, hash.data(), 32) != 0)
+  ChunkHeader h;
+  try {
+    h = parse_chunk_header(buf);
+  } catch (const StoreError& e) {
+    throw StoreError(StoreError::Kind::kCorrupt, where + ": " + e.what());
+  }
+  if (h.flags != rec.flags || h.raw_len != rec.raw_len || h.stored_len != rec.stored_len || h.hash != hash)
     throw StoreError(StoreError::Kind::kCorrupt, where + ": chunk header does not match the index");
-  std::string raw = decode_chunk(flags, std::string_view(buf).substr(kChunkHeaderSize), rec.raw_len);
+  std::string raw = decode_chunk(h.flags, std::string_view(buf).substr(kChunkHeaderSize), rec.raw_len);
   if (sha256(raw) != hash) throw StoreError(StoreError::Kind::kCorrupt, where + ": content does not match its SHA-256");
   return raw;
 }

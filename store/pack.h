@@ -3,7 +3,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -12,12 +14,31 @@
 
 namespace rbdvault::store {
 
-inline constexpr size_t kPackHeaderSize = 16;
-inline constexpr size_t kChunkHeaderSize = 48;
 inline constexpr std::string_view kPackMagic = "RVPACK01";
 inline constexpr std::string_view kChunkMagic = "RVCK";
 
 std::string pack_file_name(uint32_t pack);  // "0000002a.pack"
+
+// A chunk header (docs/format.md §4) whose fields passed every check a reader relies on.
+struct ChunkHeader {
+  uint8_t flags = 0;
+  uint32_t raw_len = 0;     // at most kMaxBlockSize
+  uint32_t stored_len = 0;  // at most max_stored_len(raw_len); raw_len for a raw chunk
+  Hash hash{};
+};
+// Parses the kChunkHeaderSize bytes at the start of `bytes`; throws StoreError(kCorrupt) for a
+// short buffer, bad magic, non-zero padding, unknown flags or lengths out of range.
+[[nodiscard]] ChunkHeader parse_chunk_header(std::string_view bytes);
+
+// Reads exactly n bytes at `offset` into buf; false if the source ends first.
+using ReadAt = std::function<bool(uint64_t offset, char* buf, size_t n)>;
+// Walks a pack of `size` bytes chunk by chunk, as repair does to find a copy of a chunk the index
+// lost: checks the file header (and the pack id, if given), then calls `visit(offset, header)` for
+// each chunk until it returns false or the pack ends. Every header is checked, and its payload must
+// lie inside the file before the walk moves past it, so a damaged pack ends the walk with
+// StoreError(kCorrupt) instead of a wild offset or a huge read.
+void scan_pack(uint64_t size, const ReadAt& read, std::optional<uint32_t> expected_id,
+               const std::function<bool(uint64_t offset, const ChunkHeader&)>& visit);
 
 // Writes one pack as DIR/NAME.tmp; seal() makes it durable and renames it into place.
 class PackWriter {

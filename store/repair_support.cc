@@ -1,9 +1,11 @@
 // Store-side pieces of repair: finding damaged chunks, finding intact copies, rewriting chunks.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -19,11 +21,6 @@ namespace {
 
 void check(const rocksdb::Status& s, const std::string& what) {
   if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
-
-uint32_t le32(const char* p) {
-  return uint32_t(uint8_t(p[0])) | uint32_t(uint8_t(p[1])) << 8 | uint32_t(uint8_t(p[2])) << 16 |
-         uint32_t(uint8_t(p[3])) << 24;
 }
 
 }  // namespace
@@ -78,36 +75,65 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
   return out;
 }
 
+namespace {
+
+// The pack id a file name promises ("0000002a.pack" -> 42), if it is one of ours.
+std::optional<uint32_t> pack_id_of(const fs::path& p) {
+  const std::string stem = p.stem().string();
+  if (stem.size() != 8 || stem.find_first_not_of("0123456789abcdef") != std::string::npos) return std::nullopt;
+  return static_cast<uint32_t>(std::stoul(stem, nullptr, 16));
+}
+
+bool pread_exact(int fd, uint64_t offset, char* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::pread(fd, buf + got, n - got, static_cast<off_t>(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// A verified copy of `hash` in the pack at `path`, if the pack holds an intact one before any damage.
+std::optional<std::string> copy_in_pack(const fs::path& path, const Hash& hash) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  struct stat st {};
+  std::optional<std::string> found;
+  if (::fstat(fd, &st) == 0) {
+    const ReadAt read = [fd](uint64_t off, char* buf, size_t n) { return pread_exact(fd, off, buf, n); };
+    try {
+      scan_pack(static_cast<uint64_t>(st.st_size), read, pack_id_of(path), [&](uint64_t off, const ChunkHeader& h) {
+        if (h.hash != hash) return true;
+        std::string payload(h.stored_len, '\0');  // bounded: scan_pack checked it against raw_len
+        if (!pread_exact(fd, off + kChunkHeaderSize, payload.data(), payload.size())) return true;
+        try {
+          std::string raw = decode_chunk(h.flags, payload, h.raw_len);
+          if (sha256(raw) == hash) found = std::move(raw);
+        } catch (const StoreError&) {
+        }
+        return !found;
+      });
+    } catch (const StoreError& e) {
+      // Damage past this point (lost sync, truncation): this pack has no more copies to offer.
+      if (e.kind() != StoreError::Kind::kCorrupt) {
+        ::close(fd);
+        throw;
+      }
+    }
+  }
+  ::close(fd);
+  return found;
+}
+
+}  // namespace
+
 std::optional<std::string> Store::find_chunk_copy(const Hash& hash) {
   std::error_code ec;
   for (auto& e : fs::directory_iterator(data_dir(), ec)) {
     if (e.path().extension() != ".pack") continue;
-    int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    const uint64_t size = e.file_size(ec);
-    uint64_t off = kPackHeaderSize;
-    char hdr[kChunkHeaderSize];
-    while (off + kChunkHeaderSize <= size) {
-      if (::pread(fd, hdr, sizeof(hdr), static_cast<off_t>(off)) != static_cast<ssize_t>(sizeof(hdr))) break;
-      if (std::memcmp(hdr, kChunkMagic.data(), 4) != 0) break;  // lost sync: give up on this pack
-      const uint32_t raw_len = le32(hdr + 8), stored_len = le32(hdr + 12);
-      if (std::memcmp(hdr + 16, hash.data(), 32) == 0) {
-        std::string payload(stored_len, '\0');
-        if (::pread(fd, payload.data(), stored_len, static_cast<off_t>(off + kChunkHeaderSize)) ==
-            static_cast<ssize_t>(stored_len)) {
-          try {
-            std::string raw = decode_chunk(static_cast<uint8_t>(hdr[4]), payload, raw_len);
-            if (sha256(raw) == hash) {
-              ::close(fd);
-              return raw;
-            }
-          } catch (const StoreError&) {
-          }
-        }
-      }
-      off += kChunkHeaderSize + stored_len;
-    }
-    ::close(fd);
+    if (auto raw = copy_in_pack(e.path(), hash)) return raw;
   }
   return std::nullopt;
 }

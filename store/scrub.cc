@@ -181,8 +181,7 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kKeyChunk);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      Hash h;
-      std::memcpy(h.data(), it->key().data() + 1, 32);
+      const Hash h = chunk_hash_of_key(it->key().ToStringView());
       ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
       auto found = refs.find(h);
       uint64_t counted = found == refs.end() ? 0 : found->second;

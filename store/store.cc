@@ -86,6 +86,20 @@ std::string random_id() {
   return s;
 }
 
+// The marker's text, read no further than kMaxMarkerBytes + 1 so a huge file is refused (by
+// parse_store_marker) without being loaded.
+std::string read_marker(const fs::path& dir) {
+  std::ifstream in(dir / kMarkerFile, std::ios::binary);
+  if (!in)
+    throw StoreError(StoreError::Kind::kInvalid, dir.string() + " is not an rbdvault store (no " + kMarkerFile +
+                                                     "; create one with `rbdvault init`)");
+  std::string text(kMaxMarkerBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) throw StoreError(StoreError::Kind::kIO, "read " + (dir / kMarkerFile).string());
+  text.resize(static_cast<size_t>(in.gcount()));
+  return text;
+}
+
 }  // namespace
 
 void Store::init(const fs::path& dir, const StoreOptions& options) {
@@ -138,36 +152,15 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
   require_directory_or_absent(dir);
   if (!fs::is_directory(dir))
     throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
-  std::ifstream in(dir / kMarkerFile);
-  if (!in)
-    throw StoreError(StoreError::Kind::kInvalid, dir.string() + " is not an rbdvault store (no " + kMarkerFile +
-                                                     "; create one with `rbdvault init`)");
+  const std::string marker_text = read_marker(dir);
+  const StoreMarker marker = parse_store_marker(marker_text, dir.string() + ": " + kMarkerFile);
   std::unique_ptr<Store> s(new Store());
   s->dir_ = dir;
   s->mode_ = mode;
   s->writer_options_ = writer_options;
   s->crash_points_.load_environment();
-  std::string key;
-  uint32_t version = 0;
-  if (!(in >> key >> version) || key != kMarkerMagic)
-    throw StoreError(StoreError::Kind::kInvalid,
-                     dir.string() + ": " + kMarkerFile + " is not an rbdvault store marker");
-  if (version != kFormatVersion)
-    throw StoreError(StoreError::Kind::kInvalid, dir.string() + ": store format " + std::to_string(version) +
-                                                     " is not supported (this rbdvault reads format " +
-                                                     std::to_string(kFormatVersion) + ")");
-  while (in >> key) {
-    if (key == "store_id")
-      in >> s->store_id_;
-    else if (key == "block_size")
-      in >> s->block_size_;
-    else {
-      std::string ignored;
-      std::getline(in, ignored);
-    }
-  }
-  if (s->block_size_ == 0 || s->store_id_.empty())
-    throw StoreError(StoreError::Kind::kCorrupt, dir.string() + ": " + kMarkerFile + " lacks block_size or store_id");
+  s->store_id_ = marker.store_id;
+  s->block_size_ = marker.block_size;
 
   rocksdb::Options o = db_options();
   rocksdb::DB* raw = nullptr;

@@ -60,11 +60,11 @@ TEST(Format, RevisionRecordRoundTrips) {
 }
 
 TEST(Format, TruncatedRecordIsCorrupt) {
-  ChunkRecord c{1, 2, 3, 4, 1, 5};
+  ChunkRecord c{1, kPackHeaderSize, 3, 4, 1, 5};
   std::string v = encode(c);
   EXPECT_EQ(decode_chunk_record(v).refs, 5u);
   v.pop_back();
-  EXPECT_THROW(decode_chunk_record(v), StoreError);
+  EXPECT_THROW((void)decode_chunk_record(v), StoreError);
   EXPECT_THROW(decode_revision("\x01"), StoreError);
 }
 
