@@ -64,7 +64,13 @@ class ChunkChecker {
 
   std::string examine(const Hash& hash, ScrubReport& report) {
     const std::string name = "chunk " + to_hex(hash).substr(0, 16);
-    auto rec = store_.chunk(hash);
+    std::optional<ChunkRecord> rec;
+    try {
+      rec = store_.chunk(hash);
+    } catch (const StoreError& e) {
+      if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      return name + " has a malformed index record (" + e.what() + ")";  // damage to report, not to stop at
+    }
     if (!rec) return name + " is referenced but has no index record";
     const std::string where = name + " (" + pack_file_name(rec->pack) + " at " + std::to_string(rec->offset) + ")";
     int fd = fd_for(rec->pack);
@@ -182,7 +188,15 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
     const std::string prefix(1, kKeyChunk);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       const Hash h = chunk_hash_of_key(it->key().ToStringView());
-      ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
+      ChunkRecord rec;
+      try {
+        rec = decode_chunk_record(it->value().ToStringView());
+      } catch (const StoreError& e) {
+        // Reported once here; the revisions reading it are named by the block map pass above.
+        add(nullptr, "chunk " + to_hex(h).substr(0, 16) + " has a malformed index record (" + e.what() + ")");
+        refs.erase(h);
+        continue;
+      }
       auto found = refs.find(h);
       uint64_t counted = found == refs.end() ? 0 : found->second;
       if (counted != rec.refs) {

@@ -256,6 +256,7 @@ class ScrubTest : public HistoryTest {
       if (has(": chunk header disagrees with the index (flags/length)")) return "block:header-vs-index";
       if (has(": chunk header names another hash")) return "block:header-hash";
       if (has(": raw length is not the block size")) return "block:raw-length";
+      if (has("has a malformed index record")) return "block:malformed";
       if (has(": content does not match its SHA-256")) return "block:sha256";
       if (has(": chunk does not decompress")) return "block:zstd";
       if (has(": chunk has unknown flags")) return "block:flags";
@@ -267,6 +268,7 @@ class ScrubTest : public HistoryTest {
     if (has(" is missing") && p.starts_with("pack ")) return "pack-missing";
     if (has(" bytes, index says ")) return "pack-size";
     if (has(" which has no pack record")) return "no-pack-record";
+    if (has(" has a malformed index record")) return "malformed";
     return "?";
   }
   // Scrub reports exactly these kinds of issue (each at least once), nothing else.
@@ -409,14 +411,28 @@ TEST_F(ScrubTest, ChunkHeaderNamesAnotherHash) {
 
 TEST_F(ScrubTest, RawLengthIsNotTheBlockSize) {
   // Header and record agree with each other, but not with the store's block size.
-  auto [hash, rec] = some_chunk();
-  patch_file(pack_path(rec.pack), rec.offset + 8, le32(kBs / 2));
+  auto [hash, rec] = chunk_with_flags(kChunkRaw);
+  // (A raw chunk's stored length is its raw length, so both change together.)
+  patch_file(pack_path(rec.pack), rec.offset + 8, le32(kBs / 2) + le32(kBs / 2));
   ChunkRecord bad = rec;
   bad.raw_len = kBs / 2;
+  bad.stored_len = kBs / 2;
   put_chunk_record(hash, bad);
   auto rep = scrub(*store_, ScrubOptions{{}, {}, true});
   expect_damaged(rep, readers_of(hash));
   expect_kinds(rep, {"block:raw-length"});
+}
+
+TEST_F(ScrubTest, MalformedChunkRecordIsReportedNotFatal) {
+  // A record no decoder accepts (a raw chunk whose stored length differs from its raw length):
+  // scrub names it and the revisions reading it, and goes on with the rest of the store.
+  auto [hash, rec] = chunk_with_flags(kChunkRaw);
+  ChunkRecord bad = rec;
+  bad.stored_len = rec.raw_len + 1;
+  put_chunk_record(hash, bad);
+  auto rep = scrub(*store_, ScrubOptions{{}, {}, true});
+  expect_damaged(rep, readers_of(hash));
+  expect_kinds(rep, {"block:malformed", "malformed"});
 }
 
 TEST_F(ScrubTest, WrongReferenceCount) {
