@@ -350,7 +350,8 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
 
   if (!o.dry_run && !c.metrics_file.empty() && (o.metrics_when_idle || !tasks.empty() || !report.ok())) {
     try {
-      write_file_atomically(c.metrics_file, prometheus_metrics(collect_status(*st), now()));
+      write_file_atomically(c.metrics_file,
+                            prometheus_metrics(collect_status(*st), now()) + prometheus_store_metrics(*st));
     } catch (const std::exception& e) {
       spdlog::error("metrics file {}: {}", c.metrics_file, e.what());
     }

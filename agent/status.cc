@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "store/gc.h"
 #include "store/oplog.h"
 #include "store/store.h"
 
@@ -57,6 +58,8 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
         s.last_success = r.created;
         s.size = r.size;
         s.verify_failed = (r.flags & store::kRevisionVerifyFailed) != 0;
+        s.last_bytes_read = r.bytes_read;
+        s.last_bytes_stored = r.bytes_stored;
       }
     }
     by_name[s.image] = s;
@@ -64,6 +67,7 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
   // The operation log says what happened since: the newest backup attempt per image, and which
   // are running now (a start line without an end line, from a live process on this host).
   const std::string host = this_host();
+  std::map<std::string, int64_t> ok_start;  // per image: start of the newest successful backup
   for (const store::OpRecord& op : store::OpLog(store.dir()).read()) {
     if (op.op != "backup" || op.image.empty()) continue;
     ImageStatus& s = by_name[op.image];
@@ -76,6 +80,10 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
       continue;
     }
     if (op.result == "cancelled") continue;  // stopped on request: says nothing about the image
+    if (op.result == "ok" && op.start_ms / 1000 >= ok_start[op.image]) {
+      ok_start[op.image] = op.start_ms / 1000;
+      s.last_duration_seconds = static_cast<double>(op.end_ms - op.start_ms) / 1000.0;
+    }
     if (op.start_ms / 1000 >= s.last_attempt) {
       s.last_attempt = op.start_ms / 1000;
       s.last_result = op.result;
@@ -150,12 +158,28 @@ std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t n
          [](const ImageStatus& s) { return s.verify_failed ? 1 : 0; });
   family("rbdvault_backup_running", "1 while a backup of the image runs.",
          [](const ImageStatus& s) { return s.running ? 1 : 0; });
+  family("rbdvault_last_backup_read_bytes", "Bytes the newest revision's backup read from Ceph.",
+         [](const ImageStatus& s) { return s.last_bytes_read; });
+  family("rbdvault_last_backup_stored_bytes", "Chunk bytes the newest revision's backup newly stored.",
+         [](const ImageStatus& s) { return s.last_bytes_stored; });
+  family("rbdvault_last_backup_duration_seconds", "Wall time of the newest successful backup (0: none logged).",
+         [](const ImageStatus& s) { return s.last_duration_seconds; });
   size_t failed = 0;
   for (const ImageStatus& s : images) failed += s.last_result == "failed";
   o << "# HELP rbdvault_images_failed Images whose newest backup attempt failed.\n"
     << "# TYPE rbdvault_images_failed gauge\nrbdvault_images_failed " << failed << "\n"
     << "# HELP rbdvault_metrics_timestamp_seconds When this file was written.\n"
     << "# TYPE rbdvault_metrics_timestamp_seconds gauge\nrbdvault_metrics_timestamp_seconds " << now << "\n";
+  return o.str();
+}
+
+std::string prometheus_store_metrics(store::Store& store) {
+  std::ostringstream o;
+  o << "# HELP rbdvault_store_pack_bytes Bytes of pack files (chunk data) in the store.\n"
+    << "# TYPE rbdvault_store_pack_bytes gauge\nrbdvault_store_pack_bytes " << store::pack_bytes_on_disk(store) << "\n"
+    << "# HELP rbdvault_store_index_bytes Bytes of the store's RocksDB index.\n"
+    << "# TYPE rbdvault_store_index_bytes gauge\nrbdvault_store_index_bytes " << store::index_bytes_on_disk(store)
+    << "\n";
   return o.str();
 }
 

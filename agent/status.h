@@ -26,6 +26,11 @@ struct ImageStatus {
   // CRITICAL until the next backup, which reads everything.
   bool verify_failed = false;
   int64_t running_since = 0;
+  // Of the newest revision: what its backup read from Ceph and newly stored (dashboards chart the
+  // nightly volume), and how long the newest successful backup took (from the operation log).
+  uint64_t last_bytes_read = 0;
+  uint64_t last_bytes_stored = 0;
+  double last_duration_seconds = 0;
 };
 
 std::vector<ImageStatus> collect_status(store::Store& store);
@@ -41,6 +46,8 @@ CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, in
 
 // Prometheus text exposition format (for node_exporter's textfile collector).
 std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t now);
+// The store-wide part of the metrics file: pack and index bytes on disk (a directory listing each).
+std::string prometheus_store_metrics(store::Store& store);
 // Writes `content` to `path` via a temporary file and rename, so a collector never reads half.
 void write_file_atomically(const std::string& path, const std::string& content);
 

@@ -28,6 +28,8 @@ struct PackChunks {
   std::vector<std::pair<Hash, ChunkRecord>> live, dead;
 };
 
+}  // namespace
+
 uint64_t pack_bytes_on_disk(Store& store) {
   uint64_t total = 0;
   std::error_code ec;
@@ -36,7 +38,13 @@ uint64_t pack_bytes_on_disk(Store& store) {
   return total;
 }
 
-}  // namespace
+uint64_t index_bytes_on_disk(Store& store) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(store.dir() / "index", ec))
+    if (e.is_regular_file(ec)) total += e.file_size(ec);
+  return total;
+}
 
 GcResult gc(Store& store, const GcOptions& options) {
   if (!store.writable()) throw StoreError(StoreError::Kind::kInvalid, "gc needs the store opened as writer");
@@ -206,9 +214,7 @@ StoreUsage du(Store& store, const std::string& only_image) {
     }
   }
   usage.pack_bytes = pack_bytes_on_disk(store);
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(store.dir() / "index", ec))
-    if (e.is_regular_file(ec)) usage.index_bytes += e.file_size(ec);
+  usage.index_bytes = index_bytes_on_disk(store);
   return usage;
 }
 

@@ -54,5 +54,8 @@ struct StoreUsage {
 };
 
 StoreUsage du(Store& store, const std::string& only_image = {});
+// The two sizes of du() that cost only a directory listing (for the metrics file after every run).
+[[nodiscard]] uint64_t pack_bytes_on_disk(Store& store);
+[[nodiscard]] uint64_t index_bytes_on_disk(Store& store);
 
 }  // namespace rbdvault::store
