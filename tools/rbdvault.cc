@@ -31,6 +31,8 @@
 #include "store/store.h"
 #include "tools/batch_commands.h"
 #include "tools/human.h"
+#include "tools/journal_log.h"
+#include "tools/version.h"
 
 namespace po = boost::program_options;
 using namespace rbdvault;
@@ -766,7 +768,11 @@ int cmd_images(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto logger = spdlog::stderr_color_mt("rbdvault");
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    std::cout << tools::version_text();
+    return 0;
+  }
+  auto logger = tools::make_stderr_logger("rbdvault");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%^%l%$: %v");
   std::string command;  // known once parse() has found it

@@ -1,0 +1,15 @@
+#include "tools/version.h"
+
+#include "rbd/version.h"
+
+#ifndef RBDVAULT_VERSION
+#error "RBDVAULT_VERSION comes from CMake's project(VERSION)"
+#endif
+
+namespace rbdvault::tools {
+
+std::string version_text() {
+  return std::string("rbdvault ") + RBDVAULT_VERSION + "\nCeph client libraries: " + rbd::library_versions() + "\n";
+}
+
+}  // namespace rbdvault::tools
