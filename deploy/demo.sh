@@ -2,13 +2,19 @@
 # The main job end to end on a throwaway local cluster: install, build, start a cluster, create an
 # image with data, back it up, change it, back it up incrementally, restore the latest revision to a
 # new image and the first one to a file, and compare both with `rbd export` of the snapshots.
+#   deploy/demo.sh                        install, build, run against build/rbdvault
+#   RBDVAULT=/usr/bin/rbdvault deploy/demo.sh   run against an installed binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
-deploy/install-deps.sh
-deploy/build.sh
-RBDVAULT=$PWD/build/rbdvault
+# RBDVAULT=PATH runs the demo against that binary (e.g. the installed package's, as
+# tests/package/package_test.sh does) without installing or building anything.
+if [ -z "${RBDVAULT:-}" ]; then
+  deploy/install-deps.sh
+  deploy/build.sh
+  RBDVAULT=$PWD/build/rbdvault
+fi
 
-WORK=$(mktemp -d /tmp/rbdvault-demo.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbdvault-demo.XXXXXX")
 cleanup() { deploy/micro-ceph.sh stop "$WORK/cluster" --purge || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 CONF=$(deploy/micro-ceph.sh start "$WORK/cluster")

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package rbdvault needs to build, test and run.
+# Installs every Debian 12 package rbdvault needs to build, test, package and run.
+# (Packaging and its tests: dpkg-dev, debhelper, lintian, help2man, mmdebstrap; promtool
+# comes with prometheus.)
 # Idempotent: packages already present are skipped by apt-get; safe under CI=true (no prompts).
 set -euo pipefail
 
@@ -14,6 +16,7 @@ PACKAGES=(
   ceph-mon ceph-osd ceph-common python3-rbd python3-rados
   tzdata
   rocksdb-tools python3-zstandard
+  dpkg-dev debhelper lintian help2man man-db mmdebstrap bash-completion prometheus
 )
 
 missing=()
