@@ -87,6 +87,8 @@ def scenario_ops_monitoring(c):
         check(needed in written, "the metrics file has no %s:\n%s" % (needed, text))
     read = re.search(r'^rbdvault_last_backup_read_bytes\{image="rbd/%s"\} (\d+)$' % images[0], text, re.M)
     check(read and int(read.group(1)) >= 1 << 20, "bytes read of the first full backup:\n" + text)
+    packs = re.search(r"^rbdvault_store_pack_bytes (\d+)$", text, re.M)
+    check(packs and int(packs.group(1)) > 0, "store pack bytes after two backups:\n" + text)
     for where, names in referenced_metrics().items():
         check(names, "the %s reference no metric" % where)
         unknown = names - written

@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SRC=$PWD
-say() { printf '\n== package_test: %s\n' "$*"; }
+T0=$SECONDS
+say() { printf '\n== package_test [%ds]: %s\n' $((SECONDS - T0)) "$*"; }
 fail() { echo "package_test: FAIL: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || fail "needs root (chroot, mount)"
@@ -54,11 +55,13 @@ mkdir "$ROOT"
 tar -C "$ROOT" -xf "$TARBALL"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 mount -t proc proc "$ROOT/proc"
-# The file list to come back to (bookkeeping that installs legitimately change is left out).
+# The file list to come back to. Left out: dpkg/apt bookkeeping, caches and logs, the user's lines
+# in passwd/group/shadow (kept on purge, Debian's practice), ld.so.cache, and adduser's own lock
+# file /run/adduser (any adduser call leaves it; /run is a tmpfs on a real system).
 snapshot() {
   (cd "$ROOT" && find . -xdev \( -path ./proc -o -path ./tmp -o -path ./var/cache -o -path ./var/log \
     -o -path ./var/lib/apt -o -path ./var/lib/dpkg \) -prune -o -print) |
-    grep -vxE '\./etc/(passwd|group|shadow|gshadow)-?|\./etc/ld\.so\.cache' |
+    grep -vxE '\./etc/(passwd|group|shadow|gshadow)-?|\./etc/ld\.so\.cache|\./run/adduser' |
     sort
 }
 chroot "$ROOT" apt-get update -qq
@@ -80,8 +83,8 @@ grep -qE '^rbdvault [0-9.]+$' <<<"$(head -1 <<<"$VERSION_TEXT")" || fail "--vers
 grep -qE 'librados [0-9]+\.[0-9]+\.[0-9]+' <<<"$VERSION_TEXT" || fail "--version names no librados version"
 chroot "$ROOT" getent passwd rbdvault | grep -q ':/var/lib/rbdvault:' || fail "no rbdvault system user"
 chroot "$ROOT" getent group rbdvault >/dev/null || fail "no rbdvault group"
-[ "$(stat -c %U:%a "$ROOT/var/lib/rbdvault")" = rbdvault:750 ] || fail "/var/lib/rbdvault owner/mode"
-[ "$(stat -c %U "$ROOT/run/lock/rbdvault")" = rbdvault ] || fail "/run/lock/rbdvault owner"
+[ "$(chroot "$ROOT" stat -c %U:%a /var/lib/rbdvault)" = rbdvault:750 ] || fail "/var/lib/rbdvault owner/mode"
+[ "$(chroot "$ROOT" stat -c %U /run/lock/rbdvault)" = rbdvault ] || fail "/run/lock/rbdvault owner"
 for f in /lib/systemd/system/rbdvault-agent.service /lib/systemd/system/rbdvault-run.timer \
   /usr/lib/tmpfiles.d/rbdvault.conf /usr/share/bash-completion/completions/rbdvault \
   /usr/share/doc/rbdvault/rbdvault.conf.example /usr/share/man/man8/rbdvault.8.gz \
@@ -115,4 +118,4 @@ if ! diff "$WORK/before" "$WORK/after" >"$WORK/diff"; then
   cat "$WORK/diff"
   fail "the purge left files behind (> above: present after, absent before)"
 fi
-echo "package_test: OK ($(basename "$DEB"): installed, ran the demo, purged without a trace)"
+echo "package_test: OK in $((SECONDS - T0))s ($(basename "$DEB"): installed, ran the demo, purged without a trace)"
