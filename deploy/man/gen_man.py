@@ -96,8 +96,8 @@ def main():
     version = version_text.split()[1] if version_text.startswith("rbdvault ") else "unknown"
     global_help = run(args.binary, "--help")
     groups = parse_groups(global_help)
-    if not groups:
-        sys.exit("gen_man: found no commands in `rbdvault --help`")
+    if not groups:  # only rbdvault(8) then; the ops_man test fails, the build does not
+        print("gen_man: warning: found no command sections in `rbdvault --help`", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     pages = []
     with tempfile.TemporaryDirectory() as tmp:
