@@ -145,6 +145,10 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%^%l%$: %v");
   const std::string name = argc > 1 ? argv[1] : "";
   try {
+    if (name == "--version") {  // before anything else: cheap, needs nothing
+      std::cout << version_text();
+      return 0;
+    }
     const std::vector<Command> commands = all_commands();
     if (name.empty()) {
       std::cerr << top_usage(commands);
@@ -152,10 +156,6 @@ int main(int argc, char** argv) {
     }
     if (name == "--help" || name == "-h" || name == "help") {
       std::cout << top_usage(commands);
-      return 0;
-    }
-    if (name == "--version") {
-      std::cout << version_text();
       return 0;
     }
     const Command* c = find_command(commands, name);
