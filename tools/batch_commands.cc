@@ -58,7 +58,6 @@ std::vector<agent::ImageStatus> image_status(const Args& a) {
   return images;
 }
 
-
 std::string require_config(const Args& a) {
   std::string c = a.str("config");
   if (c.empty()) throw UsageError(a.command + ": --config FILE is required");
@@ -71,9 +70,9 @@ Json run_json(const Args& a, const agent::RunReport& r) {
   j["dry_run"] = a.flag("dry-run");
   j["stopped"] = r.stopped;
   j["peak_parallel"] = r.peak_parallel;
-  for (auto res : {agent::ImageResult::kOk, agent::ImageResult::kFailed, agent::ImageResult::kNotDue,
-                   agent::ImageResult::kSkipped, agent::ImageResult::kMissing, agent::ImageResult::kCancelled,
-                   agent::ImageResult::kWouldBackUp}) {
+  for (auto res :
+       {agent::ImageResult::kOk, agent::ImageResult::kFailed, agent::ImageResult::kNotDue, agent::ImageResult::kSkipped,
+        agent::ImageResult::kMissing, agent::ImageResult::kCancelled, agent::ImageResult::kWouldBackUp}) {
     std::string key = agent::result_name(res);
     std::replace(key.begin(), key.end(), '-', '_');
     j[key] = r.count(res);
@@ -105,7 +104,10 @@ void print_run_table(const Args& a, const agent::RunReport& r) {
   std::printf("%-40s %-13s %8s %-5s %10s %10s %7s %s\n", "IMAGE", "RESULT", "REVISION", "KIND", "READ", "STORED",
               "TIME", "NOTE");
   for (const auto& m : r.images) {
-    std::string note = m.error;
+    // A failure's note starts with its class, the one `run` exits with (docs/usage.md "Exit codes").
+    std::string note = m.result == agent::ImageResult::kFailed
+                           ? std::string(agent::class_name(m.error_class)) + ": " + m.error
+                           : m.error;
     if (m.attempts > 1) note = std::to_string(m.attempts) + " attempts" + (note.empty() ? "" : "; " + note);
     if (m.expired) note += (note.empty() ? "" : "; ") + std::to_string(m.expired) + " expired";
     const bool ran = m.result == agent::ImageResult::kOk;

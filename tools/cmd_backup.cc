@@ -103,7 +103,10 @@ int cmd_images(const Args& a) {
   for (const auto& e : cluster.list_images(pool)) {
     const rbd::ImageInfo info = rbd::Image::open(cluster, pool, e.name, {}, true).info();
     if (a.json())
-      list.push_back(Json{{"name", e.name}, {"id", e.id}, {"size", info.size}, {"object_size", info.object_size},
+      list.push_back(Json{{"name", e.name},
+                          {"id", e.id},
+                          {"size", info.size},
+                          {"object_size", info.object_size},
                           {"features", info.features}});
     else
       std::printf("%-32s %-16s %10s\n", e.name.c_str(), e.id.c_str(), human_size(info.size).c_str());
@@ -123,12 +126,11 @@ std::vector<Command> backup_commands() {
                                  "block size, fixed for the store's life: a power of two from 64K to 4M");
                },
                cmd_init});
-  c.push_back(
-      {"backup", "--store DIR POOL/IMAGE [--full]",
-       "Back up an image: a new revision, incremental (from the last backup's snapshot) when possible.",
-       kStoreOption | kCephOptions | kFormatOption,
-       [](po::options_description& o) {
-         // clang-format off
+  c.push_back({"backup", "--store DIR POOL/IMAGE [--full]",
+               "Back up an image: a new revision, incremental (from the last backup's snapshot) when possible.",
+               kStoreOption | kCephOptions | kFormatOption,
+               [](po::options_description& o) {
+                 // clang-format off
          o.add_options()
              ("full", po::bool_switch(), "read the whole image, even when a diff is possible")
              ("full-every", po::value<std::string>()->default_value("0")->value_name("N"),
@@ -141,9 +143,9 @@ std::vector<Command> backup_commands() {
               "threads hashing blocks (0 to 64; 0: on the reading thread)")
              ("verify-sample", po::value<std::string>()->default_value("0")->value_name("PERCENT"),
               "compare this percent of the new revision with its snapshot (0: off)");
-         // clang-format on
-       },
-       cmd_backup});
+                 // clang-format on
+               },
+               cmd_backup});
   c.push_back({"images", "POOL", "List the RBD images of a pool.", kCephOptions | kFormatOption, nullptr, cmd_images});
   return c;
 }

@@ -49,7 +49,8 @@ int cmd_ls(const Args& a) {
               "READ", "STORED", "NOTE");
   for (const auto& r : revs) {
     std::string note = (r.flags & store::kRevisionProtected) ? "protected" : "";
-    if (r.flags & store::kRevisionVerifyFailed) note += note.empty() ? "differs-from-snapshot" : ",differs-from-snapshot";
+    if (r.flags & store::kRevisionVerifyFailed)
+      note += note.empty() ? "differs-from-snapshot" : ",differs-from-snapshot";
     std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %s\n", static_cast<unsigned long long>(r.id),
                 (r.pool + "/" + r.name).c_str(), iso_time(r.created).c_str(), human_size(r.size).c_str(),
                 r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind), human_size(r.bytes_read).c_str(),
@@ -71,7 +72,8 @@ int cmd_forget(const Args& a) {
     auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault forget " + spec);
     const store::RevisionRecord rev = resolve_exact_revision(*st, spec);
     st->forget(rev.id);
-    if (!a.quiet()) std::cout << "forgot " << rev.pool << "/" << rev.name << "@" << rev.id << " (run gc to free space)\n";
+    if (!a.quiet())
+      std::cout << "forgot " << rev.pool << "/" << rev.name << "@" << rev.id << " (run gc to free space)\n";
     return 0;
   });
 }
@@ -82,7 +84,8 @@ int cmd_protect(const Args& a, bool on) {
   auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault " + a.command + " " + spec);
   const store::RevisionRecord rev = resolve_exact_revision(*st, spec);
   st->set_protected(rev.id, on);
-  if (!a.quiet()) std::cout << (on ? "protected " : "unprotected ") << rev.pool << "/" << rev.name << "@" << rev.id << "\n";
+  if (!a.quiet())
+    std::cout << (on ? "protected " : "unprotected ") << rev.pool << "/" << rev.name << "@" << rev.id << "\n";
   return 0;
 }
 
@@ -159,8 +162,8 @@ std::vector<Command> history_commands() {
   c.push_back({"expire",
                "--store DIR [POOL/IMAGE] --keep-last N --keep-hourly N --keep-daily N --keep-weekly N "
                "--keep-monthly N [--dry-run]",
-               "Apply a retention policy: forget the revisions no --keep-* option keeps.",
-               kStoreOption | kFormatOption, keep_options, cmd_expire});
+               "Apply a retention policy: forget the revisions no --keep-* option keeps.", kStoreOption | kFormatOption,
+               keep_options, cmd_expire});
   c.push_back({"protect", "--store DIR POOL/IMAGE@REV", "Exempt a revision from forget and expire.", kStoreOption,
                nullptr, [](const Args& a) { return cmd_protect(a, true); }});
   c.push_back({"unprotect", "--store DIR POOL/IMAGE@REV", "Let forget and expire remove a revision again.",

@@ -92,7 +92,8 @@ int cmd_du(const Args& a) {
 void print_scrub(const Args& a, const store::ScrubReport& r, bool deep) {
   if (a.json()) {
     Json issues = Json::array();
-    for (const auto& i : r.issues) issues.push_back(Json{{"image", i.image}, {"revision", i.revision}, {"problem", i.problem}});
+    for (const auto& i : r.issues)
+      issues.push_back(Json{{"image", i.image}, {"revision", i.revision}, {"problem", i.problem}});
     print_json(Json{{"clean", r.clean()},
                     {"revisions_checked", r.revisions_checked},
                     {"chunks_checked", r.chunks_checked},
@@ -222,8 +223,8 @@ std::vector<Command> maintenance_commands() {
                cmd_scrub});
   c.push_back({"repair", "--store DIR", "Rewrite damaged chunks from Ceph snapshots or from copies in the store.",
                kStoreOption | kCephOptions, nullptr, cmd_repair});
-  c.push_back({"log", "--store DIR [POOL/IMAGE]", "Show the operation log.", kStoreOption | kFormatOption, nullptr,
-               cmd_log});
+  c.push_back(
+      {"log", "--store DIR [POOL/IMAGE]", "Show the operation log.", kStoreOption | kFormatOption, nullptr, cmd_log});
   return c;
 }
 

@@ -85,20 +85,21 @@ int cmd_verify(const Args& a) {
 
 std::vector<Command> restore_commands() {
   std::vector<Command> c;
-  c.push_back({"restore", "--store DIR POOL/IMAGE[@REV] --to POOL/NAME | --to-file PATH",
-               "Restore a revision (default: the latest) to a new RBD image or a file. The target appears "
-               "complete and digest-checked, or not at all.",
-               kStoreOption | kCephOptions | kFormatOption,
-               [](po::options_description& o) {
-                 // clang-format off
+  c.push_back(
+      {"restore", "--store DIR POOL/IMAGE[@REV] --to POOL/NAME | --to-file PATH",
+       "Restore a revision (default: the latest) to a new RBD image or a file. The target appears "
+       "complete and digest-checked, or not at all.",
+       kStoreOption | kCephOptions | kFormatOption,
+       [](po::options_description& o) {
+         // clang-format off
                  o.add_options()
                      ("to", po::value<std::string>()->value_name("POOL/NAME"), "restore to this new RBD image")
                      ("to-file", po::value<std::string>()->value_name("PATH"), "restore to this new file")
                      ("skip-digest-check", po::bool_switch(),
                       "restore even when the recomputed digest differs (salvage only)");
-                 // clang-format on
-               },
-               cmd_restore});
+         // clang-format on
+       },
+       cmd_restore});
   c.push_back({"verify", "--store DIR POOL/IMAGE[@REV] [--sample PERCENT]",
                "Compare a revision with the Ceph snapshot it was taken from.",
                kStoreOption | kCephOptions | kFormatOption,

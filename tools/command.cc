@@ -92,8 +92,7 @@ store::RevisionRecord resolve_revision(store::Store& st, const std::string& text
   return *rev;
 }
 
-int logged(const Args& a, const std::string& op, const std::string& image,
-           const std::function<int(uint64_t&)>& body) {
+int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body) {
   const std::string dir = require_store(a);
   uint64_t ignored = 0;
   if (!store::Store::is_store(dir)) return body(ignored);
@@ -124,8 +123,6 @@ int logged(const Args& a, const std::string& op, const std::string& image,
   }
 }
 
-void print_json(const Json& j) {
-  std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n";
-}
+void print_json(const Json& j) { std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n"; }
 
 }  // namespace rbdvault::tools

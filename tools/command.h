@@ -25,9 +25,9 @@ using agent::UsageError;
 
 // Option groups a command takes besides its own options (-h/-v/-q are always there).
 enum OptionGroup : unsigned {
-  kStoreOption = 1,  // -s/--store DIR
-  kCephOptions = 2,  // -c/--conf, --id, -k/--keyring, --connect-timeout, --op-timeout
-  kFormatOption = 4, // --format plain|json
+  kStoreOption = 1,   // -s/--store DIR
+  kCephOptions = 2,   // -c/--conf, --id, -k/--keyring, --connect-timeout, --op-timeout
+  kFormatOption = 4,  // --format plain|json
 };
 
 struct Args {
@@ -46,9 +46,9 @@ struct Args {
 
 struct Command {
   std::string name;
-  std::string usage;    // what follows "rbdvault NAME" on the Usage: line
-  std::string summary;  // one or two sentences for --help
-  unsigned groups = 0;  // OptionGroup bits
+  std::string usage;                                      // what follows "rbdvault NAME" on the Usage: line
+  std::string summary;                                    // one or two sentences for --help
+  unsigned groups = 0;                                    // OptionGroup bits
   std::function<void(po::options_description&)> options;  // the command's own options (may be empty)
   std::function<int(const Args&)> run;
 };
@@ -95,8 +95,7 @@ void at_most_one_positional(const Args& a, const char* what);
 
 // Runs `body` as a logged operation: a start line in the store's operation log before, an end
 // line with the result after (also when it throws). Directories that are not stores get no log.
-int logged(const Args& a, const std::string& op, const std::string& image,
-           const std::function<int(uint64_t&)>& body);
+int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body);
 
 // One JSON document on stdout, one line. Bytes that are not UTF-8 (an image name, a logged
 // command line) are replaced, never a reason to fail the command after its work is done.

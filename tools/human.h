@@ -7,7 +7,7 @@
 
 namespace rbdvault::tools {
 
-std::string human_size(uint64_t bytes);       // "1.5 GiB", "512 B"
-std::string iso_time(int64_t unix_seconds);   // "2026-11-25T18:42:31Z"
+std::string human_size(uint64_t bytes);      // "1.5 GiB", "512 B"
+std::string iso_time(int64_t unix_seconds);  // "2026-11-25T18:42:31Z"
 
 }  // namespace rbdvault::tools

@@ -31,8 +31,9 @@ class Progress {
     const double secs = std::chrono::duration<double>(now - start_).count();
     const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
     const int pct = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 100;
-    const std::string eta =
-        rate > 0 && total > done ? std::to_string(static_cast<int>(static_cast<double>(total - done) / rate)) + "s" : "-";
+    const std::string eta = rate > 0 && total > done
+                                ? std::to_string(static_cast<int>(static_cast<double>(total - done) / rate)) + "s"
+                                : "-";
     std::fprintf(stderr, "\r\033[K%3d%%  %s / %s  %s/s  ETA %s", pct, human_size(done).c_str(),
                  human_size(total).c_str(), human_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str());
     shown_ = true;

@@ -130,9 +130,7 @@ int report(const std::exception_ptr& error, bool nagios) {
     std::cout << check_unknown_line(cls, message) << "\n";
     return kCheckUnknown;
   }
-  const char* prefix = usage                                   ? ""
-                       : cls == agent::ErrorClass::kInternal ? "internal error: "
-                                                               : "error: ";
+  const char* prefix = usage ? "" : cls == agent::ErrorClass::kInternal ? "internal error: " : "error: ";
   std::fprintf(stderr, "rbdvault: %s%s\n", prefix, message.c_str());
   return agent::exit_code(cls);
 }
@@ -167,9 +165,7 @@ int main(int argc, char** argv) {
       print_help(*c);
       return 0;
     }
-    spdlog::set_level(a.flag("verbose") ? spdlog::level::debug
-                      : a.quiet()       ? spdlog::level::warn
-                                        : spdlog::level::info);
+    spdlog::set_level(a.flag("verbose") ? spdlog::level::debug : a.quiet() ? spdlog::level::warn : spdlog::level::info);
     if (a.flag("verbose")) spdlog::set_pattern("%H:%M:%S.%e %^%l%$: %v");
     return c->run(a);
   } catch (...) {
