@@ -87,6 +87,16 @@ size_t RunReport::count(ImageResult r) const {
   return static_cast<size_t>(std::count_if(images.begin(), images.end(), [&](auto& i) { return i.result == r; }));
 }
 
+ErrorClass RunReport::failure_class() const {
+  ErrorClass shared = ErrorClass::kOk;
+  for (const auto& i : images) {
+    if (i.result != ImageResult::kFailed) continue;
+    if (shared != ErrorClass::kOk && i.error_class != shared) return ErrorClass::kFailed;
+    shared = i.error_class;
+  }
+  return shared;
+}
+
 RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   const std::function<int64_t()> now = o.now ? o.now : [] { return static_cast<int64_t>(std::time(nullptr)); };
   const std::function<bool()> stop = [&] { return o.stop && o.stop(); };
@@ -124,6 +134,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     if (!o.job.empty() && job.name != o.job) continue;
     std::vector<rbd::ImageEntry> listing;
     std::string list_error;
+    ErrorClass list_class = ErrorClass::kOk;
     for (unsigned attempt = 1;; ++attempt) {
       try {
         listing = cluster.list_images(job.pool);
@@ -131,6 +142,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         break;
       } catch (const rbd::CephError& e) {
         list_error = e.what();
+        list_class = classify(std::current_exception());
         if (!transient(e.code()) || attempt > job.settings.retries || stop()) break;
         const double delay = backoff(job.settings, attempt);
         spdlog::warn("job {}: {} (attempt {} of {}, retrying in {:.0f}s)", job.name, e.what(), attempt,
@@ -142,6 +154,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       ImageOutcome out = outcome(job.pool + "/*", job.name);
       out.result = ImageResult::kFailed;
       out.error = list_error;
+      out.error_class = list_class;
       spdlog::error("job {}: {}", job.name, list_error);
       add(std::move(out), job.settings);
       continue;
@@ -243,6 +256,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         attempt_in_slot(out, [&] { r = backup_image(cluster, *st, t.spec, bo); });
         out.result = ImageResult::kOk;
         out.error.clear();
+        out.error_class = ErrorClass::kOk;
         out.revision = r.revision.id;
         out.kind = r.revision.kind == store::RevisionKind::kFull ? "full" : "delta";
         out.size = r.revision.size;
@@ -253,6 +267,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         if (r.verify_mismatches) {  // committed, but wrong somewhere: an alarm, not a success
           out.result = ImageResult::kFailed;
           out.error = verify_failure_message(r);
+          out.error_class = ErrorClass::kDamage;
         }
         break;
       } catch (const BackupCancelled& e) {
@@ -262,6 +277,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       } catch (const rbd::CephError& e) {
         out.result = ImageResult::kFailed;
         out.error = e.what();
+        out.error_class = classify(std::current_exception());
         if (!transient(e.code()) || attempt > s.retries || stop()) break;
         const double delay = backoff(s, attempt);
         spdlog::warn("backup {}: {} (attempt {} of {}, retrying in {:.0f}s)", out.image, e.what(), attempt,
@@ -270,6 +286,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       } catch (const std::exception& e) {
         out.result = ImageResult::kFailed;
         out.error = e.what();
+        out.error_class = classify(std::current_exception());
         break;
       }
     }
@@ -296,10 +313,12 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       } catch (const std::exception& e) {
         out.result = ImageResult::kFailed;
         out.error = e.what();
+        out.error_class = classify(std::current_exception());
         spdlog::error("backup {}: {}", out.image, e.what());
       } catch (...) {
         out.result = ImageResult::kFailed;
         out.error = "unknown error";
+        out.error_class = ErrorClass::kInternal;
       }
       const size_t d = ++done;
       if (o.progress) {
@@ -343,6 +362,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         if (out.result != ImageResult::kFailed) {
           out.result = ImageResult::kFailed;
           out.error = std::string("retention: ") + e.what();
+          out.error_class = classify(std::current_exception());
         }
       }
     }

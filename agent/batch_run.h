@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agent/batch_config.h"
+#include "agent/error_class.h"
 
 namespace rbdvault::agent {
 
@@ -45,6 +46,7 @@ struct ImageOutcome {
   double seconds = 0;
   unsigned attempts = 0;
   std::string error;
+  ErrorClass error_class = ErrorClass::kOk;  // of `error` when the result is kFailed
   size_t expired = 0;  // revisions forgotten by retention
   // Wall-clock interval (unix ns) during which this backup held its place in the limits; the
   // tests compute the peak concurrency across processes from these.
@@ -57,6 +59,8 @@ struct RunReport {
   bool stopped = false;
   size_t count(ImageResult r) const;
   bool ok() const { return count(ImageResult::kFailed) == 0; }
+  // The class the failed images share, kFailed when they differ, kOk when none failed.
+  ErrorClass failure_class() const;
 };
 
 // Throws ConfigError/StoreError/CephError only for what stops the whole run (store locked,

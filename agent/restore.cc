@@ -28,7 +28,7 @@ using store::StoreError;
 constexpr auto kLeftoverImageWait = std::chrono::seconds(60);
 
 [[noreturn]] void refuse_existing(const std::string& target) {
-  throw StoreError(StoreError::Kind::kInvalid, target + " already exists; refusing to overwrite it");
+  throw StoreError(StoreError::Kind::kExists, target + " already exists; refusing to overwrite it");
 }
 
 // Streams a revision's non-zero blocks as coalesced (offset, bytes) runs, and sums the digest terms
@@ -134,7 +134,7 @@ void remove_leftover_file(const std::string& partial) {
     store::throw_errno("stat " + partial);
   }
   if (!S_ISREG(st.st_mode))
-    throw StoreError(StoreError::Kind::kInvalid, partial + " exists and is not a file left by a restore; remove it");
+    throw StoreError(StoreError::Kind::kExists, partial + " exists and is not a file left by a restore; remove it");
   const int fd = ::open(partial.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return;  // its restore just finished
@@ -142,7 +142,7 @@ void remove_leftover_file(const std::string& partial) {
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     ::close(fd);
-    throw StoreError(StoreError::Kind::kInvalid, "another restore is writing " + partial);
+    throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + partial);
   }
   const int r = ::unlink(partial.c_str());
   const int saved = errno;

@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config ccache
   librbd-dev librados-dev libradospp-dev
   librocksdb-dev libspdlog-dev libfmt-dev
-  libboost-program-options-dev
+  libboost-program-options-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
   libzstd-dev libssl-dev
   clang-14 libclang-rt-14-dev

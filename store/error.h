@@ -15,6 +15,8 @@ class StoreError : public std::runtime_error {
     kLocked,    // another writer holds the store lock
     kCorrupt,   // stored data or index fails a check
     kIO,        // the operating system or RocksDB failed
+    kExists,    // the target already exists (init on a store or a non-empty directory)
+    kNoSpace,   // ENOSPC/EDQUOT from the file system
   };
   StoreError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const { return kind_; }
@@ -23,6 +25,6 @@ class StoreError : public std::runtime_error {
   Kind kind_;
 };
 
-[[noreturn]] void throw_errno(const std::string& what);  // kIO with strerror(errno)
+[[noreturn]] void throw_errno(const std::string& what);  // kIO (kNoSpace for ENOSPC/EDQUOT) with strerror(errno)
 
 }  // namespace rbdvault::store

@@ -38,7 +38,9 @@ void write_all(int fd, const char* p, size_t n, const std::filesystem::path& pat
 }  // namespace
 
 void throw_errno(const std::string& what) {
-  throw StoreError(StoreError::Kind::kIO, what + ": " + std::strerror(errno));
+  const int e = errno;
+  throw StoreError(e == ENOSPC || e == EDQUOT ? StoreError::Kind::kNoSpace : StoreError::Kind::kIO,
+                   what + ": " + std::strerror(e));
 }
 
 std::string pack_file_name(uint32_t pack) {

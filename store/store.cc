@@ -110,9 +110,9 @@ void Store::init(const fs::path& dir, const StoreOptions& options) {
   std::error_code ec;
   require_directory_or_absent(dir);
   if (fs::exists(dir / kMarkerFile))
-    throw StoreError(StoreError::Kind::kInvalid, "a store already exists in " + dir.string());
+    throw StoreError(StoreError::Kind::kExists, "a store already exists in " + dir.string());
   if (fs::exists(dir) && !fs::is_empty(dir, ec))
-    throw StoreError(StoreError::Kind::kInvalid, "refusing to create a store in non-empty directory " + dir.string());
+    throw StoreError(StoreError::Kind::kExists, "refusing to create a store in non-empty directory " + dir.string());
   fs::create_directories(dir / "data", ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create " + (dir / "data").string() + ": " + ec.message());
 
@@ -294,7 +294,7 @@ void Store::end_write(uint64_t revision, uint64_t image) {
 void Store::require_no_writers(const char* operation) {
   std::lock_guard<std::mutex> guard(write_mu_);
   if (!active_revisions_.empty())
-    throw StoreError(StoreError::Kind::kInvalid,
+    throw StoreError(StoreError::Kind::kLocked,
                      std::string(operation) + " needs the store to itself, but revisions are being written");
 }
 
@@ -444,7 +444,7 @@ std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start
   if (image) {
     image_id = image->key;
     if (active_images_.count(image_id))
-      throw StoreError(StoreError::Kind::kInvalid,
+      throw StoreError(StoreError::Kind::kLocked,
                        "a revision of " + start.pool + "/" + start.name + " is already being written");
   } else {
     image_id = counter(kCounterNextImage, 1);

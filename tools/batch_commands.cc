@@ -1,15 +1,16 @@
-#include "tools/batch_commands.h"
-
+// The batch commands of the CLI: run, agent, status, check (a config file describes the cluster's
+// backups). Like the other command groups they only parse, call agent/ and print.
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
 #include <optional>
-#include <sstream>
 #include <vector>
 
 #include "agent/batch_config.h"
@@ -17,6 +18,7 @@
 #include "agent/scheduler.h"
 #include "agent/status.h"
 #include "store/store.h"
+#include "tools/command.h"
 #include "tools/human.h"
 #include "tools/signals.h"
 
@@ -40,11 +42,12 @@ std::string age_text(int64_t seconds) {
 
 // The store's images; with --config only those a job selects and does not skip, so that images
 // taken out of the backup plan stop alarming (their history stays until forgotten).
-std::vector<agent::ImageStatus> image_status(const BatchArgs& a) {
-  if (a.store.empty() && a.config.empty()) throw std::invalid_argument("give --config FILE or --store DIR");
+std::vector<agent::ImageStatus> image_status(const Args& a) {
+  const std::string config_path = a.str("config"), store_dir = a.str("store");
+  if (store_dir.empty() && config_path.empty()) throw UsageError(a.command + ": give --config FILE or --store DIR");
   std::optional<agent::BatchConfig> config;
-  if (!a.config.empty()) config = agent::load_batch_config(a.config);
-  auto st = store::Store::open(a.store.empty() ? config->store : a.store, store::OpenMode::kReadOnly);
+  if (!config_path.empty()) config = agent::load_batch_config(config_path);
+  auto st = store::Store::open(store_dir.empty() ? config->store : store_dir, store::OpenMode::kReadOnly);
   auto images = agent::collect_status(*st);
   if (config)
     std::erase_if(images, [&](const agent::ImageStatus& s) {
@@ -55,20 +58,85 @@ std::vector<agent::ImageStatus> image_status(const BatchArgs& a) {
   return images;
 }
 
-}  // namespace
+std::string require_config(const Args& a) {
+  std::string c = a.str("config");
+  if (c.empty()) throw UsageError(a.command + ": --config FILE is required");
+  return c;
+}
 
-int cmd_run(const BatchArgs& a) {
-  if (a.config.empty()) throw std::invalid_argument("run: --config FILE is required");
-  const agent::BatchConfig config = agent::load_batch_config(a.config);
+Json run_json(const Args& a, const agent::RunReport& r) {
+  Json j;
+  j["config"] = a.str("config");
+  j["dry_run"] = a.flag("dry-run");
+  j["stopped"] = r.stopped;
+  j["peak_parallel"] = r.peak_parallel;
+  for (auto res :
+       {agent::ImageResult::kOk, agent::ImageResult::kFailed, agent::ImageResult::kNotDue, agent::ImageResult::kSkipped,
+        agent::ImageResult::kMissing, agent::ImageResult::kCancelled, agent::ImageResult::kWouldBackUp}) {
+    std::string key = agent::result_name(res);
+    std::replace(key.begin(), key.end(), '-', '_');
+    j[key] = r.count(res);
+  }
+  Json images = Json::array();
+  for (const auto& m : r.images) {
+    const bool failed = m.result == agent::ImageResult::kFailed;
+    images.push_back(Json{{"image", m.image},
+                          {"job", m.job},
+                          {"result", agent::result_name(m.result)},
+                          {"revision", m.revision},
+                          {"kind", m.kind},
+                          {"size", m.size},
+                          {"bytes_read", m.bytes_read},
+                          {"bytes_stored", m.bytes_stored},
+                          {"seconds", m.seconds},
+                          {"attempts", m.attempts},
+                          {"expired", m.expired},
+                          {"started_ns", m.started_ns},
+                          {"finished_ns", m.finished_ns},
+                          {"error", m.error},
+                          {"error_class", failed ? Json(agent::class_name(m.error_class)) : Json(nullptr)}});
+  }
+  j["images"] = std::move(images);
+  return j;
+}
+
+void print_run_table(const Args& a, const agent::RunReport& r) {
+  std::printf("%-40s %-13s %8s %-5s %10s %10s %7s %s\n", "IMAGE", "RESULT", "REVISION", "KIND", "READ", "STORED",
+              "TIME", "NOTE");
+  for (const auto& m : r.images) {
+    // A failure's note starts with its class, the one `run` exits with (docs/usage.md "Exit codes").
+    std::string note = m.result == agent::ImageResult::kFailed
+                           ? std::string(agent::class_name(m.error_class)) + ": " + m.error
+                           : m.error;
+    if (m.attempts > 1) note = std::to_string(m.attempts) + " attempts" + (note.empty() ? "" : "; " + note);
+    if (m.expired) note += (note.empty() ? "" : "; ") + std::to_string(m.expired) + " expired";
+    const bool ran = m.result == agent::ImageResult::kOk;
+    char secs[32];
+    std::snprintf(secs, sizeof(secs), "%.1fs", m.seconds);
+    std::printf("%-40s %-13s %8s %-5s %10s %10s %7s %s\n", m.image.c_str(), agent::result_name(m.result),
+                ran ? std::to_string(m.revision).c_str() : "-", ran ? m.kind.c_str() : "-",
+                ran ? human_size(m.bytes_read).c_str() : "-", ran ? human_size(m.bytes_stored).c_str() : "-",
+                ran ? secs : "-", note.c_str());
+  }
+  std::printf("%zu ok, %zu failed, %zu not due, %zu skipped, %zu missing%s%s\n", r.count(agent::ImageResult::kOk),
+              r.count(agent::ImageResult::kFailed), r.count(agent::ImageResult::kNotDue),
+              r.count(agent::ImageResult::kSkipped), r.count(agent::ImageResult::kMissing),
+              a.flag("dry-run") ? ", dry run: nothing changed" : "", r.stopped ? ", stopped before the end" : "");
+}
+
+int cmd_run(const Args& a) {
+  no_positional(a);
+  const std::string config_path = require_config(a);
+  const agent::BatchConfig config = agent::load_batch_config(config_path);
   add_log_file(config.log_file);
   SignalFlags signals;  // before any thread starts (and after the logger is complete)
   agent::RunOptions o;
-  o.job = a.job;
-  o.dry_run = a.dry_run;
-  o.force = a.force;
+  o.job = a.str("job");
+  o.dry_run = a.flag("dry-run");
+  o.force = a.flag("force");
   o.stop = [&] { return signals.stop_requested(); };
   o.command_line = a.command_line;
-  const bool tty = !a.quiet && ::isatty(STDERR_FILENO);
+  const bool tty = !a.quiet() && ::isatty(STDERR_FILENO);
   const auto start = std::chrono::steady_clock::now();
   if (tty) {
     o.progress = [&](size_t done, size_t total, uint64_t bytes) {
@@ -79,63 +147,26 @@ int cmd_run(const BatchArgs& a) {
                    done ? age_text(static_cast<int64_t>(eta)).c_str() : "-");
     };
   }
-  agent::RunReport r = agent::run_batch(config, o);
+  const agent::RunReport r = agent::run_batch(config, o);
   if (tty) std::fprintf(stderr, "\r\033[K");
-
-  if (a.json) {
-    std::ostringstream j;
-    j << "{\"config\":" << json_string(a.config) << ",\"dry_run\":" << (a.dry_run ? "true" : "false")
-      << ",\"stopped\":" << (r.stopped ? "true" : "false") << ",\"peak_parallel\":" << r.peak_parallel;
-    for (auto res : {agent::ImageResult::kOk, agent::ImageResult::kFailed, agent::ImageResult::kNotDue,
-                     agent::ImageResult::kSkipped, agent::ImageResult::kMissing, agent::ImageResult::kCancelled,
-                     agent::ImageResult::kWouldBackUp}) {
-      std::string key = agent::result_name(res);
-      for (auto& ch : key)
-        if (ch == '-') ch = '_';
-      j << ",\"" << key << "\":" << r.count(res);
-    }
-    j << ",\"images\":[";
-    for (size_t i = 0; i < r.images.size(); ++i) {
-      const auto& m = r.images[i];
-      j << (i ? "," : "") << "{\"image\":" << json_string(m.image) << ",\"job\":" << json_string(m.job)
-        << ",\"result\":\"" << agent::result_name(m.result) << "\",\"revision\":" << m.revision
-        << ",\"kind\":" << json_string(m.kind) << ",\"size\":" << m.size << ",\"bytes_read\":" << m.bytes_read
-        << ",\"bytes_stored\":" << m.bytes_stored << ",\"seconds\":" << m.seconds << ",\"attempts\":" << m.attempts
-        << ",\"expired\":" << m.expired << ",\"started_ns\":" << m.started_ns << ",\"finished_ns\":" << m.finished_ns
-        << ",\"error\":" << json_string(m.error) << "}";
-    }
-    std::cout << j.str() << "]}\n";
-  } else if (!a.quiet) {
-    std::printf("%-40s %-13s %8s %-5s %10s %10s %7s %s\n", "IMAGE", "RESULT", "REVISION", "KIND", "READ", "STORED",
-                "TIME", "NOTE");
-    for (const auto& m : r.images) {
-      std::string note = m.error;
-      if (m.attempts > 1) note = std::to_string(m.attempts) + " attempts" + (note.empty() ? "" : "; " + note);
-      if (m.expired) note += (note.empty() ? "" : "; ") + std::to_string(m.expired) + " expired";
-      const bool ran = m.result == agent::ImageResult::kOk;
-      char secs[32];
-      std::snprintf(secs, sizeof(secs), "%.1fs", m.seconds);
-      std::printf("%-40s %-13s %8s %-5s %10s %10s %7s %s\n", m.image.c_str(), agent::result_name(m.result),
-                  ran ? std::to_string(m.revision).c_str() : "-", ran ? m.kind.c_str() : "-",
-                  ran ? human_size(m.bytes_read).c_str() : "-", ran ? human_size(m.bytes_stored).c_str() : "-",
-                  ran ? secs : "-", note.c_str());
-    }
-    std::printf("%zu ok, %zu failed, %zu not due, %zu skipped, %zu missing%s%s\n", r.count(agent::ImageResult::kOk),
-                r.count(agent::ImageResult::kFailed), r.count(agent::ImageResult::kNotDue),
-                r.count(agent::ImageResult::kSkipped), r.count(agent::ImageResult::kMissing),
-                a.dry_run ? ", dry run: nothing changed" : "", r.stopped ? ", stopped before the end" : "");
-  }
-  return r.ok() && !r.stopped ? 0 : 1;
+  if (a.json())
+    print_json(run_json(a, r));
+  else if (!a.quiet())
+    print_run_table(a, r);
+  // Stopped by a signal: 128+N like a killed process. Failed images: the class they share (all
+  // unreachable: retry later), 1 when their classes differ.
+  if (r.stopped) return agent::kSignalExitBase + (signals.stop_signal() ? signals.stop_signal() : SIGTERM);
+  return agent::exit_code(r.failure_class());
 }
 
-int cmd_agent(const BatchArgs& a) {
-  if (a.config.empty()) throw std::invalid_argument("agent: --config FILE is required");
-  add_log_file(agent::load_batch_config(a.config).log_file);
-  SignalFlags signals;  // before any thread starts (and after the logger is complete)
+int cmd_agent(const Args& a) {
+  no_positional(a);
   agent::AgentOptions o;
-  o.config_path = a.config;
-  o.poll_seconds = a.poll_seconds;
-  o.time_scale = a.time_scale;
+  o.poll_seconds = duration_option(a, "poll", agent::kPollRange);
+  o.time_scale = real_option(a, "time-scale", agent::kTimeScaleRange);
+  o.config_path = require_config(a);
+  add_log_file(agent::load_batch_config(o.config_path).log_file);
+  SignalFlags signals;  // before any thread starts (and after the logger is complete)
   o.stop = [&] { return signals.stop_requested(); };
   o.take_reload = [&] { return signals.take_reload(); };
   o.command_line = a.command_line;
@@ -143,23 +174,24 @@ int cmd_agent(const BatchArgs& a) {
   return 0;
 }
 
-int cmd_status(const BatchArgs& a) {
+int cmd_status(const Args& a) {
+  no_positional(a);
   const auto images = image_status(a);
   const int64_t now = static_cast<int64_t>(std::time(nullptr));
-  if (a.json) {
-    std::ostringstream j;
-    j << "[";
-    for (size_t i = 0; i < images.size(); ++i) {
-      const auto& s = images[i];
-      j << (i ? "," : "") << "{\"image\":" << json_string(s.image)
-        << ",\"last_success\":" << (s.last_success ? json_string(iso_time(s.last_success)) : "null")
-        << ",\"age_seconds\":" << (s.last_success ? std::to_string(now - s.last_success) : "null")
-        << ",\"last_result\":" << json_string(s.last_result) << ",\"last_error\":" << json_string(s.last_error)
-        << ",\"revisions\":" << s.revisions << ",\"size\":" << s.size << ",\"stored_bytes\":" << s.stored_bytes
-        << ",\"running\":" << (s.running ? "true" : "false")
-        << ",\"verify_failed\":" << (s.verify_failed ? "true" : "false") << "}";
-    }
-    std::cout << j.str() << "]\n";
+  if (a.json()) {
+    Json list = Json::array();
+    for (const auto& s : images)
+      list.push_back(Json{{"image", s.image},
+                          {"last_success", s.last_success ? Json(iso_time(s.last_success)) : Json(nullptr)},
+                          {"age_seconds", s.last_success ? Json(now - s.last_success) : Json(nullptr)},
+                          {"last_result", s.last_result},
+                          {"last_error", s.last_error},
+                          {"revisions", s.revisions},
+                          {"size", s.size},
+                          {"stored_bytes", s.stored_bytes},
+                          {"running", s.running},
+                          {"verify_failed", s.verify_failed}});
+    print_json(list);
     return 0;
   }
   std::printf("%-40s %-20s %6s %-7s %5s %10s %10s %-7s %s\n", "IMAGE", "LAST SUCCESS", "AGE", "RESULT", "REVS", "SIZE",
@@ -174,16 +206,79 @@ int cmd_status(const BatchArgs& a) {
   return 0;
 }
 
-int cmd_check(const BatchArgs& a) {
+// Nagios plugin conventions: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; every error of its own
+// (usage included) is UNKNOWN, with its class named (main() does the same for parse errors).
+int cmd_check(const Args& a) {
   try {
-    agent::CheckResult r =
-        agent::check_status(image_status(a), static_cast<int64_t>(std::time(nullptr)), a.max_age, a.warn_age);
+    const int64_t max_age = duration_option(a, "max-age", agent::kMaxAgeRange);
+    const int64_t warn_age = duration_option(a, "warn-age", agent::kWarnAgeRange);
+    no_positional(a);
+    const agent::CheckResult r =
+        agent::check_status(image_status(a), static_cast<int64_t>(std::time(nullptr)), max_age, warn_age);
     std::cout << r.line << "\n";
     return r.code;
   } catch (const std::exception& e) {
-    std::cout << "RBDVAULT UNKNOWN - " << e.what() << "\n";
-    return 3;
+    std::cout << check_unknown_line(agent::classify(std::current_exception()), e.what()) << "\n";
+    return kCheckUnknown;
   }
+}
+
+}  // namespace
+
+std::string check_unknown_line(agent::ErrorClass c, const std::string& message) {
+  return std::string("RBDVAULT UNKNOWN - ") + agent::class_name(c) + ": " + message;
+}
+
+std::vector<Command> batch_commands() {
+  std::vector<Command> c;
+  c.push_back({"run", "--config FILE [--job NAME] [--dry-run] [--force]",
+               "Back up every image of the config that is due, then apply retention.", kFormatOption,
+               [](po::options_description& o) {
+                 // clang-format off
+                 o.add_options()
+                     ("config", po::value<std::string>()->value_name("FILE"), "the batch config")
+                     ("job", po::value<std::string>()->value_name("NAME"), "only this [job.NAME]")
+                     ("dry-run", po::bool_switch(), "report what is due, change nothing")
+                     ("force", po::bool_switch(), "back up every selected image, due or not");
+                 // clang-format on
+               },
+               cmd_run});
+  c.push_back({"agent", "--config FILE [--poll 60s]",
+               "The scheduler, for systemd: runs what is due, forever (SIGHUP reloads the config).", 0,
+               [](po::options_description& o) {
+                 // clang-format off
+                 o.add_options()
+                     ("config", po::value<std::string>()->value_name("FILE"), "the batch config")
+                     ("poll", po::value<std::string>()->default_value("60s")->value_name("DURATION"),
+                      "time between looks at the schedule (1s to 1d)")
+                     ("time-scale", po::value<std::string>()->default_value("1")->value_name("N"),
+                      "run the clock N times faster (tests)");
+                 // clang-format on
+               },
+               cmd_agent});
+  c.push_back({"status", "--config FILE | --store DIR",
+               "Per image: last success, age, last result and error, revisions, size.", kStoreOption | kFormatOption,
+               [](po::options_description& o) {
+                 o.add_options()("config", po::value<std::string>()->value_name("FILE"),
+                                 "only the images this batch config backs up");
+               },
+               cmd_status});
+  c.push_back({"check", "--config FILE | --store DIR [--max-age 26h] [--warn-age 20h]",
+               "Nagios/Icinga plugin: one line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+               kStoreOption,
+               [](po::options_description& o) {
+                 // clang-format off
+                 o.add_options()
+                     ("config", po::value<std::string>()->value_name("FILE"),
+                      "only the images this batch config backs up")
+                     ("max-age", po::value<std::string>()->default_value("26h")->value_name("DURATION"),
+                      "CRITICAL when the last success is older (1s to 366d)")
+                     ("warn-age", po::value<std::string>()->default_value("0")->value_name("DURATION"),
+                      "WARNING when the last success is older (0: no warning level)");
+                 // clang-format on
+               },
+               cmd_check});
+  return c;
 }
 
 }  // namespace rbdvault::tools

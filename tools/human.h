@@ -1,4 +1,4 @@
-// Presentation helpers for the command line: sizes, times, JSON strings.
+// Presentation helpers for the command line: sizes and times (JSON comes from nlohmann-json).
 #pragma once
 
 #include <cstdint>
@@ -7,8 +7,7 @@
 
 namespace rbdvault::tools {
 
-std::string human_size(uint64_t bytes);       // "1.5 GiB", "512 B"
-std::string iso_time(int64_t unix_seconds);   // "2026-11-25T18:42:31Z"
-std::string json_string(std::string_view s);  // quoted and escaped
+std::string human_size(uint64_t bytes);      // "1.5 GiB", "512 B"
+std::string iso_time(int64_t unix_seconds);  // "2026-11-25T18:42:31Z"
 
 }  // namespace rbdvault::tools

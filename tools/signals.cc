@@ -18,7 +18,9 @@ SignalFlags::SignalFlags() {
         reload_ = true;
         spdlog::info("SIGHUP: reloading the configuration");
       } else if (sig == SIGTERM || sig == SIGINT) {
-        if (stop_.exchange(true) && sig == SIGINT) _exit(130);  // a second ^C: leave now (recovery cleans up)
+        int none = 0;
+        stop_signal_.compare_exchange_strong(none, sig);
+        if (stop_.exchange(true) && sig == SIGINT) _exit(128 + SIGINT);  // a second ^C: leave now (recovery cleans up)
         spdlog::info("{}: stopping; running backups are abandoned without a partial revision",
                      sig == SIGTERM ? "SIGTERM" : "SIGINT");
       }

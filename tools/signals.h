@@ -17,12 +17,15 @@ class SignalFlags {
   SignalFlags& operator=(const SignalFlags&) = delete;
 
   bool stop_requested() const { return stop_.load(); }
+  // The signal that asked to stop (SIGTERM or SIGINT), 0 before one did: `run` exits 128+N.
+  int stop_signal() const { return stop_signal_.load(); }
   // True once per SIGHUP received.
   bool take_reload() { return reload_.exchange(false); }
 
  private:
   sigset_t set_, old_mask_;
   std::atomic<bool> stop_{false}, reload_{false}, done_{false};
+  std::atomic<int> stop_signal_{0};
   std::thread thread_;
 };
 

@@ -203,9 +203,14 @@ def scenario_batch_failure(c):
     c.ioctx("rbd").remove_object(header)
     p.send_signal(signal.SIGCONT)
     rc, out, err = finish(p)
-    check(rc == cli_test.EXIT_FAILED, "run with a failed image: exit %d, wanted 1" % rc)
     r = json.loads(out)
     by = {i["image"]: i for i in r["images"]}
+    # The one failure's class is the run's exit code (docs/usage.md "Exit codes"): a lost header
+    # is an image that does not exist.
+    check(by["rbd/bf-zz-broken"]["error_class"] == "not-found" and rc == cli_test.EXIT_NOT_FOUND,
+          "run with a failed image: exit %d, wanted %d; class %s" % (rc, cli_test.EXIT_NOT_FOUND,
+                                                                    by["rbd/bf-zz-broken"]["error_class"]))
+    check(all(i["error_class"] is None for i in r["images"] if i["result"] != "failed"), "error_class of the ok ones")
     check(r["ok"] == 5 and r["failed"] == 1, "ok %d failed %d\n%s" % (r["ok"], r["failed"], err[-2000:]))
     check(by["rbd/bf-zz-broken"]["result"] == "failed" and by["rbd/bf-zz-broken"]["error"],
           "broken image: %s" % by["rbd/bf-zz-broken"])
@@ -466,20 +471,20 @@ def scenario_batch_config_error(c):
     lines[at] = "images-in-paralel = 2"
     conf = write_config("batch-config-error", "\n".join(lines) + "\n")
     for cmd in ("run", "agent"):
-        out, err = run(cmd, "--config", conf, rc=cli_test.EXIT_FAILED, timeout=30)
+        out, err = run(cmd, "--config", conf, rc=cli_test.EXIT_USAGE, timeout=30)
         msg = err.strip().splitlines()
         check(len(msg) == 1 and "%s:%d: unknown key 'images-in-paralel' in [limits]" % (conf, at + 1) in msg[0],
               "%s: error was %r" % (cmd, err))
     log("config error: " + msg[0])
     lines[at] = "images-in-parallel = many"
     conf = write_config("batch-config-error", "\n".join(lines) + "\n")
-    _, err = run("run", "--config", conf, rc=cli_test.EXIT_FAILED)
+    _, err = run("run", "--config", conf, rc=cli_test.EXIT_USAGE)
     check("%s:%d: key 'images-in-parallel' in [limits]: bad value 'many'" % (conf, at + 1) in err, err)
     # Out-of-range numbers are refused the same way (issue 19): a negative keep-* forgot history.
     for key, value, section in (("images-in-parallel", "0", "limits"), ("images-in-parallel", "-1", "limits")):
         lines[at] = "%s = %s" % (key, value)
         conf = write_config("batch-config-error", "\n".join(lines) + "\n")
-        _, err = run("run", "--config", conf, rc=cli_test.EXIT_FAILED)
+        _, err = run("run", "--config", conf, rc=cli_test.EXIT_USAGE)
         msg = err.strip().splitlines()
         check(len(msg) == 1 and "%s:%d: key '%s' in [%s]: bad value '%s': expected a whole number from 1 to 256"
               % (conf, at + 1, key, section, value) in msg[0], "%s = %s: %r" % (key, value, err))
@@ -487,7 +492,7 @@ def scenario_batch_config_error(c):
     for extra in ("keep-last = -1", "gc-max-unused = 150", "full-every = -3", "reads-in-flight = 0"):
         section = "[maintenance]" if extra.startswith("gc-") else "[image.rbd/ce-0]"
         conf = write_config("batch-config-error", "\n".join(lines) + "\n%s\n%s\n" % (section, extra))
-        _, err = run("run", "--config", conf, rc=cli_test.EXIT_FAILED)
+        _, err = run("run", "--config", conf, rc=cli_test.EXIT_USAGE)
         msg = err.strip().splitlines()
         check(len(msg) == 1 and ("%s:%d: key '%s'" % (conf, len(lines) + 2, extra.split()[0])) in msg[0]
               and "bad value" in msg[0], "%s: %r" % (extra, err))
@@ -565,8 +570,10 @@ def scenario_batch_verify(c):
         img.write(os.urandom(2 << 20), 1 << 20)
     rc, out, err = finish(start("run", "--config", conf, "--force", "--format", "json",
                                 env={"RBDVAULT_FAULT": "diff.miss"}))
-    check(rc == 1, "a run with a wrong incremental must exit 1, got %d\n%s" % (rc, err[-2000:]))
+    check(rc == cli_test.EXIT_DAMAGE, "a run with a wrong incremental must exit %d (damage), got %d\n%s" %
+          (cli_test.EXIT_DAMAGE, rc, err[-2000:]))
     by = {i["image"]: i for i in json.loads(out)["images"]}
+    check(all(i["error_class"] == "damage" for i in by.values() if i["result"] == "failed"), "classes: %s" % by)
     check(by["rbd/bv-0"]["result"] == "failed" and "differs from its snapshot in 32 of 128 sampled blocks"
           in by["rbd/bv-0"]["error"], "the wrong incremental was not caught: %s" % by["rbd/bv-0"])
     check(by["rbd/bv-1"]["result"] == "ok", "the unchanged image must pass its check: %s" % by["rbd/bv-1"])

@@ -118,15 +118,32 @@ def file_sha(path):
 
 # ---- rbdvault ---------------------------------------------------------------------------------
 
-# Exit codes (docs/usage.md): 0 success; 1 the operation failed, a refused lock, or a check found a
-# problem; 2 usage error; `check` 0-3 (Nagios). Failure checks assert the exact code.
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+# Exit codes per error class (docs/usage.md "Exit codes", agent/error_class.h); `check` uses the
+# Nagios codes 0-3 instead. Failure checks assert the exact code.
+EXIT_FAILED = 1        # failed, none of the classes below
+EXIT_USAGE = 2         # usage, bad config, not a store
+EXIT_NOT_FOUND = 3     # pool, image, revision, store, file
+EXIT_LOCKED = 4        # store locked / busy: retry later
+EXIT_DAMAGE = 5        # scrub, verify or repair found damage; stored data fails its check
+EXIT_UNREACHABLE = 6   # Ceph cluster unreachable: retry later
+EXIT_NO_SPACE = 7
+EXIT_EXISTS = 8        # init on a store, restore onto an existing target
+EXIT_INTERNAL = 70
+
+# Only the commands that talk to Ceph take -c/--id/--keyring (like rbd).
+CEPH_COMMANDS = {"backup", "restore", "verify", "repair", "images"}
+
+
+def with_conf(args):
+    """ARGS with -c CONF appended when its command talks to Ceph."""
+    args = list(args)
+    return args + ["-c", CONF] if args and args[0] in CEPH_COMMANDS else args
 
 
 def run(*args, rc=0, timeout=600):
-    """Runs rbdvault with -c CONF; checks the exit code (None: any); returns (stdout, stderr)."""
-    cmd = [RBDVAULT] + list(args) + ["-c", CONF]
+    """Runs rbdvault (with -c CONF for a Ceph command); checks the exit code (None: any); returns
+    (stdout, stderr)."""
+    cmd = [RBDVAULT] + with_conf(args)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if rc is not None:
         check(rc >= 0, "run(): give the documented exit code, not 'any failure'")
@@ -171,7 +188,7 @@ def run_crashing(step, *args, trace=None):
     env = dict(os.environ, RBDVAULT_CRASH_AT=step)
     if trace:
         env["RBDVAULT_CRASH_TRACE"] = trace
-    p = subprocess.run([RBDVAULT] + list(args) + ["-c", CONF], capture_output=True, text=True, env=env,
+    p = subprocess.run([RBDVAULT] + with_conf(args), capture_output=True, text=True, env=env,
                        timeout=600, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout
 
@@ -193,7 +210,7 @@ def start_held(step, *args, conf=True):
     """Starts rbdvault ARGS with RBDVAULT_STOP_AT=STEP and returns the Popen once the process has
     stopped itself at that step (holding whatever locks it holds there). Continue it with SIGCONT."""
     env = dict(os.environ, RBDVAULT_STOP_AT=step)
-    p = subprocess.Popen([RBDVAULT] + list(args) + (["-c", CONF] if conf else []), stdout=subprocess.PIPE,
+    p = subprocess.Popen([RBDVAULT] + (with_conf(args) if conf else list(args)), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
     wait_for(lambda: p.poll() is not None or process_stopped(p.pid), "rbdvault to stop at " + step)
     if p.poll() is not None:
@@ -205,7 +222,7 @@ def crash_steps(*args):
     """The crash-point steps one run of rbdvault ARGS passes (it runs to completion)."""
     trace = os.path.join(TMP, "trace-%d-%d" % (os.getpid(), random.randrange(1 << 30)))
     env = dict(os.environ, RBDVAULT_CRASH_TRACE=trace)
-    subprocess.run([RBDVAULT] + list(args) + ["-c", CONF], capture_output=True, env=env, check=True,
+    subprocess.run([RBDVAULT] + with_conf(args), capture_output=True, env=env, check=True,
                    timeout=600, stdin=subprocess.DEVNULL)
     with open(trace) as f:
         steps = f.read().split()
@@ -323,7 +340,7 @@ def scenario_backup_restore(c):
         check(img.features() & FEATURES_FASTDIFF == FEATURES_FASTDIFF, "features not kept: %x" % img.features())
     # An existing target is refused and left alone.
     before = rbd_export_sha("rbd/br-copy")
-    _, err = run("restore", "--store", store, "rbd/br-src@%d" % r1["revision"], "--to", "rbd/br-copy", rc=EXIT_FAILED)
+    _, err = run("restore", "--store", store, "rbd/br-src@%d" % r1["revision"], "--to", "rbd/br-copy", rc=EXIT_EXISTS)
     check("already exists" in err and len(err.strip().splitlines()) == 1, "refusal message: %r" % err)
     check(rbd_export_sha("rbd/br-copy") == before, "existing target was modified")
     c.remove("rbd", "br-copy")
@@ -488,7 +505,7 @@ def scenario_crash(c):
         else:
             # A kill at a random time on top; it may come after the backup finished: that is fine.
             delay = rng.uniform(0, full_secs)
-            p = subprocess.Popen([RBDVAULT] + args + ["-c", CONF], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            p = subprocess.Popen([RBDVAULT] + with_conf(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             time.sleep(delay)
             p.send_signal(signal.SIGKILL)
             out, _ = p.communicate()
@@ -536,7 +553,7 @@ def scenario_crash(c):
 
 
 def scenario_bad_input(c):
-    """Bad input gets one clear error line and a non-zero exit, and leaves the store as it was."""
+    """Bad input gets one clear error line and the exit code of its class, and leaves the store as it was."""
     store = new_store("bad_input")
     c.create("rbd", "bad-img", 8 << 20, FEATURES_FASTDIFF)
     with c.image("rbd", "bad-img") as img:
@@ -544,29 +561,34 @@ def scenario_bad_input(c):
     r1 = backup(store, "rbd/bad-img")
     fp = store_fingerprint(store)
 
-    def fails(expect, *args, rc=EXIT_FAILED):
+    def fails(expect, *args, rc):
         _, err = run(*args, rc=rc, timeout=120)
         lines = err.strip().splitlines()
         check(len(lines) == 1, "expected one error line, got: %r" % err)
         check(expect in lines[0], "error %r lacks %r" % (lines[0], expect))
         check(store_fingerprint(store) == fp, "store changed after: %s" % " ".join(args))
 
-    fails("pool 'no-such-pool' does not exist", "backup", "--store", store, "no-such-pool/x")
-    fails("image rbd/no-such-image does not exist", "backup", "--store", store, "rbd/no-such-image")
-    fails("revision 999 of rbd/bad-img does not exist", "restore", "--store", store, "rbd/bad-img@999", "--to", "rbd/x")
-    fails("no backups of rbd/never-backed-up", "restore", "--store", store, "rbd/never-backed-up", "--to", "rbd/x")
-    fails("bad revision", "restore", "--store", store, "rbd/bad-img@abc", "--to", "rbd/x", rc=2)
-    fails("does not exist", "ls", "--store", os.path.join(TMP, "no-such-store"))
+    fails("pool 'no-such-pool' does not exist", "backup", "--store", store, "no-such-pool/x", rc=EXIT_NOT_FOUND)
+    fails("image rbd/no-such-image does not exist", "backup", "--store", store, "rbd/no-such-image",
+          rc=EXIT_NOT_FOUND)
+    fails("revision 999 of rbd/bad-img does not exist", "restore", "--store", store, "rbd/bad-img@999", "--to", "rbd/x",
+          rc=EXIT_NOT_FOUND)
+    fails("no backups of rbd/never-backed-up", "restore", "--store", store, "rbd/never-backed-up", "--to", "rbd/x",
+          rc=EXIT_NOT_FOUND)
+    fails("bad revision", "restore", "--store", store, "rbd/bad-img@abc", "--to", "rbd/x", rc=EXIT_USAGE)
+    fails("does not exist", "ls", "--store", os.path.join(TMP, "no-such-store"), rc=EXIT_NOT_FOUND)
     foreign = os.path.join(TMP, "foreign-dir")
     os.makedirs(foreign, exist_ok=True)
-    fails("not an rbdvault store", "backup", "--store", foreign, "rbd/bad-img")
-    fails("--store DIR is required", "backup", "rbd/bad-img", rc=2)
-    fails("unknown command", "frobnicate", rc=2)
+    fails("not an rbdvault store", "backup", "--store", foreign, "rbd/bad-img", rc=EXIT_USAGE)
+    fails("--store DIR is required", "backup", "rbd/bad-img", rc=EXIT_USAGE)
+    fails("unknown command", "frobnicate", rc=EXIT_USAGE)
+    fails("unrecognised option '--deep'", "backup", "--store", store, "rbd/bad-img", "--deep", rc=EXIT_USAGE)
+    fails("a store already exists in " + store, "init", "--store", store, rc=EXIT_EXISTS)
 
     # Wrong ceph.conf path, and a cluster nobody answers for.
     p = subprocess.run([RBDVAULT, "backup", "--store", store, "rbd/bad-img", "-c", "/nonexistent/ceph.conf"],
                        capture_output=True, text=True)
-    check(p.returncode == EXIT_FAILED and "/nonexistent/ceph.conf" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+    check(p.returncode == EXIT_NOT_FOUND and "/nonexistent/ceph.conf" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
           "wrong conf: %d %r" % (p.returncode, p.stderr))
     dead_conf = os.path.join(TMP, "dead-ceph.conf")
     with open(dead_conf, "w") as f:
@@ -574,7 +596,7 @@ def scenario_bad_input(c):
     t0 = time.time()
     p = subprocess.run([RBDVAULT, "backup", "--store", store, "rbd/bad-img", "-c", dead_conf, "--connect-timeout", "3"],
                        capture_output=True, text=True, timeout=120)
-    check(p.returncode == EXIT_FAILED and "connect to cluster" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
+    check(p.returncode == EXIT_UNREACHABLE and "connect to cluster" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
           "unreachable cluster: %d %r" % (p.returncode, p.stderr))
     check(time.time() - t0 < 60, "an unreachable cluster must not hang")
     check(store_fingerprint(store) == fp, "store changed after unreachable cluster")
@@ -587,7 +609,7 @@ def scenario_bad_input(c):
                               stdout=subprocess.PIPE, text=True)
     check(holder.stdout.readline().strip() == "locked", "lock holder did not start")
     try:
-        fails("locked by pid %d" % holder.pid, "backup", "--store", store, "rbd/bad-img")
+        fails("locked by pid %d" % holder.pid, "backup", "--store", store, "rbd/bad-img", rc=EXIT_LOCKED)
         revs = run_json("ls", "--store", store)
         check(len(revs) == 1, "ls must work while the store is locked")
         verify_restores(c, store, "rbd/bad-img", rbd_export_sha("rbd/bad-img@" + snap_name(store, r1["revision"])))
@@ -602,7 +624,7 @@ def scenario_bad_input(c):
         img.write(os.urandom(8 << 20), 0)
     first = start_held("revision.begun", "backup", "--store", store, "rbd/bad-big", "-q")
     try:
-        fails("locked by pid %d" % first.pid, "backup", "--store", store, "rbd/bad-img")
+        fails("locked by pid %d" % first.pid, "backup", "--store", store, "rbd/bad-img", rc=EXIT_LOCKED)
     finally:
         first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
@@ -671,7 +693,7 @@ def scenario_history_forget(c):
         check([r["id"] for r in run_json("ls", "--store", store)] == sorted(history), "ls after forget %d" % v)
         check_all_restore(store, "hf-img", history)
         log("forgot %d: %d revisions remain identical" % (v, len(history)))
-    _, err = run("forget", "--store", store, "rbd/hf-img@%d" % ids[-1], rc=EXIT_FAILED)
+    _, err = run("forget", "--store", store, "rbd/hf-img@%d" % ids[-1], rc=EXIT_USAGE)
     check("newest" in err, "the newest revision must not be forgotten: %r" % err)
     check(scrub_json(store, "--deep")["clean"], "scrub after forgets")
     newest = max(history)
@@ -750,10 +772,10 @@ def scenario_history_repair(c):
     deep = scrub_json(store, "--deep")
     check(shallow["clean"], "a payload bit flip is only visible to --deep: %s" % shallow)
     check(not deep["clean"] and deep["damaged_revisions"] == sorted(history), "deep scrub: %s" % deep)
-    out, _ = run("scrub", "--store", store, "--deep", rc=1)
+    out, _ = run("scrub", "--store", store, "--deep", rc=EXIT_DAMAGE)
     for rev in history:
         check("rbd/hr-img@%d:" % rev in out, "scrub output does not name revision %d: %s" % (rev, out))
-    out, _ = run("verify", "--store", store, "rbd/hr-img", rc=1)
+    out, _ = run("verify", "--store", store, "rbd/hr-img", rc=EXIT_DAMAGE)
     blocks = (8 << 20) // (64 << 10)
     check(re.search(r": %d blocks compared with \S+, 1 mismatch\(es\): blocks 0$" % blocks, out.strip()),
           "verify must compare every block and see exactly the damaged block 0: %s" % out)
@@ -940,7 +962,7 @@ def scenario_bad_numbers(c):
     fp = store_fingerprint(store)
     snaps = c.snaps("rbd", "bn-img")
 
-    def refused(expect, *args, rc=2):
+    def refused(expect, *args, rc=EXIT_USAGE):
         _, err = run(*args, rc=rc, timeout=120)
         lines = err.strip().splitlines()
         check(len(lines) == 1 and expect in lines[0], "%s: wanted one line with %r, got %r" % (args, expect, err))
@@ -971,11 +993,12 @@ def scenario_bad_numbers(c):
             (["gc", "--store", store, "--max-unused", "150"], "from 0 to 100"),
             (["gc", "--store", store, "--max-unused", "-1"], "from 0 to 100"),
             (["gc", "--store", store, "--max-unused", "nan"], "from 0 to 100"),
-            (["ls", "--store", store, "--reads-in-flight", "0"], "from 1 to 1024"),  # checked even when unused
             (["agent", "--config", "/nonexistent.conf", "--poll", "0"], "from 1s to 1d"),
             (["agent", "--config", "/nonexistent.conf", "--time-scale", "0"], "from 1 to 1000000")):
         refused("bad --%s '%s': expected" % (args[-2].lstrip("-"), args[-1]), *args)
-        check(expect in run(*args, rc=2)[1], "%s: range missing" % args)
+        check(expect in run(*args, rc=EXIT_USAGE)[1], "%s: range missing" % args)
+    # An option of another command is refused as such, whatever its value (issue 11).
+    refused("ls: unrecognised option '--reads-in-flight'", "ls", "--store", store, "--reads-in-flight", "0")
     for v in ("99999999999999999999", "0", "-64K", "96K", "8M", "lots"):
         path = os.path.join(TMP, "bn-new-store")
         shutil.rmtree(path, ignore_errors=True)
@@ -984,7 +1007,7 @@ def scenario_bad_numbers(c):
         check(not os.path.exists(path), "init --block-size %s created %s" % (v, path))
     for args in (["--warn-age", "-1"], ["--max-age", "0"], ["--max-age", "99999999999999999999d"]):
         out, _ = run("check", "--store", store, *args, rc=3)
-        check(out.startswith("RBDVAULT UNKNOWN - bad --"), "check %s: %r" % (args, out))
+        check(out.startswith("RBDVAULT UNKNOWN - usage: bad --"), "check %s: %r" % (args, out))
     # The edges of the ranges work.
     backup(store, "rbd/bn-img", "--hash-threads", "0", "--reads-in-flight", "1", "--full-every", "1")
     backup(store, "rbd/bn-img", "--hash-threads", "64", "--reads-in-flight", "1024")
@@ -999,7 +1022,7 @@ def scenario_bad_numbers(c):
         f.write("not a store\n")
     for args in (["ls", "--store", a_file], ["init", "--store", a_file], ["backup", "--store", a_file, "rbd/bn-img"],
                  ["log", "--store", a_file]):
-        _, err = run(*args, rc=1)
+        _, err = run(*args, rc=EXIT_USAGE)
         check(err.strip() == "rbdvault: error: %s is a file, not a store directory" % a_file, "%s: %r" % (args, err))
 
     # 6. A torn last line of the operation log does not hide the next operation.
@@ -1062,7 +1085,7 @@ def scenario_tiny_store(c):
         c.create("rbd", "tiny-64", 64 << 20, FEATURES_FASTDIFF)
         with c.image("rbd", "tiny-64") as img:
             img.write(os.urandom(64 << 20), 0)
-        _, err = run("backup", "--store", store, "rbd/tiny-64", rc=1)
+        _, err = run("backup", "--store", store, "rbd/tiny-64", rc=EXIT_NO_SPACE)
         lines = err.strip().splitlines()
         check(len(lines) == 1 and "No space left on device" in lines[0], "ENOSPC backup: %r" % err)
         check(store_fingerprint(store) == fp, "the failed backup changed the store")
@@ -1079,7 +1102,7 @@ PARTIAL = ".rbdvault-partial"
 def run_killed_at(step, *args):
     """Runs rbdvault with RBDVAULT_CRASH_AT=step; it must die by SIGKILL there."""
     env = dict(os.environ, RBDVAULT_CRASH_AT=step)
-    cmd = [RBDVAULT] + list(args) + ["-c", CONF, "-q"]
+    cmd = [RBDVAULT] + with_conf(args) + ["-q"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
     check(p.returncode == -signal.SIGKILL, "%s with RBDVAULT_CRASH_AT=%s: exit %d, wanted SIGKILL\nstderr: %s" %
           (" ".join(cmd), step, p.returncode, p.stderr))
@@ -1173,7 +1196,7 @@ def scenario_restore_atomic(c):
     t = RestoreTarget(c, "file", "ra-existing-%d" % os.getpid())
     with open(t.path, "wb") as f:
         f.write(b"precious")
-    _, err = run("restore", "--store", store, spec, *t.args(), rc=EXIT_FAILED)
+    _, err = run("restore", "--store", store, spec, *t.args(), rc=EXIT_EXISTS)
     check("already exists" in err and len(err.strip().splitlines()) == 1, "refusal message: %r" % err)
     with open(t.path, "rb") as f:
         check(f.read() == b"precious", "an existing file was modified")
@@ -1184,7 +1207,7 @@ def scenario_restore_atomic(c):
     corrupt_first_chunk(store)
     for kind in ("image", "file"):
         t = RestoreTarget(c, kind, "ra-damaged-%s-%d" % (kind, os.getpid()))
-        _, err = run("restore", "--store", store, spec, *t.args(), rc=EXIT_FAILED)
+        _, err = run("restore", "--store", store, spec, *t.args(), rc=EXIT_DAMAGE)
         check(not t.exists() and not t.exists(partial=True),
               "a restore of a damaged chunk left %s behind (%r)" % (kind, err))
         log("damaged chunk, %s: failed with %s" % (kind, err.strip().splitlines()[-1]))
@@ -1485,10 +1508,10 @@ def scenario_promises_lock_matrix(c):
                    ["gc", "--store", store, "--max-unused", "0"],
                    ["repair", "--store", store]]
         for args in writers:
-            _, err = run(*args, rc=EXIT_FAILED)
+            _, err = run(*args, rc=EXIT_LOCKED)
             check(refused_line(err, holder, "try again later"), "%s during a backup: %r" % (args[0], err))
             check(store_fingerprint(store) == fp, "refused %s changed the store" % args[0])
-        _, err = run("init", "--store", store, rc=EXIT_FAILED)
+        _, err = run("init", "--store", store, rc=EXIT_EXISTS)
         check(len(err.strip().splitlines()) == 1 and store_fingerprint(store) == fp, "init over the store: %r" % err)
         log("init over a store being written: %s" % err.strip())
         check(c.snaps("rbd", "lm-a") == snaps_a, "a refused backup touched the snapshots")
@@ -1534,16 +1557,17 @@ def scenario_promises_lock_matrix(c):
                    ["verify", "--store", store, "rbd/lm-a"],
                    ["expire", "--store", store, "--keep-last", "1", "--dry-run"]]
         for args in readers:
-            _, err = run(*args, rc=EXIT_FAILED)
+            _, err = run(*args, rc=EXIT_LOCKED)
             check(refused_line(err, gc_holder, "try again later"), "%s during gc: %r" % (args[0], err))
             check(store_files(store) == fp, "refused %s changed the store" % args[0])
         check(not os.path.exists(path) and not os.path.exists(path + PARTIAL), "a refused restore left a file")
         for args in (["backup", "--store", store, "rbd/lm-a"], ["forget", "--store", store, "rbd/lm-a@%d" % ids[0]],
                      ["protect", "--store", store, "rbd/lm-a@%d" % ids[0]]):
-            _, err = run(*args, rc=EXIT_FAILED)
+            _, err = run(*args, rc=EXIT_LOCKED)
             check(refused_line(err, "locked by pid %d (rbdvault gc" % held.pid), "%s during gc: %r" % (args[0], err))
-        out, err = run("status", "--store", store, rc=None)
-        log("status during gc (no promise in docs/usage.md): %s" % (err.strip() or "ran"))
+        # status reads the store like the other readers: refused while gc runs, as locked (retry later).
+        _, err = run("status", "--store", store, rc=EXIT_LOCKED)
+        check(refused_line(err, gc_holder, "try again later"), "status during gc: %r" % err)
     finally:
         held.send_signal(signal.SIGCONT)
     _, err = held.communicate(timeout=300)
@@ -1616,10 +1640,24 @@ def scenario_promises_damage(c):
     check(c.snaps("rbd", "pd-big") == [snap_name(store, rb["revision"])], "snapshots: %s" % c.snaps("rbd", "pd-big"))
     check(scrub_json(store, "--deep")["clean"], "scrub after the double SIGINT")
     check(not any(f.endswith(".tmp") for f in os.listdir(data)), "temporary files left: %s" % os.listdir(data))
+    # One SIGTERM: the run stops cleanly and exits 128+15, like a killed process (docs/usage.md).
+    with c.image("rbd", "pd-big") as img:
+        img.write(os.urandom(32 << 20), 0)
+    p = subprocess.Popen([RBDVAULT, "run", "--config", conf, "--force"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+    wait_for(lambda: p.poll() is not None or any(f.endswith(".pack.tmp") for f in os.listdir(data)),
+             "the second run's backup to store data")
+    check(p.poll() is None, "the run ended before SIGTERM")
+    p.send_signal(signal.SIGTERM)
+    wait_for(lambda: p.poll() is not None or process_stopped(p.pid), "the run to abandon its backup after SIGTERM")
+    p.send_signal(signal.SIGCONT)
+    _, err = p.communicate(timeout=120)
+    check(p.returncode == 128 + signal.SIGTERM, "run stopped by SIGTERM: exit %d, wanted %d\n%s" %
+          (p.returncode, 128 + signal.SIGTERM, err[-2000:]))
     c.remove("rbd", "pd-big")
 
     # 4. Repair without a reachable cluster: a warning, copies only; a chunk with no intact copy is
-    # reported, exit 1, and the store is otherwise unchanged. With the cluster it is re-read.
+    # reported, exit 5 (damage found), and the store is otherwise unchanged. With the cluster it is re-read.
     corrupt_first_chunk(store)
     check(not scrub_json(store, "--deep")["clean"], "the corruption is not seen")
     dead_conf = os.path.join(TMP, "pd-dead-ceph.conf")
@@ -1629,7 +1667,8 @@ def scenario_promises_damage(c):
     cmd = [RBDVAULT, "repair", "--store", store, "-c", dead_conf, "--connect-timeout", "3"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     log("repair without a cluster: exit %d\n%s%s" % (p.returncode, p.stdout, p.stderr))
-    check(p.returncode == EXIT_FAILED, "repair without a cluster: exit %d" % p.returncode)
+    check(p.returncode == EXIT_DAMAGE, "repair without a cluster: exit %d, wanted %d (damage left)" %
+          (p.returncode, EXIT_DAMAGE))
     check("not repaired: chunk " in p.stdout and "0 re-read from Ceph, 0 from copies, 1 not repairable" in p.stdout,
           "repair output: %r" % p.stdout)
     check("warn" in p.stderr.lower() and "cluster" in p.stderr, "no warning about the cluster: %r" % p.stderr)

@@ -1,0 +1,128 @@
+// Helpers every command handler shares (see command.h).
+#include "tools/command.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "store/error.h"
+#include "store/oplog.h"
+
+namespace rbdvault::tools {
+
+int64_t whole_option(const Args& a, const char* name, const agent::Range& r) {
+  return numeric(a, name, [&](const std::string& t) { return agent::parse_whole(t, r); });
+}
+
+int64_t duration_option(const Args& a, const char* name, const agent::Range& r) {
+  return numeric(a, name, [&](const std::string& t) { return agent::parse_duration_in(t, r); });
+}
+
+double real_option(const Args& a, const char* name, const agent::RealRange& r) {
+  return numeric(a, name, [&](const std::string& t) { return agent::parse_real(t, r); });
+}
+
+std::string require_store(const Args& a) {
+  std::string s = a.str("store");
+  if (s.empty()) throw UsageError(a.command + ": --store DIR is required");
+  return s;
+}
+
+std::string one_positional(const Args& a, const char* what) {
+  if (a.positional.size() != 1) throw UsageError(a.command + ": expected exactly one " + what);
+  return a.positional.front();
+}
+
+void no_positional(const Args& a) {
+  if (!a.positional.empty()) throw UsageError(a.command + ": unexpected argument " + a.positional.front());
+}
+
+void at_most_one_positional(const Args& a, const char* what) {
+  if (a.positional.size() > 1) throw UsageError(a.command + ": expected at most one " + what);
+}
+
+rbd::ImageSpec parse_spec(const std::string& text) {
+  try {
+    return rbd::ImageSpec::parse(text);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+}
+
+rbd::ConnectOptions connect_options(const Args& a) {
+  rbd::ConnectOptions o;
+  o.conf_path = a.str("conf");
+  o.client_id = a.str("id");
+  o.keyring = a.str("keyring");
+  o.timeout_seconds = static_cast<int>(duration_option(a, "connect-timeout", agent::kConnectTimeoutRange));
+  o.op_timeout_seconds = static_cast<int>(duration_option(a, "op-timeout", agent::kOpTimeoutRange));
+  return o;
+}
+
+store::ImageRecord find_image(store::Store& st, const rbd::ImageSpec& spec) {
+  auto image = st.find_image(spec.pool, spec.image);
+  if (!image)
+    throw store::StoreError(store::StoreError::Kind::kNotFound,
+                            "no backups of " + spec.pool + "/" + spec.image + " in this store");
+  return *image;
+}
+
+store::RevisionRecord resolve_revision(store::Store& st, const std::string& text) {
+  const rbd::ImageSpec spec = parse_spec(text);
+  const store::ImageRecord image = find_image(st, spec);
+  if (spec.snap.empty()) {
+    auto latest = st.latest_revision(image.key);
+    if (!latest)
+      throw store::StoreError(store::StoreError::Kind::kNotFound,
+                              "no revisions of " + spec.pool + "/" + spec.image + " in this store");
+    return *latest;
+  }
+  uint64_t id = 0;
+  try {
+    size_t used = 0;
+    id = std::stoull(spec.snap, &used);
+    if (used != spec.snap.size()) throw std::invalid_argument("");
+  } catch (const std::exception&) {
+    throw UsageError("bad revision '" + spec.snap + "' in " + text + ": expected a revision number (see rbdvault ls)");
+  }
+  auto rev = st.revision(id);
+  if (!rev || rev->image != image.key || (rev->flags & store::kRevisionForgetting))
+    throw store::StoreError(store::StoreError::Kind::kNotFound,
+                            "revision " + spec.snap + " of " + spec.pool + "/" + spec.image + " does not exist");
+  return *rev;
+}
+
+int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body) {
+  const std::string dir = require_store(a);
+  uint64_t ignored = 0;
+  if (!store::Store::is_store(dir)) return body(ignored);
+  store::OpLog log(dir);
+  std::string id;
+  try {
+    id = log.begin(op, image, a.command_line);
+  } catch (const store::StoreError& e) {
+    // A store on read-only media can still be restored from; the log is not worth failing for.
+    spdlog::warn("{} (continuing without the operation log)", e.what());
+    return body(ignored);
+  }
+  uint64_t bytes = 0;
+  auto end = [&](bool ok, const std::string& error) {
+    try {
+      log.end(id, ok, error, bytes);
+    } catch (const store::StoreError& e) {
+      spdlog::warn("{}", e.what());  // never mask the operation's own result
+    }
+  };
+  try {
+    const int rc = body(bytes);
+    end(rc == 0, rc == 0 ? "" : "exit status " + std::to_string(rc));
+    return rc;
+  } catch (const std::exception& e) {
+    end(false, e.what());
+    throw;
+  }
+}
+
+void print_json(const Json& j) { std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << "\n"; }
+
+}  // namespace rbdvault::tools
