@@ -74,7 +74,7 @@ def main():
     check(p.returncode == EXIT_USAGE and p.stderr.strip() ==
           "rbdvault: backup: unrecognised option '--deep' (see rbdvault backup --help)", "backup --deep: %r" % p.stderr)
     p = rbdvault("--version")
-    check(p.returncode == 0 and re.fullmatch(r"rbdvault \d+\.\d+\.\d+\n", p.stdout), "--version: %r" % p.stdout)
+    check(p.returncode == 0 and re.fullmatch(r"rbdvault \d+\.\d+\.\d+\nCeph client libraries: librbd \S+, librados \S+\n", p.stdout), "--version: %r" % p.stdout)
     for args, want in ((["frobnicate"], "unknown command 'frobnicate'"), (["--store", "x", "ls"], "command first")):
         p = rbdvault(*args)
         check(p.returncode == EXIT_USAGE and want in p.stderr and len(p.stderr.strip().splitlines()) == 1,
