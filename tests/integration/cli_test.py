@@ -1068,6 +1068,7 @@ def scenario_tiny_store(c):
         check(store_fingerprint(store) == fp, "the failed backup changed the store")
         check(c.snaps("rbd", "tiny-64") == [], "the failed backup left its snapshot")
         check(scrub_json(store)["clean"], "scrub after ENOSPC")
+        independent_check(store)
         c.remove("rbd", "tiny-64")
     finally:
         subprocess.run(["umount", mnt], capture_output=True)
@@ -1386,6 +1387,7 @@ def scenario_promises_backup(c):
     check(store_fingerprint(store) == fp, "the failed backup changed the store: %s" % data)
     check(c.snaps("rbd", "pb-fail") == [snap_name(store, r1["revision"])], "snapshots: %s" % c.snaps("rbd", "pb-fail"))
     check(scrub_json(store, "--deep")["clean"], "scrub after the failed backup")
+    independent_check(store)  # strict: the failed writer rolled itself back, no mark or pack is left
     r2 = backup(store, "rbd/pb-fail")
     check(r2["kind"] == "delta" and r2["parent"] == r1["revision"], "the backup after the failure: %s" % r2)
     verify_restores(c, store, "rbd/pb-fail@%d" % r2["revision"], rbd_export_sha(snap_of(store, "rbd/pb-fail", r2["revision"])),
@@ -1571,6 +1573,7 @@ def scenario_promises_damage(c):
         img.write(os.urandom(1 << 20), 16 << 20)
     rc, _ = run_crashing("pack.append", "backup", "--store", store, "rbd/pd-img", "-q")
     check(rc == -signal.SIGKILL, "backup not killed at pack.append: %d" % rc)
+    independent_check(store, "--before-recovery", "--shallow")
     ops = run_json("log", "--store", store)
     check(ops[-1]["op"] == "backup" and ops[-1]["result"] == "unfinished" and ops[-1]["end"] is None,
           "the killed backup in the log: %s" % ops[-1])
@@ -1579,6 +1582,7 @@ def scenario_promises_damage(c):
     # 2. Its reserved id is gone for good: the next revision gets a higher one (format.md §5, §7.2).
     killed_id = r1["revision"] + 1
     r2 = backup(store, "rbd/pd-img")
+    independent_check(store)
     check(r2["revision"] > killed_id, "revision id %d of the killed backup reused: %s" % (killed_id, r2))
     check([r["id"] for r in run_json("ls", "--store", store)] == [r1["revision"], r2["revision"]], "ls")
     verify_restores(c, store, "rbd/pd-img", rbd_export_sha(snap_of(store, "rbd/pd-img", r2["revision"])), tag="pd")
@@ -1609,12 +1613,14 @@ def scenario_promises_damage(c):
     _, err = p.communicate(timeout=120)
     check(p.returncode == 130, "second SIGINT: exit %d, wanted 130\n%s" % (p.returncode, err[-2000:]))
     check("SIGINT: stopping" in err, "the first SIGINT was not handled: %s" % err[-2000:])
+    independent_check(store, "--before-recovery", "--shallow")
     revs = [r["id"] for r in run_json("ls", "--store", store)]
     check("rbd/pd-big" not in [r["image"] for r in run_json("ls", "--store", store)], "a revision of pd-big exists")
     # The next writer cleans up: the next backup removes the abandoned snapshot; the store is sound.
     rb = backup(store, "rbd/pd-big")
     check(c.snaps("rbd", "pd-big") == [snap_name(store, rb["revision"])], "snapshots: %s" % c.snaps("rbd", "pd-big"))
     check(scrub_json(store, "--deep")["clean"], "scrub after the double SIGINT")
+    independent_check(store)
     check(not any(f.endswith(".tmp") for f in os.listdir(data)), "temporary files left: %s" % os.listdir(data))
     c.remove("rbd", "pd-big")
 
@@ -1639,6 +1645,7 @@ def scenario_promises_damage(c):
     check(scrub_json(store, "--deep")["clean"], "scrub after repair")
     ops = [o for o in run_json("log", "--store", store) if o["op"] == "repair"]
     check([o["result"] for o in ops] == ["failed", "ok"], "repairs in the log: %s" % ops)
+    independent_check(store)
     c.remove("rbd", "pd-img")
     shutil.rmtree(store)
 
