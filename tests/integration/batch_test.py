@@ -341,6 +341,7 @@ def scenario_batch_agent(c):
     check("rolled back" not in err, "the next writer had to roll back: %s" % err)
     scrub = run_json("scrub", "--store", store)
     check(scrub["clean"], "scrub after SIGTERM: %s" % scrub)
+    cli_test.independent_check(store)
     for n in ("ag-0", "ag-1", "ag-2", "agx-new", "ag-big"):
         c.remove("rbd", n)
 
@@ -362,25 +363,40 @@ def scenario_batch_retry(c):
         cfg = write_config("batch-retry", text)
         with open(os.path.join(cdir, "run", "osd.0.pid")) as f:
             osd = int(f.read().strip())
+        # Two stalls, each lasting until the run has hit a timeout and scheduled a retry: one while
+        # the pool is listed, one amid the backups (the run holds itself right after the first
+        # backup snapshot, then the OSD stops), so both retry paths run and their results are checked.
         os.kill(osd, signal.SIGSTOP)  # every OSD operation now times out after 3 s
+        err_lines = []
+        p = None
         try:
-            p = start("run", "--config", cfg, "--format", "json")
-            # The OSD stays stopped until the run has hit a timeout and scheduled a retry.
-            err_lines = []
+            p = start("run", "--config", cfg, "--format", "json", env={"RBDVAULT_STOP_AT": "backup.snapshot_created:1"})
             reader = threading.Thread(target=lambda: err_lines.extend(iter(p.stderr.readline, "")), daemon=True)
             reader.start()
-            cli_test.wait_for(lambda: any("retrying in" in l for l in err_lines) or p.poll() is not None,
-                              "a retry while the OSD is stopped")
+
+            def retried(what):
+                return lambda: any(what in l and "retrying in" in l for l in err_lines) or p.poll() is not None
+
+            cli_test.wait_for(retried("job rt:"), "a retry of the listing while the OSD is stopped")
+            os.kill(osd, signal.SIGCONT)
+            cli_test.wait_for(lambda: p.poll() is not None or cli_test.process_stopped(p.pid),
+                              "the run to hold after its first backup snapshot")
+            os.kill(osd, signal.SIGSTOP)
+            p.send_signal(signal.SIGCONT)
+            cli_test.wait_for(retried("backup rbd/rt-"), "a retry of a backup while the OSD is stopped")
         finally:
             os.kill(osd, signal.SIGCONT)
+            if p is not None:
+                p.send_signal(signal.SIGCONT)
         out = p.stdout.read()
         rc = p.wait(timeout=600)
         reader.join(timeout=60)
         err = "".join(err_lines)
         check(rc == 0, "run exit %d after the OSD came back\n%s" % (rc, err[-3000:]))
         retries = [l for l in err.splitlines() if "retrying in" in l]
-        check(retries, "nothing was retried:\n" + err[-3000:])
-        log("retried: " + retries[0])
+        check(any("job rt:" in l for l in retries) and any("backup rbd/rt-" in l for l in retries),
+              "the listing and a backup must both have been retried:\n" + err[-3000:])
+        log("retried: " + "; ".join(retries))
         r = json.loads(out)
         check(r["ok"] == 2 and r["failed"] == 0, "after retries: %s" % r)
         left = subprocess.run(["rbd", "-c", conf, "snap", "ls", "rbd/rt-0"], capture_output=True, text=True).stdout
