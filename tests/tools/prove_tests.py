@@ -143,8 +143,19 @@ def command_for(test, build_dir):
     return ["/usr/bin/python3", os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind), name]
 
 
+def why_failed(output):
+    """The first line saying why a test failed (the scenario's FAIL line, gtest's first failure)."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("FAIL "):
+            return line[5:]
+        if line.endswith(": Failure"):
+            return " ".join(l.strip() for l in lines[i + 1:i + 4] if l.strip() and not l.startswith("["))
+    return lines[-1] if lines else ""
+
+
 def run_test(test, build_dir, env_extra, timeout, log):
-    """True if the test passed."""
+    """(passed, why it failed)."""
     env = dict(os.environ, RBDVAULT=os.path.join(build_dir, "rbdvault"), **env_extra)
     env.setdefault("RBDVAULT_TEST_TMP", os.path.join(build_dir, "prove-tmp"))
     if test.partition(":")[0] != "gtest" and "CEPH_CONF" not in env:
@@ -154,9 +165,9 @@ def run_test(test, build_dir, env_extra, timeout, log):
                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         log.write("TIMEOUT after %ds\n%s\n" % (timeout, (e.stderr or b"")[-5000:]))
-        return False
+        return False, "timed out after %ds" % timeout
     log.write("exit %d\n%s\n%s\n" % (p.returncode, p.stdout[-8000:], p.stderr[-8000:]))
-    return p.returncode == 0
+    return p.returncode == 0, why_failed(p.stdout + "\n" + p.stderr)
 
 
 def apply(edits):
@@ -201,9 +212,9 @@ def prove(m, build_dir, timeout, log):
             t1 = time.time()
             log.write("\n==== %s: %s\n" % (m["id"], t))
             log.flush()
-            passed = run_test(t, build_dir, m.get("env", {}), timeout, log)
+            passed, why = run_test(t, build_dir, m.get("env", {}), timeout, log)
             rows.append((t, "FAIL" if passed else "PASS", time.time() - t1 + built,
-                         "the test still passes: it is weak" if passed else ""))
+                         "the test still passes: it is weak" if passed else why[:160]))
             built = 0.0
         return rows
     finally:
