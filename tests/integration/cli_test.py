@@ -165,12 +165,14 @@ def backup(store, spec, *extra):
     return run_json("backup", "--store", store, spec, *extra)
 
 
-def run_crashing(step, *args, trace=None):
+def run_crashing(step, *args, trace=None, fault=None):
     """Runs rbdvault ARGS with RBDVAULT_CRASH_AT=STEP (store/crash_points.h): the process SIGKILLs
     itself at that step. Returns (returncode, stdout); -9 means the planned kill landed."""
     env = dict(os.environ, RBDVAULT_CRASH_AT=step)
     if trace:
         env["RBDVAULT_CRASH_TRACE"] = trace
+    if fault:
+        env["RBDVAULT_FAULT"] = fault
     p = subprocess.run([RBDVAULT] + list(args) + ["-c", CONF], capture_output=True, text=True, env=env,
                        timeout=600, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout
@@ -443,7 +445,10 @@ def scenario_recreate(c):
     c.remove("rbd", "rc-img")
 
 
-BACKUP_CRASH_STEPS = ["backup.snapshot_created", "revision.begun", "pack.append", "pack.sealed", "revision.committed"]
+# revision.flushed: killed after an intermediate flush (RBDVAULT_FAULT=flush.small flushes every 16
+# entries), so recovery must take back entries and chunk references already in the index.
+BACKUP_CRASH_STEPS = ["backup.snapshot_created", "revision.begun", "revision.flushed", "pack.append", "pack.sealed",
+                      "revision.committed"]
 
 
 def scenario_crash(c):
@@ -471,6 +476,8 @@ def scenario_crash(c):
             for _ in range(rng.randrange(1, 4)):  # after the resize, so a shrink cannot cut them off
                 off = rng.randrange(img.size() - 4096)
                 img.write(os.urandom(min(rng.randrange(4096, 4 << 20), img.size() - off)), off)
+            if i < planned and BACKUP_CRASH_STEPS[i % len(BACKUP_CRASH_STEPS)] == "revision.flushed":
+                img.write(os.urandom(2 << 20), 0)  # 32 changed blocks: at least one flush of 16
         before = [x["id"] for x in run_json("ls", "--store", store)]
         args = ["backup", "--store", store, "rbd/crash-img", "--format", "json", "-q"]
         full = rng.random() < 0.5
@@ -481,7 +488,7 @@ def scenario_crash(c):
             # Each step is passed at least once: every write above is new random data, so even a
             # full read (which dedups unchanged blocks) appends at least one new chunk.
             n = 1
-            rc, out = run_crashing("%s:%d" % (step, n), *args)
+            rc, out = run_crashing("%s:%d" % (step, n), *args, fault="flush.small")
             check(rc == -signal.SIGKILL, "backup was not killed at %s:%d (exit %d)" % (step, n, rc))
             kills[step] = kills.get(step, 0) + 1
             how = "killed at %s:%d" % (step, n)

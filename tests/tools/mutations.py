@@ -59,7 +59,7 @@ TOOLS = "tools/**/*.cc"
 BACKUP = "agent/backup.cc"
 BATCH = "agent/batch_run.cc"
 RESTORE = "agent/restore.cc"
-FEW_KILLS = {"RBDVAULT_KILLS": "5"}
+FEW_KILLS = {"RBDVAULT_KILLS": "6"}  # one planned kill per backup step of cli_test.py's crash scenario
 
 
 def scrub_silenced(mid, item, anchor, replacement, test):
