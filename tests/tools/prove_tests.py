@@ -229,6 +229,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=900, help="seconds per test run (a timeout counts as failed)")
     ap.add_argument("--log", default=None, help="build and test output (default BUILD/prove-tests.log)")
     ap.add_argument("--json", default=None, help="also append one JSON line per result to this file")
+    ap.add_argument("--kinds", default=None, help="run only tests of these kinds (e.g. cli,batch), to use a "
+                    "build directory without unit_tests or to share the work between two worktrees")
     args = ap.parse_args()
     mod = load_mutations()
 
@@ -244,6 +246,10 @@ def main():
         return 1 if problems else 0
 
     chosen = [m for m in mod.MUTATIONS if not args.run or m["id"] in args.run]
+    if args.kinds:
+        kinds = args.kinds.split(",")
+        chosen = [dict(m, tests=[t for t in m["tests"] if t.partition(":")[0] in kinds]) for m in chosen]
+        chosen = [m for m in chosen if m["tests"]]
     unknown = set(args.run or []) - {m["id"] for m in mod.MUTATIONS}
     if unknown:
         print("prove_tests.py: unknown mutation(s): %s" % " ".join(sorted(unknown)), file=sys.stderr)
