@@ -95,6 +95,40 @@ def create_many(c, pool, prefix, n, rng):
                 img.write(rng.randbytes(64 << 10), rng.randrange(0, 60) << 16)
 
 
+def check_limit_from_outside(c, limit=3, n=12):
+    """images-in-parallel judged only from outside, many times: backups are made long (4 MiB each,
+    reads throttled) so that the gaps between one image and the next are short, and the run is
+    frozen (SIGSTOP) again and again while the backups in progress (snapshot, no revision yet) are
+    counted from Ceph and `ls`. A frozen run cannot start or commit anything, so each count is
+    exact: never above the limit; and with long backups one more worker would be seen at once."""
+    names = ["bp-%02d" % k for k in range(n)]
+    for name in names:
+        c.create("rbd", name, 4 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", name) as img:
+            img.write(os.urandom(4 << 20), 0)
+    store = new_store("batch-many-limit")
+    conf = write_config("batch-many-limit", base_config(store, "[job.bp]\npool = rbd\ninclude = bp-*\n",
+                                                        "images-in-parallel = %d\nread-bandwidth = 4M\n" % limit))
+    p = start("run", "--config", conf, "--format", "json")
+    seen = []
+    while p.poll() is None:
+        p.send_signal(signal.SIGSTOP)
+        try:
+            cli_test.wait_for(lambda: p.poll() is not None or cli_test.process_stopped(p.pid), "the run to freeze")
+            seen.append(len(in_progress_backups(c, store, [("rbd", x) for x in names])))
+        finally:
+            p.send_signal(signal.SIGCONT)
+        time.sleep(0.1)  # let it run a while between two looks (not a timing assumption)
+    rcode, out, err = finish(p)
+    check(rcode == 0 and json.loads(out)["ok"] == n, "throttled run: exit %d\n%s" % (rcode, err[-2000:]))
+    log("images-in-parallel %d, backups in progress seen from outside in %d frozen looks: %s"
+        % (limit, len(seen), seen))
+    check(max(seen) <= limit, "images-in-parallel %d, yet %d backups were in progress at once" % (limit, max(seen)))
+    check(max(seen) >= 2, "no two backups were ever seen in progress: the limit was not exercised: %s" % seen)
+    for name in names:
+        c.remove("rbd", name)
+
+
 # Every schedule here is `every N`: what is due depends on when the images were last backed up,
 # never on the wall clock (a `daily 02:00` schedule made the tests fail when run across 02:00).
 
@@ -162,6 +196,7 @@ def scenario_batch_many(c):
     check(rc["peak_parallel"] <= 4 and peak_overlap(intervals(rc)) <= 4,
           "images-in-parallel 4: peak %d / %d" % (rc["peak_parallel"], peak_overlap(intervals(rc))))
     log("images-in-parallel 4 alone: peak %d" % peak_overlap(intervals(rc)))
+    check_limit_from_outside(c)
 
     # Nothing is due again today; a new image is picked up, a removed one is reported and kept.
     c.create("rbd", "bm-new", 4 << 20, FEATURES_FASTDIFF)
