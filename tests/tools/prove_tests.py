@@ -245,7 +245,8 @@ def main():
         print("%d mutations, %d items, %d problem(s)" % (len(mod.MUTATIONS), len(mod.ITEMS), len(problems)))
         return 1 if problems else 0
 
-    chosen = [m for m in mod.MUTATIONS if not args.run or m["id"] in args.run]
+    by_id = {m["id"]: m for m in mod.MUTATIONS}
+    chosen = [by_id[i] for i in dict.fromkeys(args.run) if i in by_id] if args.run else list(mod.MUTATIONS)
     if args.kinds:
         kinds = args.kinds.split(",")
         chosen = [dict(m, tests=[t for t in m["tests"] if t.partition(":")[0] in kinds]) for m in chosen]
