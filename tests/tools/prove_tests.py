@@ -147,8 +147,8 @@ def why_failed(output):
     """The first line saying why a test failed (the scenario's FAIL line, gtest's first failure)."""
     lines = output.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("FAIL "):
-            return line[5:]
+        if line.startswith("FAIL "):  # a message ending in ':' continues on the next line
+            return line[5:] + (" " + lines[i + 1].strip() if line.endswith(":") and i + 1 < len(lines) else "")
         if line.endswith(": Failure"):
             return " ".join(l.strip() for l in lines[i + 1:i + 4] if l.strip() and not l.startswith("["))
     return lines[-1] if lines else ""
