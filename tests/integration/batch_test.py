@@ -448,6 +448,7 @@ def scenario_batch_retry(c):
             check(got == expected, "%s after retries: restore %s != rbd export %s" % (i["image"], got, expected))
             if i["image"] == "rbd/rt-0":
                 check(expected[0] != hashlib.sha256(bytes(expected[1])).hexdigest(), "rt-0 has data to compare")
+        cli_test.independent_check(store)  # the failed attempts left nothing behind
     finally:
         subprocess.run([mc, "stop", cdir, "--purge"], capture_output=True)
 
@@ -643,6 +644,7 @@ def scenario_batch_verify(c):
                     tag="restored-bv")
     out, _ = run("check", "--config", conf, "--max-age", "26h", rc=0)
     check(out.startswith("RBDVAULT OK"), "check after the full read: %s" % out)
+    cli_test.independent_check(store)  # the flagged revision is a consistent revision, only wrong
     for n in ("bv-0", "bv-1"):
         c.remove("rbd", n)
 

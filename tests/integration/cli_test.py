@@ -1560,6 +1560,7 @@ def scenario_promises_lock_matrix(c):
     check(scrub_json(store, "--deep")["clean"], "scrub after gc")
     for rev, exp in history.items():
         check(restore_file_sha(store, "rbd/lm-a@%d" % rev) == exp, "revision %d after gc" % rev)
+    independent_check(store)
     for n in ("lm-a", "lm-b"):
         c.remove("rbd", n)
     shutil.rmtree(store)
