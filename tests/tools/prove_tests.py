@@ -151,7 +151,8 @@ def why_failed(output):
             return line[5:] + (" " + lines[i + 1].strip() if line.endswith(":") and i + 1 < len(lines) else "")
         if line.endswith(": Failure"):
             return " ".join(l.strip() for l in lines[i + 1:i + 4] if l.strip() and not l.startswith("["))
-    return lines[-1] if lines else ""
+    rest = [l for l in lines if l.strip() and not l.startswith(("info:", "debug:", "warning:", "["))]
+    return rest[-1].strip() if rest else ""
 
 
 def run_test(test, build_dir, env_extra, timeout, log):
