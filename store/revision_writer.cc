@@ -207,8 +207,11 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
   }
   ++map_entries_;
   ++batch_entries_;
+  // RBDVAULT_FAULT=flush.small (tests only): a flush every 16 entries, so that a kill can land
+  // after entries and their references reached the index (otherwise that needs 131072 entries).
   if (batch_entries_ >= store_.writer_options().flush_entries ||
-      (pack_ && pack_->size() >= store_.writer_options().pack_target_bytes))
+      (pack_ && pack_->size() >= store_.writer_options().pack_target_bytes) ||
+      (batch_entries_ >= 16 && store_.crash_points().fault("flush.small")))
     flush(false);
 }
 

@@ -95,6 +95,40 @@ def create_many(c, pool, prefix, n, rng):
                 img.write(rng.randbytes(64 << 10), rng.randrange(0, 60) << 16)
 
 
+def check_limit_from_outside(c, limit=3, n=12):
+    """images-in-parallel judged only from outside, many times: backups are made long (4 MiB each,
+    reads throttled) so that the gaps between one image and the next are short, and the run is
+    frozen (SIGSTOP) again and again while the backups in progress (snapshot, no revision yet) are
+    counted from Ceph and `ls`. A frozen run cannot start or commit anything, so each count is
+    exact: never above the limit; and with long backups one more worker would be seen at once."""
+    names = ["bp-%02d" % k for k in range(n)]
+    for name in names:
+        c.create("rbd", name, 4 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", name) as img:
+            img.write(os.urandom(4 << 20), 0)
+    store = new_store("batch-many-limit")
+    conf = write_config("batch-many-limit", base_config(store, "[job.bp]\npool = rbd\ninclude = bp-*\n",
+                                                        "images-in-parallel = %d\nread-bandwidth = 4M\n" % limit))
+    p = start("run", "--config", conf, "--format", "json")
+    seen = []
+    while p.poll() is None:
+        p.send_signal(signal.SIGSTOP)
+        try:
+            cli_test.wait_for(lambda: p.poll() is not None or cli_test.process_stopped(p.pid), "the run to freeze")
+            seen.append(len(in_progress_backups(c, store, [("rbd", x) for x in names])))
+        finally:
+            p.send_signal(signal.SIGCONT)
+        time.sleep(0.1)  # let it run a while between two looks (not a timing assumption)
+    rcode, out, err = finish(p)
+    check(rcode == 0 and json.loads(out)["ok"] == n, "throttled run: exit %d\n%s" % (rcode, err[-2000:]))
+    log("images-in-parallel %d, backups in progress seen from outside in %d frozen looks: %s"
+        % (limit, len(seen), seen))
+    check(max(seen) <= limit, "images-in-parallel %d, yet %d backups were in progress at once" % (limit, max(seen)))
+    check(max(seen) >= 2, "no two backups were ever seen in progress: the limit was not exercised: %s" % seen)
+    for name in names:
+        c.remove("rbd", name)
+
+
 # Every schedule here is `every N`: what is due depends on when the images were last backed up,
 # never on the wall clock (a `daily 02:00` schedule made the tests fail when run across 02:00).
 
@@ -162,6 +196,7 @@ def scenario_batch_many(c):
     check(rc["peak_parallel"] <= 4 and peak_overlap(intervals(rc)) <= 4,
           "images-in-parallel 4: peak %d / %d" % (rc["peak_parallel"], peak_overlap(intervals(rc))))
     log("images-in-parallel 4 alone: peak %d" % peak_overlap(intervals(rc)))
+    check_limit_from_outside(c)
 
     # Nothing is due again today; a new image is picked up, a removed one is reported and kept.
     c.create("rbd", "bm-new", 4 << 20, FEATURES_FASTDIFF)
@@ -172,8 +207,8 @@ def scenario_batch_many(c):
     check(len(run_json("ls", "--store", store_a)) == 130, "the dry run changed the store")
     again = run_json("run", "--config", conf_a)
     by = {i["image"]: i for i in again["images"]}
-    check(by["rbd/bm-new"]["result"] == "ok", "new image not backed up: %s" % by["rbd/bm-new"])
-    check(by["rbd/bm-001"]["result"] == "missing", "removed image not reported: %s" % by.get("rbd/bm-001"))
+    check(by.get("rbd/bm-new", {}).get("result") == "ok", "new image not backed up: %s" % by.get("rbd/bm-new"))
+    check(by.get("rbd/bm-001", {}).get("result") == "missing", "removed image not reported: %s" % by.get("rbd/bm-001"))
     check(again["ok"] == 1 and again["not_due"] == 129, "second run: %s" % {k: again[k] for k in ("ok", "not_due")})
     check(any(r["image"] == "rbd/bm-001" for r in run_json("ls", "--store", store_a)),
           "history of the removed image was not kept")
@@ -346,6 +381,7 @@ def scenario_batch_agent(c):
     check("rolled back" not in err, "the next writer had to roll back: %s" % err)
     scrub = run_json("scrub", "--store", store)
     check(scrub["clean"], "scrub after SIGTERM: %s" % scrub)
+    cli_test.independent_check(store)
     for n in ("ag-0", "ag-1", "ag-2", "agx-new", "ag-big"):
         c.remove("rbd", n)
 
@@ -367,25 +403,40 @@ def scenario_batch_retry(c):
         cfg = write_config("batch-retry", text)
         with open(os.path.join(cdir, "run", "osd.0.pid")) as f:
             osd = int(f.read().strip())
+        # Two stalls, each lasting until the run has hit a timeout and scheduled a retry: one while
+        # the pool is listed, one amid the backups (the run holds itself right after the first
+        # backup snapshot, then the OSD stops), so both retry paths run and their results are checked.
         os.kill(osd, signal.SIGSTOP)  # every OSD operation now times out after 3 s
+        err_lines = []
+        p = None
         try:
-            p = start("run", "--config", cfg, "--format", "json")
-            # The OSD stays stopped until the run has hit a timeout and scheduled a retry.
-            err_lines = []
+            p = start("run", "--config", cfg, "--format", "json", env={"RBDVAULT_STOP_AT": "backup.snapshot_created:1"})
             reader = threading.Thread(target=lambda: err_lines.extend(iter(p.stderr.readline, "")), daemon=True)
             reader.start()
-            cli_test.wait_for(lambda: any("retrying in" in l for l in err_lines) or p.poll() is not None,
-                              "a retry while the OSD is stopped")
+
+            def retried(what):
+                return lambda: any(what in l and "retrying in" in l for l in err_lines) or p.poll() is not None
+
+            cli_test.wait_for(retried("job rt:"), "a retry of the listing while the OSD is stopped")
+            os.kill(osd, signal.SIGCONT)
+            cli_test.wait_for(lambda: p.poll() is not None or cli_test.process_stopped(p.pid),
+                              "the run to hold after its first backup snapshot")
+            os.kill(osd, signal.SIGSTOP)
+            p.send_signal(signal.SIGCONT)
+            cli_test.wait_for(retried("backup rbd/rt-"), "a retry of a backup while the OSD is stopped")
         finally:
             os.kill(osd, signal.SIGCONT)
+            if p is not None:
+                p.send_signal(signal.SIGCONT)
         out = p.stdout.read()
         rc = p.wait(timeout=600)
         reader.join(timeout=60)
         err = "".join(err_lines)
         check(rc == 0, "run exit %d after the OSD came back\n%s" % (rc, err[-3000:]))
         retries = [l for l in err.splitlines() if "retrying in" in l]
-        check(retries, "nothing was retried:\n" + err[-3000:])
-        log("retried: " + retries[0])
+        check(any("job rt:" in l for l in retries) and any("backup rbd/rt-" in l for l in retries),
+              "the listing and a backup must both have been retried:\n" + err[-3000:])
+        log("retried: " + "; ".join(retries))
         r = json.loads(out)
         check(r["ok"] == 2 and r["failed"] == 0, "after retries: %s" % r)
         left = subprocess.run(["rbd", "-c", conf, "snap", "ls", "rbd/rt-0"], capture_output=True, text=True).stdout
@@ -402,6 +453,7 @@ def scenario_batch_retry(c):
             check(got == expected, "%s after retries: restore %s != rbd export %s" % (i["image"], got, expected))
             if i["image"] == "rbd/rt-0":
                 check(expected[0] != hashlib.sha256(bytes(expected[1])).hexdigest(), "rt-0 has data to compare")
+        cli_test.independent_check(store)  # the failed attempts left nothing behind
     finally:
         subprocess.run([mc, "stop", cdir, "--purge"], capture_output=True)
 
@@ -599,6 +651,7 @@ def scenario_batch_verify(c):
                     tag="restored-bv")
     out, _ = run("check", "--config", conf, "--max-age", "26h", rc=0)
     check(out.startswith("RBDVAULT OK"), "check after the full read: %s" % out)
+    cli_test.independent_check(store)  # the flagged revision is a consistent revision, only wrong
     for n in ("bv-0", "bv-1"):
         c.remove("rbd", n)
 

@@ -182,12 +182,14 @@ def backup(store, spec, *extra):
     return run_json("backup", "--store", store, spec, *extra)
 
 
-def run_crashing(step, *args, trace=None):
+def run_crashing(step, *args, trace=None, fault=None):
     """Runs rbdvault ARGS with RBDVAULT_CRASH_AT=STEP (store/crash_points.h): the process SIGKILLs
     itself at that step. Returns (returncode, stdout); -9 means the planned kill landed."""
     env = dict(os.environ, RBDVAULT_CRASH_AT=step)
     if trace:
         env["RBDVAULT_CRASH_TRACE"] = trace
+    if fault:
+        env["RBDVAULT_FAULT"] = fault
     p = subprocess.run([RBDVAULT] + with_conf(args), capture_output=True, text=True, env=env,
                        timeout=600, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout
@@ -460,7 +462,10 @@ def scenario_recreate(c):
     c.remove("rbd", "rc-img")
 
 
-BACKUP_CRASH_STEPS = ["backup.snapshot_created", "revision.begun", "pack.append", "pack.sealed", "revision.committed"]
+# revision.flushed: killed after an intermediate flush (RBDVAULT_FAULT=flush.small flushes every 16
+# entries), so recovery must take back entries and chunk references already in the index.
+BACKUP_CRASH_STEPS = ["backup.snapshot_created", "revision.begun", "revision.flushed", "pack.append", "pack.sealed",
+                      "revision.committed"]
 
 
 def scenario_crash(c):
@@ -488,6 +493,8 @@ def scenario_crash(c):
             for _ in range(rng.randrange(1, 4)):  # after the resize, so a shrink cannot cut them off
                 off = rng.randrange(img.size() - 4096)
                 img.write(os.urandom(min(rng.randrange(4096, 4 << 20), img.size() - off)), off)
+            if i < planned and BACKUP_CRASH_STEPS[i % len(BACKUP_CRASH_STEPS)] == "revision.flushed":
+                img.write(os.urandom(2 << 20), 0)  # 32 changed blocks: at least one flush of 16
         before = [x["id"] for x in run_json("ls", "--store", store)]
         args = ["backup", "--store", store, "rbd/crash-img", "--format", "json", "-q"]
         full = rng.random() < 0.5
@@ -498,7 +505,7 @@ def scenario_crash(c):
             # Each step is passed at least once: every write above is new random data, so even a
             # full read (which dedups unchanged blocks) appends at least one new chunk.
             n = 1
-            rc, out = run_crashing("%s:%d" % (step, n), *args)
+            rc, out = run_crashing("%s:%d" % (step, n), *args, fault="flush.small")
             check(rc == -signal.SIGKILL, "backup was not killed at %s:%d (exit %d)" % (step, n, rc))
             kills[step] = kills.get(step, 0) + 1
             how = "killed at %s:%d" % (step, n)
@@ -1091,6 +1098,7 @@ def scenario_tiny_store(c):
         check(store_fingerprint(store) == fp, "the failed backup changed the store")
         check(c.snaps("rbd", "tiny-64") == [], "the failed backup left its snapshot")
         check(scrub_json(store)["clean"], "scrub after ENOSPC")
+        independent_check(store)
         c.remove("rbd", "tiny-64")
     finally:
         subprocess.run(["umount", mnt], capture_output=True)
@@ -1409,6 +1417,7 @@ def scenario_promises_backup(c):
     check(store_fingerprint(store) == fp, "the failed backup changed the store: %s" % data)
     check(c.snaps("rbd", "pb-fail") == [snap_name(store, r1["revision"])], "snapshots: %s" % c.snaps("rbd", "pb-fail"))
     check(scrub_json(store, "--deep")["clean"], "scrub after the failed backup")
+    independent_check(store)  # strict: the failed writer rolled itself back, no mark or pack is left
     r2 = backup(store, "rbd/pb-fail")
     check(r2["kind"] == "delta" and r2["parent"] == r1["revision"], "the backup after the failure: %s" % r2)
     verify_restores(c, store, "rbd/pb-fail@%d" % r2["revision"], rbd_export_sha(snap_of(store, "rbd/pb-fail", r2["revision"])),
@@ -1575,6 +1584,7 @@ def scenario_promises_lock_matrix(c):
     check(scrub_json(store, "--deep")["clean"], "scrub after gc")
     for rev, exp in history.items():
         check(restore_file_sha(store, "rbd/lm-a@%d" % rev) == exp, "revision %d after gc" % rev)
+    independent_check(store)
     for n in ("lm-a", "lm-b"):
         c.remove("rbd", n)
     shutil.rmtree(store)
@@ -1595,6 +1605,7 @@ def scenario_promises_damage(c):
         img.write(os.urandom(1 << 20), 16 << 20)
     rc, _ = run_crashing("pack.append", "backup", "--store", store, "rbd/pd-img", "-q")
     check(rc == -signal.SIGKILL, "backup not killed at pack.append: %d" % rc)
+    independent_check(store, "--before-recovery", "--shallow")
     ops = run_json("log", "--store", store)
     check(ops[-1]["op"] == "backup" and ops[-1]["result"] == "unfinished" and ops[-1]["end"] is None,
           "the killed backup in the log: %s" % ops[-1])
@@ -1603,6 +1614,7 @@ def scenario_promises_damage(c):
     # 2. Its reserved id is gone for good: the next revision gets a higher one (format.md §5, §7.2).
     killed_id = r1["revision"] + 1
     r2 = backup(store, "rbd/pd-img")
+    independent_check(store)
     check(r2["revision"] > killed_id, "revision id %d of the killed backup reused: %s" % (killed_id, r2))
     check([r["id"] for r in run_json("ls", "--store", store)] == [r1["revision"], r2["revision"]], "ls")
     verify_restores(c, store, "rbd/pd-img", rbd_export_sha(snap_of(store, "rbd/pd-img", r2["revision"])), tag="pd")
@@ -1633,12 +1645,14 @@ def scenario_promises_damage(c):
     _, err = p.communicate(timeout=120)
     check(p.returncode == 130, "second SIGINT: exit %d, wanted 130\n%s" % (p.returncode, err[-2000:]))
     check("SIGINT: stopping" in err, "the first SIGINT was not handled: %s" % err[-2000:])
+    independent_check(store, "--before-recovery", "--shallow")
     revs = [r["id"] for r in run_json("ls", "--store", store)]
     check("rbd/pd-big" not in [r["image"] for r in run_json("ls", "--store", store)], "a revision of pd-big exists")
     # The next writer cleans up: the next backup removes the abandoned snapshot; the store is sound.
     rb = backup(store, "rbd/pd-big")
     check(c.snaps("rbd", "pd-big") == [snap_name(store, rb["revision"])], "snapshots: %s" % c.snaps("rbd", "pd-big"))
     check(scrub_json(store, "--deep")["clean"], "scrub after the double SIGINT")
+    independent_check(store)
     check(not any(f.endswith(".tmp") for f in os.listdir(data)), "temporary files left: %s" % os.listdir(data))
     # One SIGTERM: the run stops cleanly and exits 128+15, like a killed process (docs/usage.md).
     with c.image("rbd", "pd-big") as img:
@@ -1678,6 +1692,7 @@ def scenario_promises_damage(c):
     check(scrub_json(store, "--deep")["clean"], "scrub after repair")
     ops = [o for o in run_json("log", "--store", store) if o["op"] == "repair"]
     check([o["result"] for o in ops] == ["failed", "ok"], "repairs in the log: %s" % ops)
+    independent_check(store)
     c.remove("rbd", "pd-img")
     shutil.rmtree(store)
 
