@@ -81,14 +81,14 @@ MUTATIONS = [
 
     # ---- exit codes ----------------------------------------------------------------------------
     {"id": "failure-exits-0", "items": ["W2"],
-     "edits": [(TOOLS, "\"rbdvault: error: %s\\n\", e.what());\n    return 1;",
-                "\"rbdvault: error: %s\\n\", e.what());\n    return 0;")],
+     "edits": [(TOOLS, "  return agent::exit_code(cls);\n}", "  return 0;\n}")],
      "tests": ["cli:bad_input"]},
     {"id": "usage-error-exits-1", "items": ["W2"],
-     "edits": [(TOOLS, "    return 2;\n  } catch (const po::error& e) {", "    return 1;\n  } catch (const po::error& e) {")],
+     "edits": [("agent/error_class.cc", "  } catch (const UsageError&) {\n    return ErrorClass::kUsage;",
+                "  } catch (const UsageError&) {\n    return ErrorClass::kFailed;")],
      "tests": ["cli:bad_input"]},
     {"id": "run-with-failure-exits-0", "items": ["W2"],
-     "edits": [(TOOLS, "return r.ok() && !r.stopped ? 0 : 1;", "return 0;")],
+     "edits": [(TOOLS, "return agent::exit_code(r.failure_class());", "return 0;")],
      "tests": ["batch:batch_failure"]},
 
     # ---- verify --------------------------------------------------------------------------------
@@ -192,6 +192,7 @@ MUTATIONS = [
      "tests": ["batch:batch_retry"]},
     {"id": "backup-retry-reports-ok", "items": ["W7"],
      "edits": [(BATCH, "        out.result = ImageResult::kFailed;\n        out.error = e.what();\n"
+                       "        out.error_class = classify(std::current_exception());\n"
                        "        if (!transient(e.code()) || attempt > s.retries || stop()) break;",
                 "        out.result = ImageResult::kOk;\n        out.error.clear();\n        break;")],
      "tests": ["batch:batch_retry"]},
@@ -239,11 +240,11 @@ MUTATIONS = [
      "edits": [(TOOLS, "r.end_ms ? r.result : \"unfinished\"", "r.end_ms ? r.result : \"ok\"")],
      "tests": ["cli:promises_damage"]},
     {"id": "second-sigint-ignored", "items": ["P9"],
-     "edits": [(TOOLS, "if (stop_.exchange(true) && sig == SIGINT) _exit(130);",
-                "if (stop_.exchange(true) && sig == SIGINT && false) _exit(130);")],
+     "edits": [(TOOLS, "if (stop_.exchange(true) && sig == SIGINT) _exit(128 + SIGINT);",
+                "if (stop_.exchange(true) && sig == SIGINT && false) _exit(128 + SIGINT);")],
      "tests": ["cli:promises_damage"]},
     {"id": "repair-unrepaired-exits-0", "items": ["P10"],
-     "edits": [(TOOLS, "return r.unrepaired.empty() ? 0 : 1;", "return 0;")],
+     "edits": [(TOOLS, "return r.unrepaired.empty() ? 0 : kDamageFound;", "return 0;")],
      "tests": ["cli:promises_damage"]},
     {"id": "reads-in-flight-plus-one", "items": ["W15"],
      "edits": [("rbd/image.cc", "while (pending_.size() >= max_in_flight_) complete_front();",
