@@ -314,18 +314,33 @@ void Store::recover() {
 // are looked for in every image (a full scan of the block maps, paid only after such damage). A
 // committed revision keeps its entries; only the stray mark goes.
 void Store::roll_back_damaged_mark(uint64_t rev) {
-  if (revision(rev)) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  // An R record, even a damaged one (scrub reports it), says the revision was committed.
+  bool committed = true;
+  try {
+    committed = revision(rev).has_value();
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+  }
+  if (committed) {
     spdlog::warn("store {}: removing a damaged unfinished-revision mark of committed revision {}", dir_.string(), rev);
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
     check(db_->Delete(wo, pending_key(rev)), "remove mark of revision " + std::to_string(rev));
+    return;
+  }
+  std::vector<ImageRecord> all;
+  try {
+    all = images();
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+    spdlog::warn("store {}: the mark of unfinished revision {} is damaged and the images cannot be listed ({}); "
+                 "left for scrub",
+                 dir_.string(), rev, e.what());
     return;
   }
   spdlog::warn("store {}: the mark of unfinished revision {} is damaged; rolling back its entries in every image",
                dir_.string(), rev);
-  for (const ImageRecord& image : images()) roll_back(PendingRecord{rev, image.key}, RollBack::kRecovery);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
+  for (const ImageRecord& image : all) roll_back(PendingRecord{rev, image.key}, RollBack::kRecovery);
   check(db_->Delete(wo, pending_key(rev)), "remove mark of revision " + std::to_string(rev));  // no images
 }
 
