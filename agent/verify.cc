@@ -82,6 +82,7 @@ VerifyResult verify_revision(rbd::Cluster& cluster, store::Store& store, const s
 }
 
 RepairResult repair_store(rbd::Cluster* cluster, store::Store& store) {
+  const store::Store::Exclusive alone = store.exclusive("repair");  // no revision can begin meanwhile
   RepairResult result;
   const uint64_t bs = store.block_size();
   std::map<uint64_t, std::vector<store::RevisionRecord>> revs_by_image;

@@ -35,7 +35,7 @@ void CrashPoints::load_environment() {
   stop_.parse("RBDVAULT_STOP_AT");
   if (const char* trace = std::getenv("RBDVAULT_CRASH_TRACE"); trace && *trace) trace_path_ = trace;
   if (const char* faults = std::getenv("RBDVAULT_FAULT"); faults && *faults) faults_ = "," + std::string(faults) + ",";
-  enabled_ = !crash_.step.empty() || !stop_.step.empty() || !trace_path_.empty();
+  enabled_ = observer_ != nullptr || !crash_.step.empty() || !stop_.step.empty() || !trace_path_.empty();
 }
 
 bool CrashPoints::fault(std::string_view fault) const {
@@ -44,6 +44,7 @@ bool CrashPoints::fault(std::string_view fault) const {
 
 void CrashPoints::reached(std::string_view step) {
   if (!enabled_) return;
+  if (observer_) observer_(step);
   if (!trace_path_.empty()) {
     // One O_APPEND write per line: lines of concurrent threads never interleave.
     const int fd = ::open(trace_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,12 @@ class CrashPoints {
   // Called at each step; thread-safe. May not return (SIGKILL).
   void reached(std::string_view step);
   bool enabled() const { return enabled_; }
+  // Unit tests: `fn` is called at each step passed, on the passing thread, before any kill or stop
+  // (e.g. to try what another thread could do at that moment). Set it before threads use the store.
+  void set_observer(std::function<void(std::string_view step)> fn) {
+    observer_ = std::move(fn);
+    enabled_ = enabled_ || observer_ != nullptr;
+  }
   // True if RBDVAULT_FAULT names `fault`.
   bool fault(std::string_view fault) const;
 
@@ -45,6 +52,7 @@ class CrashPoints {
   Trigger crash_, stop_;
   std::string trace_path_;
   std::string faults_;  // ",a,b,"
+  std::function<void(std::string_view)> observer_;
 };
 
 }  // namespace rbdvault::store

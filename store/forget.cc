@@ -44,7 +44,7 @@ void Store::mark_verify_failed(uint64_t id) {
 
 void Store::forget(uint64_t id) {
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
-  require_no_writers("forget");
+  const Exclusive alone = exclusive("forget");
   auto rev = revision(id);
   if (!rev || (rev->flags & kRevisionForgetting))
     throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");
@@ -72,18 +72,36 @@ void Store::forget(uint64_t id) {
 // they overwrite the block) read R's entry, so it moves to C unchanged. No other revision's view
 // changes. Batches are atomic and each leaves a consistent map, so a rerun continues where a killed
 // one stopped.
+//
+// Damage does not stop it (it runs in every writer's recovery; an error would lock writers out):
+// a later revision listed without a readable record is passed over, and if no successor is left at
+// all, nothing reads R's entries any more and all of them are dropped.
 void Store::finish_forget(RevisionRecord rev) {
   uint64_t child = 0;
+  std::optional<RevisionRecord> c;
   {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-    it->Seek(image_rev_key(rev.image, rev.id + 1));
-    if (it->Valid() && it->key().starts_with(image_rev_prefix(rev.image)))
-      child = *parse_image_rev_key(it->key().ToStringView());
+    const std::string prefix = image_rev_prefix(rev.image);
+    for (it->Seek(image_rev_key(rev.image, rev.id + 1)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const auto id = parse_image_rev_key(it->key().ToStringView());
+      try {
+        if (id) c = revision(*id);
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      }
+      if (c) {
+        child = *id;
+        break;
+      }
+      spdlog::warn("forget revision {}: a later revision of its image is listed without a readable record; passed over",
+                   rev.id);
+    }
     check(it->status(), "find next revision");
   }
   if (child == 0)
-    throw StoreError(StoreError::Kind::kCorrupt,
-                     "revision " + std::to_string(rev.id) + " being forgotten has no successor");
+    spdlog::warn("forget revision {}: no later revision of its image is left; its block map entries serve no other "
+                 "revision and are dropped",
+                 rev.id);
 
   rocksdb::WriteBatch batch;
   ChunkRefUpdates chunks(*db_);  // reference counts lowered by this batch
@@ -106,7 +124,7 @@ void Store::finish_forget(RevisionRecord rev) {
   auto settle = [&] {
     if (!pending_key) return;
     batch.Delete(*pending_key);
-    if (child_has_entry) {
+    if (child == 0 || child_has_entry) {
       if (pending_value->size() == 32) chunks.unref(*pending_value);
       ++dropped;
     } else {
@@ -125,18 +143,17 @@ void Store::finish_forget(RevisionRecord rev) {
       pending_value = it->value().ToString();
       pending_block = k->block;
       child_has_entry = false;
-    } else if (pending_key && k->rev == child) {
-      child_has_entry = true;
+    } else if (pending_key && k->rev > rev.id && k->rev <= child) {
+      child_has_entry = true;  // the child reads this newer entry (of the child or a revision passed over)
     }
   }
   check(it->status(), "scan block map");
   settle();
 
-  std::string cv;
-  check(db_->Get(rocksdb::ReadOptions(), revision_key(child), &cv), "read revision " + std::to_string(child));
-  RevisionRecord c = decode_revision(cv);
-  c.parent = rev.parent;
-  batch.Put(revision_key(child), encode(c));
+  if (c) {
+    c->parent = rev.parent;
+    batch.Put(revision_key(child), encode(*c));
+  }
   batch.Delete(revision_key(rev.id));
   batch.Delete(image_rev_key(rev.image, rev.id));
   flush(true);

@@ -363,8 +363,9 @@ std::vector<std::string_view> words_of(std::string_view line) {
 
 // Decimal digits only: from_chars alone would take a leading '-' for signed types, and istream
 // parses "-1" into an unsigned as 4294967295.
-std::optional<uint32_t> parse_decimal(std::string_view s) {
-  uint32_t v = 0;
+template <typename T = uint32_t>
+std::optional<T> parse_decimal(std::string_view s) {
+  T v = 0;
   if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
@@ -404,6 +405,14 @@ StoreMarker parse_store_marker(std::string_view text, const std::string& where) 
       if (!bs || !valid_block_size(*bs)) throw corrupt("block_size is not a power of two from 64 KiB to 4 MiB");
       m.block_size = *bs;
       have_bs = true;
+    } else if (w[0] == "oplog_segment_bytes") {
+      auto n = w.size() >= 2 ? parse_decimal<uint64_t>(w[1]) : std::nullopt;
+      if (!n || *n < 4096 || *n > (1ull << 40)) throw corrupt("oplog_segment_bytes is not a number from 4096 to 2^40");
+      m.oplog_segment_bytes = *n;
+    } else if (w[0] == "oplog_keep_segments") {
+      auto n = w.size() >= 2 ? parse_decimal(w[1]) : std::nullopt;
+      if (!n || *n > 1000) throw corrupt("oplog_keep_segments is not a number from 0 to 1000");
+      m.oplog_keep_segments = static_cast<uint32_t>(*n);
     }  // other keys: the rest of the line is ignored (§3)
   }
   if (!header) throw invalid("not an rbdvault store marker");

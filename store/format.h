@@ -148,6 +148,9 @@ struct StoreMarker {
   uint32_t version = 0;
   std::string store_id;  // 16 lowercase hex digits
   uint32_t block_size = 0;
+  // Operation log rotation (§13), optional lines an operator may add; absent: the defaults.
+  std::optional<uint64_t> oplog_segment_bytes;  // 4096 to 2^40
+  std::optional<uint32_t> oplog_keep_segments;  // 0 to 1000
 };
 // Parses the marker's text. Throws StoreError: kInvalid when it is not a marker or has another
 // format version, kCorrupt when a field is missing or out of range. `where` prefixes messages.

@@ -48,8 +48,7 @@ uint64_t index_bytes_on_disk(Store& store) {
 
 GcResult gc(Store& store, const GcOptions& options) {
   if (!store.writable()) throw StoreError(StoreError::Kind::kInvalid, "gc needs the store opened as writer");
-  if (store.active_writers() != 0)
-    throw StoreError(StoreError::Kind::kInvalid, "gc needs the store to itself, but revisions are being written");
+  const Store::Exclusive alone = store.exclusive("gc");  // no revision can begin until gc is done
   ReaderLock readers(store.dir() / "readers.lock", /*exclusive=*/true);
   GcResult result;
   result.bytes_before = pack_bytes_on_disk(store);
@@ -119,12 +118,21 @@ GcResult gc(Store& store, const GcOptions& options) {
     const uint32_t new_id = static_cast<uint32_t>(decode_u64(v));
     PackWriter writer(store.data_dir(), new_id);
     rocksdb::WriteBatch batch;
-    for (auto& [h, c] : p.live) {
-      std::string payload = store.packs().read_payload(h, c);
-      ChunkRecord moved = c;
-      moved.pack = new_id;
-      moved.offset = writer.append(h, c.flags, c.raw_len, payload);
-      batch.Put(chunk_key(h), encode(moved));
+    try {
+      for (auto& [h, c] : p.live) {
+        std::string payload = store.packs().read_payload(h, c);
+        ChunkRecord moved = c;
+        moved.pack = new_id;
+        moved.offset = writer.append(h, c.flags, c.raw_len, payload);
+        batch.Put(chunk_key(h), encode(moved));
+      }
+    } catch (const StoreError& e) {
+      // A damaged chunk cannot be copied: this pack stays as it is (the new one, unsealed, is
+      // removed with `writer`) for scrub and repair, and gc goes on with the others.
+      if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      spdlog::warn("gc {}: skipping {}: {} (run scrub and repair)", store.dir().string(), pack_file_name(id), e.what());
+      ++result.packs_skipped;
+      continue;
     }
     PackRecord sealed = writer.seal();
     store.crash_points().reached("gc.pack_written");
@@ -142,9 +150,9 @@ GcResult gc(Store& store, const GcOptions& options) {
   }
   if (!options.dry_run) fsync_dir(store.data_dir());
   result.bytes_after = options.dry_run ? result.bytes_before : pack_bytes_on_disk(store);
-  spdlog::info("gc {}: {} chunks removed, {} packs deleted, {} rewritten, {} -> {} bytes", store.dir().string(),
-               result.chunks_removed, result.packs_deleted, result.packs_rewritten, result.bytes_before,
-               result.bytes_after);
+  spdlog::info("gc {}: {} chunks removed, {} packs deleted, {} rewritten, {} skipped as damaged, {} -> {} bytes",
+               store.dir().string(), result.chunks_removed, result.packs_deleted, result.packs_rewritten,
+               result.packs_skipped, result.bytes_before, result.bytes_after);
   return result;
 }
 

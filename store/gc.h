@@ -21,6 +21,7 @@ struct GcResult {
   uint64_t chunks_removed = 0;
   uint64_t packs_deleted = 0;
   uint64_t packs_rewritten = 0;
+  uint64_t packs_skipped = 0;  // not rewritten: a chunk in it is damaged (reported; scrub and repair)
   uint64_t bytes_before = 0;  // pack bytes on disk
   uint64_t bytes_after = 0;
 };

@@ -1,4 +1,5 @@
-// The single-writer lock of a store: a POSIX record lock on DIR/lock, held for a whole operation.
+// The single-writer lock of a store: an open-file-description (OFD) record lock on DIR/lock, held for
+// a whole operation; a second open in the same process is refused like another process.
 // The kernel drops it when the holder dies, so a lock can never go stale; the file also records
 // the holder's pid and command for humans.
 #pragma once

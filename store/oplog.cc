@@ -2,8 +2,12 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <ext/stdio_filebuf.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -12,6 +16,7 @@
 #include <vector>
 
 #include "store/error.h"
+#include "store/format.h"
 
 namespace rbdvault::store {
 namespace {
@@ -113,6 +118,78 @@ bool ends_mid_line(int fd) {
 
 }  // namespace
 
+namespace {
+
+OpLogLimits limits_from_marker(const std::filesystem::path& dir) {
+  OpLogLimits limits;
+  std::ifstream in(dir / "rbdvault.store", std::ios::binary);
+  std::string text(kMaxMarkerBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  try {
+    const StoreMarker m = parse_store_marker(text, "marker");
+    if (m.oplog_segment_bytes) limits.segment_bytes = *m.oplog_segment_bytes;
+    if (m.oplog_keep_segments) limits.keep_segments = *m.oplog_keep_segments;
+  } catch (const StoreError&) {
+    // Not a store, or a bad marker: opening the store reports it; the log keeps the defaults.
+  }
+  return limits;
+}
+
+// The old segments DIR/oplog.N, by ascending N.
+std::vector<std::pair<uint64_t, std::filesystem::path>> numbered_segments(const std::filesystem::path& dir) {
+  std::vector<std::pair<uint64_t, std::filesystem::path>> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() < 7 || name.size() > 26 || name.compare(0, 6, "oplog.") != 0) continue;
+    const std::string n = name.substr(6);
+    if (n.find_first_not_of("0123456789") != std::string::npos || n[0] == '0') continue;
+    out.emplace_back(std::stoull(n), e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+OpLog::OpLog(const std::filesystem::path& store_dir) : OpLog(store_dir, limits_from_marker(store_dir)) {}
+
+OpLog::OpLog(const std::filesystem::path& store_dir, OpLogLimits limits)
+    : dir_(store_dir), path_(store_dir / "oplog"), limits_(limits) {}
+
+std::vector<std::filesystem::path> OpLog::old_segments() const {
+  std::vector<std::filesystem::path> out;
+  for (auto& [n, path] : numbered_segments(dir_)) out.push_back(path);
+  return out;
+}
+
+// Renames a full DIR/oplog to the next DIR/oplog.N and drops the oldest segments beyond the limit.
+// Best effort: the log works without it (only grows), so a failure here never fails a command.
+// Processes rotate one at a time under an OFD lock on DIR/oplog.lock; one that finds it taken
+// leaves the rotation to its holder. Appending needs no lock: a line written to a file just renamed
+// lands in that segment, and read() pairs lines across segments.
+void OpLog::rotate() {
+  const std::filesystem::path lock_path = dir_ / "oplog.lock";
+  const int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0) return;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  struct stat st {};
+  if (::fcntl(lock, F_OFD_SETLK, &fl) == 0 && ::stat(path_.c_str(), &st) == 0 &&
+      static_cast<uint64_t>(st.st_size) >= limits_.segment_bytes) {  // not rotated meanwhile
+    auto segments = numbered_segments(dir_);
+    const uint64_t next = segments.empty() ? 1 : segments.back().first + 1;
+    const std::filesystem::path target = dir_ / ("oplog." + std::to_string(next));
+    if (::renameat2(AT_FDCWD, path_.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) == 0) {
+      segments.emplace_back(next, target);
+      for (size_t i = 0; i + limits_.keep_segments < segments.size(); ++i) ::unlink(segments[i].second.c_str());
+    }
+  }
+  ::close(lock);  // releases the lock
+}
+
 void OpLog::append(const std::string& line) {
   int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw_errno("open operation log " + path_.string());
@@ -125,11 +202,14 @@ void OpLog::append(const std::string& line) {
     saved = errno;
     w = -1;
   }
+  struct stat st {};
+  const bool full = ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) >= limits_.segment_bytes;
   ::close(fd);
   if (w != static_cast<ssize_t>(l.size())) {
     errno = saved;
     throw_errno("append to operation log " + path_.string());
   }
+  if (full) rotate();
 }
 
 std::string OpLog::begin(const std::string& op, const std::string& image, const std::string& args) {
@@ -152,20 +232,64 @@ void OpLog::end(const std::string& id, const char* result, const std::string& er
          " bytes=" + std::to_string(bytes) + " error=" + enc(error));
 }
 
+namespace {
+
+// Pairs start and end lines by id over one or more files (the segments, oldest first).
+class OpLogParser {
+ public:
+  void feed(std::istream& in);
+  std::vector<OpRecord> finish(size_t* skipped) {
+    if (skipped) *skipped = bad_;
+    return std::move(out_);
+  }
+
+ private:
+  std::vector<OpRecord> out_;
+  std::map<std::string, size_t> by_id_;
+  size_t bad_ = 0;
+};
+
+}  // namespace
+
 std::vector<OpRecord> OpLog::read(size_t* skipped) const {
-  std::ifstream in(path_);
-  return parse_oplog(in, skipped);
+  // The current file is opened first: if a rotation renames it while the old segments are listed,
+  // the listing shows it under its new name, and it is read once, last (same inode).
+  const int current = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat cur {};
+  if (current >= 0 && ::fstat(current, &cur) != 0) cur = {};
+  OpLogParser parser;
+  for (auto& [n, path] : numbered_segments(dir_)) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;  // dropped by a rotation meanwhile
+    struct stat st {};
+    if (current >= 0 && ::fstat(fd, &st) == 0 && st.st_dev == cur.st_dev && st.st_ino == cur.st_ino) {
+      ::close(fd);
+      continue;
+    }
+    __gnu_cxx::stdio_filebuf<char> buf(fd, std::ios::in);  // closes fd
+    std::istream in(&buf);
+    parser.feed(in);
+  }
+  if (current >= 0) {
+    __gnu_cxx::stdio_filebuf<char> buf(current, std::ios::in);
+    std::istream in(&buf);
+    parser.feed(in);
+  }
+  return parser.finish(skipped);
 }
 
 std::vector<OpRecord> parse_oplog(std::istream& in, size_t* skipped) {
-  std::vector<OpRecord> out;
-  std::map<std::string, size_t> by_id;
-  size_t bad = 0;
+  OpLogParser parser;
+  parser.feed(in);
+  return parser.finish(skipped);
+}
+
+void OpLogParser::feed(std::istream& in) {
   std::string line;
   bool too_long = false;
   while (in.rdbuf() && read_line(in, line, too_long)) {
     if (too_long) {
-      ++bad;
+      ++bad_;
       continue;
     }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -189,7 +313,7 @@ std::vector<OpRecord> parse_oplog(std::istream& in, size_t* skipped) {
                        : kind == "end" ? kv.count("id") && kv.count("time") && kv.count("result") && kv.count("error")
                                        : false;
     if (!whole) {
-      ++bad;
+      ++bad_;
       continue;
     }
     if (kind == "start") {
@@ -202,20 +326,18 @@ std::vector<OpRecord> parse_oplog(std::istream& in, size_t* skipped) {
       r.host = kv["host"];
       r.pid = num("pid");
       r.start_ms = num("time");
-      by_id[r.id] = out.size();
-      out.push_back(std::move(r));
+      by_id_[r.id] = out_.size();
+      out_.push_back(std::move(r));
     } else {
-      auto it = by_id.find(kv["id"]);
-      if (it == by_id.end()) continue;  // its start line was torn (and counted)
-      OpRecord& r = out[it->second];
+      auto it = by_id_.find(kv["id"]);
+      if (it == by_id_.end()) continue;  // its start line was torn (and counted)
+      OpRecord& r = out_[it->second];
       r.end_ms = num("time");
       r.result = kv["result"];
       r.error = kv["error"];
       r.bytes = static_cast<uint64_t>(num("bytes"));
     }
   }
-  if (skipped) *skipped = bad;
-  return out;
 }
 
 }  // namespace rbdvault::store

@@ -33,9 +33,21 @@ inline constexpr size_t kMaxOpLogLine = 8u << 20;
 // Parses operation log text (docs/format.md §13); what OpLog::read does with the file.
 [[nodiscard]] std::vector<OpRecord> parse_oplog(std::istream& in, size_t* skipped = nullptr);
 
+// Rotation: once DIR/oplog reaches segment_bytes it is renamed to DIR/oplog.N (N one more than the
+// newest old segment) and a new DIR/oplog starts; only the newest keep_segments old segments are
+// kept. So the log, and the time read() takes, is bounded by (keep_segments + 1) x segment_bytes
+// whatever the store's age.
+struct OpLogLimits {
+  uint64_t segment_bytes = 16ull << 20;
+  uint32_t keep_segments = 3;
+};
+
 class OpLog {
  public:
-  explicit OpLog(std::filesystem::path store_dir) : path_(std::move(store_dir) / "oplog") {}
+  // Limits from the store marker's optional oplog_segment_bytes and oplog_keep_segments lines
+  // (docs/format.md §3); the defaults if it has none or cannot be read.
+  explicit OpLog(const std::filesystem::path& store_dir);
+  OpLog(const std::filesystem::path& store_dir, OpLogLimits limits);
 
   // Appends the start line; returns the operation id. Throws StoreError on I/O failure.
   std::string begin(const std::string& op, const std::string& image, const std::string& args);
@@ -43,13 +55,18 @@ class OpLog {
   // result: "ok", "failed" or "cancelled" (stopped on request; neither a success nor a failure).
   void end(const std::string& id, const char* result, const std::string& error, uint64_t bytes);
 
-  // All operations, oldest first; start and end lines paired by id. Lines torn by a crash are
-  // skipped; `skipped`, if given, receives their number.
+  // All operations of the kept segments, oldest first; start and end lines paired by id (also
+  // across segments). Lines torn by a crash are skipped; `skipped`, if given, receives their number.
   [[nodiscard]] std::vector<OpRecord> read(size_t* skipped = nullptr) const;
+
+  // The old segments kept now, oldest first (for tests and tools).
+  [[nodiscard]] std::vector<std::filesystem::path> old_segments() const;
 
  private:
   void append(const std::string& line);
-  std::filesystem::path path_;
+  void rotate();
+  std::filesystem::path dir_, path_;
+  OpLogLimits limits_;
   std::atomic<uint64_t> seq_{0};
 };
 

@@ -145,40 +145,54 @@ PackRecord PackWriter::seal() {
     throw_errno("close " + tmp_path_.string());
   }
   fd_ = -1;
-  if (::rename(tmp_path_.c_str(), final_path_.c_str()) != 0) throw_errno("rename " + tmp_path_.string());
+  // Never over an existing pack: a file of that name holds sealed chunks the index may point into (a
+  // pack counter set back by damage, a copy restored by hand). Refused, the new pack stays a .tmp
+  // that the destructor removes, and the old one is untouched.
+  if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, final_path_.c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST)
+      throw StoreError(StoreError::Kind::kCorrupt,
+                       "pack " + final_path_.string() + " already exists; refusing to overwrite it");
+    // A file system without RENAME_NOREPLACE (EINVAL): link(2) refuses an existing name too.
+    if (errno != EINVAL) throw_errno("rename " + tmp_path_.string());
+    if (::link(tmp_path_.c_str(), final_path_.c_str()) != 0) {
+      if (errno == EEXIST)
+        throw StoreError(StoreError::Kind::kCorrupt,
+                         "pack " + final_path_.string() + " already exists; refusing to overwrite it");
+      throw_errno("link " + tmp_path_.string());
+    }
+    ::unlink(tmp_path_.c_str());
+  }
   sealed_ = true;
   fsync_dir(dir_);
   return PackRecord{size_, chunks_};
 }
 
-PackReader::~PackReader() {
-  for (auto& [id, fd] : fds_) ::close(fd);
+PackReader::~PackReader() = default;
+
+PackReader::OpenPack::~OpenPack() {
+  if (fd >= 0) ::close(fd);
 }
 
-int PackReader::fd_for(uint32_t pack) {
+std::shared_ptr<const PackReader::OpenPack> PackReader::open_pack(uint32_t pack) {
+  std::lock_guard<std::mutex> guard(mu_);
   auto it = fds_.find(pack);
   if (it != fds_.end()) return it->second;
-  // A store holds about one pack per GiB stored and per backup: keep the number of open files well
-  // below the usual limit of 1024 by starting over when the cache is full.
-  if (fds_.size() >= kMaxOpenPacks) {
-    for (auto& [id, fd] : fds_) ::close(fd);
-    fds_.clear();
-  }
+  // Full: start over. Reads still using a dropped entry keep its descriptor open until they finish.
+  if (fds_.size() >= max_open_) fds_.clear();
   auto path = dir_ / pack_file_name(pack);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  auto file = std::make_shared<OpenPack>();
+  file->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (file->fd < 0) {
     if (errno == ENOENT) throw StoreError(StoreError::Kind::kCorrupt, "pack file missing: " + path.string());
     throw_errno("open " + path.string());
   }
-  fds_.emplace(pack, fd);
-  return fd;
+  fds_.emplace(pack, file);
+  return file;
 }
 
 void PackReader::forget_pack(uint32_t pack) {
-  auto it = fds_.find(pack);
-  if (it == fds_.end()) return;
-  ::close(it->second);
-  fds_.erase(it);
+  std::lock_guard<std::mutex> guard(mu_);
+  fds_.erase(pack);
 }
 
 std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
@@ -186,7 +200,8 @@ std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
   (void)raw;  // verified
   // read() left the payload in its buffer; re-reading keeps the interface simple and gc is rare.
   std::string buf(rec.stored_len, '\0');
-  int fd = fd_for(rec.pack);
+  const auto file = open_pack(rec.pack);
+  const int fd = file->fd;
   size_t got = 0;
   while (got < buf.size()) {
     ssize_t r =
@@ -203,7 +218,8 @@ std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
 std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
   const std::string where =
       "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
-  int fd = fd_for(rec.pack);
+  const auto file = open_pack(rec.pack);  // held until the last pread is done
+  const int fd = file->fd;
   std::string buf(kChunkHeaderSize + rec.stored_len, '\0');
   size_t got = 0;
   while (got < buf.size()) {

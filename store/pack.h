@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,9 +73,15 @@ class PackWriter {
 
 // Reads chunks from sealed packs, keeping files open. Verifies header, length and SHA-256 of every
 // chunk it returns, so corruption is an error, never wrong data.
+//
+// Thread safe: restore and verify read from several threads at once. A cached descriptor is shared
+// (shared_ptr) by every read using it, so evicting it from the full cache or forget_pack() closes it
+// only when the last of those reads is done: no thread ever preads a descriptor another has closed
+// (or, worse, one the kernel has since reused for another file).
 class PackReader {
  public:
-  explicit PackReader(std::filesystem::path data_dir) : dir_(std::move(data_dir)) {}
+  explicit PackReader(std::filesystem::path data_dir, size_t max_open_packs = 128)
+      : dir_(std::move(data_dir)), max_open_(max_open_packs) {}
   ~PackReader();
   PackReader(const PackReader&) = delete;
   PackReader& operator=(const PackReader&) = delete;
@@ -84,10 +92,18 @@ class PackReader {
   void forget_pack(uint32_t pack);  // closes a cached descriptor (the file is being deleted)
 
  private:
-  int fd_for(uint32_t pack);
-  static constexpr size_t kMaxOpenPacks = 128;
+  // An open pack file, closed when its last user lets go.
+  struct OpenPack {
+    int fd = -1;
+    ~OpenPack();
+  };
+  std::shared_ptr<const OpenPack> open_pack(uint32_t pack);
   std::filesystem::path dir_;
-  std::map<uint32_t, int> fds_;
+  // A store holds about one pack per GiB stored and per backup: the cache keeps the number of open
+  // files well below the usual limit of 1024.
+  size_t max_open_;
+  std::mutex mu_;  // guards fds_
+  std::map<uint32_t, std::shared_ptr<const OpenPack>> fds_;
 };
 
 void fsync_dir(const std::filesystem::path& dir);

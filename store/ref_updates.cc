@@ -2,10 +2,25 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "store/error.h"
+#include "store/sha256.h"
 
 namespace rbdvault::store {
+
+namespace {
+
+std::string hex_of(std::string_view hash) {
+  Hash h{};
+  std::memcpy(h.data(), hash.data(), std::min(hash.size(), h.size()));
+  return to_hex(h);
+}
+
+}  // namespace
 
 void ChunkRefUpdates::unref(std::string_view hash) {
   std::string key = std::string(1, kKeyChunk) + std::string(hash);
@@ -13,8 +28,23 @@ void ChunkRefUpdates::unref(std::string_view hash) {
   if (found == chunks_.end()) {
     std::string v;
     auto st = db_.Get(rocksdb::ReadOptions(), key, &v);
+    // A missing or unreadable record has no count to lower. Stopping here would stop the rollback
+    // or forget for good, and with it every later writer: the damage is reported and left for
+    // scrub and repair (which rewrites the record with the count of the entries still naming it).
+    if (st.IsNotFound()) {
+      spdlog::warn("chunk {} has no index record; its reference count cannot be lowered (run scrub and repair)",
+                   hex_of(hash));
+      return;
+    }
     if (!st.ok()) throw StoreError(StoreError::Kind::kIO, "read chunk record: " + st.ToString());
-    found = chunks_.emplace(key, decode_chunk_record(v)).first;
+    try {
+      found = chunks_.emplace(key, decode_chunk_record(v)).first;
+    } catch (const StoreError& e) {
+      if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      spdlog::warn("chunk {}: {}; its reference count cannot be lowered (run scrub and repair)", hex_of(hash),
+                   e.what());
+      return;
+    }
   }
   if (found->second.refs > 0) --found->second.refs;
 }

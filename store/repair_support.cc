@@ -48,16 +48,22 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
     auto v = verdict.find(h);
     if (v == verdict.end()) {
       std::string problem;
-      auto rec = chunk(h);
-      if (!rec) {
-        problem = "no index record";
-      } else {
+      std::optional<ChunkRecord> rec;
+      try {
+        rec = chunk(h);
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+        problem = e.what();  // a malformed record: repair writes a fresh one
+      }
+      if (rec) {
         try {
           packs_->read(h, *rec);
         } catch (const StoreError& e) {
           if (e.kind() != StoreError::Kind::kCorrupt) throw;  // I/O trouble is not damage to repair
           problem = e.what();
         }
+      } else if (problem.empty()) {
+        problem = "no index record";
       }
       v = verdict.emplace(h, problem).first;
     }

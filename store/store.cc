@@ -52,6 +52,54 @@ rocksdb::Options db_options() {
   return o;
 }
 
+// Which version of the index a reader would open: CURRENT's text (the MANIFEST's name) and that
+// MANIFEST's size; every flush or compaction the writer commits appends to it (or starts another).
+std::pair<std::string, int64_t> index_version(const fs::path& index) {
+  std::ifstream in(index / "CURRENT", std::ios::binary);
+  std::string current(256, '\0');
+  in.read(current.data(), static_cast<std::streamsize>(current.size()));
+  current.resize(static_cast<size_t>(in.gcount()));
+  while (!current.empty() && current.back() == '\n') current.pop_back();
+  std::error_code ec;
+  const auto size = current.empty() ? 0 : fs::file_size(index / current, ec);
+  return {current, ec ? -1 : static_cast<int64_t>(size)};
+}
+
+// A reader opens the index while the writer may flush and compact it, deleting the files it
+// replaces. Three measures keep the reader's view whole and stable (OpenAsSecondary was the
+// alternative; it needs a writable directory of its own and still reads files the primary deletes):
+//  - max_open_files = -1: every table file of the version read at open is opened then and kept open
+//    (the table readers are pinned), so a file the writer deletes later stays readable through our
+//    descriptor; no read opens a file by name after the open.
+//  - The open reads the MANIFEST, then lists and replays the write-ahead logs. A flush committed in
+//    between moves data from a log (then deleted) to a table file the version read does not name:
+//    the open succeeds but misses that data. So the version is compared before and after, and an
+//    open that overlapped a change is thrown away and done again (found by
+//    StoreTest.ConcurrentReadersOpenAndReadWhileTheWriterCompacts).
+//  - A file the version names may be deleted before the open gets to it ("No such file"): again.
+rocksdb::DB* open_index_read_only(const fs::path& index, const std::string& what) {
+  rocksdb::Options o = db_options();
+  o.max_open_files = -1;
+  constexpr int kTries = 100;
+  for (int attempt = 1;; ++attempt) {
+    const auto before = index_version(index);
+    rocksdb::DB* raw = nullptr;
+    const rocksdb::Status st = rocksdb::DB::OpenForReadOnly(o, index.string(), &raw);
+    if (st.ok()) {
+      std::unique_ptr<rocksdb::DB> db(raw);
+      if (index_version(index) == before) return db.release();
+      if (attempt == kTries)
+        throw StoreError(StoreError::Kind::kIO, "open index of " + what + ": it kept changing while being opened");
+      continue;
+    }
+    // RocksDB reports a vanished file as IOError, PathNotFound or (a table file listed by the
+    // MANIFEST) Corruption "Can't access ...: No such file or directory".
+    const bool vanished = st.IsPathNotFound() || st.ToString().find("No such file") != std::string::npos;
+    if (!vanished || attempt == kTries) check(st, "open index of " + what);
+    spdlog::debug("open index of {}: {} (the writer replaced a file); trying again", what, st.ToString());
+  }
+}
+
 void write_file_durably(const fs::path& path, const std::string& content) {
   fs::path tmp = path;
   tmp += ".tmp";
@@ -169,7 +217,7 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
     check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "open index of " + dir.string());
   } else {
     s->reader_lock_ = std::make_unique<ReaderLock>(dir / "readers.lock", false);
-    check(rocksdb::DB::OpenForReadOnly(o, (dir / "index").string(), &raw), "open index of " + dir.string());
+    raw = open_index_read_only(dir / "index", dir.string());
   }
   s->db_.reset(raw);
   s->packs_ = std::make_unique<PackReader>(s->data_dir());
@@ -194,15 +242,33 @@ uint64_t Store::counter(std::string_view name, uint64_t initial) {
 void Store::recover() {
   // Every W mark names a revision a killed (or failed) writer left behind; this process has the
   // writer lock and no writer of its own yet, so none of them is still running.
+  // Damage is reported and worked around, never thrown: recovery runs at every writer's open, so
+  // an error here would lock out every later backup, and repair too.
   std::vector<PendingRecord> pending;
+  std::vector<uint64_t> damaged_marks;  // revisions whose W record cannot be decoded
   {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kKeyPending);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
-      pending.push_back(decode_pending(it->value().ToStringView()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      try {
+        pending.push_back(decode_pending(it->value().ToStringView()));
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+        const std::string_view key = it->key().ToStringView();
+        if (key.size() == 9) {
+          uint64_t rev = 0;  // W + be64 revision
+          for (size_t i = 1; i < 9; ++i) rev = (rev << 8) | static_cast<uint8_t>(key[i]);
+          damaged_marks.push_back(rev);
+        } else {
+          spdlog::warn("store {}: an unfinished-revision mark is damaged and names no revision ({}); left as it is",
+                       dir_.string(), e.what());
+        }
+      }
+    }
     check(it->status(), "scan pending revisions");
   }
   for (auto& p : pending) roll_back(p, RollBack::kRecovery);
+  for (uint64_t rev : damaged_marks) roll_back_damaged_mark(rev);
   // Pack files without a pack record were never committed; nothing points into them.
   std::error_code ec;
   fs::directory_iterator packs_dir(data_dir(), ec);
@@ -228,8 +294,13 @@ void Store::recover() {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kKeyRevision);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      RevisionRecord r = decode_revision(it->value().ToStringView());
-      if (r.flags & kRevisionForgetting) forgetting.push_back(std::move(r));
+      try {
+        RevisionRecord r = decode_revision(it->value().ToStringView());
+        if (r.flags & kRevisionForgetting) forgetting.push_back(std::move(r));
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+        spdlog::warn("store {}: a revision record is damaged ({}); scrub reports it", dir_.string(), e.what());
+      }
     }
     check(it->status(), "scan revisions");
   }
@@ -237,6 +308,40 @@ void Store::recover() {
     spdlog::warn("store {}: completing interrupted forget of revision {}", dir_.string(), r.id);
     finish_forget(std::move(r));
   }
+}
+
+// The W record of `rev` is unreadable, so its image is unknown: the revision's uncommitted entries
+// are looked for in every image (a full scan of the block maps, paid only after such damage). A
+// committed revision keeps its entries; only the stray mark goes.
+void Store::roll_back_damaged_mark(uint64_t rev) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  // An R record, even a damaged one (scrub reports it), says the revision was committed.
+  bool committed = true;
+  try {
+    committed = revision(rev).has_value();
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+  }
+  if (committed) {
+    spdlog::warn("store {}: removing a damaged unfinished-revision mark of committed revision {}", dir_.string(), rev);
+    check(db_->Delete(wo, pending_key(rev)), "remove mark of revision " + std::to_string(rev));
+    return;
+  }
+  std::vector<ImageRecord> all;
+  try {
+    all = images();
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+    spdlog::warn("store {}: the mark of unfinished revision {} is damaged and the images cannot be listed ({}); "
+                 "left for scrub",
+                 dir_.string(), rev, e.what());
+    return;
+  }
+  spdlog::warn("store {}: the mark of unfinished revision {} is damaged; rolling back its entries in every image",
+               dir_.string(), rev);
+  for (const ImageRecord& image : all) roll_back(PendingRecord{rev, image.key}, RollBack::kRecovery);
+  check(db_->Delete(wo, pending_key(rev)), "remove mark of revision " + std::to_string(rev));  // no images
 }
 
 void Store::roll_back(const PendingRecord& p, RollBack why) {
@@ -296,6 +401,25 @@ void Store::require_no_writers(const char* operation) {
   if (!active_revisions_.empty())
     throw StoreError(StoreError::Kind::kLocked,
                      std::string(operation) + " needs the store to itself, but revisions are being written");
+}
+
+Store::Exclusive Store::exclusive(const char* operation) {
+  if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
+  std::lock_guard<std::mutex> guard(write_mu_);
+  if (!active_revisions_.empty())
+    throw StoreError(StoreError::Kind::kInvalid,
+                     std::string(operation) + " needs the store to itself, but revisions are being written");
+  if (exclusive_op_)
+    throw StoreError(StoreError::Kind::kLocked, std::string(operation) + " needs the store to itself, but " +
+                                                    exclusive_op_ + " is running; try again later");
+  exclusive_op_ = operation;
+  return Exclusive(this);
+}
+
+Store::Exclusive::~Exclusive() {
+  if (!store_) return;
+  std::lock_guard<std::mutex> guard(store_->write_mu_);
+  store_->exclusive_op_ = nullptr;
 }
 
 std::vector<ImageRecord> Store::images() {
@@ -438,6 +562,9 @@ std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start
   if (mode_ != OpenMode::kWriter) throw StoreError(StoreError::Kind::kInvalid, "store opened read-only");
   const uint64_t rev = start.revision ? start.revision : reserve_revision_id();
   std::lock_guard<std::mutex> guard(write_mu_);
+  if (exclusive_op_)
+    throw StoreError(StoreError::Kind::kLocked, "cannot back up " + start.pool + "/" + start.name + " while " +
+                                                    exclusive_op_ + " runs on the store; try again later");
   rocksdb::WriteBatch batch;
   auto image = find_image(start.pool, start.name);
   uint64_t image_id;

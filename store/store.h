@@ -18,6 +18,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "store/crash_points.h"
@@ -113,6 +114,22 @@ class Store {
   uint64_t reserve_revision_id();
   // Revisions being written right now by this process.
   size_t active_writers();
+
+  // Held by forget, gc and repair for their whole run: taken only while no revision is being
+  // written, and until it is released begin_revision() is refused (kLocked). The check and the
+  // work are under one claim, so no writer can start in between. Only one at a time.
+  class Exclusive {
+   public:
+    Exclusive(Exclusive&& other) noexcept : store_(std::exchange(other.store_, nullptr)) {}
+    Exclusive& operator=(Exclusive&&) = delete;
+    ~Exclusive();
+
+   private:
+    friend class Store;
+    explicit Exclusive(Store* store) : store_(store) {}
+    Store* store_;
+  };
+  [[nodiscard]] Exclusive exclusive(const char* operation);
   // The content hash of `block` in revision `rev` of `image` (nullopt: zeros). One index seek.
   std::optional<Hash> block_content(uint64_t image, uint64_t block, uint64_t rev);
 
@@ -163,6 +180,7 @@ class Store {
   // own failed revision, whose error the caller reports (a second line would only repeat it).
   enum class RollBack { kRecovery, kOwnFailure };
   void roll_back(const PendingRecord& pending, RollBack why);
+  void roll_back_damaged_mark(uint64_t revision);
   void end_write(uint64_t revision, uint64_t image);
   void require_no_writers(const char* operation);
   void finish_forget(RevisionRecord rev);
@@ -183,6 +201,7 @@ class Store {
   // Guards the index and pack updates of concurrent RevisionWriters and the sets below.
   std::mutex write_mu_;
   std::set<uint64_t> active_revisions_, active_images_;
+  const char* exclusive_op_ = nullptr;  // the operation holding an Exclusive, if any
   // Bumped by every writer flush and rollback (which change chunk records); a writer that sees it
   // unchanged since its own last flush knows the chunk records it read are still current.
   uint64_t chunk_generation_ = 0;
