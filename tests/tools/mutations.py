@@ -69,14 +69,13 @@ def scrub_silenced(mid, item, anchor, replacement, test):
 MUTATIONS = [
     # ---- locks -------------------------------------------------------------------------------
     {"id": "writer-lock-noop", "items": ["W1", "P4"],
-     "edits": [(LOCK, "if (::fcntl(fd_, F_SETLK, &fl) != 0) {", "if (false) {")],
+     "edits": [(LOCK, "    taken = take(fd_, F_WRLCK, path);", "    taken = true;")],
      "tests": ["gtest:StoreTest.SecondWriterIsRefusedWithHolderPid", "cli:bad_input", "cli:promises_lock_matrix"]},
     {"id": "writer-lock-shared", "items": ["W1"],
-     "edits": [(LOCK, "  fl.l_type = F_WRLCK;\n  fl.l_whence = SEEK_SET;\n  if (::fcntl(fd_, F_SETLK",
-                "  fl.l_type = F_RDLCK;\n  fl.l_whence = SEEK_SET;\n  if (::fcntl(fd_, F_SETLK")],
+     "edits": [(LOCK, "    taken = take(fd_, F_WRLCK, path);", "    taken = take(fd_, F_RDLCK, path);")],
      "tests": ["gtest:StoreTest.SecondWriterIsRefusedWithHolderPid", "cli:bad_input"]},
     {"id": "gc-lock-shared", "items": ["W10", "P4"],
-     "edits": [(LOCK, "fl.l_type = exclusive ? F_WRLCK : F_RDLCK;", "fl.l_type = F_RDLCK;")],
+     "edits": [(LOCK, "const short type = exclusive ? F_WRLCK : F_RDLCK;", "const short type = F_RDLCK;")],
      "tests": ["gtest:HistoryTest.GcRefusesWhileSomeoneReads", "cli:promises_lock_matrix"]},
 
     # ---- exit codes ----------------------------------------------------------------------------
