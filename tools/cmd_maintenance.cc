@@ -31,6 +31,7 @@ int cmd_gc(const Args& a) {
       print_json(Json{{"chunks_removed", r.chunks_removed},
                       {"packs_deleted", r.packs_deleted},
                       {"packs_rewritten", r.packs_rewritten},
+                      {"packs_skipped", r.packs_skipped},
                       {"bytes_before", r.bytes_before},
                       {"bytes_after", r.bytes_after},
                       {"dry_run", o.dry_run}});
@@ -38,8 +39,11 @@ int cmd_gc(const Args& a) {
       std::cout << (o.dry_run ? "would remove " : "removed ") << r.chunks_removed << " chunks; packs deleted "
                 << r.packs_deleted << ", rewritten " << r.packs_rewritten << "; pack data "
                 << human_size(r.bytes_before) << " -> " << human_size(r.bytes_after) << "\n";
+      if (r.packs_skipped)
+        std::cout << r.packs_skipped << " pack(s) with damaged chunks left as they are: run scrub --deep and repair\n";
     }
-    return 0;
+    // Damage found is its own exit class (5), like scrub's: the rest of the work was done.
+    return r.packs_skipped ? kDamageFound : 0;
   });
 }
 

@@ -786,6 +786,15 @@ def scenario_history_repair(c):
     blocks = (8 << 20) // (64 << 10)
     check(re.search(r": %d blocks compared with \S+, 1 mismatch\(es\): blocks 0$" % blocks, out.strip()),
           "verify must compare every block and see exactly the damaged block 0: %s" % out)
+    # gc on a copy that has something to rewrite in the damaged pack: it skips that pack, says so,
+    # exits "damage found" and goes on; the damage is left for repair (issue 11, point 2).
+    copy = store + "-gc"
+    shutil.copytree(store, copy)
+    run("forget", "--store", copy, "rbd/hr-img@%d" % min(history), "-q")
+    out, _ = run("gc", "--store", copy, "--max-unused", "0", rc=EXIT_DAMAGE)
+    check(re.search(r"^1 pack\(s\) with damaged chunks left as they are", out, re.M), "gc output: %s" % out)
+    check(not scrub_json(copy, "--deep")["clean"], "gc hid or lost the damage")
+    shutil.rmtree(copy)
     out, _ = run("repair", "--store", store)
     check("1 re-read from Ceph" in out, "repair: %s" % out)
     independent_check(store)
