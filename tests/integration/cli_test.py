@@ -1654,6 +1654,12 @@ def scenario_promises_damage(c):
     _, err = p.communicate(timeout=120)
     check(p.returncode == 130, "second SIGINT: exit %d, wanted 130\n%s" % (p.returncode, err[-2000:]))
     check("SIGINT: stopping" in err, "the first SIGINT was not handled: %s" % err[-2000:])
+    # "At once": the run did not go on to remove its snapshot or log the backup as cancelled (a
+    # graceful stop also exits 130, so the exit code alone cannot tell).
+    check(len(c.snaps("rbd", "pd-big")) == 1, "the second SIGINT did not exit at once: snapshots %s"
+          % c.snaps("rbd", "pd-big"))
+    last = [o for o in run_json("log", "--store", store) if o["op"] == "backup"][-1]
+    check(last["result"] == "unfinished", "the interrupted backup in the log: %s" % last)
     independent_check(store, "--before-recovery", "--shallow")
     revs = [r["id"] for r in run_json("ls", "--store", store)]
     check("rbd/pd-big" not in [r["image"] for r in run_json("ls", "--store", store)], "a revision of pd-big exists")
