@@ -52,7 +52,7 @@ std::vector<po::options_description> option_groups(const Command& c) {
   if (c.groups & kStoreOption)
     own.add_options()("store,s", po::value<std::string>()->value_name("DIR"), "the revision store");
   if (c.groups & kFormatOption)
-    own.add_options()("format", po::value<std::string>()->default_value("plain")->value_name("FORMAT"),
+    own.add_options()("format", po::value<std::string>()->default_value("plain")->value_name("plain|json"),
                       "output: plain or json");
   // clang-format off
   own.add_options()
