@@ -245,6 +245,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     bo.full_every = s.full_every;
     bo.verify_sample_percent = s.verify_sample_percent;
     bo.reads_in_flight = s.reads_in_flight;
+    bo.hooks = s.hooks;
     bo.cancelled = stop;
     bo.before_read = [&](uint64_t n) { read_limit.take(n, stop); };
     bo.after_store = [&](uint64_t n) { write_limit.take(n, stop); };
