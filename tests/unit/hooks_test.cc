@@ -218,3 +218,12 @@ TEST(HookConfig, BadValuesNameTheLine) {
   EXPECT_EQ(parse_hook_policy("skip"), HookFailurePolicy::kSkip);
   EXPECT_THROW((void)parse_hook_policy("Skip"), std::invalid_argument);
 }
+
+TEST(HookConfig, ShippedExample) {
+  const BatchConfig c = load_batch_config(RBDVAULT_SOURCE_DIR "/deploy/rbdvault.conf.example");
+  const ImageSettings vm = *c.find_settings("vmpool", "vm-104-disk-1");
+  EXPECT_EQ(vm.hooks.pre, "/usr/share/rbdvault/hooks/proxmox-fsfreeze");
+  EXPECT_EQ(vm.hooks.on_failure, HookFailurePolicy::kCrashConsistent);
+  EXPECT_EQ(c.find_settings("vmpool", "vm-101-disk-0")->hooks.on_failure, HookFailurePolicy::kSkip);
+  EXPECT_TRUE(c.find_settings("volumes", "volume-1")->hooks.empty());
+}
