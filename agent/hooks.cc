@@ -75,6 +75,11 @@ pid_t spawn_in_group(const std::string& command, const std::vector<std::string>&
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
   posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+  // Nothing else of ours leaks into a hook (which may leave a daemon behind): no store files,
+  // locks or cluster sockets, even ones some library opened without O_CLOEXEC.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
   // Its own process group (pgid = its pid): a timeout kills the hook and everything it started.
   posix_spawnattr_setpgroup(&attr, 0);
   // Default dispositions and no blocked signals, whatever this process (a daemon) has set.

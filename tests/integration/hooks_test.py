@@ -8,6 +8,7 @@ Run one scenario: hooks_test.py NAME (environment as for cli_test.py)."""
 import json
 import os
 import shlex
+import subprocess
 import sys
 
 import cli_test
@@ -26,11 +27,12 @@ def hook_dir(name):
 
 
 def recorder(d, which):
-    """A hook that writes its RBDVAULT_* environment, and the image's snapshots at that moment, to
-    d/WHICH.env."""
-    out = os.path.join(d, which + ".env")
-    return ("env | grep ^RBDVAULT_ | sort > %s; echo SNAPS=$(rbd -c %s snap ls --format json "
-            "\"$RBDVAULT_POOL/$RBDVAULT_IMAGE\") >> %s" % (shlex.quote(out), shlex.quote(CONF), shlex.quote(out)))
+    """A hook that writes its RBDVAULT_* environment, its open descriptors and the image's
+    snapshots at that moment to d/WHICH.env."""
+    out = shlex.quote(os.path.join(d, which + ".env"))
+    return ("env | grep ^RBDVAULT_ | sort > {out}; echo FDS=$(ls /proc/$$/fd) >> {out}; "
+            "echo SNAPS=$(rbd -c {conf} snap ls --format json \"$RBDVAULT_POOL/$RBDVAULT_IMAGE\") >> {out}"
+            .format(out=out, conf=shlex.quote(CONF)))
 
 
 def read_env(d, which):
@@ -57,8 +59,15 @@ def scenario_hooks_env(c):
         img.write(b"x" * 65536, 0)
     store = new_store("hooks-env")
     d = hook_dir("env")
-    r = cli_test.backup(store, "rbd/hk-env", "--pre-snapshot", recorder(d, "pre"),
-                        "--post-snapshot", recorder(d, "post"))
+    # rbdvault itself is started with an extra open descriptor (as a careless parent or a library
+    # without O_CLOEXEC would leave one): the hooks must not inherit it either.
+    with open(os.path.join(d, "inherited"), "w") as extra:
+        p = subprocess.run([cli_test.RBDVAULT, "backup", "--store", store, "rbd/hk-env", "-c", CONF, "--format",
+                            "json", "--pre-snapshot", recorder(d, "pre"), "--post-snapshot", recorder(d, "post")],
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                           pass_fds=(extra.fileno(),))
+    check(p.returncode == 0, "backup with hooks: exit %d\n%s" % (p.returncode, p.stderr))
+    r = json.loads(p.stdout)
     rev = r["revision"]
     snap = snap_name(store, rev)
     pre, post = read_env(d, "pre"), read_env(d, "post")
@@ -74,6 +83,12 @@ def scenario_hooks_env(c):
     check(snap not in pre["SNAPS"], "the snapshot existed before the pre hook ran: %s" % pre["SNAPS"])
     check(snap in post["SNAPS"], "the snapshot did not exist when the post hook ran: %s" % post["SNAPS"])
     check(r["consistency"] == "application", "backup JSON: %s" % r)
+    # A hook may leave a daemon behind: it must inherit nothing but stdin/stdout/stderr (no store
+    # lock, pack, index file or cluster socket). The one other descriptor is the pipe of the
+    # recorder's own $(ls ...).
+    for name, env in (("pre", pre), ("post", post)):
+        extra = [f for f in env["FDS"].split() if int(f) > 2]
+        check(len(extra) <= 1, "%s hook inherited descriptors: %s" % (name, env["FDS"]))
     # Without hooks: crash-consistent.
     r2 = cli_test.backup(store, "rbd/hk-env")
     by = {x["id"]: x for x in revisions(store, "rbd/hk-env")}
@@ -165,7 +180,6 @@ def scenario_hooks_snapshot_fails(c):
 
 
 def subprocess_run(cmd):
-    import subprocess
     subprocess.run(cmd, check=True, capture_output=True)
 
 
