@@ -116,8 +116,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
                                                     {"RBDVAULT_IMAGE", spec.image},
                                                     {"RBDVAULT_SNAPSHOT", snap_name},
                                                     {"RBDVAULT_REVISION", std::to_string(rev_id)}};
-  const bool application = snapshot_between_hooks(options.hooks, hook_env, "backup " + image_name,
-                                                   [&] {
+  const bool application = snapshot_between_hooks(options.hooks, hook_env, "backup " + image_name, [&] {
     if (!snapshot_time) snapshot_time = static_cast<int64_t>(std::time(nullptr));
     snap = image->create_snapshot(snap_name);
   });

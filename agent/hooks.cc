@@ -125,7 +125,8 @@ HookResult run_hook(const std::string& command, const std::map<std::string, std:
   for (;;) {
     if (!reaped && ::waitpid(pid, &status, WNOHANG) == pid) reaped = true;
     if (reaped && eof) break;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (!reaped && left.count() <= 0) {
       result.timed_out = true;
       ::kill(-pid, SIGKILL);

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <chrono>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -37,7 +37,7 @@ struct HookResult {
   int exit_status = -1;  // when it exited; -1 otherwise
   int signal = 0;        // the signal that ended it, if any
   bool timed_out = false;
-  std::string output;    // stdout and stderr together, at most kMaxHookOutput bytes
+  std::string output;  // stdout and stderr together, at most kMaxHookOutput bytes
   [[nodiscard]] bool ok() const { return !timed_out && signal == 0 && exit_status == 0; }
   // "exited with status 3", "killed by signal 9", "timed out after 5s" (for messages).
   [[nodiscard]] std::string describe(int64_t timeout_seconds) const;

@@ -172,9 +172,8 @@ TEST(HookSequence, HangingPreTimesOut) {
 
 TEST(HookSequence, PostRunsWhenTheSnapshotFails) {
   Sequence s("true", HookFailurePolicy::kSkip);
-  EXPECT_THROW(
-      (void)snapshot_between_hooks(s.hooks, kEnv, "t", [] { throw std::runtime_error("quota exceeded"); }),
-      std::runtime_error);
+  EXPECT_THROW((void)snapshot_between_hooks(s.hooks, kEnv, "t", [] { throw std::runtime_error("quota exceeded"); }),
+               std::runtime_error);
   EXPECT_EQ(s.log(), "pre snap-7\npost failed post\n");
 }
 
