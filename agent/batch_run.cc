@@ -260,6 +260,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         out.error_class = ErrorClass::kOk;
         out.revision = r.revision.id;
         out.kind = r.revision.kind == store::RevisionKind::kFull ? "full" : "delta";
+        out.consistency = store::consistency_name(r.revision.flags);
         out.size = r.revision.size;
         out.bytes_read = r.revision.bytes_read;
         out.bytes_stored = r.revision.bytes_stored;

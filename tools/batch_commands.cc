@@ -85,6 +85,7 @@ Json run_json(const Args& a, const agent::RunReport& r) {
                           {"result", agent::result_name(m.result)},
                           {"revision", m.revision},
                           {"kind", m.kind},
+                          {"consistency", m.consistency.empty() ? Json(nullptr) : Json(m.consistency)},
                           {"size", m.size},
                           {"bytes_read", m.bytes_read},
                           {"bytes_stored", m.bytes_stored},

@@ -199,6 +199,8 @@ def scenario_hooks_batch(c):
     r = {i["image"]: i for i in json.loads(out)["images"]}
     check(r["rbd/hb-a"]["result"] == "ok" and r["rbd/hb-b"]["result"] == "ok", "run: %s" % r)
     check(r["rbd/hb-c"]["result"] == "failed" and r["rbd/hb-c"]["error_class"] == "hook-failed", "hb-c: %s" % r)
+    check(r["rbd/hb-a"]["consistency"] == "application" and r["rbd/hb-b"]["consistency"] == "crash" and
+          r["rbd/hb-c"]["consistency"] is None, "run JSON consistency: %s" % r)
     pre = sorted(open(os.path.join(d, "pre.list")).read().split())
     post = sorted(open(os.path.join(d, "post.list")).read().split())
     check(pre == ["hb-a"], "pre hooks ran for %s" % pre)  # hb-b: turned off; hb-c: its own hook
