@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 #include <deque>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -109,8 +110,16 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   const std::string snap_name = prefix + std::to_string(rev_id);
   // The revision is the image as of its snapshot: that moment is its creation time, which schedules
   // and retention count from (not the end of a long read).
-  const int64_t snapshot_time = options.created ? options.created : static_cast<int64_t>(std::time(nullptr));
-  const rbd::SnapshotInfo snap = image->create_snapshot(snap_name);
+  int64_t snapshot_time = options.created;
+  rbd::SnapshotInfo snap;
+  const std::map<std::string, std::string> hook_env{{"RBDVAULT_POOL", spec.pool},
+                                                    {"RBDVAULT_IMAGE", spec.image},
+                                                    {"RBDVAULT_SNAPSHOT", snap_name},
+                                                    {"RBDVAULT_REVISION", std::to_string(rev_id)}};
+  const bool application = snapshot_between_hooks(options.hooks, hook_env, "backup " + image_name, [&] {
+    if (!snapshot_time) snapshot_time = static_cast<int64_t>(std::time(nullptr));
+    snap = image->create_snapshot(snap_name);
+  });
   image.reset();
   store.crash_points().reached("backup.snapshot_created");
   spdlog::debug("backup {}: created snapshot {} (id {}, size {})", image_name, snap_name, snap.id, snap.size);
@@ -231,6 +240,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     info.order = static_cast<uint8_t>(head.order);
     info.features = head.features;
     info.created = snapshot_time;
+    info.application_consistent = application;
     check_cancelled();
     result.revision = writer->commit(info);
   } catch (...) {

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "agent/hooks.h"
 #include "store/format.h"
 
 namespace rbdvault::rbd {
@@ -59,6 +60,9 @@ struct BackupOptions {
   // revision (kRevisionVerifyFailed) so that the image's next backup reads everything, and is
   // reported in BackupResult::verify_mismatches. Defence in depth against a wrong Ceph diff.
   double verify_sample_percent = 0;
+  // Commands run just before and after the snapshot (agent/hooks.h); the revision is recorded as
+  // application-consistent when the pre hook succeeded.
+  SnapshotHooks hooks;
 };
 
 struct BackupCancelled : std::runtime_error {

@@ -55,6 +55,14 @@ bool apply_image_key(ImageSettings& s, const std::string& key, const std::string
     s.retry_delay_seconds = parse_duration_in(v, kRetryDelayRange);
   else if (key == "skip")
     s.skip = parse_bool(v);
+  else if (key == "pre-snapshot")
+    s.hooks.pre = v;
+  else if (key == "post-snapshot")
+    s.hooks.post = v;
+  else if (key == "hook-timeout")
+    s.hooks.timeout_seconds = parse_duration_in(v, kHookTimeoutRange);
+  else if (key == "on-hook-failure")
+    s.hooks.on_failure = parse_hook_policy(v);
   else
     return false;
   return true;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/hooks.h"
 #include "agent/retention.h"
 #include "agent/schedule.h"
 
@@ -35,6 +36,8 @@ struct ImageSettings {
   unsigned retries = 2;              // extra attempts after a transient Ceph error
   int64_t retry_delay_seconds = 30;  // first backoff; doubles per attempt
   bool skip = false;                 // leave this image out (history is kept)
+  // pre-snapshot, post-snapshot, hook-timeout, on-hook-failure: commands around the snapshot.
+  SnapshotHooks hooks;
 };
 
 struct JobConfig {

@@ -245,6 +245,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     bo.full_every = s.full_every;
     bo.verify_sample_percent = s.verify_sample_percent;
     bo.reads_in_flight = s.reads_in_flight;
+    bo.hooks = s.hooks;
     bo.cancelled = stop;
     bo.before_read = [&](uint64_t n) { read_limit.take(n, stop); };
     bo.after_store = [&](uint64_t n) { write_limit.take(n, stop); };
@@ -259,6 +260,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         out.error_class = ErrorClass::kOk;
         out.revision = r.revision.id;
         out.kind = r.revision.kind == store::RevisionKind::kFull ? "full" : "delta";
+        out.consistency = store::consistency_name(r.revision.flags);
         out.size = r.revision.size;
         out.bytes_read = r.revision.bytes_read;
         out.bytes_stored = r.revision.bytes_stored;

@@ -42,6 +42,7 @@ struct ImageOutcome {
   ImageResult result = ImageResult::kNotDue;
   uint64_t revision = 0;
   std::string kind;  // full, delta
+  std::string consistency;  // application, crash (when a revision was made)
   uint64_t size = 0, bytes_read = 0, bytes_stored = 0;
   double seconds = 0;
   unsigned attempts = 0;

@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "agent/batch_config.h"
+#include "agent/hooks.h"
 #include "rbd/error.h"
 #include "store/error.h"
 
@@ -70,6 +71,8 @@ ErrorClass classify(const std::exception_ptr& error) noexcept {
     return ErrorClass::kUsage;
   } catch (const ConfigError&) {
     return ErrorClass::kUsage;
+  } catch (const HookError&) {
+    return ErrorClass::kHookFailed;
   } catch (const store::StoreError& e) {
     return classify_store(e.kind());
   } catch (const rbd::CephError& e) {
@@ -110,6 +113,8 @@ const char* class_name(ErrorClass c) noexcept {
       return "no-space";
     case ErrorClass::kExists:
       return "exists";
+    case ErrorClass::kHookFailed:
+      return "hook-failed";
     case ErrorClass::kInternal:
       return "internal";
   }

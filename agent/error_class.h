@@ -19,6 +19,7 @@ enum class ErrorClass : int {
   kUnreachable = 6,  // Ceph cluster unreachable or timed out: transient, retry later
   kNoSpace = 7,      // no space (or quota) left in the store's file system or the cluster
   kExists = 8,       // the target already exists (init on a store, restore onto an image/file)
+  kHookFailed = 9,   // a pre-snapshot hook failed or timed out; the backup was skipped (policy skip)
   kInternal = 70,    // a bug: logic_error, an exception nobody expected (EX_SOFTWARE)
 };
 
@@ -37,7 +38,7 @@ struct UsageError : std::runtime_error {
 [[nodiscard]] ErrorClass classify_errno(int negative_errno) noexcept;
 [[nodiscard]] constexpr int exit_code(ErrorClass c) noexcept { return static_cast<int>(c); }
 // "ok", "failed", "usage", "not-found", "locked", "damage", "unreachable", "no-space", "exists",
-// "internal": the names `run --format json` reports.
+// "hook-failed", "internal": the names `run --format json` reports.
 [[nodiscard]] const char* class_name(ErrorClass c) noexcept;
 
 }  // namespace rbdvault::agent

@@ -28,6 +28,7 @@ inline constexpr Range kOpTimeoutRange{0, kDay};       // 0: wait as Ceph does
 inline constexpr Range kJitterRange{0, kDay};
 inline constexpr Range kRetryDelayRange{0, kDay};
 inline constexpr Range kPollRange{1, kDay};
+inline constexpr Range kHookTimeoutRange{1, kDay};  // pre/post-snapshot hooks
 inline constexpr Range kMaxAgeRange{1, 366 * kDay};
 inline constexpr Range kWarnAgeRange{0, 366 * kDay};   // 0: no warning level
 inline constexpr Range kEveryRange{1, 366 * kDay};     // schedule "every N"

@@ -58,6 +58,7 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
         s.last_success = r.created;
         s.size = r.size;
         s.verify_failed = (r.flags & store::kRevisionVerifyFailed) != 0;
+        s.consistency = store::consistency_name(r.flags);
         s.last_bytes_read = r.bytes_read;
         s.last_bytes_stored = r.bytes_stored;
       }
@@ -156,6 +157,9 @@ std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t n
          [](const ImageStatus& s) { return s.stored_bytes; });
   family("rbdvault_verify_failed", "1 if the newest revision differed from its snapshot when checked.",
          [](const ImageStatus& s) { return s.verify_failed ? 1 : 0; });
+  family("rbdvault_application_consistent",
+         "1 if the newest revision's snapshot was taken between successful hooks, 0 if crash-consistent.",
+         [](const ImageStatus& s) { return s.consistency == "application" ? 1 : 0; });
   family("rbdvault_backup_running", "1 while a backup of the image runs.",
          [](const ImageStatus& s) { return s.running ? 1 : 0; });
   family("rbdvault_last_backup_read_bytes", "Bytes the newest revision's backup read from Ceph.",

@@ -25,6 +25,8 @@ struct ImageStatus {
   // The newest revision differed from its snapshot when checked after its backup (a wrong diff):
   // CRITICAL until the next backup, which reads everything.
   bool verify_failed = false;
+  // Of the newest revision: "application" (taken between successful hooks) or "crash"; "" if none.
+  std::string consistency;
   int64_t running_since = 0;
   // Of the newest revision: what its backup read from Ceph and newly stored (dashboards chart the
   // nightly volume), and how long the newest successful backup took (from the operation log).

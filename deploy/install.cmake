@@ -29,6 +29,9 @@ install(FILES ${PROJECT_SOURCE_DIR}/deploy/rbdvault.conf.example ${PROJECT_SOURC
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/deploy/monitoring/ DESTINATION ${CMAKE_INSTALL_DATADIR}/rbdvault/monitoring
         FILES_MATCHING PATTERN "*.json" PATTERN "*.yml")
+# Snapshot hook examples (docs/operations.md "Hooks"), referenced from the config by full path.
+install(PROGRAMS ${PROJECT_SOURCE_DIR}/deploy/hooks/libvirt-fsfreeze ${PROJECT_SOURCE_DIR}/deploy/hooks/proxmox-fsfreeze
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/rbdvault/hooks)
 
 # The units name the binary; they say /usr/local/bin/rbdvault for a copy by hand and get the
 # install prefix's path here. With prefix /usr (the package) they go to /lib/systemd/system.

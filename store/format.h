@@ -106,7 +106,15 @@ enum RevisionFlags : uint8_t {
   // The check after its backup found blocks differing from the snapshot (a diff Ceph got wrong):
   // the image's next backup reads everything instead of diffing from it.
   kRevisionVerifyFailed = 4,
+  // Its snapshot was taken after a successful pre-snapshot hook (a guest fsfreeze, a database
+  // flush): application-consistent. Without it the revision is crash-consistent. Set at commit.
+  kRevisionApplicationConsistent = 8,
 };
+
+// "application" or "crash": what `ls`, `status` and the metrics call a revision's consistency.
+inline const char* consistency_name(uint8_t revision_flags) {
+  return (revision_flags & kRevisionApplicationConsistent) ? "application" : "crash";
+}
 
 struct ChunkRecord {
   uint32_t pack = 0;

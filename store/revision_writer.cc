@@ -279,6 +279,7 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   rec.new_chunks = new_chunks_;
   rec.map_entries = map_entries_;
   rec.digest = digest_;
+  rec.flags = info.application_consistent ? kRevisionApplicationConsistent : 0;
   RevisionDigest::add(rec.digest, RevisionDigest::size_term(size_));
   batch_->Put(revision_key(id_), encode(rec));
   batch_->Put(image_rev_key(image_, id_), rocksdb::Slice());

@@ -43,6 +43,8 @@ struct RevisionInfo {
   uint8_t order = 0;
   uint64_t features = 0;
   int64_t created = 0;  // 0: now
+  // Snapshot taken between successful pre/post hooks (kRevisionApplicationConsistent).
+  bool application_consistent = false;
 };
 
 class RevisionWriter {

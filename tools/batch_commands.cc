@@ -85,6 +85,7 @@ Json run_json(const Args& a, const agent::RunReport& r) {
                           {"result", agent::result_name(m.result)},
                           {"revision", m.revision},
                           {"kind", m.kind},
+                          {"consistency", m.consistency.empty() ? Json(nullptr) : Json(m.consistency)},
                           {"size", m.size},
                           {"bytes_read", m.bytes_read},
                           {"bytes_stored", m.bytes_stored},
@@ -190,18 +191,20 @@ int cmd_status(const Args& a) {
                           {"size", s.size},
                           {"stored_bytes", s.stored_bytes},
                           {"running", s.running},
-                          {"verify_failed", s.verify_failed}});
+                          {"verify_failed", s.verify_failed},
+                          {"consistency", s.consistency.empty() ? Json(nullptr) : Json(s.consistency)}});
     print_json(list);
     return 0;
   }
-  std::printf("%-40s %-20s %6s %-7s %5s %10s %10s %-7s %s\n", "IMAGE", "LAST SUCCESS", "AGE", "RESULT", "REVS", "SIZE",
-              "STORED", "RUNNING", "LAST ERROR");
+  std::printf("%-40s %-20s %6s %-7s %5s %10s %10s %-11s %-7s %s\n", "IMAGE", "LAST SUCCESS", "AGE", "RESULT", "REVS",
+              "SIZE", "STORED", "CONSISTENCY", "RUNNING", "LAST ERROR");
   for (const auto& s : images)
-    std::printf("%-40s %-20s %6s %-7s %5llu %10s %10s %-7s %s\n", s.image.c_str(),
+    std::printf("%-40s %-20s %6s %-7s %5llu %10s %10s %-11s %-7s %s\n", s.image.c_str(),
                 s.last_success ? iso_time(s.last_success).c_str() : "never",
                 age_text(s.last_success ? now - s.last_success : -1).c_str(),
                 s.last_result.empty() ? "-" : s.last_result.c_str(), static_cast<unsigned long long>(s.revisions),
-                human_size(s.size).c_str(), human_size(s.stored_bytes).c_str(), s.running ? "yes" : "no",
+                human_size(s.size).c_str(), human_size(s.stored_bytes).c_str(),
+                s.consistency.empty() ? "-" : s.consistency.c_str(), s.running ? "yes" : "no",
                 s.last_error.c_str());
   return 0;
 }

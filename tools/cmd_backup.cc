@@ -58,6 +58,7 @@ Json backup_json(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
   j["seconds"] = r.seconds;
   j["verify_blocks_compared"] = r.verify_blocks_compared;
   j["verify_mismatches"] = r.verify_mismatches;
+  j["consistency"] = store::consistency_name(rev.flags);
   return j;
 }
 
@@ -67,6 +68,10 @@ int cmd_backup(const Args& a) {
   o.reads_in_flight = static_cast<size_t>(whole_option(a, "reads-in-flight", agent::kReadsInFlightRange));
   o.hash_threads = static_cast<size_t>(whole_option(a, "hash-threads", agent::kHashThreadsRange));
   o.verify_sample_percent = real_option(a, "verify-sample", agent::kVerifySampleRange);
+  o.hooks.pre = a.str("pre-snapshot");
+  o.hooks.post = a.str("post-snapshot");
+  o.hooks.timeout_seconds = duration_option(a, "hook-timeout", agent::kHookTimeoutRange);
+  o.hooks.on_failure = numeric(a, "on-hook-failure", agent::parse_hook_policy);
   const rbd::ConnectOptions connect = connect_options(a);
   const rbd::ImageSpec spec = parse_spec(one_positional(a, "POOL/IMAGE"));
   if (!spec.snap.empty()) throw UsageError("backup: give POOL/IMAGE without @SNAP; rbdvault takes its own snapshot");
@@ -86,7 +91,7 @@ int cmd_backup(const Args& a) {
     } else {
       std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << human_size(rev.size) << ", read "
                 << human_size(rev.bytes_read) << ", stored " << human_size(rev.bytes_stored) << "\n"
-                << "revision " << rev.id << "\n";
+                << "revision " << rev.id << " (" << store::consistency_name(rev.flags) << "-consistent)\n";
     }
     // Committed but different from its snapshot somewhere: damage found, not a success.
     if (r.verify_mismatches)
@@ -142,7 +147,15 @@ std::vector<Command> backup_commands() {
              ("hash-threads", po::value<std::string>()->default_value("2")->value_name("N"),
               "threads hashing blocks (0 to 64; 0: on the reading thread)")
              ("verify-sample", po::value<std::string>()->default_value("0")->value_name("PERCENT"),
-              "compare this percent of the new revision with its snapshot (0: off)");
+              "compare this percent of the new revision with its snapshot (0: off)")
+             ("pre-snapshot", po::value<std::string>()->default_value("")->value_name("CMD"),
+              "run CMD (/bin/sh -c) just before the snapshot, e.g. a guest fsfreeze")
+             ("post-snapshot", po::value<std::string>()->default_value("")->value_name("CMD"),
+              "run CMD just after the snapshot (also when it failed), e.g. the thaw")
+             ("hook-timeout", po::value<std::string>()->default_value("60s")->value_name("DURATION"),
+              "kill a hook's process group after this long (1s to 1d)")
+             ("on-hook-failure", po::value<std::string>()->default_value("skip")->value_name("POLICY"),
+              "when the pre hook fails: skip (no backup, exit 9) or crash-consistent");
                  // clang-format on
                },
                cmd_backup});

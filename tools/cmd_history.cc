@@ -31,6 +31,7 @@ Json revision_json(const store::RevisionRecord& r) {
   j["digest"] = store::to_hex(r.digest);
   j["protected"] = (r.flags & store::kRevisionProtected) != 0;
   j["verify_failed"] = (r.flags & store::kRevisionVerifyFailed) != 0;
+  j["consistency"] = store::consistency_name(r.flags);
   return j;
 }
 
@@ -45,16 +46,16 @@ int cmd_ls(const Args& a) {
     print_json(list);
     return 0;
   }
-  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s %s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT", "KIND",
-              "READ", "STORED", "NOTE");
+  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s %-11s %s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT",
+              "KIND", "READ", "STORED", "CONSISTENCY", "NOTE");
   for (const auto& r : revs) {
     std::string note = (r.flags & store::kRevisionProtected) ? "protected" : "";
     if (r.flags & store::kRevisionVerifyFailed)
       note += note.empty() ? "differs-from-snapshot" : ",differs-from-snapshot";
-    std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %s\n", static_cast<unsigned long long>(r.id),
+    std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %-11s %s\n", static_cast<unsigned long long>(r.id),
                 (r.pool + "/" + r.name).c_str(), iso_time(r.created).c_str(), human_size(r.size).c_str(),
                 r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind), human_size(r.bytes_read).c_str(),
-                human_size(r.bytes_stored).c_str(), note.c_str());
+                human_size(r.bytes_stored).c_str(), store::consistency_name(r.flags), note.c_str());
   }
   return 0;
 }

@@ -129,7 +129,7 @@ TEST(BatchConfig, ErrorsNameFileLineAndKey) {
 // The shipped example must stay valid as keys evolve.
 TEST(BatchConfig, ShippedExampleLoads) {
   BatchConfig c = load_batch_config(RBDVAULT_SOURCE_DIR "/deploy/rbdvault.conf.example");
-  ASSERT_EQ(c.jobs.size(), 3u);
+  ASSERT_EQ(c.jobs.size(), 4u);  // volumes, images, databases, proxmox
   EXPECT_EQ(c.jobs[0].pool, "volumes");
   EXPECT_EQ(c.limits.host_slots, 6u);
   EXPECT_TRUE(c.settings_for(c.jobs[0], "volumes/volume-9d02be11-cache").skip);
