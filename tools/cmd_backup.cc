@@ -154,7 +154,7 @@ std::vector<Command> backup_commands() {
               "run CMD just after the snapshot (also when it failed), e.g. the thaw")
              ("hook-timeout", po::value<std::string>()->default_value("60s")->value_name("DURATION"),
               "kill a hook's process group after this long (1s to 1d)")
-             ("on-hook-failure", po::value<std::string>()->default_value("skip")->value_name("POLICY"),
+             ("on-hook-failure", po::value<std::string>()->default_value("skip")->value_name("skip|crash-consistent"),
               "when the pre hook fails: skip (no backup, exit 9) or crash-consistent");
                  // clang-format on
                },
