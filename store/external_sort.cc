@@ -12,7 +12,7 @@
 namespace rbdvault::store {
 namespace {
 
-constexpr size_t kFileBuffer = 256 << 10;
+constexpr size_t kFileBuffer = 64 << 10;
 
 }  // namespace
 

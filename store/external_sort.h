@@ -1,8 +1,9 @@
 // Sorting and counting more fixed-size records than memory should hold: scrub, repair, du and gc
 // over millions of chunks. Records are buffered up to a byte budget; a full buffer is sorted and
 // equal records merged (their counts added), and unless that freed half of it, it is written to an
-// unlinked temporary file as a sorted run. Reading merges the runs. Memory: the budget plus a read
-// buffer per run; disk: the records, in $TMPDIR (else /tmp), gone when the process ends.
+// unlinked temporary file as a sorted run; every 16 runs of one size are merged into one. Reading
+// merges the runs. Memory: the budget plus a 64 KiB buffer per run (at most 15 per level, and a
+// level per 16-fold growth); disk: the records, in $TMPDIR (else /tmp), gone when the process ends.
 #pragma once
 
 #include <algorithm>
@@ -66,18 +67,7 @@ class ExternalSorter {
       out = buffer_[mem_pos_++];
       return true;
     }
-    size_t best = runs_.size();
-    for (size_t i = 0; i < runs_.size(); ++i)
-      if (runs_[i].live && (best == runs_.size() || less(runs_[i].head.key, runs_[best].head.key))) best = i;
-    if (best == runs_.size()) return false;
-    out = runs_[best].head;
-    advance(runs_[best]);
-    for (auto& r : runs_)  // the same key in other runs
-      while (r.live && r.head.key == out.key) {
-        out.count += r.head.count;
-        advance(r);
-      }
-    return true;
+    return merge_next(runs_, out);
   }
 
   size_t runs() const { return runs_.size(); }
@@ -87,7 +77,26 @@ class ExternalSorter {
     std::unique_ptr<SpillFile> file;
     Entry head{};
     bool live = false;
+    int level = 0;  // 0: spilled from the buffer; n + 1: merged from kFanIn runs of level n
   };
+  // Runs merged at once: bounds the read buffers held (kFanIn per level, and a few levels).
+  static constexpr size_t kFanIn = 16;
+
+  // The smallest head among `runs`, with the counts of equal heads added; advances past them.
+  static bool merge_next(std::vector<Run>& runs, Entry& out) {
+    size_t best = runs.size();
+    for (size_t i = 0; i < runs.size(); ++i)
+      if (runs[i].live && (best == runs.size() || less(runs[i].head.key, runs[best].head.key))) best = i;
+    if (best == runs.size()) return false;
+    out = runs[best].head;
+    advance(runs[best]);
+    for (auto& r : runs)  // the same key in other runs
+      while (r.live && r.head.key == out.key) {
+        out.count += r.head.count;
+        advance(r);
+      }
+    return true;
+  }
 
   static bool less(const Key& a, const Key& b) { return std::memcmp(a.data(), b.data(), N) < 0; }
 
@@ -106,16 +115,37 @@ class ExternalSorter {
   void spill() {
     Run run;
     run.file = std::make_unique<SpillFile>();
-    for (const Entry& e : buffer_) {
-      run.file->write(e.key.data(), N);
-      run.file->write(&e.count, sizeof(e.count));
-    }
+    for (const Entry& e : buffer_) write_entry(*run.file, e);
     run.file->end_writing();
     runs_.push_back(std::move(run));
     buffer_.clear();
+    // Tiered merging: kFanIn runs of one level become one run of the next.
+    for (int level = 0;; ++level) {
+      std::vector<Run> same, rest;
+      for (auto& r : runs_) (r.level == level ? same : rest).push_back(std::move(r));
+      if (same.size() < kFanIn) {
+        for (auto& r : same) rest.push_back(std::move(r));
+        runs_ = std::move(rest);
+        return;
+      }
+      Run merged;
+      merged.file = std::make_unique<SpillFile>();
+      merged.level = level + 1;
+      for (auto& r : same) advance(r);
+      Entry e;
+      while (merge_next(same, e)) write_entry(*merged.file, e);
+      merged.file->end_writing();
+      rest.push_back(std::move(merged));
+      runs_ = std::move(rest);
+    }
   }
 
-  void advance(Run& r) {
+  static void write_entry(SpillFile& f, const Entry& e) {
+    f.write(e.key.data(), N);
+    f.write(&e.count, sizeof(e.count));
+  }
+
+  static void advance(Run& r) {
     r.live = r.file->read(r.head.key.data(), N) && r.file->read(&r.head.count, sizeof(r.head.count));
   }
 

@@ -27,7 +27,7 @@ void check(const rocksdb::Status& s, const std::string& what) {
 // Memory does not grow with the number of chunks (docs/format.md §7.6): per pack, only counts are
 // kept; the chunks of the packs gc acts on reach it through an external sort by pack, and each
 // pack's index changes are written in batches of at most kBatchChunks chunks.
-constexpr uint64_t kBatchChunks = 65536;
+constexpr uint64_t kBatchChunks = 16384;
 
 struct PackStats {
   uint64_t live_bytes = 0, live = 0, dead = 0;

@@ -244,7 +244,7 @@ void Store::recover() {
 // goes only with the last one: a rollback killed halfway is simply run again by the next writer
 // (docs/format.md §7.3), and finds only the entries not yet removed.
 void Store::roll_back(const PendingRecord& p, RollBack why) {
-  constexpr uint64_t kRollBackBatch = 100000;
+  constexpr uint64_t kRollBackBatch = 16384;
   rocksdb::WriteBatch batch;
   ChunkRefUpdates chunks(*db_);
   uint64_t removed = 0;

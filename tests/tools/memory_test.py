@@ -3,7 +3,7 @@
 
 Builds two synthetic stores (tests/tools/synth_store.cc), SMALL and 5 x SMALL chunks, runs each
 command on both and compares the peak RSS (wait4's ru_maxrss): the growth must stay under
-GROWTH_MIB. A map entry per chunk (what these commands kept before) costs 80 to 400 bytes, i.e. 8
+GROWTH_MIB (GROWTH_MIB_ROLLBACK for the rollback). A map entry per chunk (what these commands kept before) costs 80 to 400 bytes, i.e. 8
 to 40 MiB more on the larger store. RBDVAULT_SORT_BUDGET makes the external sorts spill at this
 small size, as they do on a large store with the default budget.
 
@@ -16,6 +16,9 @@ import sys
 import tempfile
 
 GROWTH_MIB = 6
+# A rollback's writes also fill RocksDB's memtable (bounded by RocksDB at 2 x 32 MiB, the same at
+# any store size), which at this small size still grows with the store: the bound is looser.
+GROWTH_MIB_ROLLBACK = 16
 
 
 def peak_rss_mib(argv, env):
@@ -67,10 +70,10 @@ def main():
             a, b = rss[(name, small)], rss[(name, 5 * small)]
             print("%-8s %7d chunks: %6.1f MiB   %7d chunks: %6.1f MiB   growth %+.1f MiB" %
                   (name, small, a, 5 * small, b, b - a))
-            if b - a > GROWTH_MIB:
+            if b - a > (GROWTH_MIB_ROLLBACK if name == "rollback" else GROWTH_MIB):
                 failed.append(name)
         if failed:
-            sys.exit("FAIL: peak RSS grows with the store for %s (bound %d MiB)" % (", ".join(failed), GROWTH_MIB))
+            sys.exit("FAIL: peak RSS grows with the store for %s" % ", ".join(failed))
         print("ok")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -148,7 +148,9 @@ int garbage(const std::string& dir) {
 }
 
 int kill_backup(const std::string& dir) {
-  auto store = Store::open(dir, OpenMode::kWriter, "synth_store");
+  WriterOptions small_flushes;
+  small_flushes.flush_entries = 1024;  // so that nearly every entry reaches the index before the "kill"
+  auto store = Store::open(dir, OpenMode::kWriter, "synth_store", small_flushes);
   auto image = store->find_image("synth", "img-0");
   if (!image) throw std::runtime_error("no image synth/img-0");
   const RevisionRecord parent = *store->latest_revision(image->key);
