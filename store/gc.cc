@@ -8,8 +8,11 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <unordered_map>
+#include <string>
+#include <vector>
 
+#include "store/chunk_scan.h"
+#include "store/external_sort.h"
 #include "store/lock.h"
 #include "store/pack.h"
 #include "store/store.h"
@@ -23,12 +26,39 @@ void check(const rocksdb::Status& s, const std::string& what) {
   if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
 }
 
-struct PackChunks {
-  uint64_t live_bytes = 0;
-  std::vector<std::pair<Hash, ChunkRecord>> live, dead;
+// Memory does not grow with the number of chunks (docs/format.md §7.6): per pack, only counts are
+// kept; the chunks of the packs gc acts on reach it through an external sort by pack, and each
+// pack's index changes are written in batches of at most kBatchChunks chunks.
+constexpr uint64_t kBatchChunks = 16384;
+
+struct PackStats {
+  uint64_t live_bytes = 0, live = 0, dead = 0;
 };
 
-}  // namespace
+// pack (be32), hash, then the record's other fields: the chunks of the packs to drop or rewrite.
+using PackOrder = ExternalSorter<4 + 32 + 8 + 4 + 4 + 1 + 8>;
+
+PackOrder::Key pack_order_key(const Hash& h, const ChunkRecord& rec) {
+  PackOrder::Key k{};
+  put_be(k.data(), rec.pack, 4);
+  std::memcpy(k.data() + 4, h.data(), 32);
+  std::memcpy(k.data() + 36, &rec.offset, 8);
+  std::memcpy(k.data() + 44, &rec.stored_len, 4);
+  std::memcpy(k.data() + 48, &rec.raw_len, 4);
+  k[52] = rec.flags;
+  std::memcpy(k.data() + 53, &rec.refs, 8);
+  return k;
+}
+
+void from_pack_order_key(const PackOrder::Key& k, Hash& h, ChunkRecord& rec) {
+  rec.pack = static_cast<uint32_t>(get_be(k.data(), 4));
+  std::memcpy(h.data(), k.data() + 4, 32);
+  std::memcpy(&rec.offset, k.data() + 36, 8);
+  std::memcpy(&rec.stored_len, k.data() + 44, 4);
+  std::memcpy(&rec.raw_len, k.data() + 48, 4);
+  rec.flags = k[52];
+  std::memcpy(&rec.refs, k.data() + 53, 8);
+}
 
 uint64_t pack_bytes_on_disk(Store& store) {
   uint64_t total = 0;
@@ -46,6 +76,118 @@ uint64_t index_bytes_on_disk(Store& store) {
   return total;
 }
 
+// Drops or rewrites one pack whose chunks arrive in hash order through next(). Every batch leaves
+// a consistent index: dead records may go at any time; live ones move to a sealed new pack whose
+// P record is in the same batch; the old P record goes in the last batch, then the file.
+class PackRewrite {
+ public:
+  PackRewrite(Store& store, uint32_t id, bool rewrite) : store_(store), id_(id), rewrite_(rewrite) {}
+
+  void add(const Hash& h, const ChunkRecord& c) {
+    if (c.refs == 0) {
+      batch_.Delete(chunk_key(h));
+      ++removed_;
+    } else {
+      if (!writer_) {
+        std::string v;
+        check(store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v), "read pack counter");
+        writer_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(decode_u64(v)));
+      }
+      std::string payload = store_.packs().read_payload(h, c);
+      ChunkRecord moved = c;
+      moved.pack = writer_->id();
+      moved.offset = writer_->append(h, c.flags, c.raw_len, payload);
+      batch_.Put(chunk_key(h), encode(moved));
+    }
+    if (static_cast<uint64_t>(batch_.Count()) >= kBatchChunks ||
+        (writer_ && writer_->size() >= store_.writer_options().pack_target_bytes))
+      write(false);
+  }
+
+  // A chunk of this pack could not be copied: the batch not yet written is dropped and so is the
+  // unsealed new pack (its destructor removes the .tmp). What earlier batches moved stays moved,
+  // and the old pack keeps its record and file for the chunks still in it: a consistent index.
+  void abandon() {
+    batch_.Clear();
+    writer_.reset();
+  }
+
+  // The last batch drops the old pack's record; then its file goes.
+  uint64_t finish() {
+    write(true);
+    store_.crash_points().reached(rewrite_ ? "gc.pack_switched" : "gc.pack_dropped");
+    store_.packs().forget_pack(id_);
+    fs::remove(store_.data_dir() / pack_file_name(id_));
+    store_.crash_points().reached("gc.file_removed");
+    return removed_;
+  }
+
+ private:
+  void write(bool last) {
+    if (writer_) {
+      const uint32_t new_id = writer_->id();
+      PackRecord sealed = writer_->seal();
+      writer_.reset();
+      store_.crash_points().reached("gc.pack_written");
+      batch_.Put(pack_key(new_id), encode(sealed));
+      batch_.Put(counter_key(kCounterNextPack), encode_u64(new_id + 1));
+    }
+    if (last) batch_.Delete(pack_key(id_));
+    if (batch_.Count() == 0) return;
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    check(store_.db().Write(wo, &batch_), (rewrite_ ? "rewrite pack " : "drop pack ") + pack_file_name(id_));
+    batch_.Clear();
+  }
+
+  Store& store_;
+  uint32_t id_;
+  bool rewrite_;
+  std::unique_ptr<PackWriter> writer_;
+  rocksdb::WriteBatch batch_;
+  uint64_t removed_ = 0;
+};
+
+// Passes 2 and 3 of gc: the chunks of the packs to act on (pack -> rewrite, false: drop), sorted
+// by pack (then hash, as the chunk keys are); then pack by pack, in ascending id order. Returns the
+// packs skipped because a chunk in them is damaged.
+std::vector<uint32_t> rewrite_packs(Store& store, const std::map<uint32_t, bool>& act) {
+  std::vector<uint32_t> skipped;
+  PackOrder chunks;
+  for (ChunkRecordCursor cursor(store.db()); cursor.valid(); cursor.next())
+    if (act.count(cursor.record()->pack)) chunks.add(pack_order_key(cursor.hash(), *cursor.record()));
+  PackOrder::Entry e;
+  bool have = chunks.next(e);
+  for (auto& [id, rewrite] : act) {
+    PackRewrite pack(store, id, rewrite);
+    Hash h;
+    ChunkRecord c;
+    std::string damage;
+    for (; have && get_be(e.key.data(), 4) == id; have = chunks.next(e)) {
+      if (!damage.empty()) continue;  // the rest of a skipped pack
+      from_pack_order_key(e.key, h, c);
+      try {
+        pack.add(h, c);
+      } catch (const StoreError& err) {
+        // A damaged chunk cannot be copied: this pack stays for scrub and repair; gc goes on.
+        if (err.kind() != StoreError::Kind::kCorrupt) throw;
+        damage = err.what();
+        pack.abandon();
+      }
+    }
+    if (damage.empty()) {
+      pack.finish();
+      continue;
+    }
+    spdlog::warn("gc {}: skipping {}: {} (run scrub and repair)", store.dir().string(), pack_file_name(id), damage);
+    skipped.push_back(id);
+  }
+  fsync_dir(store.data_dir());
+  return skipped;
+}
+
+}  // namespace
+
 GcResult gc(Store& store, const GcOptions& options) {
   if (!store.writable()) throw StoreError(StoreError::Kind::kInvalid, "gc needs the store opened as writer");
   const Store::Exclusive alone = store.exclusive("gc");  // no revision can begin until gc is done
@@ -53,8 +195,9 @@ GcResult gc(Store& store, const GcOptions& options) {
   GcResult result;
   result.bytes_before = pack_bytes_on_disk(store);
 
-  std::map<uint32_t, PackChunks> packs;
+  // Pass 1: the packs, and per pack the counts of live and dead chunks.
   std::map<uint32_t, PackRecord> pack_records;
+  std::map<uint32_t, PackStats> stats;
   {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
     for (it->Seek(std::string(1, kKeyPack)); it->Valid() && it->key().starts_with(std::string(1, kKeyPack));
@@ -64,166 +207,51 @@ GcResult gc(Store& store, const GcOptions& options) {
       if (id == 0) throw StoreError(StoreError::Kind::kCorrupt, "malformed pack key in index");
       pack_records[id] = decode_pack(it->value().ToStringView());
     }
-    for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk));
-         it->Next()) {
-      const Hash h = chunk_hash_of_key(it->key().ToStringView());
-      ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
-      PackChunks& p = packs[rec.pack];
+    check(it->status(), "scan pack records");
+    for (ChunkRecordCursor cursor(store.db()); cursor.valid(); cursor.next()) {
+      if (!cursor.record()) throw StoreError(StoreError::Kind::kCorrupt, cursor.error());
+      const ChunkRecord& rec = *cursor.record();
+      PackStats& p = stats[rec.pack];
       if (rec.refs > 0) {
         p.live_bytes += kChunkHeaderSize + rec.stored_len;
-        p.live.emplace_back(h, rec);
+        ++p.live;
       } else {
-        p.dead.emplace_back(h, rec);
+        ++p.dead;
       }
     }
-    check(it->status(), "scan chunk records");
   }
 
-  rocksdb::WriteOptions sync;
-  sync.sync = true;
+  // Decide, per pack: drop (no live chunk), rewrite (too much unused), or keep.
+  std::map<uint32_t, bool> act;  // pack -> rewrite (false: drop)
   for (auto& [id, rec] : pack_records) {
-    PackChunks& p = packs[id];
+    const PackStats& p = stats[id];
     const uint64_t size = rec.bytes;
     const uint64_t unused = size - std::min(size, p.live_bytes + kPackHeaderSize);
-    if (p.live.empty()) {
-      // Nothing referenced: drop the records, then the file.
-      if (options.dry_run) {
-        ++result.packs_deleted;
-        result.chunks_removed += p.dead.size();
-        continue;
-      }
-      rocksdb::WriteBatch batch;
-      for (auto& [h, c] : p.dead) batch.Delete(chunk_key(h));
-      batch.Delete(pack_key(id));
-      check(store.db().Write(sync, &batch), "drop pack " + pack_file_name(id));
-      store.crash_points().reached("gc.pack_dropped");
-      store.packs().forget_pack(id);
-      fs::remove(store.data_dir() / pack_file_name(id));
-      store.crash_points().reached("gc.file_removed");
-      ++result.packs_deleted;
-      result.chunks_removed += p.dead.size();
-      continue;
-    }
     // Unused bytes include chunks without any record (e.g. a copy repair replaced), not only dead ones.
-    if (unused == 0 || static_cast<double>(unused) <= options.max_unused * static_cast<double>(size)) continue;
-    if (options.dry_run) {
-      ++result.packs_rewritten;
-      result.chunks_removed += p.dead.size();
+    const bool rewrite = p.live > 0;
+    if (rewrite && (unused == 0 || static_cast<double>(unused) <= options.max_unused * static_cast<double>(size)))
       continue;
-    }
-    // Copy the referenced chunks, verbatim and verified, into a new pack; switch the index to it in
-    // one write; then delete the old file.
-    std::string v;
-    check(store.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v), "read pack counter");
-    const uint32_t new_id = static_cast<uint32_t>(decode_u64(v));
-    PackWriter writer(store.data_dir(), new_id);
-    rocksdb::WriteBatch batch;
-    try {
-      for (auto& [h, c] : p.live) {
-        std::string payload = store.packs().read_payload(h, c);
-        ChunkRecord moved = c;
-        moved.pack = new_id;
-        moved.offset = writer.append(h, c.flags, c.raw_len, payload);
-        batch.Put(chunk_key(h), encode(moved));
-      }
-    } catch (const StoreError& e) {
-      // A damaged chunk cannot be copied: this pack stays as it is (the new one, unsealed, is
-      // removed with `writer`) for scrub and repair, and gc goes on with the others.
-      if (e.kind() != StoreError::Kind::kCorrupt) throw;
-      spdlog::warn("gc {}: skipping {}: {} (run scrub and repair)", store.dir().string(), pack_file_name(id), e.what());
-      ++result.packs_skipped;
-      continue;
-    }
-    PackRecord sealed = writer.seal();
-    store.crash_points().reached("gc.pack_written");
-    for (auto& [h, c] : p.dead) batch.Delete(chunk_key(h));
-    batch.Put(pack_key(new_id), encode(sealed));
-    batch.Put(counter_key(kCounterNextPack), encode_u64(new_id + 1));
-    batch.Delete(pack_key(id));
-    check(store.db().Write(sync, &batch), "rewrite pack " + pack_file_name(id));
-    store.crash_points().reached("gc.pack_switched");
-    store.packs().forget_pack(id);
-    fs::remove(store.data_dir() / pack_file_name(id));
-    store.crash_points().reached("gc.file_removed");
-    ++result.packs_rewritten;
-    result.chunks_removed += p.dead.size();
+    act[id] = rewrite;
+    ++(rewrite ? result.packs_rewritten : result.packs_deleted);
+    result.chunks_removed += p.dead;
   }
-  if (!options.dry_run) fsync_dir(store.data_dir());
-  result.bytes_after = options.dry_run ? result.bytes_before : pack_bytes_on_disk(store);
+  if (options.dry_run) {
+    result.bytes_after = result.bytes_before;
+    return result;
+  }
+  if (!act.empty()) {
+    for (uint32_t id : rewrite_packs(store, act)) {
+      // Its chunks may have moved in part; the counts of what was planned for it are taken back.
+      ++result.packs_skipped;
+      --(act[id] ? result.packs_rewritten : result.packs_deleted);
+      result.chunks_removed -= stats[id].dead;
+    }
+  }
+  result.bytes_after = pack_bytes_on_disk(store);
   spdlog::info("gc {}: {} chunks removed, {} packs deleted, {} rewritten, {} skipped as damaged, {} -> {} bytes",
                store.dir().string(), result.chunks_removed, result.packs_deleted, result.packs_rewritten,
                result.packs_skipped, result.bytes_before, result.bytes_after);
   return result;
-}
-
-StoreUsage du(Store& store, const std::string& only_image) {
-  StoreUsage usage;
-  std::unordered_map<std::string, ChunkRecord> chunk_cache;  // chunk key -> record
-  auto chunk_of = [&](std::string_view hash) -> const ChunkRecord& {
-    std::string ck = std::string(1, kKeyChunk) + std::string(hash);
-    auto it = chunk_cache.find(ck);
-    if (it == chunk_cache.end()) {
-      std::string v;
-      check(store.db().Get(rocksdb::ReadOptions(), ck, &v), "read chunk record");
-      it = chunk_cache.emplace(ck, decode_chunk_record(v)).first;
-    }
-    return it->second;
-  };
-  for (const ImageRecord& image : store.images()) {
-    const std::string spec = image.pool + "/" + image.name;
-    if (!only_image.empty() && spec != only_image) continue;
-    std::vector<RevisionRecord> revs = store.revisions(image.key);
-    if (revs.empty()) continue;
-    ImageUsage iu;
-    iu.image = spec;
-    iu.revisions = revs.size();
-    iu.logical_bytes = revs.back().size;
-    std::map<uint64_t, uint64_t> next;  // revision -> the next revision of the image
-    for (size_t i = 0; i + 1 < revs.size(); ++i) next[revs[i].id] = revs[i + 1].id;
-    // Forgetting R drops exactly R's entries that the next revision overwrites (see forget).
-    std::map<uint64_t, std::unordered_map<std::string, uint64_t>> dropped;  // rev -> chunk key -> entries
-    double share = 0;
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    const std::string prefix = block_prefix(image.key);
-    std::optional<BlockKey> prev;
-    std::string prev_value;
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      auto k = parse_block_key(it->key().ToStringView());
-      if (!k) throw StoreError(StoreError::Kind::kCorrupt, "malformed block map key");
-      if (it->value().size() == 32) {
-        const ChunkRecord& c = chunk_of(it->value().ToStringView());
-        if (c.refs) share += double(kChunkHeaderSize + c.stored_len) / double(c.refs);
-      }
-      if (prev && prev->block == k->block && prev_value.size() == 32) {
-        auto n = next.find(prev->rev);
-        if (n != next.end() && n->second == k->rev) ++dropped[prev->rev][std::string(1, kKeyChunk) + prev_value];
-      }
-      prev = *k;
-      prev_value = it->value().ToString();
-    }
-    check(it->status(), "scan block map");
-    iu.stored_bytes = static_cast<uint64_t>(share + 0.5);
-    for (auto& r : revs) {
-      RevisionUsage ru{r.id, 0};
-      for (auto& [ck, count] : dropped[r.id]) {
-        const ChunkRecord& c = chunk_of(std::string_view(ck).substr(1));
-        if (c.refs == count) ru.unique_bytes += kChunkHeaderSize + c.stored_len;
-      }
-      iu.per_revision.push_back(ru);
-    }
-    usage.images.push_back(std::move(iu));
-  }
-  {
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek(std::string(1, kKeyChunk)); it->Valid() && it->key().starts_with(std::string(1, kKeyChunk));
-         it->Next()) {
-      ChunkRecord c = decode_chunk_record(it->value().ToStringView());
-      (c.refs ? usage.referenced_bytes : usage.unreferenced_bytes) += kChunkHeaderSize + c.stored_len;
-    }
-  }
-  usage.pack_bytes = pack_bytes_on_disk(store);
-  usage.index_bytes = index_bytes_on_disk(store);
-  return usage;
 }
 
 }  // namespace rbdvault::store

@@ -11,6 +11,8 @@
 #include <map>
 
 #include "store/chunk_codec.h"
+#include "store/chunk_scan.h"
+#include "store/external_sort.h"
 #include "store/pack.h"
 #include "store/store.h"
 
@@ -36,44 +38,78 @@ std::optional<Hash> Store::block_content(uint64_t image, uint64_t block, uint64_
   return h;
 }
 
+// Bounded memory at any store size (docs/format.md §7.7): the hashes of all block map entries are
+// counted by an external sort and merged with the chunk records in hash order; the chunks are then
+// read in pack order. Only the damaged chunks are held, with their first 64 uses.
 std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
-  std::map<Hash, DamagedChunk> damaged;
-  std::map<Hash, std::string> verdict;  // "" = fine
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  ExternalSorter<32> counts;
+  rocksdb::ReadOptions scan;
+  scan.fill_cache = false;
   const std::string prefix(1, kKeyBlock);
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      if (it->value().size() != 32) continue;
+      ExternalSorter<32>::Key k;
+      std::memcpy(k.data(), it->value().data(), 32);
+      counts.add(k);
+    }
+    check(it->status(), "scan block maps");
+  }
+  std::map<Hash, DamagedChunk> damaged;
+  // pack (be32), offset (be64), hash, entries: the recorded chunks to read, in pack order.
+  ExternalSorter<4 + 8 + 32 + 8> to_read;
+  {
+    ChunkRecordCursor cursor(*db_);
+    ExternalSorter<32>::Entry e;
+    while (counts.next(e)) {
+      Hash h;
+      std::memcpy(h.data(), e.key.data(), 32);
+      std::string problem;
+      if (!cursor.seek_forward(h)) {
+        problem = "no index record";
+      } else if (!cursor.record()) {
+        problem = cursor.error();
+      } else {
+        ExternalSorter<52>::Key k;
+        put_be(k.data(), cursor.record()->pack, 4);
+        put_be(k.data() + 4, cursor.record()->offset, 8);
+        std::memcpy(k.data() + 12, h.data(), 32);
+        std::memcpy(k.data() + 44, &e.count, 8);
+        to_read.add(k);
+        continue;
+      }
+      damaged[h] = DamagedChunk{h, problem, e.count, {}};
+    }
+  }
+  {
+    ExternalSorter<52>::Entry e;
+    while (to_read.next(e)) {
+      Hash h;
+      std::memcpy(h.data(), e.key.data() + 12, 32);
+      auto rec = chunk(h);  // the whole record (lengths, flags) for the verified read
+      if (!rec) continue;   // cannot happen in one process holding the writer lock
+      try {
+        packs_->read(h, *rec);
+      } catch (const StoreError& ex) {
+        if (ex.kind() != StoreError::Kind::kCorrupt) throw;  // I/O trouble is not damage to repair
+        uint64_t entries;
+        std::memcpy(&entries, e.key.data() + 44, 8);
+        damaged[h] = DamagedChunk{h, ex.what(), entries, {}};
+      }
+    }
+  }
+  if (damaged.empty()) return {};
+  // The first uses of each damaged chunk, for repair to find good data.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (it->value().size() != 32) continue;
     Hash h;
     std::memcpy(h.data(), it->value().data(), 32);
-    auto v = verdict.find(h);
-    if (v == verdict.end()) {
-      std::string problem;
-      std::optional<ChunkRecord> rec;
-      try {
-        rec = chunk(h);
-      } catch (const StoreError& e) {
-        if (e.kind() != StoreError::Kind::kCorrupt) throw;
-        problem = e.what();  // a malformed record: repair writes a fresh one
-      }
-      if (rec) {
-        try {
-          packs_->read(h, *rec);
-        } catch (const StoreError& e) {
-          if (e.kind() != StoreError::Kind::kCorrupt) throw;  // I/O trouble is not damage to repair
-          problem = e.what();
-        }
-      } else if (problem.empty()) {
-        problem = "no index record";
-      }
-      v = verdict.emplace(h, problem).first;
-    }
-    if (v->second.empty()) continue;
+    auto d = damaged.find(h);
+    if (d == damaged.end() || d->second.uses.size() >= 64) continue;
     auto k = parse_block_key(it->key().ToStringView());
-    DamagedChunk& d = damaged[h];
-    d.hash = h;
-    d.problem = v->second;
-    ++d.entries;
-    if (d.uses.size() < 64) d.uses.emplace_back(k->image, k->block, k->rev);
+    if (k) d->second.uses.emplace_back(k->image, k->block, k->rev);
   }
   check(it->status(), "scan block maps");
   std::vector<DamagedChunk> out;

@@ -1,20 +1,17 @@
 #include "store/scrub.h"
 
-#include <fcntl.h>
 #include <rocksdb/db.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
-#include <unordered_map>
 
-#include "store/chunk_codec.h"
+#include "store/chunk_check.h"
+#include "store/chunk_scan.h"
+#include "store/external_sort.h"
 #include "store/pack.h"
 #include "store/store.h"
 
@@ -23,95 +20,50 @@ namespace fs = std::filesystem;
 namespace rbdvault::store {
 namespace {
 
-struct HashKey {
-  size_t operator()(const Hash& h) const {
-    size_t v;
-    std::memcpy(&v, h.data(), sizeof(v));
-    return v;
-  }
-};
+// Memory does not grow with the number of chunks (docs/format.md §11): the hashes the checked
+// revisions read and the hashes of all block map entries go through external sorters and are
+// merged with the chunk records in hash order; the chunks are then checked in pack order (one
+// sequential pass over each pack for --deep). What stays in memory is one small record per revision
+// and per pack, and the list of damaged chunks (up to kMaxDamaged; beyond it, the revisions' blocks
+// are checked again one by one).
+constexpr size_t kMaxDamaged = 1 << 20;
 
-// Checks one chunk against its index record and its pack; caches the verdict per hash.
-class ChunkChecker {
- public:
-  ChunkChecker(Store& store, bool deep) : store_(store), deep_(deep) {}
-  ~ChunkChecker() {
-    for (auto& [id, fd] : fds_)
-      if (fd >= 0) ::close(fd);
-  }
+using HashSorter = ExternalSorter<32>;
+// pack (be32), offset (be64), hash, stored_len, raw_len, flags: chunks to check, in pack order.
+using LocationSorter = ExternalSorter<4 + 8 + 32 + 4 + 4 + 1>;
 
-  // Empty string: fine; otherwise what is wrong.
-  const std::string& check(const Hash& hash, ScrubReport& report) {
-    auto it = verdicts_.find(hash);
-    if (it != verdicts_.end()) return it->second;
-    ++report.chunks_checked;
-    return verdicts_.emplace(hash, examine(hash, report)).first->second;
-  }
+HashSorter::Key key_of(const Hash& h) {
+  HashSorter::Key k;
+  std::memcpy(k.data(), h.data(), 32);
+  return k;
+}
 
- private:
-  // -1 with errno set when the pack cannot be opened; failures are not cached.
-  int fd_for(uint32_t pack) {
-    auto it = fds_.find(pack);
-    if (it != fds_.end()) return it->second;
-    if (fds_.size() >= 128) {  // stay far from the open-file limit on stores with many packs
-      for (auto& [id, fd] : fds_) ::close(fd);
-      fds_.clear();
-    }
-    int fd = ::open((store_.data_dir() / pack_file_name(pack)).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) fds_[pack] = fd;
-    return fd;
-  }
+LocationSorter::Key location_key(const Hash& h, const ChunkRecord& rec) {
+  LocationSorter::Key k{};
+  put_be(k.data(), rec.pack, 4);
+  put_be(k.data() + 4, rec.offset, 8);
+  std::memcpy(k.data() + 12, h.data(), 32);
+  std::memcpy(k.data() + 44, &rec.stored_len, 4);
+  std::memcpy(k.data() + 48, &rec.raw_len, 4);
+  k[52] = rec.flags;
+  return k;
+}
 
-  std::string examine(const Hash& hash, ScrubReport& report) {
-    const std::string name = "chunk " + to_hex(hash).substr(0, 16);
-    std::optional<ChunkRecord> rec;
-    try {
-      rec = store_.chunk(hash);
-    } catch (const StoreError& e) {
-      if (e.kind() != StoreError::Kind::kCorrupt) throw;
-      return name + " has a malformed index record (" + e.what() + ")";  // damage to report, not to stop at
-    }
-    if (!rec) return name + " is referenced but has no index record";
-    const std::string where = name + " (" + pack_file_name(rec->pack) + " at " + std::to_string(rec->offset) + ")";
-    int fd = fd_for(rec->pack);
-    if (fd < 0) {
-      if (errno == ENOENT) return where + ": pack file is missing";
-      throw_errno("open pack " + pack_file_name(rec->pack));  // not damage: an I/O problem here
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return where + ": cannot stat pack file";
-    if (rec->offset + kChunkHeaderSize + rec->stored_len > static_cast<uint64_t>(st.st_size))
-      return where + ": pack file is truncated (" + std::to_string(st.st_size) + " bytes)";
-    const size_t len = deep_ ? kChunkHeaderSize + rec->stored_len : kChunkHeaderSize;
-    std::string buf(len, '\0');
-    if (::pread(fd, buf.data(), len, static_cast<off_t>(rec->offset)) != static_cast<ssize_t>(len))
-      return where + ": read failed";
-    auto le32 = [&](size_t at) {
-      uint32_t v;
-      std::memcpy(&v, buf.data() + at, 4);
-      return v;  // little-endian host (x86_64, aarch64)
-    };
-    if (buf.compare(0, 4, kChunkMagic) != 0) return where + ": bad chunk header magic";
-    if (static_cast<uint8_t>(buf[4]) != rec->flags || le32(8) != rec->raw_len || le32(12) != rec->stored_len)
-      return where + ": chunk header disagrees with the index (flags/length)";
-    if (std::memcmp(buf.data() + 16, hash.data(), 32) != 0) return where + ": chunk header names another hash";
-    if (rec->raw_len != store_.block_size()) return where + ": raw length is not the block size";
-    if (deep_) {
-      try {
-        std::string raw = decode_chunk(rec->flags, std::string_view(buf).substr(kChunkHeaderSize), rec->raw_len);
-        if (sha256(raw) != hash) return where + ": content does not match its SHA-256";
-      } catch (const StoreError& e) {
-        return where + ": " + e.what();
-      }
-      report.bytes_verified += rec->stored_len;
-    }
-    return {};
-  }
+void location_of(const LocationSorter::Key& k, Hash& h, ChunkRecord& rec) {
+  rec.pack = static_cast<uint32_t>(get_be(k.data(), 4));
+  rec.offset = get_be(k.data() + 4, 8);
+  std::memcpy(h.data(), k.data() + 12, 32);
+  std::memcpy(&rec.stored_len, k.data() + 44, 4);
+  std::memcpy(&rec.raw_len, k.data() + 48, 4);
+  rec.flags = k[52];
+}
 
-  Store& store_;
-  bool deep_;
-  std::unordered_map<Hash, std::string, HashKey> verdicts_;
-  std::map<uint32_t, int> fds_;
+// What the per-revision pass found, kept until the chunk verdicts are in so that each revision's
+// issues stay in their documented order.
+struct RevisionState {
+  RevisionRecord rev;
+  std::vector<std::string> record_problems;  // image, parent, block size
+  bool digest_ok = true;
 };
 
 void check_status(const rocksdb::Status& s, const std::string& what) {
@@ -130,88 +82,162 @@ std::vector<uint64_t> ScrubReport::damaged_revisions() const {
 ScrubReport scrub(Store& store, const ScrubOptions& options) {
   ScrubReport report;
   ChunkChecker chunks(store, options.deep);
+  // Store-wide issues follow every revision's, as documented; they are found first.
+  std::vector<ScrubIssue> store_wide;
   auto add = [&](const RevisionRecord* r, std::string problem) {
-    report.issues.push_back({r ? r->id : 0, r ? r->pool + "/" + r->name : std::string(), std::move(problem)});
+    if (r)
+      report.issues.push_back({r->id, r->pool + "/" + r->name, std::move(problem)});
+    else
+      store_wide.push_back({0, std::string(), std::move(problem)});
   };
 
+  // Pass 1: each checked revision's records and checksum; the hashes it reads go to `reads`.
+  std::vector<RevisionState> checked;
+  HashSorter reads;
   for (const ImageRecord& image : store.images()) {
     if (options.image && *options.image != image.key) continue;
-    const std::vector<RevisionRecord> revs = store.revisions(image.key);
     uint64_t previous = 0;
-    for (const RevisionRecord& rev : revs) {
+    for (RevisionRecord& rev : store.revisions(image.key)) {
       const uint64_t expected_parent = previous;
       previous = rev.id;
       if (options.revision && *options.revision != rev.id) continue;
       ++report.revisions_checked;
+      RevisionState st;
       if (rev.image != image.key || rev.pool != image.pool || rev.name != image.name)
-        add(&rev, "revision record names another image");
+        st.record_problems.push_back("revision record names another image");
       if (rev.parent != expected_parent)
-        add(&rev, "broken parent pointer: parent " + std::to_string(rev.parent) + ", previous revision is " +
-                      std::to_string(expected_parent));
-      if (rev.block_size != store.block_size()) add(&rev, "block size differs from the store's");
-      // Every chunk the revision reads, and its checksum.
+        st.record_problems.push_back("broken parent pointer: parent " + std::to_string(rev.parent) +
+                                     ", previous revision is " + std::to_string(expected_parent));
+      if (rev.block_size != store.block_size()) st.record_problems.push_back("block size differs from the store's");
       Hash digest{};
-      uint64_t bad_chunks = 0;
-      std::string first_problem;
       store.for_each_data_block(rev, [&](uint64_t block, const Hash& h) {
         RevisionDigest::add(digest, RevisionDigest::term(block, h));
-        const std::string& problem = chunks.check(h, report);
-        if (!problem.empty()) {
-          if (bad_chunks++ == 0) first_problem = "block " + std::to_string(block) + ": " + problem;
-        }
+        reads.add(key_of(h));
       });
       RevisionDigest::add(digest, RevisionDigest::size_term(rev.size));
-      if (bad_chunks) add(&rev, std::to_string(bad_chunks) + " damaged block(s), first " + first_problem);
-      if (digest != rev.digest)
-        add(&rev, "whole-revision checksum does not match the block map (entries missing, altered or wrong size)");
+      st.digest_ok = digest == rev.digest;
+      st.rev = std::move(rev);
+      checked.push_back(std::move(st));
     }
   }
 
-  // Store-wide accounting: chunk reference counts are the number of block map entries naming them.
-  std::unordered_map<Hash, uint64_t, HashKey> refs;
+  // Every block map entry's hash, for the reference counts.
+  HashSorter refs;
   {
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(ro));
     const std::string prefix(1, kKeyBlock);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (it->value().size() == 32) {
-        Hash h;
-        std::memcpy(h.data(), it->value().data(), 32);
-        ++refs[h];
+        HashSorter::Key k;
+        std::memcpy(k.data(), it->value().data(), 32);
+        refs.add(k);
       }
     }
     check_status(it->status(), "scan block maps");
   }
-  uint64_t wrong_refs = 0;
+
+  // Merge, in hash order: reference counts against the chunk records; the chunks read go to the
+  // pack-order check, or are damaged at once (no record, malformed record).
+  std::vector<Hash> damaged;
+  bool damaged_overflow = false;
+  auto note_damaged = [&](const Hash& h) {
+    if (damaged.size() < kMaxDamaged)
+      damaged.push_back(h);
+    else
+      damaged_overflow = true;
+  };
+  LocationSorter to_check;
+  uint64_t wrong_refs = 0, unrecorded = 0;
   std::map<uint32_t, uint64_t> pack_end;
   {
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    const std::string prefix(1, kKeyChunk);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      const Hash h = chunk_hash_of_key(it->key().ToStringView());
-      ChunkRecord rec;
-      try {
-        rec = decode_chunk_record(it->value().ToStringView());
-      } catch (const StoreError& e) {
-        // Reported once here; the revisions reading it are named by the block map pass above.
-        add(nullptr, "chunk " + to_hex(h).substr(0, 16) + " has a malformed index record (" + e.what() + ")");
-        refs.erase(h);
-        continue;
-      }
-      auto found = refs.find(h);
-      uint64_t counted = found == refs.end() ? 0 : found->second;
-      if (counted != rec.refs) {
-        if (wrong_refs++ < 5)
+    ChunkRecordCursor cursor(store.db());
+    HashSorter::Entry r{}, q{};
+    bool have_r = refs.next(r), have_q = reads.next(q);
+    auto referenced_by_reads = [&](const Hash& h) {
+      while (have_q && std::memcmp(q.key.data(), h.data(), 32) < 0) have_q = reads.next(q);
+      return have_q && std::memcmp(q.key.data(), h.data(), 32) == 0;
+    };
+    auto hash_of = [](const HashSorter::Key& k) {
+      Hash h;
+      std::memcpy(h.data(), k.data(), 32);
+      return h;
+    };
+    while (cursor.valid() || have_r) {
+      // The smaller of the next chunk record and the next referenced hash.
+      const bool take_record =
+          cursor.valid() && (!have_r || std::memcmp(cursor.hash().data(), r.key.data(), 32) <= 0);
+      const Hash h = take_record ? cursor.hash() : hash_of(r.key);
+      const bool counted = have_r && std::memcmp(r.key.data(), h.data(), 32) == 0;
+      const uint64_t count = counted ? r.count : 0;
+      const bool read = referenced_by_reads(h);
+      if (!take_record) {
+        ++unrecorded;
+        if (read) {
+          ++report.chunks_checked;
+          note_damaged(h);
+        }
+      } else if (!cursor.record()) {
+        // Reported once here; the revisions reading it are named by the per-revision pass.
+        add(nullptr, "chunk " + to_hex(h).substr(0, 16) + " has a malformed index record (" + cursor.error() + ")");
+        if (read) {
+          ++report.chunks_checked;
+          note_damaged(h);
+        }
+      } else {
+        const ChunkRecord& rec = *cursor.record();
+        if (count != rec.refs && wrong_refs++ < 5)
           add(nullptr, "chunk " + to_hex(h).substr(0, 16) + " has reference count " + std::to_string(rec.refs) +
-                           " but " + std::to_string(counted) + " block map entries");
+                           " but " + std::to_string(count) + " block map entries");
+        if (read) to_check.add(location_key(h, rec));
+        uint64_t& end = pack_end[rec.pack];
+        end = std::max(end, rec.offset + kChunkHeaderSize + rec.stored_len);
       }
-      if (found != refs.end()) refs.erase(found);
-      pack_end[rec.pack] = std::max(pack_end[rec.pack], rec.offset + kChunkHeaderSize + rec.stored_len);
+      if (take_record) cursor.next();
+      if (counted) have_r = refs.next(r);
     }
-    check_status(it->status(), "scan chunk records");
   }
   if (wrong_refs > 5) add(nullptr, std::to_string(wrong_refs) + " chunks in all have wrong reference counts");
-  if (!refs.empty())
-    add(nullptr, std::to_string(refs.size()) + " chunks are referenced by block maps but have no index record");
+  if (unrecorded)
+    add(nullptr, std::to_string(unrecorded) + " chunks are referenced by block maps but have no index record");
+
+  // Each chunk read by a checked revision, once, in pack order.
+  {
+    LocationSorter::Entry e;
+    Hash h;
+    ChunkRecord rec;
+    while (to_check.next(e)) {
+      location_of(e.key, h, rec);
+      ++report.chunks_checked;
+      if (!chunks.examine(h, rec, report.bytes_verified).empty()) note_damaged(h);
+    }
+  }
+  std::sort(damaged.begin(), damaged.end());
+
+  // Pass 2, only when something is damaged: which blocks of which revisions read it.
+  for (RevisionState& st : checked) {
+    const RevisionRecord* rev = &st.rev;
+    for (auto& p : st.record_problems) add(rev, std::move(p));
+    if (!damaged.empty()) {
+      uint64_t bad_chunks = 0;
+      std::string first_problem;
+      store.for_each_data_block(st.rev, [&](uint64_t block, const Hash& h) {
+        std::string problem;
+        if (damaged_overflow)
+          problem = chunks.examine(h);
+        else if (std::binary_search(damaged.begin(), damaged.end(), h) && bad_chunks == 0)
+          problem = chunks.examine(h);  // the text, for the first one
+        else if (std::binary_search(damaged.begin(), damaged.end(), h))
+          problem = "damaged";
+        if (!problem.empty() && bad_chunks++ == 0) first_problem = "block " + std::to_string(block) + ": " + problem;
+      });
+      if (bad_chunks) add(rev, std::to_string(bad_chunks) + " damaged block(s), first " + first_problem);
+    }
+    if (!st.digest_ok)
+      add(rev, "whole-revision checksum does not match the block map (entries missing, altered or wrong size)");
+  }
+
   {
     std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kKeyPack);
@@ -230,6 +256,7 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
   }
   for (auto& [id, end] : pack_end)
     add(nullptr, "chunks point into pack " + pack_file_name(id) + " which has no pack record");
+  for (auto& i : store_wide) report.issues.push_back(std::move(i));
   spdlog::info("scrub {}: {} revisions, {} chunks{}, {} issue(s)", store.dir().string(), report.revisions_checked,
                report.chunks_checked, options.deep ? " (deep)" : "", report.issues.size());
   return report;

@@ -340,15 +340,37 @@ void Store::roll_back_damaged_mark(uint64_t rev) {
   }
   spdlog::warn("store {}: the mark of unfinished revision {} is damaged; rolling back its entries in every image",
                dir_.string(), rev);
-  for (const ImageRecord& image : all) roll_back(PendingRecord{rev, image.key}, RollBack::kRecovery);
-  check(db_->Delete(wo, pending_key(rev)), "remove mark of revision " + std::to_string(rev));  // no images
+  // The mark stays until every image is done, so a rollback killed halfway is run again in full.
+  for (const ImageRecord& image : all) roll_back(PendingRecord{rev, image.key}, RollBack::kRecovery, /*keep_mark=*/true);
+  check(db_->Delete(wo, pending_key(rev)), "remove mark of revision " + std::to_string(rev));
 }
 
-void Store::roll_back(const PendingRecord& p, RollBack why) {
+// In batches of at most kRollBackBatch entries, so that rolling back a huge killed backup needs
+// bounded memory. Each batch deletes entries together with the references they held, and the W mark
+// goes only with the last one: a rollback killed halfway is simply run again by the next writer
+// (docs/format.md §7.3), and finds only the entries not yet removed.
+void Store::roll_back(const PendingRecord& p, RollBack why, bool keep_mark) {
+  constexpr uint64_t kRollBackBatch = 16384;
   rocksdb::WriteBatch batch;
   ChunkRefUpdates chunks(*db_);
   uint64_t removed = 0;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  auto write = [&](bool last) {
+    chunks.write_to(batch);
+    if (last && !keep_mark) {
+      batch.Delete(pending_key(p.revision));
+      batch.Delete(std::string(1, kKeyPending));  // the mark of format 1.0 stores (a single W key)
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = last;  // the synced last batch makes the earlier ones durable too (one log, in order)
+    check(db_->Write(wo, &batch), "roll back unfinished revision " + std::to_string(p.revision));
+    batch.Clear();
+    ++chunk_generation_;
+    if (!last) crash_points_.reached("revision.rollback_batch");
+  };
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  // The scan reads a snapshot taken when it starts; our own batches do not disturb it.
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   const std::string prefix = block_prefix(p.image);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     auto k = parse_block_key(it->key().ToStringView());
@@ -356,15 +378,10 @@ void Store::roll_back(const PendingRecord& p, RollBack why) {
     batch.Delete(it->key());
     ++removed;
     if (it->value().size() == 32) chunks.unref(it->value().ToStringView());
+    if (static_cast<uint64_t>(batch.Count()) >= kRollBackBatch) write(false);
   }
   check(it->status(), "scan block map");
-  chunks.write_to(batch);
-  batch.Delete(pending_key(p.revision));
-  batch.Delete(std::string(1, kKeyPending));  // the mark of format 1.0 stores (a single W key)
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Write(wo, &batch), "roll back unfinished revision " + std::to_string(p.revision));
-  ++chunk_generation_;
+  write(true);
   crash_points_.reached("revision.rolled_back");
   spdlog::log(why == RollBack::kRecovery ? spdlog::level::warn : spdlog::level::debug,
               "store {}: rolled back unfinished revision {} ({} block map entries)", dir_.string(), p.revision,

@@ -179,7 +179,8 @@ class Store {
   // kRecovery: left by a killed writer, found at open (worth a warning); kOwnFailure: this process's
   // own failed revision, whose error the caller reports (a second line would only repeat it).
   enum class RollBack { kRecovery, kOwnFailure };
-  void roll_back(const PendingRecord& pending, RollBack why);
+  // keep_mark: the W mark stays (a damaged mark's rollback goes image by image and drops it last).
+  void roll_back(const PendingRecord& pending, RollBack why, bool keep_mark = false);
   void roll_back_damaged_mark(uint64_t revision);
   void end_write(uint64_t revision, uint64_t image);
   void require_no_writers(const char* operation);

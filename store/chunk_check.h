@@ -1,0 +1,34 @@
+// Scrub's check of one chunk against its index record and its pack (docs/format.md §11).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "store/format.h"
+
+namespace rbdvault::store {
+
+class Store;
+
+class ChunkChecker {
+ public:
+  ChunkChecker(Store& store, bool deep) : store_(store), deep_(deep) {}
+  ~ChunkChecker();
+  ChunkChecker(const ChunkChecker&) = delete;
+  ChunkChecker& operator=(const ChunkChecker&) = delete;
+
+  // Empty string: fine; otherwise what is wrong. Looks the record up first.
+  std::string examine(const Hash& hash);
+  // With the record at hand. A deep check adds the payload bytes to `bytes_verified`.
+  std::string examine(const Hash& hash, const ChunkRecord& rec, uint64_t& bytes_verified);
+
+ private:
+  int fd_for(uint32_t pack);  // -1 with errno set when the pack cannot be opened; not cached then
+
+  Store& store_;
+  bool deep_;
+  std::map<uint32_t, int> fds_;
+};
+
+}  // namespace rbdvault::store
