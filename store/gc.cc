@@ -60,6 +60,8 @@ void from_pack_order_key(const PackOrder::Key& k, Hash& h, ChunkRecord& rec) {
   std::memcpy(&rec.refs, k.data() + 53, 8);
 }
 
+}  // namespace
+
 uint64_t pack_bytes_on_disk(Store& store) {
   uint64_t total = 0;
   std::error_code ec;
@@ -75,6 +77,8 @@ uint64_t index_bytes_on_disk(Store& store) {
     if (e.is_regular_file(ec)) total += e.file_size(ec);
   return total;
 }
+
+namespace {
 
 // Drops or rewrites one pack whose chunks arrive in hash order through next(). Every batch leaves
 // a consistent index: dead records may go at any time; live ones move to a sealed new pack whose
