@@ -1,5 +1,6 @@
 #include "rbd/image.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <rbd/librbd.hpp>
 #include <stdexcept>
@@ -181,29 +182,38 @@ void Image::changed_extents(const std::string& from_snap, uint64_t offset, uint6
   diff(diff_base(from_snap), offset, length, whole_object, sink);
 }
 
-uint64_t Image::changed_extents_exact(const std::string& from_snap, uint64_t offset, uint64_t length,
-                                      const std::function<void(const ChangedExtent&)>& sink) {
-  if (length == 0) return 0;  // see changed_extents
+Image::ExactDiffStats Image::changed_extents_exact(const std::string& from_snap, uint64_t offset, uint64_t length,
+                                                  const std::function<void(const ChangedExtent&)>& sink,
+                                                  uint64_t window_objects) {
+  ExactDiffStats stats;
+  if (length == 0) return stats;  // see changed_extents
   const std::string base = diff_base(from_snap);
   uint64_t features = 0;
   check(image_->features(&features), "get features of " + spec());
   if ((features & RBD_FEATURE_FAST_DIFF) == 0) {
     diff(base, offset, length, false, sink);
-    return 0;
+    return stats;
   }
-  // Changed objects first; their number, not the image size, bounds this list.
+  // Changed objects first, a window at a time; each window's objects are then diffed exactly, in
+  // order, so extents still arrive in ascending order.
+  const uint64_t window = std::max<uint64_t>(1, window_objects) * info().object_size;
   std::vector<ChangedExtent> objects;
-  diff(base, offset, length, true, [&](const ChangedExtent& e) { objects.push_back(e); });
-  uint64_t refined = 0;
-  for (const ChangedExtent& o : objects) {
-    if (!o.exists) {
-      sink(o);  // the whole object is gone: zeros, nothing to read
-      continue;
+  for (uint64_t at = offset, end = offset + length; at < end;) {
+    const uint64_t window_end = std::min(end, (at / window + 1) * window);  // object-aligned windows
+    objects.clear();
+    diff(base, at, window_end - at, true, [&](const ChangedExtent& e) { objects.push_back(e); });
+    stats.peak_listed = std::max<uint64_t>(stats.peak_listed, objects.size());
+    for (const ChangedExtent& o : objects) {
+      if (!o.exists) {
+        sink(o);  // the whole object is gone: zeros, nothing to read
+        continue;
+      }
+      ++stats.refined;
+      if (o.length > 0) diff(base, o.offset, o.length, false, sink);
     }
-    ++refined;
-    if (o.length > 0) diff(base, o.offset, o.length, false, sink);
+    at = window_end;
   }
-  return refined;
+  return stats;
 }
 
 size_t Image::read(uint64_t offset, size_t length, char* out) {

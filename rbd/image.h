@@ -94,10 +94,17 @@ class Image {
   // Exact changed extents like changed_extents(..., whole_object=false), found fast: when the image
   // has fast-diff, librbd is first asked for changed objects (object maps only, no per-object I/O),
   // and only those objects are then diffed exactly. Without fast-diff (or with an invalid object map,
-  // where librbd falls back by itself) this costs one exact pass. Returns the number of objects
-  // refined, for logging.
-  uint64_t changed_extents_exact(const std::string& from_snap, uint64_t offset, uint64_t length,
-                                 const std::function<void(const ChangedExtent&)>& sink);
+  // where librbd falls back by itself) this costs one exact pass. The range is walked in windows of
+  // `window_objects` objects, so the list of changed objects held at once stays bounded whatever
+  // the image size (issue 11: memory must not grow with the image).
+  struct ExactDiffStats {
+    uint64_t refined = 0;      // objects diffed exactly
+    uint64_t peak_listed = 0;  // most changed objects held at once
+  };
+  static constexpr uint64_t kDiffWindowObjects = 4096;
+  ExactDiffStats changed_extents_exact(const std::string& from_snap, uint64_t offset, uint64_t length,
+                                       const std::function<void(const ChangedExtent&)>& sink,
+                                       uint64_t window_objects = kDiffWindowObjects);
 
   // Synchronous read; returns bytes read (short past the end).
   size_t read(uint64_t offset, size_t length, char* out);

@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <random>
 #include <rbd/librbd.hpp>
 #include <string>
 #include <vector>
@@ -110,6 +112,61 @@ TEST_F(RbdTest, ChangedExtentsBetweenSnapshots) {
   img.set_snapshot("s1");
   EXPECT_EQ(img.read(8 << 20, 4096, buf.data()), 4096u);
   EXPECT_EQ(buf, std::string(4096, '\0'));
+}
+
+// Byte ranges covered by `extents`, merged: what a backup reads does not depend on how librbd
+// splits its answer.
+std::vector<std::pair<uint64_t, uint64_t>> covered(const std::vector<ChangedExtent>& extents, bool exists) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& e : extents) {
+    if (e.exists != exists || e.length == 0) continue;
+    if (!out.empty() && out.back().second >= e.offset)
+      out.back().second = std::max(out.back().second, e.offset + e.length);
+    else
+      out.emplace_back(e.offset, e.offset + e.length);
+  }
+  return out;
+}
+
+TEST_F(RbdTest, ExactDiffInWindowsMatchesOnePassAndBoundsTheObjectList) {
+  const std::string name = unique_name("window");
+  const uint64_t size = 24 << 20;
+  NewImageOptions o;
+  o.size = size;
+  o.order = 20;  // 24 objects of 1 MiB
+  o.features = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF;
+  ImageWriter w(*cluster_, "rbd", name, o);
+  w.commit();
+  names_.push_back(name);
+  Image img = Image::open(*cluster_, "rbd", name);
+  std::mt19937_64 rng(11);
+  auto scatter = [&](int writes, char c) {
+    for (int i = 0; i < writes; ++i) img.write((rng() % (size / 4096)) * 4096, std::string(4096, c));
+  };
+  scatter(20, 'a');
+  img.create_snapshot("s1");
+  scatter(40, 'b');
+  img.create_snapshot("s2");
+  img.set_snapshot("s2");
+
+  std::vector<ChangedExtent> one_pass;
+  img.changed_extents("s1", 0, size, false, [&](const ChangedExtent& e) { one_pass.push_back(e); });
+  ASSERT_FALSE(one_pass.empty());
+  uint64_t refined_default = 0;
+  for (uint64_t window : {uint64_t{1}, uint64_t{3}, Image::kDiffWindowObjects}) {
+    std::vector<ChangedExtent> got;
+    const auto st = img.changed_extents_exact("s1", 0, size, [&](const ChangedExtent& e) { got.push_back(e); }, window);
+    EXPECT_EQ(covered(got, true), covered(one_pass, true)) << "window of " << window << " objects";
+    EXPECT_EQ(covered(got, false), covered(one_pass, false)) << "window of " << window << " objects";
+    for (size_t i = 1; i < got.size(); ++i) EXPECT_LE(got[i - 1].offset, got[i].offset) << "out of order";
+    if (window < Image::kDiffWindowObjects) {
+      EXPECT_LE(st.peak_listed, window) << "the changed-object list outgrew its window";
+    } else {
+      refined_default = st.refined;
+      EXPECT_GT(st.peak_listed, 3u) << "40 scattered writes touch more than 3 objects";
+    }
+  }
+  EXPECT_GT(refined_default, 3u);
 }
 
 TEST_F(RbdTest, AsyncReaderKeepsReadsBoundedAndOrdered) {
