@@ -35,7 +35,7 @@ step() { printf '\n== sanitize-tests: %s (%ds)\n' "$*" "$SECONDS"; }
 run_asan() {
   step "ASan+UBSan build"
   configure build-asan g++ address,undefined OFF
-  cmake --build build-asan -j "$JOBS" --target unit_tests
+  cmake --build build-asan -j "$JOBS" --target unit_tests || return 1  # set -e is off inside an && chain
   step "ASan+UBSan unit tests"
   (cd build-asan && ctest --output-on-failure -j "$JOBS" -L unit)
 }
@@ -43,7 +43,7 @@ run_asan() {
 run_fuzz() {
   step "fuzz build (clang-14, ASan+UBSan)"
   configure build-fuzz clang++-14 address,undefined ON
-  cmake --build build-fuzz -j "$JOBS" --target fuzzers
+  cmake --build build-fuzz -j "$JOBS" --target fuzzers || return 1
   step "fuzzers, ${FUZZ_SECONDS}s each"
   local corpus=build-fuzz/corpus
   rm -rf "$corpus"
@@ -68,7 +68,7 @@ run_fuzz() {
 run_tsan() {
   step "TSan build"
   configure build-tsan g++ thread OFF
-  cmake --build build-tsan -j "$JOBS" --target unit_tests
+  cmake --build build-tsan -j "$JOBS" --target unit_tests || return 1
   step "TSan: concurrency tests"
   (cd build-tsan && ctest --output-on-failure -j "$JOBS" -L unit -R "$TSAN_FILTER")
 }
