@@ -68,8 +68,14 @@ def oplog(store):
         return []
     with open(os.path.join(store, "oplog")) as f:
         for line in f:
-            kv = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
-            (starts if line.startswith("start") else ends)[kv["id"]] = kv
+            # Read while the agent runs (SIGSTOP, too, lands asynchronously): the last line may be
+            # half written, and a writer that found a torn line leaves an empty one. `log` skips
+            # both; so does this.
+            if not line.endswith("\n") or not line.strip():
+                continue
+            kind, kv = line.split()[0], dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            check("id" in kv and kind in ("start", "end"), "malformed operation log line: %r" % line)
+            (starts if kind == "start" else ends)[kv["id"]] = kv
     return [(s["op"], s.get("image", ""), ends.get(i, {}).get("result", "")) for i, s in starts.items()]
 
 
