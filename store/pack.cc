@@ -9,6 +9,7 @@
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
+#include "store/posix_file.h"
 
 namespace rbdvault::store {
 namespace {
@@ -23,18 +24,6 @@ uint32_t get_le32(const char* p) {
          uint32_t(uint8_t(p[3])) << 24;
 }
 
-void write_all(int fd, const char* p, size_t n, const std::filesystem::path& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write " + path.string());
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 }  // namespace
 
 void throw_errno(const std::string& what) {
@@ -47,16 +36,6 @@ std::string pack_file_name(uint32_t pack) {
   char name[32];
   std::snprintf(name, sizeof(name), "%08x.pack", pack);
   return name;
-}
-
-void fsync_dir(const std::filesystem::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw_errno("open directory " + dir.string());
-  int r = ::fsync(fd);
-  int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (r != 0) throw_errno("fsync directory " + dir.string());
 }
 
 ChunkHeader parse_chunk_header(std::string_view b) {

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "store/format.h"
+#include "store/posix_file.h"
 #include "store/sha256.h"
 
 namespace rbdvault::store {
@@ -105,7 +106,5 @@ class PackReader {
   std::mutex mu_;  // guards fds_
   std::map<uint32_t, std::shared_ptr<const OpenPack>> fds_;
 };
-
-void fsync_dir(const std::filesystem::path& dir);
 
 }  // namespace rbdvault::store

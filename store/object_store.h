@@ -1,0 +1,72 @@
+// The storage seam: every byte of a store's data area (pack files, revision manifests) is written,
+// read, listed and removed through this interface, so a new backend is one new file (the local
+// directory is the first; RADOS is next). The index (RocksDB), the locks and the operation log are
+// host-local and not part of the data area.
+//
+// Names are relative paths made of [a-z0-9._-] and '/' ("data/0000002a.pack"); a backend may map
+// '/' to directories. Data-area objects are immutable: written once, whole, then only read or
+// removed. Every method reports failure by throwing StoreError: kNotFound for a missing object that
+// must exist, kExists for a name already taken, kNoSpace when the backend is full, kIO when the
+// backend failed (a retry may help), kCorrupt when what it holds is wrong (a retry will not help).
+//
+// Thread safety: an ObjectStore and its readers may be used from several threads at once; one sink
+// belongs to one thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rbdvault::store {
+
+// An object opened for reading. Stays readable after the object is removed (until destroyed).
+class ObjectReader {
+ public:
+  virtual ~ObjectReader() = default;
+  // Reads exactly n bytes at `offset` into buf; false if the object ends first. Thread safe.
+  [[nodiscard]] virtual bool read_at(uint64_t offset, char* buf, size_t n) const = 0;
+  [[nodiscard]] virtual uint64_t size() const = 0;
+};
+
+// An object being written. Invisible to open, size and list until commit(); destroyed without a
+// successful commit(), it leaves nothing under its name.
+class ObjectSink {
+ public:
+  virtual ~ObjectSink() = default;
+  virtual void append(std::string_view bytes) = 0;
+  [[nodiscard]] virtual uint64_t size() const = 0;
+  // Publishes the whole object atomically and durably: once it returns, the object survives a crash
+  // of the process or the machine; a crash before it returns leaves no object under the name (at
+  // most a leftover that remove_incomplete() deletes). Throws kExists, touching nothing, if the
+  // name is taken: an existing object is never replaced.
+  virtual void commit() = 0;
+};
+
+class ObjectStore {
+ public:
+  virtual ~ObjectStore() = default;
+
+  [[nodiscard]] virtual std::unique_ptr<ObjectSink> create(const std::string& name) = 0;
+  // Opens a committed object; kNotFound if there is none.
+  [[nodiscard]] virtual std::unique_ptr<ObjectReader> open(const std::string& name) = 0;
+  // The size of a committed object; nullopt if there is none.
+  [[nodiscard]] virtual std::optional<uint64_t> size(const std::string& name) = 0;
+  // The names of the committed objects that start with `prefix`, in byte order. `prefix` ends at a
+  // '/' or within the last path component ("data/", "manifests/0000").
+  [[nodiscard]] virtual std::vector<std::string> list(const std::string& prefix) = 0;
+  // Removes an object durably; a missing object is not an error.
+  virtual void remove(const std::string& name) = 0;
+  // Deletes what sinks under `prefix` left when their process died before commit. Only a writer
+  // (who holds the store's writer lock, so no sink of its own is open) may call it.
+  virtual void remove_incomplete(const std::string& prefix) = 0;
+
+  // Conveniences built on the above.
+  void put(const std::string& name, std::string_view bytes);
+  // The whole object, refused (kCorrupt) if larger than max_bytes: lengths from disk are bounded.
+  [[nodiscard]] std::string read_all(const std::string& name, uint64_t max_bytes);
+};
+
+}  // namespace rbdvault::store
