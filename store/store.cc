@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 
+#include "store/local_object_store.h"
 #include "store/lock.h"
 #include "store/pack.h"
 #include "store/ref_updates.h"
@@ -220,6 +221,7 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
     raw = open_index_read_only(dir / "index", dir.string());
   }
   s->db_.reset(raw);
+  s->objects_ = std::make_unique<LocalObjectStore>(dir);
   s->packs_ = std::make_unique<PackReader>(s->data_dir());
   if (mode == OpenMode::kWriter) s->recover();
   return s;

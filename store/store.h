@@ -32,6 +32,7 @@ class DB;
 
 namespace rbdvault::store {
 
+class ObjectStore;
 class PackReader;
 class RevisionWriter;
 class ReaderLock;
@@ -168,6 +169,8 @@ class Store {
   const WriterOptions& writer_options() const { return writer_options_; }
   std::filesystem::path data_dir() const { return dir_ / "data"; }
   PackReader& packs() { return *packs_; }
+  // The data area (object_store.h): pack files and revision manifests go through it alone.
+  ObjectStore& objects() { return *objects_; }
   // Named steps where tests may crash the process (see crash_points.h).
   CrashPoints& crash_points() { return crash_points_; }
 
@@ -197,6 +200,7 @@ class Store {
   std::unique_ptr<WriterLock> lock_;
   std::unique_ptr<ReaderLock> reader_lock_;
   std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<ObjectStore> objects_;
   std::unique_ptr<PackReader> packs_;
   CrashPoints crash_points_;
   // Guards the index and pack updates of concurrent RevisionWriters and the sets below.
