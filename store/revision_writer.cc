@@ -136,6 +136,12 @@ void RevisionWriter::put_zero_range(uint64_t first, uint64_t end) {
   stale_cursor_ = std::max(stale_cursor_, end);
 }
 
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 PreparedBlock prepare_block(Store& store, std::string_view data) {
   const uint32_t bs = store.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
@@ -143,10 +149,16 @@ PreparedBlock prepare_block(Store& store, std::string_view data) {
   if (all_zero(data)) return p;
   p.raw.assign(data);
   p.raw.resize(bs, '\0');
+  const double t0 = thread_cpu_seconds();
   p.hash = sha256(p.raw);
+  const double t1 = thread_cpu_seconds();
+  p.hash_seconds = t1 - t0;
   // Compress only what the store does not hold yet; a chunk first seen earlier in the same revision
   // is not in the index yet and is compressed again, which costs CPU, not correctness.
-  if (!store.chunk(*p.hash)) p.encoded = encode_chunk(p.raw, store.writer_options().zstd_level);
+  if (!store.chunk(*p.hash)) {
+    p.encoded = encode_chunk(p.raw, store.writer_options().zstd_level);
+    p.compress_seconds = thread_cpu_seconds() - t1;
+  }
   return p;
 }
 

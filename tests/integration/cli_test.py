@@ -349,6 +349,18 @@ def scenario_backup_restore(c):
     c.remove("rbd", "br-src")
 
 
+def exact_diff_bytes(c, name, from_snap):
+    """Bytes Ceph's exact diff (whole_object=False) reports changed from `from_snap` to the head."""
+    total = [0]
+
+    def count(offset, length, exists):
+        total[0] += length
+
+    with c.image("rbd", name) as img:
+        img.diff_iterate(0, img.size(), from_snap, count, whole_object=False)
+    return total[0]
+
+
 def scenario_incremental_cost(c):
     """1% scattered 4 KiB writes to a 1 GiB image: the new revision costs what changed, no more."""
     store = new_store("incremental_cost")
@@ -369,9 +381,17 @@ def scenario_incremental_cost(c):
             img.write(os.urandom(4096), off)
     bs = 64 << 10
     changed_blocks = len({o // bs for o in offsets})
+    exact = exact_diff_bytes(c, "inc-src", snap_name(store, r1["revision"]))
     r2 = backup(store, "rbd/inc-src")
-    log("1%% writes: %d writes, %d changed blocks; revision: read %d, stored %d, entries %d, chunks %d" %
-        (writes, changed_blocks, r2["bytes_read"], r2["bytes_stored"], r2["map_entries"], r2["new_chunks"]))
+    log("1%% writes: %d writes, %d changed blocks, exact diff %d; revision: read %d from Ceph, %d from the store, "
+        "stored %d, entries %d, chunks %d" % (writes, changed_blocks, exact, r2["bytes_read_ceph"],
+                                              r2["bytes_read_store"], r2["bytes_stored"], r2["map_entries"],
+                                              r2["new_chunks"]))
+    # Only the changed bytes come from Ceph; the rest of each touched block from the parent's chunks.
+    check(r2["bytes_read"] == r2["bytes_read_ceph"], "bytes_read must stay the bytes read from Ceph: %s" % r2)
+    check(r2["bytes_read_ceph"] <= exact * 1.1, "read %d from Ceph for an exact diff of %d" % (r2["bytes_read_ceph"], exact))
+    check(r2["bytes_read_store"] == changed_blocks * bs, "read %d from the store for %d partly changed blocks" %
+          (r2["bytes_read_store"], changed_blocks))
     check(r2["kind"] == "delta", "must be incremental")
     check(r2["map_entries"] == changed_blocks, "index entries %d != changed blocks %d" % (r2["map_entries"], changed_blocks))
     check(r2["new_chunks"] <= changed_blocks, "new chunks %d > changed blocks" % r2["new_chunks"])
