@@ -86,9 +86,9 @@ void BlockPipeline::prepare(Item& item) {
       pos += p.length;
     }
     item.patch_seconds = store::thread_cpu_seconds() - t0;
-    item.prepared = store::prepare_block(store_, block);
+    item.prepared = store::prepare_block(store_, std::move(block));
   } else {
-    item.prepared = store::prepare_block(store_, item.data);
+    item.prepared = store::prepare_block(store_, std::move(item.data));
   }
   item.data.clear();
   item.data.shrink_to_fit();
