@@ -256,6 +256,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
 
     // Zero runs are recorded in block order between the reads around them, as reads complete.
     BlockPipeline pipeline(store, *writer, options.hash_threads, options.max_blocks_pending);
+    pipeline.set_reread([&](uint64_t b) {
+      std::string whole(bs, '\0');  // blocks patched lie wholly inside the image
+      if (at_snap.read(b * bs, bs, whole.data()) != bs) throw std::runtime_error("short read inside the image");
+      return whole;
+    });
     std::deque<BlockRun> zeros_due;
     auto put_zeros_before = [&](uint64_t block) {
       while (!zeros_due.empty() && zeros_due.front().first < block) {
@@ -328,7 +333,10 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     info.snap_name = snap_name;
     info.snap_id = snap.id;
     info.kind = base_snap.empty() ? store::RevisionKind::kFull : store::RevisionKind::kDelta;
-    info.bytes_read = reader.bytes_read();
+    info.bytes_read = reader.bytes_read() + pipeline.stats().bytes_reread;
+    if (pipeline.stats().blocks_reread)
+      spdlog::warn("backup {}: {} blocks read whole because their parent chunk was damaged; run rbdvault scrub",
+                   image_name, pipeline.stats().blocks_reread);
     info.order = static_cast<uint8_t>(head.order);
     info.features = head.features;
     info.created = snapshot_time;

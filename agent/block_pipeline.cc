@@ -1,10 +1,13 @@
 #include "agent/block_pipeline.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <system_error>
 
+#include "store/error.h"
 #include "store/store.h"
 
 namespace rbdvault::agent {
@@ -16,7 +19,7 @@ struct BlockPipeline::Item {
   std::optional<store::Hash> base;  // add_patched: the parent's chunk the pieces go over
   std::vector<Piece> pieces;
   double patch_seconds = 0;
-  uint64_t store_bytes = 0;
+  uint64_t store_bytes = 0, reread_bytes = 0;
   store::PreparedBlock prepared;
   bool done = false;
   std::exception_ptr error;
@@ -74,7 +77,20 @@ void BlockPipeline::worker() {
 void BlockPipeline::prepare(Item& item) {
   if (item.base) {
     const double t0 = store::thread_cpu_seconds();
-    std::string block = store_.read_chunk(*item.base);
+    std::string block;
+    try {
+      block = store_.read_chunk(*item.base);
+    } catch (const store::StoreError& e) {
+      // A damaged parent chunk must not stop every later backup of the image: read the block
+      // whole instead; the new revision then no longer needs the damaged chunk there.
+      if (e.kind() != store::StoreError::Kind::kCorrupt || !reread_) throw;
+      spdlog::warn("block {}: the parent's chunk fails its check ({}); reading the block whole", item.block, e.what());
+      item.prepared = store::prepare_block(store_, reread_(item.block));
+      item.reread_bytes = store_.block_size();
+      item.data.clear();
+      item.data.shrink_to_fit();
+      return;
+    }
     item.store_bytes = block.size();
     size_t pos = 0;
     for (const Piece& p : item.pieces) {
@@ -157,6 +173,8 @@ void BlockPipeline::commit_ready(bool wait_for_front) {
     stats_.compress += front->prepared.compress_seconds;
     stats_.patch += front->patch_seconds;
     stats_.bytes_read_store += front->store_bytes;
+    stats_.bytes_reread += front->reread_bytes;
+    stats_.blocks_reread += front->reread_bytes ? 1 : 0;
     const double t0 = store::thread_cpu_seconds();
     if (front->zero_range)
       writer_.put_zero_range(front->block, front->end);

@@ -31,6 +31,10 @@ class BlockPipeline {
   // the parent revision's chunk `base` from the store (verified against its hash), lays the pieces
   // over it and stores the result.
   void add_patched(uint64_t block, const store::Hash& base, std::string data, std::vector<Piece> pieces);
+  // For add_patched blocks whose parent chunk fails its check: returns the whole block read anew
+  // (from Ceph), called on a worker thread. Without it such a block fails the pipeline.
+  using Reread = std::function<std::string(uint64_t block)>;
+  void set_reread(Reread reread) { reread_ = std::move(reread); }
   void add_zero_range(uint64_t first, uint64_t end);
   // Waits for everything to reach the writer; rethrows the first worker error.
   void finish();
@@ -42,6 +46,8 @@ class BlockPipeline {
     double patch = 0;  // reading, verifying and patching parent chunks
     double index = 0;  // the writer: dedup lookups, block map and pack appends (calling thread)
     uint64_t bytes_read_store = 0;
+    uint64_t bytes_reread = 0;   // whole blocks read again because their parent chunk was damaged
+    uint64_t blocks_reread = 0;
   };
   const Stats& stats() const { return stats_; }
 
@@ -64,6 +70,7 @@ class BlockPipeline {
   std::vector<std::thread> threads_;
   size_t peak_pending_ = 0;
   Stats stats_;
+  Reread reread_;
 };
 
 }  // namespace rbdvault::agent

@@ -774,6 +774,39 @@ def corrupt_first_chunk(store):
     return path
 
 
+def scenario_partial_reads(c):
+    """Partly changed blocks are completed from the parent's chunk (issue 15); a damaged parent
+    chunk makes the backup read that block whole from Ceph instead of failing or storing damage."""
+    store = new_store("partial_reads")
+    size = 4 << 20
+    c.create("rbd", "pr-src", size, FEATURES_FASTDIFF)
+    with c.image("rbd", "pr-src") as img:
+        img.write(os.urandom(size), 0)
+    r1 = backup(store, "rbd/pr-src")
+    bs = 64 << 10
+    with c.image("rbd", "pr-src") as img:
+        img.write(os.urandom(4096), 8192)               # block 0, the first chunk of the pack
+        img.write(os.urandom(100), 5 * bs - 50)         # across the edge of blocks 4 and 5
+    exact = exact_diff_bytes(c, "pr-src", snap_name(store, r1["revision"]))
+    check(exact == 4096 + 100, "the exact diff is the writes (test premise): %d" % exact)
+    corrupt_first_chunk(store)
+    r2 = backup(store, "rbd/pr-src")
+    log("after damaging block 0's parent chunk: read %d from Ceph, %d from the store" %
+        (r2["bytes_read_ceph"], r2["bytes_read_store"]))
+    check(r2["bytes_read_ceph"] == exact + bs, "block 0 must be read whole, the rest patched: %s" % r2)
+    check(r2["bytes_read_store"] == 2 * bs, "blocks 4 and 5 patched from the store: %s" % r2)
+    exp = rbd_export_sha("rbd/pr-src@" + snap_name(store, r2["revision"]))
+    check(restore_file_sha(store, "rbd/pr-src@%d" % r2["revision"]) == exp, "restore differs from rbd export")
+    # Block 0 of the new revision no longer names the damaged chunk: the next change there patches.
+    with c.image("rbd", "pr-src") as img:
+        img.write(os.urandom(10), 7)
+    r3 = backup(store, "rbd/pr-src")
+    check(r3["bytes_read_ceph"] == 10 and r3["bytes_read_store"] == bs, "a 10-byte change costs 10 bytes: %s" % r3)
+    check(restore_file_sha(store, "rbd/pr-src@%d" % r3["revision"]) ==
+          rbd_export_sha("rbd/pr-src@" + snap_name(store, r3["revision"])), "restore differs from rbd export")
+    c.remove("rbd", "pr-src")
+
+
 def scenario_history_repair(c):
     """A flipped bit in chunk data: deep scrub names the damaged revisions, verify sees a mismatch,
     repair re-reads the block from the source snapshot, and scrub is clean again. Every operation is
@@ -1735,6 +1768,7 @@ def scenario_promises_damage(c):
 SCENARIOS = {
     "backup_restore": scenario_backup_restore,
     "incremental_cost": scenario_incremental_cost,
+    "partial_reads": scenario_partial_reads,
     "dedup": scenario_dedup,
     "recreate": scenario_recreate,
     "crash": scenario_crash,
