@@ -6,11 +6,14 @@
 #include <chrono>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "agent/block_pipeline.h"
+#include "agent/changed_bytes.h"
 #include "agent/diff_trust.h"
 #include "agent/read_plan.h"
 #include "agent/verify.h"
@@ -23,6 +26,48 @@
 namespace rbdvault::agent {
 
 namespace {
+
+struct BlockPatch {
+  store::Hash base;           // the parent revision's chunk for the block
+  std::vector<Piece> pieces;  // the changed bytes, read from the snapshot
+};
+
+// One read from the snapshot: whole blocks starting at offset, or one piece of a patched block (the
+// last piece carries the patch).
+struct ReadStep {
+  uint64_t offset = 0, length = 0;
+  bool piece = false, last_piece = false;
+  std::optional<BlockPatch> patch;
+};
+
+// The reads for one run of blocks to read, in order: runs of whole blocks up to per_read blocks
+// long, and the pieces of each block below patch_end that patch_for says can be patched.
+void for_each_read(const BlockRun& r, uint64_t bs, uint64_t size, uint64_t per_read, uint64_t patch_end,
+                   const std::function<std::optional<BlockPatch>(uint64_t)>& patch_for,
+                   const std::function<void(ReadStep&&)>& fn) {
+  uint64_t whole_from = r.first;
+  auto whole_until = [&](uint64_t end) {
+    while (whole_from < end) {
+      const uint64_t n = std::min(per_read, end - whole_from), offset = whole_from * bs;
+      fn(ReadStep{offset, std::min(n * bs, size - offset), false, false, std::nullopt});
+      whole_from += n;
+    }
+  };
+  for (uint64_t b = r.first; b < std::min(r.end, patch_end); ++b) {
+    std::optional<BlockPatch> patch = patch_for(b);
+    if (!patch) continue;
+    whole_until(b);
+    whole_from = b + 1;
+    const size_t n = patch->pieces.size();
+    for (size_t i = 0; i < n; ++i) {
+      const Piece p = patch->pieces[i];
+      ReadStep s{b * bs + p.offset, p.length, true, i + 1 == n, std::nullopt};
+      if (s.last_piece) s.patch = std::move(patch);
+      fn(std::move(s));
+    }
+  }
+  whole_until(r.end);
+}
 
 void check_after_backup(rbd::Cluster& cluster, store::Store& store, const BackupOptions& options,
                         BackupResult& result) {
@@ -136,10 +181,24 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     const uint64_t nblocks = store.blocks_for(snap.size);
 
     ReadPlan plan(bs, snap.size);
+    // Partial reads: a block the exact diff reports partly changed is completed from the parent
+    // revision's chunk, which holds the base snapshot's bytes (the diff is taken from that snapshot).
+    const bool patching = !base_snap.empty() && options.partial_reads && writer->parent() &&
+                          writer->parent()->id == parent->id;
+    ChangedBytes changed(bs);
     // RBDVAULT_FAULT=diff.miss (tests only) simulates a Ceph diff that misses every change.
     const bool simulate_miss = !base_snap.empty() && store.crash_points().fault("diff.miss");
-    auto to_plan = [&](const rbd::ChangedExtent& e) {
-      if (!simulate_miss) plan.add_extent(e.offset, e.length, e.exists);
+    auto to_plan = [&](bool exact) {
+      return [&, exact](const rbd::ChangedExtent& e) {
+        if (simulate_miss) return;
+        plan.add_extent(e.offset, e.length, e.exists);
+        if (!patching) return;
+        // Object-granular extents say that something in the object changed, not which bytes.
+        if (exact)
+          changed.add_exact(e.offset, e.length);
+        else
+          changed.add_blocks(e.offset / bs, (e.offset + e.length + bs - 1) / bs);
+      };
     };
     // The object-map diff (both fast modes use it) is not trusted where a known Ceph bug can make it
     // miss changes (agent/diff_trust.h); that range gets the exact diff.
@@ -156,29 +215,52 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
       }
     }
     if (options.whole_object)
-      at_snap.changed_extents(base_snap, 0, trusted_end, true, to_plan);
+      at_snap.changed_extents(base_snap, 0, trusted_end, true, to_plan(false));
     else if (options.object_map_filter)
-      at_snap.changed_extents_exact(base_snap, 0, trusted_end, to_plan);
-    at_snap.changed_extents(base_snap, trusted_end, snap.size - trusted_end, false, to_plan);
+      at_snap.changed_extents_exact(base_snap, 0, trusted_end, to_plan(true));
+    at_snap.changed_extents(base_snap, trusted_end, snap.size - trusted_end, false, to_plan(true));
     if (!base_snap.empty() && parent->size != snap.size) {
       // A block cut by the new or the old end of the image must be re-read: Ceph zeroes bytes past a
       // shrink, and a block stored at the old size was stored zero-padded.
       for (uint64_t edge : {snap.size, parent->size})
-        if (edge % bs != 0 && edge / bs < nblocks) plan.add_block(edge / bs);
+        if (edge % bs != 0 && edge / bs < nblocks) {
+          plan.add_block(edge / bs);
+          if (patching) changed.add_blocks(edge / bs, edge / bs + 1);
+        }
     }
     const std::vector<BlockRun> runs = plan.finish();
+    if (patching) changed.finish();
+    // Blocks wholly inside both the parent's and the new size may be patched; a block the parent
+    // holds as zeros (or not at all) is read whole.
+    const uint64_t patch_end = patching ? std::min(parent->size, snap.size) / bs : 0;
+    auto patch_for = [&](uint64_t b) -> std::optional<BlockPatch> {
+      if (b >= patch_end) return std::nullopt;
+      std::vector<Piece> pieces = changed.pieces(b);
+      if (pieces.empty() || ChangedBytes::whole(pieces, bs)) return std::nullopt;
+      const std::optional<store::Hash> base = store.block_content(writer->image(), b, parent->id);
+      if (!base) return std::nullopt;
+      return BlockPatch{*base, std::move(pieces)};
+    };
+    const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
     uint64_t zero_blocks = 0;
     for (auto& r : runs) {
-      if (r.zero)
+      if (r.zero) {
         zero_blocks += r.end - r.first;
-      else
-        result.bytes_planned += std::min(r.end * bs, snap.size) - r.first * bs;
+        continue;
+      }
+      for_each_read(r, bs, snap.size, blocks_per_read, patch_end, patch_for,
+                    [&](ReadStep&& s) { result.bytes_planned += s.length; });
     }
     spdlog::debug("backup {}: {} runs, {} bytes to read, {} blocks known zero", image_name, runs.size(),
                   result.bytes_planned, zero_blocks);
 
     // Zero runs are recorded in block order between the reads around them, as reads complete.
     BlockPipeline pipeline(store, *writer, options.hash_threads, options.max_blocks_pending);
+    pipeline.set_reread([&](uint64_t b) {
+      std::string whole(bs, '\0');  // blocks patched lie wholly inside the image
+      if (at_snap.read(b * bs, bs, whole.data()) != bs) throw std::runtime_error("short read inside the image");
+      return whole;
+    });
     std::deque<BlockRun> zeros_due;
     auto put_zeros_before = [&](uint64_t block) {
       while (!zeros_due.empty() && zeros_due.front().first < block) {
@@ -191,44 +273,59 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
       if (options.cancelled && options.cancelled())
         throw BackupCancelled("backup " + image_name + " cancelled; nothing was committed");
     };
-    const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
-    rbd::AsyncReader reader(at_snap, options.reads_in_flight,
-                            [&](uint64_t offset, uint64_t nblk, std::string_view data) {
-                              const uint64_t first = offset / bs;
-                              put_zeros_before(first);
-                              for (uint64_t i = 0; i < nblk; ++i) {
-                                const uint64_t pos = i * bs;
-                                std::string_view piece = pos < data.size() ? data.substr(pos, bs) : std::string_view();
-                                pipeline.add_block(first + i, piece);
-                              }
-                              done += data.size();
-                              if (options.progress) options.progress(done, result.bytes_planned);
-                              if (options.after_store && writer->bytes_stored() > stored_reported) {
-                                options.after_store(writer->bytes_stored() - stored_reported);
-                                stored_reported = writer->bytes_stored();
-                              }
-                            });
+    // Reads are delivered in submission order: the steps wait here for their data.
+    std::deque<ReadStep> steps;
+    std::string patch_data;  // the pieces of the block being patched, as they arrive
+    rbd::AsyncReader reader(at_snap, options.reads_in_flight, [&](uint64_t, uint64_t, std::string_view data) {
+      ReadStep step = std::move(steps.front());
+      steps.pop_front();
+      const uint64_t first = step.offset / bs;
+      put_zeros_before(first);
+      if (step.piece) {
+        if (data.size() != step.length) throw std::runtime_error("short read inside the image");
+        patch_data.append(data);
+        if (step.last_piece) {
+          pipeline.add_patched(first, step.patch->base, std::move(patch_data), std::move(step.patch->pieces));
+          patch_data.clear();
+        }
+      } else {
+        for (uint64_t i = 0; i * bs < step.length; ++i) {
+          const uint64_t pos = i * bs;
+          pipeline.add_block(first + i, pos < data.size() ? data.substr(pos, bs) : std::string_view());
+        }
+      }
+      done += data.size();
+      if (options.progress) options.progress(done, std::max(done, result.bytes_planned));
+      if (options.after_store && writer->bytes_stored() > stored_reported) {
+        options.after_store(writer->bytes_stored() - stored_reported);
+        stored_reported = writer->bytes_stored();
+      }
+    });
     for (const BlockRun& r : runs) {
       if (r.zero) {
         zeros_due.push_back(r);
         continue;
       }
-      for (uint64_t b = r.first; b < r.end; b += blocks_per_read) {
-        const uint64_t n = std::min(blocks_per_read, r.end - b);
-        const uint64_t offset = b * bs;
-        const uint64_t length = std::min(n * bs, snap.size - offset);
+      for_each_read(r, bs, snap.size, blocks_per_read, patch_end, patch_for, [&](ReadStep&& s) {
         check_cancelled();
         if (options.before_read) {
-          options.before_read(length);
+          options.before_read(s.length);
           check_cancelled();
         }
-        reader.submit(offset, length, n);
-      }
+        const uint64_t offset = s.offset, length = s.length;
+        steps.push_back(std::move(s));
+        reader.submit(offset, length, 0);
+      });
     }
     reader.drain();
     put_zeros_before(UINT64_MAX);
     pipeline.finish();
     result.peak_blocks_pending = pipeline.peak_pending();
+    result.bytes_read_store = pipeline.stats().bytes_read_store;
+    result.cpu_hash = pipeline.stats().hash;
+    result.cpu_compress = pipeline.stats().compress;
+    result.cpu_patch = pipeline.stats().patch;
+    result.cpu_index = pipeline.stats().index;
     result.peak_reads_in_flight = reader.peak_in_flight();
 
     store::RevisionInfo info;
@@ -236,13 +333,18 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     info.snap_name = snap_name;
     info.snap_id = snap.id;
     info.kind = base_snap.empty() ? store::RevisionKind::kFull : store::RevisionKind::kDelta;
-    info.bytes_read = reader.bytes_read();
+    info.bytes_read = reader.bytes_read() + pipeline.stats().bytes_reread;
+    if (pipeline.stats().blocks_reread)
+      spdlog::warn("backup {}: {} blocks read whole because their parent chunk was damaged; run rbdvault scrub",
+                   image_name, pipeline.stats().blocks_reread);
     info.order = static_cast<uint8_t>(head.order);
     info.features = head.features;
     info.created = snapshot_time;
     info.application_consistent = application;
     check_cancelled();
+    const double commit_started = store::thread_cpu_seconds();
     result.revision = writer->commit(info);
+    result.cpu_index += store::thread_cpu_seconds() - commit_started;
   } catch (...) {
     try {
       rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);

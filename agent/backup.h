@@ -35,6 +35,10 @@ struct BackupOptions {
   // (fast on large thin images). false: one exact diff over every object (slower, trusts no object
   // map). Proven against rbd export by the randomised tests on Ceph 16.2.
   bool object_map_filter = true;
+  // Where the exact diff reports only part of a 64 KiB block changed, read only those bytes from
+  // Ceph and take the rest from the parent revision's chunk (verified by its hash). false: read
+  // every touched block whole.
+  bool partial_reads = true;
   // Reads in flight against the cluster for this image.
   size_t reads_in_flight = 16;
   // Largest single read, in bytes (rounded to whole blocks).
@@ -76,6 +80,12 @@ struct BackupResult {
   // Why (part of) the diff was asked exactly instead of from object maps; empty if not needed.
   std::string exact_diff_reason;
   uint64_t bytes_planned = 0;  // bytes the changed-extent map asked us to read
+  // Bytes of parent chunks read back from the store to complete partly changed blocks (the bytes
+  // read from Ceph are revision.bytes_read).
+  uint64_t bytes_read_store = 0;
+  // Thread CPU seconds: SHA-256, zstd, reading and patching parent chunks, and the writer (dedup
+  // lookups, block map, pack appends, commit).
+  double cpu_hash = 0, cpu_compress = 0, cpu_patch = 0, cpu_index = 0;
   size_t peak_reads_in_flight = 0;
   size_t peak_blocks_pending = 0;
   double seconds = 0;

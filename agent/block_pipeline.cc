@@ -1,7 +1,14 @@
 #include "agent/block_pipeline.h"
 
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
+
+#include "store/error.h"
+#include "store/store.h"
 
 namespace rbdvault::agent {
 
@@ -9,6 +16,10 @@ struct BlockPipeline::Item {
   uint64_t block = 0, end = 0;
   bool zero_range = false;
   std::string data;
+  std::optional<store::Hash> base;  // add_patched: the parent's chunk the pieces go over
+  std::vector<Piece> pieces;
+  double patch_seconds = 0;
+  uint64_t store_bytes = 0, reread_bytes = 0;
   store::PreparedBlock prepared;
   bool done = false;
   std::exception_ptr error;
@@ -47,34 +58,63 @@ void BlockPipeline::worker() {
       item = std::move(queue_.front());
       queue_.pop_front();
     }
-    store::PreparedBlock prepared;
+    // The item is not touched by the calling thread until done is set under the mutex.
     std::exception_ptr error;
     try {
-      prepared = store::prepare_block(store_, item->data);
+      prepare(*item);
     } catch (...) {
       error = std::current_exception();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      item->prepared = std::move(prepared);
       item->error = error;
-      item->data.clear();
-      item->data.shrink_to_fit();
       item->done = true;
     }
     done_cv_.notify_all();
   }
 }
 
-void BlockPipeline::add_block(uint64_t block, std::string_view data) {
-  while (pending_.size() >= max_pending_) commit_ready(true);
-  auto item = std::make_shared<Item>();
-  item->block = block;
+void BlockPipeline::prepare(Item& item) {
+  if (item.base) {
+    const double t0 = store::thread_cpu_seconds();
+    std::string block;
+    try {
+      block = store_.read_chunk(*item.base);
+    } catch (const store::StoreError& e) {
+      // A damaged parent chunk must not stop every later backup of the image: read the block
+      // whole instead; the new revision then no longer needs the damaged chunk there.
+      if (e.kind() != store::StoreError::Kind::kCorrupt || !reread_) throw;
+      spdlog::warn("block {}: the parent's chunk fails its check ({}); reading the block whole", item.block, e.what());
+      item.prepared = store::prepare_block(store_, reread_(item.block));
+      item.reread_bytes = store_.block_size();
+      item.data.clear();
+      item.data.shrink_to_fit();
+      return;
+    }
+    item.store_bytes = block.size();
+    size_t pos = 0;
+    for (const Piece& p : item.pieces) {
+      // The pieces come from the diff clipped to the block and the bytes from Ceph; a mismatch is
+      // a bug, never something to store.
+      if (p.offset + p.length > block.size() || pos + p.length > item.data.size())
+        throw std::logic_error("patch piece outside its block");
+      std::memcpy(block.data() + p.offset, item.data.data() + pos, p.length);
+      pos += p.length;
+    }
+    item.patch_seconds = store::thread_cpu_seconds() - t0;
+    item.prepared = store::prepare_block(store_, std::move(block));
+  } else {
+    item.prepared = store::prepare_block(store_, std::move(item.data));
+  }
+  item.data.clear();
+  item.data.shrink_to_fit();
+}
+
+void BlockPipeline::enqueue(std::shared_ptr<Item> item) {
   if (threads_.empty()) {
-    item->prepared = store::prepare_block(store_, data);
+    prepare(*item);
     item->done = true;
   } else {
-    item->data.assign(data);
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(item);
   }
@@ -82,6 +122,24 @@ void BlockPipeline::add_block(uint64_t block, std::string_view data) {
   work_cv_.notify_one();
   peak_pending_ = std::max(peak_pending_, pending_.size());
   commit_ready(false);
+}
+
+void BlockPipeline::add_block(uint64_t block, std::string_view data) {
+  while (pending_.size() >= max_pending_) commit_ready(true);
+  auto item = std::make_shared<Item>();
+  item->block = block;
+  item->data.assign(data);
+  enqueue(std::move(item));
+}
+
+void BlockPipeline::add_patched(uint64_t block, const store::Hash& base, std::string data, std::vector<Piece> pieces) {
+  while (pending_.size() >= max_pending_) commit_ready(true);
+  auto item = std::make_shared<Item>();
+  item->block = block;
+  item->base = base;
+  item->data = std::move(data);
+  item->pieces = std::move(pieces);
+  enqueue(std::move(item));
 }
 
 void BlockPipeline::add_zero_range(uint64_t first, uint64_t end) {
@@ -111,10 +169,18 @@ void BlockPipeline::commit_ready(bool wait_for_front) {
     wait_for_front = false;
     pending_.pop_front();
     if (front->error) std::rethrow_exception(front->error);
+    stats_.hash += front->prepared.hash_seconds;
+    stats_.compress += front->prepared.compress_seconds;
+    stats_.patch += front->patch_seconds;
+    stats_.bytes_read_store += front->store_bytes;
+    stats_.bytes_reread += front->reread_bytes;
+    stats_.blocks_reread += front->reread_bytes ? 1 : 0;
+    const double t0 = store::thread_cpu_seconds();
     if (front->zero_range)
       writer_.put_zero_range(front->block, front->end);
     else
       writer_.put_prepared(front->block, std::move(front->prepared));
+    stats_.index += store::thread_cpu_seconds() - t0;
   }
 }
 

@@ -13,6 +13,12 @@ Cases (medians of --runs runs):
   restore      rbdvault restore --to POOL/NEW              vs  rbd import FILE POOL/NEW
   thin RSS     peak RSS of a backup of a 1 TiB thin image with 1 GiB written
   space        stored bytes and index bytes vs data bytes
+  steady       (--steady-runs, default 5; image --steady-size-gib, default 2, half random data)
+               the nightly incremental: 1% rewritten as scattered 4 KiB writes to objects that
+               existed at the base snapshot, rbdvault backup vs rbd export-diff --from-snap + sync,
+               with the bytes each read from Ceph next to Ceph's exact diff; and the CPU seconds
+               (user+sys, wait4) per GiB of data of the full backup before it, with its split
+               (hash, compress, index) from the backup's JSON
 """
 
 import argparse
@@ -64,6 +70,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-gib", type=int, default=4)
     ap.add_argument("--work", default=None, help="scratch directory (default: a new one in /tmp)")
+    ap.add_argument("--steady-runs", type=int, default=5)
+    ap.add_argument("--steady-size-gib", type=int, default=2)
+    ap.add_argument("--only", choices=["all", "steady"], default="all", help="steady: only the steady-state cases")
     args = ap.parse_args()
     if not os.access(RBDVAULT, os.X_OK):
         raise SystemExit("build first: deploy/build.sh")
@@ -71,7 +80,8 @@ def main():
     work = args.work or tempfile.mkdtemp(prefix="rbdvault-bench.")
     os.makedirs(work, exist_ok=True)
     try:
-        report = run(args, work)
+        report = run(args, work) if args.only == "all" else ""
+        report += "\n\n" + steady_state(args, work)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -200,6 +210,115 @@ def run(args, work):
         % (100.0 * space["index"] / space["packs"], space["index"], "met" if space["index"] <= space["packs"] / 100 else "not met"),
         "",
         "Raw runs (s): " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
+    ]
+    return "\n".join(lines)
+
+
+def timed_json(*cmd):
+    """Runs an rbdvault command with --format json; returns (seconds, CPU seconds user+sys, JSON)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(list(cmd) + ["--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    secs = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), p.stderr.read().decode()))
+    return secs, usage.ru_utime + usage.ru_stime, json.loads(out)
+
+
+def timed_then_sync(*cmd):
+    """Seconds of cmd followed by sync(1): a file written is a backup only once it is on disk."""
+    t0 = time.monotonic()
+    sh(*cmd)
+    sh("sync")
+    return time.monotonic() - t0
+
+
+def exact_diff_bytes(io, name, from_snap):
+    """What Ceph's exact diff (whole_object=False) reports changed from from_snap to the head."""
+    total = [0]
+    with rbd.Image(io, name) as img:
+        img.diff_iterate(0, img.size(), from_snap, lambda o, n, e: total.__setitem__(0, total[0] + n),
+                         whole_object=False)
+    return total[0]
+
+
+def steady_state(args, work):
+    """The nightly incremental (issue 15): every object the change touches existed at the base
+    snapshot, so Ceph's exact diff is the 4 KiB writes themselves, not whole new objects."""
+    R = rbd.RBD()
+    size = args.steady_size_gib << 30
+    data_bytes = size // 2
+    res = {k: [] for k in ("rv", "ceph", "rv_ceph_bytes", "rv_store_bytes", "ceph_bytes", "exact",
+                           "full_cpu", "full_hash", "full_compress", "full_index", "full_secs")}
+    for i in range(args.steady_runs):
+        c = Cluster(work, "steady-%d" % i, 4 * size + (2 << 30))
+        conf, io = c.conf, c.io
+        rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+        rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
+        try:
+            R.create(io, "steady", size, old_format=False)
+            with rbd.Image(io, "steady") as img:
+                for off in range(0, data_bytes, 4 << 20):
+                    img.write(os.urandom(4 << 20), off)
+            store = os.path.join(work, "steady-store-%d" % i)
+            sh(RBDVAULT, "init", "--store", store, "-q")
+            secs, cpu, j = timed_json(*rv("backup", "--store", store, "rbd/steady"))
+            gib = data_bytes / (1 << 30)
+            res["full_secs"].append(secs)
+            res["full_cpu"].append(cpu / gib)
+            for k in ("hash", "compress", "index"):
+                res["full_" + k].append(j["cpu_seconds"][k] / gib)
+            with rbd.Image(io, "steady") as img:
+                base = next(x["name"] for x in img.list_snaps() if x["name"].startswith("rbdvault-"))
+            # 1% of the image as scattered 4 KiB writes into the data half: objects that existed.
+            rng = random.Random(1000 + i)
+            with rbd.Image(io, "steady") as img:
+                for _ in range(size // 100 // 4096):
+                    img.write(os.urandom(4096), rng.randrange(data_bytes // 4096) * 4096)
+            res["exact"].append(exact_diff_bytes(io, "steady", base))
+            sh(*rbdc("snap", "create", "steady@ceph-inc"))
+            diff_file = os.path.join(work, "steady.diff")
+            ceph = lambda: timed_then_sync(*rbdc("export-diff", "--from-snap", base, "steady@ceph-inc", diff_file))
+            # Ceph first: the backup removes the base snapshot once it is done with it (memstore keeps
+            # everything in RAM, so there is no cache for the first to warm).
+            res["ceph"].append(ceph())
+            sh(*rbdc("snap", "rm", "steady@ceph-inc"))
+            secs, _, j = timed_json(*rv("backup", "--store", store, "rbd/steady"))
+            res["ceph_bytes"].append(os.path.getsize(diff_file))
+            os.unlink(diff_file)
+            res["rv"].append(secs)
+            res["rv_ceph_bytes"].append(j["bytes_read_ceph"])
+            res["rv_store_bytes"].append(j["bytes_read_store"])
+            shutil.rmtree(store)
+        finally:
+            c.close()
+    m = {k: median(v) for k, v in res.items()}
+    mib = lambda b: "%.1f MiB" % (b / (1 << 20))
+    lines = [
+        "Steady-state incremental: image %d GiB, %d GiB random data, then 1%% of the image rewritten as "
+        "scattered 4 KiB writes to objects that existed at the base snapshot; %d runs, medians."
+        % (args.steady_size_gib, args.steady_size_gib // 2, args.steady_runs),
+        "",
+        "| case | rbdvault | Ceph tool | Ceph | ratio | target (<= 1.0x) |",
+        "|---|---|---|---|---|---|",
+        "| steady-state incremental | %s | `rbd export-diff --from-snap` + `sync` | %s | %.2fx | %s |"
+        % (fmt_s(m["rv"]), fmt_s(m["ceph"]), m["rv"] / m["ceph"], "met" if m["rv"] <= m["ceph"] else "not met"),
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        "| Ceph's exact diff | %s | |" % mib(m["exact"]),
+        "| bytes read from Ceph by rbdvault | %s (%.2fx the exact diff) | <= 1.1x: %s |"
+        % (mib(m["rv_ceph_bytes"]), m["rv_ceph_bytes"] / m["exact"],
+           "met" if m["rv_ceph_bytes"] <= 1.1 * m["exact"] else "not met"),
+        "| bytes read from the store (parent chunks) | %s | |" % mib(m["rv_store_bytes"]),
+        "| `rbd export-diff` file | %s | |" % mib(m["ceph_bytes"]),
+        "| full backup before it: CPU (user+sys) per GiB of data | %.2f s/GiB (%.2f s wall) | |"
+        % (m["full_cpu"], m["full_secs"]),
+        "| ... of which SHA-256 / zstd / index (thread CPU time) | %.2f / %.2f / %.2f s/GiB | |"
+        % (m["full_hash"], m["full_compress"], m["full_index"]),
+        "",
+        "Raw runs: " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
     ]
     return "\n".join(lines)
 

@@ -18,8 +18,13 @@ struct EncodedChunk {
 };
 
 // Compresses `raw` at `level`; keeps the raw bytes when zstd saves less than 1/8 (not worth the
-// CPU on every restore). level 0 disables compression.
+// CPU on every restore), or when worth_compressing() says no. level 0 disables compression.
 EncodedChunk encode_chunk(std::string_view raw, int level);
+// false when compressing `raw` is not worth trying: level 0, or a block of 32 KiB or more none of
+// whose three 4 KiB samples (start, middle, end) compresses by 1/16 (random-looking data:
+// encrypted or already compressed). Costs about a fifth of compressing the block; a block judged
+// wrongly is stored raw (more bytes, never other bytes).
+[[nodiscard]] bool worth_compressing(std::string_view raw, int level);
 // The largest payload a chunk of raw_len bytes can have: zstd's worst case (encode_chunk keeps the
 // raw bytes long before that, but the bound is what a reader can rely on).
 [[nodiscard]] uint64_t max_stored_len(uint32_t raw_len);

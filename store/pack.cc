@@ -15,6 +15,7 @@ namespace rbdvault::store {
 namespace {
 
 constexpr size_t kWriteBuffer = 4 << 20;
+constexpr size_t kDirectWrite = 32 << 10;
 
 void put_le32(std::string& s, uint32_t v) {
   for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
@@ -104,9 +105,16 @@ uint64_t PackWriter::append(const Hash& hash, uint8_t flags, uint32_t raw_len, s
   put_le32(buffer_, raw_len);
   put_le32(buffer_, static_cast<uint32_t>(payload.size()));
   buffer_.append(as_view(hash));
-  buffer_.append(payload);
   size_ += kChunkHeaderSize + payload.size();
   ++chunks_;
+  if (payload.size() >= kDirectWrite) {
+    // Large payloads go to the file from where they are: copying them into the buffer first cost
+    // as much CPU as writing them.
+    flush_buffer();
+    write_all(fd_, payload.data(), payload.size(), tmp_path_);
+    return offset;
+  }
+  buffer_.append(payload);
   if (buffer_.size() >= kWriteBuffer) flush_buffer();
   return offset;
 }

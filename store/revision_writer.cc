@@ -136,17 +136,39 @@ void RevisionWriter::put_zero_range(uint64_t first, uint64_t end) {
   stale_cursor_ = std::max(stale_cursor_, end);
 }
 
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 PreparedBlock prepare_block(Store& store, std::string_view data) {
+  if (data.size() > store.block_size()) throw std::invalid_argument("block data larger than the block size");
+  if (all_zero(data)) return {};
+  return prepare_block(store, std::string(data));
+}
+
+PreparedBlock prepare_block(Store& store, std::string&& data) {
   const uint32_t bs = store.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
   PreparedBlock p;
   if (all_zero(data)) return p;
-  p.raw.assign(data);
+  p.raw = std::move(data);
   p.raw.resize(bs, '\0');
+  const double t0 = thread_cpu_seconds();
   p.hash = sha256(p.raw);
+  const double t1 = thread_cpu_seconds();
+  p.hash_seconds = t1 - t0;
   // Compress only what the store does not hold yet; a chunk first seen earlier in the same revision
   // is not in the index yet and is compressed again, which costs CPU, not correctness.
-  if (!store.chunk(*p.hash)) p.encoded = encode_chunk(p.raw, store.writer_options().zstd_level);
+  if (!store.chunk(*p.hash)) {
+    const int level = store.writer_options().zstd_level;
+    if (worth_compressing(p.raw, level))
+      p.encoded = encode_chunk(p.raw, level);
+    else
+      p.store_raw = true;
+    p.compress_seconds = thread_cpu_seconds() - t1;
+  }
   return p;
 }
 
@@ -160,8 +182,10 @@ void RevisionWriter::put_prepared(uint64_t block, PreparedBlock&& prepared) {
   zero_stale(block);
   stale_cursor_ = std::max(stale_cursor_, block + 1);
   encoded_ = std::move(prepared.encoded);
+  store_raw_ = prepared.store_raw;
   record(block, prepared.hash, prepared.raw);
   encoded_.reset();
+  store_raw_ = false;
 }
 
 void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, std::string_view data) {
@@ -187,14 +211,20 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
           const uint64_t next = store_.advance_counter(kCounterNextPack, 1, /*sync=*/false);
           pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
         }
-        EncodedChunk enc = encoded_ ? std::move(*encoded_) : encode_chunk(data, store_.writer_options().zstd_level);
+        const bool as_is = !encoded_ && store_raw_;  // the raw bytes, stored without a copy
+        EncodedChunk enc;
+        if (encoded_)
+          enc = std::move(*encoded_);
+        else if (!store_raw_)
+          enc = encode_chunk(data, store_.writer_options().zstd_level);
+        const std::string_view payload = as_is ? data : std::string_view(enc.payload);
         d.rec.pack = pack_->id();
-        d.rec.offset = pack_->append(*content, enc.flags, static_cast<uint32_t>(data.size()), enc.payload);
-        d.rec.stored_len = static_cast<uint32_t>(enc.payload.size());
+        d.rec.offset = pack_->append(*content, enc.flags, static_cast<uint32_t>(data.size()), payload);
+        d.rec.stored_len = static_cast<uint32_t>(payload.size());
         d.rec.raw_len = static_cast<uint32_t>(data.size());
         d.rec.flags = enc.flags;
         d.rec.refs = 0;
-        bytes_stored_ += enc.payload.size() + kChunkHeaderSize;
+        bytes_stored_ += payload.size() + kChunkHeaderSize;
         ++new_chunks_;
         store_.crash_points().reached("pack.append");
       }

@@ -30,8 +30,15 @@ struct PreparedBlock {
   std::optional<Hash> hash;             // nullopt: all zeros
   std::string raw;                      // zero-padded to the block size (empty for zeros)
   std::optional<EncodedChunk> encoded;  // set when the store did not hold the chunk when prepared
+  bool store_raw = false;               // ... and when it was found not worth compressing (no copy)
+  // CPU seconds of the preparing thread spent hashing and compressing (for the backup's report).
+  double hash_seconds = 0, compress_seconds = 0;
 };
+// CPU seconds the calling thread has used so far (CLOCK_THREAD_CPUTIME_ID).
+[[nodiscard]] double thread_cpu_seconds();
 PreparedBlock prepare_block(Store& store, std::string_view data);
+// The same, taking over `data` (one copy less).
+PreparedBlock prepare_block(Store& store, std::string&& data);
 
 // What the caller knows about the revision; the writer fills in the rest.
 struct RevisionInfo {
@@ -100,6 +107,7 @@ class RevisionWriter {
   std::optional<uint64_t> last_block_;
   uint64_t stale_cursor_ = 0;
   std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared
+  bool store_raw_ = false;               // likewise: store the raw bytes, do not compress
   std::unique_ptr<rocksdb::WriteBatch> batch_;
   std::unique_ptr<rocksdb::Iterator> lookup_;
   std::unique_ptr<PackWriter> pack_;

@@ -49,7 +49,12 @@ Json backup_json(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
   j["base_snapshot"] = r.base_snapshot;
   j["full_reason"] = r.full_reason;
   j["exact_diff_reason"] = r.exact_diff_reason;
-  j["bytes_read"] = rev.bytes_read;
+  j["bytes_read"] = rev.bytes_read;  // from Ceph, as bytes_read_ceph (kept for older readers)
+  j["bytes_read_ceph"] = rev.bytes_read;
+  j["bytes_read_store"] = r.bytes_read_store;
+  j["bytes_planned"] = r.bytes_planned;
+  j["cpu_seconds"] = Json{{"hash", r.cpu_hash}, {"compress", r.cpu_compress}, {"patch", r.cpu_patch},
+                          {"index", r.cpu_index}};
   j["bytes_stored"] = rev.bytes_stored;
   j["new_chunks"] = rev.new_chunks;
   j["map_entries"] = rev.map_entries;

@@ -349,6 +349,18 @@ def scenario_backup_restore(c):
     c.remove("rbd", "br-src")
 
 
+def exact_diff_bytes(c, name, from_snap):
+    """Bytes Ceph's exact diff (whole_object=False) reports changed from `from_snap` to the head."""
+    total = [0]
+
+    def count(offset, length, exists):
+        total[0] += length
+
+    with c.image("rbd", name) as img:
+        img.diff_iterate(0, img.size(), from_snap, count, whole_object=False)
+    return total[0]
+
+
 def scenario_incremental_cost(c):
     """1% scattered 4 KiB writes to a 1 GiB image: the new revision costs what changed, no more."""
     store = new_store("incremental_cost")
@@ -369,9 +381,17 @@ def scenario_incremental_cost(c):
             img.write(os.urandom(4096), off)
     bs = 64 << 10
     changed_blocks = len({o // bs for o in offsets})
+    exact = exact_diff_bytes(c, "inc-src", snap_name(store, r1["revision"]))
     r2 = backup(store, "rbd/inc-src")
-    log("1%% writes: %d writes, %d changed blocks; revision: read %d, stored %d, entries %d, chunks %d" %
-        (writes, changed_blocks, r2["bytes_read"], r2["bytes_stored"], r2["map_entries"], r2["new_chunks"]))
+    log("1%% writes: %d writes, %d changed blocks, exact diff %d; revision: read %d from Ceph, %d from the store, "
+        "stored %d, entries %d, chunks %d" % (writes, changed_blocks, exact, r2["bytes_read_ceph"],
+                                              r2["bytes_read_store"], r2["bytes_stored"], r2["map_entries"],
+                                              r2["new_chunks"]))
+    # Only the changed bytes come from Ceph; the rest of each touched block from the parent's chunks.
+    check(r2["bytes_read"] == r2["bytes_read_ceph"], "bytes_read must stay the bytes read from Ceph: %s" % r2)
+    check(r2["bytes_read_ceph"] <= exact * 1.1, "read %d from Ceph for an exact diff of %d" % (r2["bytes_read_ceph"], exact))
+    check(r2["bytes_read_store"] == changed_blocks * bs, "read %d from the store for %d partly changed blocks" %
+          (r2["bytes_read_store"], changed_blocks))
     check(r2["kind"] == "delta", "must be incremental")
     check(r2["map_entries"] == changed_blocks, "index entries %d != changed blocks %d" % (r2["map_entries"], changed_blocks))
     check(r2["new_chunks"] <= changed_blocks, "new chunks %d > changed blocks" % r2["new_chunks"])
@@ -752,6 +772,39 @@ def corrupt_first_chunk(store):
         f.seek(16 + 48 + 100)
         f.write(bytes([b[0] ^ 0x04]))
     return path
+
+
+def scenario_partial_reads(c):
+    """Partly changed blocks are completed from the parent's chunk (issue 15); a damaged parent
+    chunk makes the backup read that block whole from Ceph instead of failing or storing damage."""
+    store = new_store("partial_reads")
+    size = 4 << 20
+    c.create("rbd", "pr-src", size, FEATURES_FASTDIFF)
+    with c.image("rbd", "pr-src") as img:
+        img.write(os.urandom(size), 0)
+    r1 = backup(store, "rbd/pr-src")
+    bs = 64 << 10
+    with c.image("rbd", "pr-src") as img:
+        img.write(os.urandom(4096), 8192)               # block 0, the first chunk of the pack
+        img.write(os.urandom(100), 5 * bs - 50)         # across the edge of blocks 4 and 5
+    exact = exact_diff_bytes(c, "pr-src", snap_name(store, r1["revision"]))
+    check(exact == 4096 + 100, "the exact diff is the writes (test premise): %d" % exact)
+    corrupt_first_chunk(store)
+    r2 = backup(store, "rbd/pr-src")
+    log("after damaging block 0's parent chunk: read %d from Ceph, %d from the store" %
+        (r2["bytes_read_ceph"], r2["bytes_read_store"]))
+    check(r2["bytes_read_ceph"] == exact + bs, "block 0 must be read whole, the rest patched: %s" % r2)
+    check(r2["bytes_read_store"] == 2 * bs, "blocks 4 and 5 patched from the store: %s" % r2)
+    exp = rbd_export_sha("rbd/pr-src@" + snap_name(store, r2["revision"]))
+    check(restore_file_sha(store, "rbd/pr-src@%d" % r2["revision"]) == exp, "restore differs from rbd export")
+    # Block 0 of the new revision no longer names the damaged chunk: the next change there patches.
+    with c.image("rbd", "pr-src") as img:
+        img.write(os.urandom(10), 7)
+    r3 = backup(store, "rbd/pr-src")
+    check(r3["bytes_read_ceph"] == 10 and r3["bytes_read_store"] == bs, "a 10-byte change costs 10 bytes: %s" % r3)
+    check(restore_file_sha(store, "rbd/pr-src@%d" % r3["revision"]) ==
+          rbd_export_sha("rbd/pr-src@" + snap_name(store, r3["revision"])), "restore differs from rbd export")
+    c.remove("rbd", "pr-src")
 
 
 def scenario_history_repair(c):
@@ -1715,6 +1768,7 @@ def scenario_promises_damage(c):
 SCENARIOS = {
     "backup_restore": scenario_backup_restore,
     "incremental_cost": scenario_incremental_cost,
+    "partial_reads": scenario_partial_reads,
     "dedup": scenario_dedup,
     "recreate": scenario_recreate,
     "crash": scenario_crash,

@@ -2,7 +2,9 @@
 """Model-based randomised test of incremental backups against the real test cluster.
 
 Several images (fast-diff on and off, 1 MiB and 4 MiB objects, a clone with a parent) go through
-random writes, discards, write_zeroes, zeros written as data, grows, shrinks, and user snapshots
+random writes, discards, write_zeroes, zeros written as data, scattered sub-block writes, writes,
+discards and write_zeroes across 64 KiB block edges (the backup then reads only the changed bytes
+and completes each block from the parent revision's chunk), grows, shrinks, and user snapshots
 created and removed at different sizes (including the shrink -> foreign snapshot -> grow sequence
 that Ceph's object-map diff gets wrong), with a backup after every few operations, in every diff
 mode (default, --whole-object, --exact-diff). A byte model of each image is kept alongside.
@@ -27,6 +29,7 @@ from cli_test import (FEATURES_FASTDIFF, FEATURES_NO_FASTDIFF, TMP, backup, chec
                       rbd_export_sha, run, snap_name)
 
 MAX_SIZE = 12 << 20
+BLOCK = 64 << 10  # the store's block size
 
 
 class Model:
@@ -66,7 +69,8 @@ class Model:
     def random_op(self, img, rng):
         size = len(self.data)
         op = rng.choice(["write"] * 4 + ["zeros", "discard", "write_zeroes", "grow", "shrink",
-                                         "snap", "unsnap", "shrink-snap-grow"])
+                                         "snap", "unsnap", "shrink-snap-grow"] +
+                        ["scatter"] * 3 + ["edge", "sub-discard", "sub-zero"])
         if op == "grow" or size == 0:
             self.resize(img, min(MAX_SIZE, size + rng.randrange(1, 6 << 20)))
             return "grow -> %d" % len(self.data)
@@ -90,8 +94,27 @@ class Model:
             img.remove_snap(name)
             del self.user_snaps[name]
             return "removed snapshot %s" % name
-        off = rng.randrange(size)
-        length = min(rng.choice([rng.randrange(1, 8192), rng.randrange(1, 3 << 20)]), size - off)
+        if op == "scatter":
+            # Partly changed blocks: the backup reads only these bytes and takes the rest of each
+            # block from the parent revision's chunk.
+            done = []
+            for _ in range(rng.randrange(1, 12)):
+                off = rng.randrange(size)
+                length = min(rng.choice([1, 512, 4096, rng.randrange(1, 20000)]), size - off)
+                data = rng.randbytes(length)
+                img.write(data, off)
+                self.data[off:off + length] = data
+                done.append("%d+%d" % (off, length))
+            return "scatter " + " ".join(done)
+        if op in ("edge", "sub-discard", "sub-zero"):
+            # Across a block edge (64 KiB) or inside one block, a few bytes to a few KiB.
+            edge = rng.randrange(0, size // BLOCK + 1) * BLOCK
+            off = max(0, min(size - 1, edge - rng.randrange(0, 6000)))
+            length = min(rng.randrange(1, 12000), size - off)
+            op = {"edge": "write", "sub-discard": "discard", "sub-zero": "write_zeroes"}[op]
+        else:
+            off = rng.randrange(size)
+            length = min(rng.choice([rng.randrange(1, 8192), rng.randrange(1, 3 << 20)]), size - off)
         if op == "write":
             data = rng.randbytes(length)
             img.write(data, off)
@@ -184,6 +207,7 @@ def scenario_diff_model(c):
     history = {}  # revision -> (image, export sha)
     modes = {"default": [], "whole-object": ["--whole-object"], "exact-diff": ["--exact-diff"]}
     counts = {}
+    patched = 0  # backups that completed blocks from the parent's chunks
     for rnd in range(rounds):
         m = models[rnd % len(models)]
         with c.image("rbd", m.name) as img:
@@ -198,16 +222,25 @@ def scenario_diff_model(c):
               % (rnd, seed, m.name, r["revision"], mode, r["kind"], "; ".join(ops)))
         if rnd >= len(models):
             check(r["kind"] == "delta", "later backups must be incremental: %s" % r)
+        if mode == "whole-object" and not r["exact_diff_reason"]:
+            check(r["bytes_read_store"] == 0, "round %d: an object-granular diff must not patch blocks: %s" % (rnd, r))
+        if r["kind"] == "full":
+            check(r["bytes_read_store"] == 0, "round %d: a full read patched blocks: %s" % (rnd, r))
+        patched += r["bytes_read_store"] > 0
         history[r["revision"]] = (m.name, exp)
         counts[mode] = counts.get(mode, 0) + 1
-        log("round %d %s [%s]: %s -> revision %d (%s, read %d)" %
-            (rnd, m.name, mode, "; ".join(ops), r["revision"], r["kind"], r["bytes_read"]))
+        log("round %d %s [%s]: %s -> revision %d (%s, read %d from Ceph, %d from the store)" %
+            (rnd, m.name, mode, "; ".join(ops), r["revision"], r["kind"], r["bytes_read"], r["bytes_read_store"]))
         if rnd % 25 == 24:  # now and then also through a new RBD image
             cli_test.verify_restores(c, store, "rbd/%s@%d" % (m.name, r["revision"]), exp, tag="dm-r")
     # Every earlier revision still restores as before.
     for rev, (name, exp) in sorted(history.items()):
         check(restore_file(store, "rbd/%s@%d" % (name, rev)) == exp, "revision %d of %s changed" % (rev, name))
-    log("diff_model: %d backups (%s), every revision restored twice" % (len(history), counts))
+    if rounds >= 40:
+        check(patched >= rounds // 10, "only %d of %d backups patched blocks: the partial reads went untested" %
+              (patched, rounds))
+    log("diff_model: %d backups (%s, %d patched partly changed blocks), every revision restored twice" %
+        (len(history), counts, patched))
     for m in models:
         m.remove()
     parent.remove()

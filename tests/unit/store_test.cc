@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "store/chunk_codec.h"
 #include "store/pack.h"
 #include "store/revision_writer.h"
 #include "store/scrub.h"
@@ -477,6 +478,59 @@ TEST_F(StoreTest, OneWriterPerImageAndMaintenanceWaitsForWriters) {
   EXPECT_EQ(store_->active_writers(), 0u);
   store_->forget(r1.id);
   EXPECT_EQ(store_->revisions().size(), 1u);
+}
+
+}  // namespace
+}  // namespace rbdvault::store
+
+namespace rbdvault::store {
+namespace {
+
+using testing::kBs;
+using testing::StoreTest;
+
+// Partial reads (issue 15): the pipeline completes a block from the parent revision's chunk with
+// the pieces read from Ceph, and counts what it read back from the store.
+TEST_F(StoreTest, PipelinePatchesBlocksFromTheParentsChunks) {
+  const std::string v1 = random_bytes(8 * kBs, 31);
+  RevisionRecord r1 = put("a", v1);
+  std::string v2 = v1;
+  const std::string p1 = random_bytes(100, 32), p2 = random_bytes(4096, 33), p3 = random_bytes(7, 34);
+  v2.replace(2 * kBs + 10, p1.size(), p1);
+  v2.replace(2 * kBs + 5000, p2.size(), p2);
+  v2.replace(6 * kBs - 7, p3.size(), p3);  // the last bytes of block 5
+  auto w = store_->begin_revision(RevisionStart{"rbd", "a", v2.size(), false});
+  {
+    agent::BlockPipeline pipeline(*store_, *w, 2, 4);
+    pipeline.add_patched(2, *store_->block_content(r1.image, 2, r1.id), p1 + p2,
+                         {{10, p1.size()}, {5000, p2.size()}});
+    pipeline.add_patched(5, *store_->block_content(r1.image, 5, r1.id), p3, {{kBs - 7, 7}});
+    pipeline.finish();
+    EXPECT_EQ(pipeline.stats().bytes_read_store, 2 * kBs);
+  }
+  RevisionRecord r2 = w->commit(RevisionInfo{});
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(read(r1), v1);
+  EXPECT_EQ(r2.new_chunks, 2u);
+}
+
+TEST_F(StoreTest, RandomDataIsNotWorthCompressingButMixedBlocksAre) {
+  const std::string random = random_bytes(kBs, 41);
+  EXPECT_FALSE(worth_compressing(random, 1));
+  EXPECT_EQ(encode_chunk(random, 1).flags, kChunkRaw);
+  EXPECT_TRUE(worth_compressing(std::string(kBs, 'x'), 1));
+  EXPECT_FALSE(worth_compressing(std::string(kBs, 'x'), 0));
+  // Random except for a zeroed tail: the last sample finds it.
+  std::string tail = random;
+  tail.replace(kBs - 20000, 20000, std::string(20000, '\0'));
+  EXPECT_TRUE(worth_compressing(tail, 1));
+  EXPECT_EQ(encode_chunk(tail, 1).flags, kChunkZstd);
+  // Text compresses.
+  std::string text;
+  while (text.size() < kBs) text += "block " + std::to_string(text.size()) + " of a log file\n";
+  text.resize(kBs);
+  EXPECT_TRUE(worth_compressing(text, 1));
+  EXPECT_EQ(encode_chunk(text, 1).flags, kChunkZstd);
 }
 
 }  // namespace
