@@ -4,15 +4,19 @@
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <thread>
 
+#include "agent/ordered_writer.h"
 #include "rbd/error.h"
 #include "rbd/image_writer.h"
 #include "store/error.h"
@@ -31,34 +35,29 @@ constexpr auto kLeftoverImageWait = std::chrono::seconds(60);
   throw StoreError(StoreError::Kind::kExists, target + " already exists; refusing to overwrite it");
 }
 
-// Streams a revision's non-zero blocks as coalesced (offset, bytes) runs, and sums the digest terms
-// of exactly the blocks it hands out, so the check covers what was written, not a second read.
-void for_each_run(store::Store& store, const store::RevisionRecord& rev, uint64_t max_bytes, RestoreResult& result,
-                  store::Hash& digest, const std::function<void(uint64_t, std::string_view)>& write) {
+// Streams a revision's non-zero blocks to `sink` as coalesced runs, in block order: chunks are read,
+// decompressed and verified against their hash on worker threads (OrderedWriter). The digest sums
+// the terms of exactly the blocks handed out, so the check covers what was written, not a second
+// read of the map.
+void write_blocks(store::Store& store, const store::RevisionRecord& rev, const RestoreOptions& options,
+                  RestoreResult& result, store::Hash& digest, const OrderedWriter::Sink& sink) {
   const uint64_t bs = store.block_size();
-  std::string run;
-  uint64_t run_offset = 0;
-  uint64_t next_block = 0;
-  auto flush = [&] {
-    if (!run.empty()) write(run_offset, run);
-    run.clear();
-  };
+  OrderedWriterOptions wo;
+  wo.block_size = store.block_size();
+  wo.size = rev.size;
+  wo.workers = options.decode_threads ? options.decode_threads : std::max(1u, std::thread::hardware_concurrency());
+  wo.max_write_bytes = options.max_write_bytes;
+  wo.window_bytes = options.window_bytes;
+  OrderedWriter writer(
+      wo, [&store](uint64_t, const store::Hash& hash) { return store.read_chunk(hash); }, sink);
   digest = store::Hash{};
   store.for_each_data_block(rev, [&](uint64_t block, const store::Hash& hash) {
-    std::string data = store.read_chunk(hash);  // verified against `hash`
     store::RevisionDigest::add(digest, store::RevisionDigest::term(block, hash));
-    const uint64_t offset = block * bs;
-    if (offset + data.size() > rev.size) data.resize(rev.size - offset);  // the last block is stored padded
-    if (run.empty() || block != next_block || run.size() + data.size() > max_bytes) {
-      flush();
-      run_offset = offset;
-    }
-    run.append(data);
-    next_block = block + 1;
+    writer.add(block, hash);
     ++result.blocks_written;
-    result.bytes_written += data.size();
+    result.bytes_written += std::min<uint64_t>(bs, rev.size - block * bs);  // the last block is stored padded
   });
-  flush();
+  writer.finish();
   store::RevisionDigest::add(digest, store::RevisionDigest::size_term(rev.size));
   result.zero_blocks_skipped = store.blocks_for(rev.size) - result.blocks_written;
 }
@@ -190,15 +189,30 @@ class PartialFile {
   void truncate(uint64_t size) {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) store::throw_errno("truncate " + path_);
   }
-  void write_at(uint64_t offset, std::string_view data) {
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t w = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+  // Writes the pieces back to back from `offset`, one pwritev per call where the kernel takes it all.
+  void write_at(uint64_t offset, const std::vector<std::string_view>& pieces) {
+    std::vector<iovec> iov;
+    iov.reserve(pieces.size());
+    for (auto p : pieces)
+      if (!p.empty()) iov.push_back(iovec{const_cast<char*>(p.data()), p.size()});
+    size_t first = 0;
+    while (first < iov.size()) {
+      const int n = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+      ssize_t w = ::pwritev(fd_, &iov[first], n, static_cast<off_t>(offset));
       if (w < 0) {
         if (errno == EINTR) continue;
         store::throw_errno("write " + path_);
       }
-      done += static_cast<size_t>(w);
+      offset += static_cast<uint64_t>(w);
+      // Step over what was written: whole pieces, then into a partly written one.
+      while (first < iov.size() && static_cast<size_t>(w) >= iov[first].iov_len) {
+        w -= static_cast<ssize_t>(iov[first].iov_len);
+        ++first;
+      }
+      if (first < iov.size()) {
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + w;
+        iov[first].iov_len -= static_cast<size_t>(w);
+      }
     }
   }
   void sync() {
@@ -244,11 +258,12 @@ RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const
   crash.reached("restore.created");
   RestoreResult result;
   store::Hash digest{};
-  for_each_run(store, rev, options.max_write_bytes, result, digest, [&](uint64_t offset, std::string_view data) {
-    writer.write(offset, data);
-    crash.reached("restore.write");
-    if (options.progress) options.progress(offset + data.size(), rev.size);
-  });
+  write_blocks(store, rev, options, result, digest,
+               [&](uint64_t offset, const std::vector<std::string_view>& pieces, uint64_t bytes) {
+                 writer.write(offset, pieces);
+                 crash.reached("restore.write");
+                 if (options.progress) options.progress(offset + bytes, rev.size);
+               });
   check_digest(rev, digest, options);
   writer.flush();
   crash.reached("restore.before_rename");
@@ -278,11 +293,12 @@ RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& 
   file.truncate(rev.size);
   RestoreResult result;
   store::Hash digest{};
-  for_each_run(store, rev, options.max_write_bytes, result, digest, [&](uint64_t offset, std::string_view data) {
-    file.write_at(offset, data);
-    crash.reached("restore.write");
-    if (options.progress) options.progress(offset + data.size(), rev.size);
-  });
+  write_blocks(store, rev, options, result, digest,
+               [&](uint64_t offset, const std::vector<std::string_view>& pieces, uint64_t bytes) {
+                 file.write_at(offset, pieces);
+                 crash.reached("restore.write");
+                 if (options.progress) options.progress(offset + bytes, rev.size);
+               });
   check_digest(rev, digest, options);
   file.sync();
   crash.reached("restore.before_rename");

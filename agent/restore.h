@@ -21,6 +21,10 @@ struct RestoreOptions {
   size_t writes_in_flight = 16;
   // Adjacent blocks are coalesced into writes of up to this many bytes.
   uint64_t max_write_bytes = 4ull << 20;
+  // Threads reading, decompressing and verifying chunks; 0: one per core.
+  size_t decode_threads = 0;
+  // Bounds the blocks between the index scan and the write (see OrderedWriterOptions::window_bytes).
+  uint64_t window_bytes = 32ull << 20;
   std::function<void(uint64_t, uint64_t)> progress;  // (bytes done, revision size)
   // Recompute the whole-revision digest from the blocks written and fail on a mismatch. Off only
   // to salvage revisions whose stored digest is known to be wrong (see docs/format.md §14).

@@ -11,6 +11,8 @@ Cases (medians of --runs runs):
   full         rbdvault backup (first, fresh store)        vs  rbd export SNAP FILE
   incremental  rbdvault backup after 1% scattered 4 KiB    vs  rbd export-diff --from-snap
   restore      rbdvault restore --to POOL/NEW              vs  rbd import FILE POOL/NEW
+  restore chain  restores of the first and the newest revision of a full + 10 deltas, to a new
+               image (vs rbd import of the same bytes) and to a file on tmpfs (GB/s, CPU seconds)
   thin RSS     peak RSS of a backup of a 1 TiB thin image with 1 GiB written
   space        stored bytes and index bytes vs data bytes
   steady       (--steady-runs, default 5; image --steady-size-gib, default 2, half random data)
@@ -72,7 +74,9 @@ def main():
     ap.add_argument("--work", default=None, help="scratch directory (default: a new one in /tmp)")
     ap.add_argument("--steady-runs", type=int, default=5)
     ap.add_argument("--steady-size-gib", type=int, default=2)
-    ap.add_argument("--only", choices=["all", "steady"], default="all", help="steady: only the steady-state cases")
+    ap.add_argument("--restore-runs", type=int, default=5, help="runs of the restore rows (one cluster, interleaved)")
+    ap.add_argument("--only", choices=["all", "steady", "restore"], default="all",
+                    help="steady/restore: only the steady-state incremental or the restore-of-a-chain rows")
     args = ap.parse_args()
     if not os.access(RBDVAULT, os.X_OK):
         raise SystemExit("build first: deploy/build.sh")
@@ -81,7 +85,10 @@ def main():
     os.makedirs(work, exist_ok=True)
     try:
         report = run(args, work) if args.only == "all" else ""
-        report += "\n\n" + steady_state(args, work)
+        if args.only in ("all", "steady"):
+            report += "\n\n" + steady_state(args, work)
+        if args.only in ("all", "restore"):
+            report += "\n\n" + "\n".join(run_restore_rows(args, work))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -321,6 +328,132 @@ def steady_state(args, work):
         "Raw runs: " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
     ]
     return "\n".join(lines)
+
+
+# ---- restore rows (issue 15, point 2) ----------------------------------------------------------
+
+RESTORE_CHAIN_DELTAS = 10
+
+
+def timed_cpu(*cmd):
+    """Runs cmd; returns (seconds, CPU seconds of that process). On a shared machine CPU seconds
+    show what a restore costs when the wall clock mostly shows who else was running."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    secs = time.monotonic() - t0
+    err = p.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), err))
+    return secs, usage.ru_utime + usage.ru_stime
+
+
+def build_restore_chain(io, conf, work, size):
+    """An image of `size` bytes, its first half random data, backed up once in full and then
+    RESTORE_CHAIN_DELTAS times after 1% of it was rewritten in scattered 4 KiB writes inside the data
+    half, so every revision holds the same amount of data at the same blocks. Returns (store, ids).
+    Each delta's writes fall in 32 random objects of the data half: memstore keeps a snapshot's
+    clone of every object written after it until it trims, and writes spread over every object
+    would fill the OSD with clones by the fifth delta."""
+    R = rbd.RBD()
+    rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+    data_bytes = size // 2
+    R.create(io, "chain", size, old_format=False)
+    store = os.path.join(work, "store-chain")
+    sh(RBDVAULT, "init", "--store", store, "-q")
+    rng = random.Random(15)
+    with rbd.Image(io, "chain") as img:
+        for off in range(0, data_bytes, 4 << 20):
+            img.write(os.urandom(4 << 20), off)
+    sh(*rv("backup", "--store", store, "rbd/chain"))
+    for _ in range(RESTORE_CHAIN_DELTAS):
+        objects = rng.sample(range(data_bytes >> 22), min(32, data_bytes >> 22))
+        with rbd.Image(io, "chain") as img:
+            pending = []
+            for _ in range(size // 100 // 4096):  # 64 writes in flight: one at a time takes minutes
+                pending.append(img.aio_write(os.urandom(4096), (rng.choice(objects) << 22) + rng.randrange(1024) * 4096,
+                                             None))
+                if len(pending) == 64:
+                    [p.wait_for_complete_and_cb() for p in pending]
+                    pending = []
+            [p.wait_for_complete_and_cb() for p in pending]
+        sh(*rv("backup", "--store", store, "rbd/chain"))
+    revs = json.loads(subprocess.run([RBDVAULT, "ls", "--store", store, "rbd/chain", "--format", "json"], check=True,
+                                     capture_output=True, text=True).stdout)
+    return store, [r["id"] for r in revs]
+
+
+def run_restore_rows(args, work):
+    """Restores of the first and the newest revision of a chain of RESTORE_CHAIN_DELTAS deltas, to a
+    new image (vs `rbd import` of the same bytes) and to a file on tmpfs. Returns report lines."""
+    size = args.size_gib << 30
+    runs = args.restore_runs
+    c = Cluster(work, "cluster-restore", 4 * size + (2 << 30))
+    io, conf = c.io, c.conf
+    R = rbd.RBD()
+    rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+    rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
+    data = size // 2
+    res = {k: [] for k in ("import", "first_image", "newest_image", "first_file", "newest_file", "first_file_cpu",
+                           "newest_file_cpu")}
+    shm = tempfile.mkdtemp(prefix="rbdvault-bench.", dir="/dev/shm")
+    try:
+        store, ids = build_restore_chain(io, conf, work, size)
+        first, newest = ids[0], ids[-1]
+        export_file = os.path.join(work, "chain.export")
+        with rbd.Image(io, "chain") as img:
+            snap = [s["name"] for s in img.list_snaps() if s["name"].startswith("rbdvault-")][-1]
+        sh(*rbdc("export", "chain@" + snap, export_file))
+        raw = os.path.join(shm, "restored.raw")
+        for _ in range(runs):  # interleaved, so a slow moment of the shared machine hits every case alike
+            res["import"].append(timed(*rbdc("import", export_file, "rbd/chain-import"))[0])
+            R.remove(io, "chain-import")
+            for key, rev in (("first", first), ("newest", newest)):
+                res[key + "_image"].append(timed(*rv("restore", "--store", store, "rbd/chain@%d" % rev,
+                                                      "--to", "rbd/chain-restored"))[0])
+                R.remove(io, "chain-restored")
+                secs, cpu = timed_cpu(*rv("restore", "--store", store, "rbd/chain@%d" % rev, "--to-file", raw))
+                res[key + "_file"].append(secs)
+                res[key + "_file_cpu"].append(cpu)
+                os.unlink(raw)
+        os.unlink(export_file)
+        shutil.rmtree(store)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+        c.close()
+    m = {k: median(v) for k, v in res.items()}
+    imp = m["import"]
+    gbs = lambda secs: data / secs / 1e9
+    met = lambda ok: "met" if ok else "not met"
+    return [
+        "Restore: image %d GiB (half random data), a full backup then %d deltas of 1%% scattered 4 KiB writes "
+        "inside the data; first = the full (revision %d), newest = revision %d; medians of %d runs."
+        % (args.size_gib, RESTORE_CHAIN_DELTAS, first, newest, runs),
+        "",
+        "| case | rbdvault | `rbd import` | ratio | target |",
+        "|---|---|---|---|---|",
+        "| restore of the first revision to a new image | %s | %s | %.2fx | <= 1.0x: %s |"
+        % (fmt_s(m["first_image"]), fmt_s(imp), m["first_image"] / imp, met(m["first_image"] <= imp)),
+        "| restore of the newest revision (%d deltas) to a new image | %s | %s | %.2fx | <= 1.0x: %s |"
+        % (RESTORE_CHAIN_DELTAS, fmt_s(m["newest_image"]), fmt_s(imp), m["newest_image"] / imp,
+           met(m["newest_image"] <= imp)),
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        "| newest / first revision, restore to a new image | %.2fx | <= 1.1x: %s |"
+        % (m["newest_image"] / m["first_image"], met(m["newest_image"] <= 1.1 * m["first_image"])),
+        "| newest / first revision, restore to a file on tmpfs | %.2fx | <= 1.1x: %s |"
+        % (m["newest_file"] / m["first_file"], met(m["newest_file"] <= 1.1 * m["first_file"])),
+        "| restore of the first revision to a file on tmpfs | %s, %.2f GB/s of data | >= 1.5 GB/s: %s |"
+        % (fmt_s(m["first_file"]), gbs(m["first_file"]), met(gbs(m["first_file"]) >= 1.5)),
+        "| restore of the newest revision to a file on tmpfs | %s, %.2f GB/s of data | >= 1.5 GB/s: %s |"
+        % (fmt_s(m["newest_file"]), gbs(m["newest_file"]), met(gbs(m["newest_file"]) >= 1.5)),
+        "| CPU seconds of a restore to a file (first / newest revision) | %.2f s / %.2f s, %.2f GB of data per CPU "
+        "second | |" % (m["first_file_cpu"], m["newest_file_cpu"], data / m["first_file_cpu"] / 1e9),
+        "| load average at the end (1 / 5 / 15 min) | %.1f / %.1f / %.1f | |" % os.getloadavg(),
+        "",
+        "Raw restore runs (s): " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
+    ]
 
 
 if __name__ == "__main__":

@@ -58,15 +58,18 @@ ImageWriter::~ImageWriter() {
   }
 }
 
-void ImageWriter::write(uint64_t offset, std::string_view data) {
-  if (data.empty()) return;  // keep librbd away from zero-length requests
+void ImageWriter::write(uint64_t offset, std::string_view data) { write(offset, std::vector<std::string_view>{data}); }
+
+void ImageWriter::write(uint64_t offset, const std::vector<std::string_view>& pieces) {
+  auto p = std::make_unique<Pending>();
+  for (auto piece : pieces) p->bl.append(piece.data(), piece.size());
+  const uint64_t len = p->bl.length();
+  if (len == 0) return;  // keep librbd away from zero-length requests
   while (pending_.size() >= max_in_flight_) complete_front();
   flushed_ = false;
-  auto p = std::make_unique<Pending>();
   p->offset = offset;
-  p->bl.append(data.data(), data.size());
   p->completion = new librbd::RBD::AioCompletion(nullptr, nullptr);  // librbd's API: released via release()
-  check(image_->handle().aio_write2(offset, data.size(), p->bl, p->completion, 0),
+  check(image_->handle().aio_write2(offset, len, p->bl, p->completion, 0),
         "write " + pool_ + "/" + name_ + " at " + std::to_string(offset));
   pending_.push_back(std::move(p));
   if (pending_.size() > peak_in_flight_) peak_in_flight_ = pending_.size();

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "rbd/image.h"
 
@@ -31,6 +32,8 @@ class ImageWriter {
 
   // Queues a write of `data` (copied) at `offset`; blocks while max_in_flight writes are pending.
   void write(uint64_t offset, std::string_view data);
+  // The same for the pieces back to back (copied into one request).
+  void write(uint64_t offset, const std::vector<std::string_view>& pieces);
   // Waits for every write and flushes the image (its data is then durable in the cluster).
   void flush();
   // flush(), and keeps the image under the name it was created with.

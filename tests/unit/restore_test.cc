@@ -7,10 +7,13 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <random>
 #include <sstream>
 
 #include "store/error.h"
 #include "store/format.h"
+#include "store/pack.h"
 #include "store_fixture.h"
 
 namespace rbdvault::store::testing {
@@ -125,6 +128,73 @@ TEST_F(RestoreTest, PartialFileOfARunningRestoreIsLeftAlone) {
   ::close(fd);
   EXPECT_EQ(slurp(partial()), "being written");
   EXPECT_FALSE(fs::exists(target_));
+}
+
+TEST_F(RestoreTest, AChunkFailingItsHashFailsTheRestoreAndLeavesNoTarget) {
+  // Flip one payload byte of block 5's chunk in r2: its pack still parses, only SHA-256 notices.
+  auto hash = store_->block_content(r2_.image, 5, r2_.id);
+  ASSERT_TRUE(hash.has_value());
+  auto rec = store_->chunk(*hash);
+  ASSERT_TRUE(rec.has_value());
+  {
+    std::fstream pack(dir_ / "data" / pack_file_name(rec->pack), std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(rec->offset + kChunkHeaderSize + rec->stored_len / 2);
+    pack.seekg(at);
+    char c = 0;
+    pack.get(c);
+    pack.seekp(at);
+    pack.put(static_cast<char>(c ^ 0x40));
+  }
+  agent::RestoreOptions o;
+  o.decode_threads = 3;
+  try {
+    agent::restore_to_file(*store_, reload(r2_), target_, o);
+    FAIL() << "a corrupt chunk was restored";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kCorrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find("SHA-256"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(target_));
+  EXPECT_FALSE(fs::exists(partial()));
+}
+
+// A long chain of deltas with zero runs and resizes: every revision, the newest included, restores
+// to exactly its bytes, whatever the number of decoding threads and the window.
+class RestoreChainTest : public StoreTest {};
+
+TEST_F(RestoreChainTest, EveryRevisionOfALongChainRestoresToExactlyItsBytes) {
+  std::mt19937 rng(15);
+  std::map<uint64_t, std::string> history;
+  std::string image = random_bytes(40 * kBs + 300, 15);
+  image.replace(10 * kBs, 6 * kBs, std::string(6 * kBs, '\0'));  // a zero run in the full
+  history[put("img", image).id] = image;
+  for (int r = 0; r < 14; ++r) {
+    const std::string before = image;
+    if (r % 5 == 2) image.resize(kBs + rng() % (48 * kBs), '\0');  // grows or shrinks
+    for (int w = 0; w < 4 && !image.empty(); ++w) {
+      const uint64_t off = rng() % image.size();
+      const uint64_t len = std::min<uint64_t>(1 + rng() % (4 * kBs), image.size() - off);
+      image.replace(off, len, rng() % 3 ? random_bytes(len, rng()) : std::string(len, '\0'));
+    }
+    std::set<uint64_t> changed = content_diff(before, image);
+    history[put("img", image, &changed).id] = image;
+  }
+  const std::string target = (dir_ / "chain.raw").string();
+  for (auto& [id, bytes] : history) {
+    for (size_t threads : {1, 4}) {
+      agent::RestoreOptions o;
+      o.decode_threads = threads;
+      o.max_write_bytes = 3 * kBs;  // many runs: each starts and ends at a zero block or the limit
+      o.window_bytes = 0;
+      agent::RestoreResult r = agent::restore_to_file(*store_, *store_->revision(id), target, o);
+      std::ifstream in(target, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      EXPECT_EQ(ss.str(), bytes) << "revision " << id << ", " << threads << " threads";
+      EXPECT_EQ(r.blocks_written + r.zero_blocks_skipped, store_->blocks_for(bytes.size()));
+      fs::remove(target);
+    }
+  }
 }
 
 TEST_F(RestoreTest, PartialNameIsVisible) {
