@@ -109,6 +109,13 @@ class Mounted:
         if self.p.poll() is not None:
             check(False, "mount exited %s: %s" % (self.p.returncode, self.p.stderr.read()))
 
+    def abandon(self):
+        """After a failure: never leave a mount (or its process) behind."""
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        subprocess.run(["fusermount3", "-u", "-z", self.mp], capture_output=True)
+
     def end(self, how):
         if how == "fusermount":
             sh("fusermount3", "-u", self.mp)
@@ -157,7 +164,7 @@ def check_sparse(path, expected):
 
 def scenario_mount_file_back(c):
     store = new_store("mount-store")
-    work, mp, loop_mp = os.path.join(TMP, "mount-work"), os.path.join(TMP, "mount-mp"), os.path.join(TMP, "mount-loop")
+    work, mp = os.path.join(TMP, "mount-work"), os.path.join(TMP, "mount-mp")
     v1, r1 = setup_disk(c, store, "mount-img", work)
     v2 = bytearray(v1)
     p1 = ext4_image(work, "v2", "version two, a different text\n")
@@ -165,6 +172,31 @@ def scenario_mount_file_back(c):
     write_changes(c, "mount-img", v1, v2)
     r2 = run_json("backup", "--store", store, "rbd/mount-img")["revision"]
     m = Mounted(store, mp)
+    try:
+        check_mounted(c, store, m, work, (v1, r1), (v2, r2))
+    except BaseException:
+        m.abandon()
+        raise
+    # SIGTERM and SIGINT end it cleanly too; the image filter shows only that image.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        m = Mounted(store, mp, "rbd/mount-img")
+        try:
+            check(os.listdir(mp) == ["rbd"] and os.listdir(os.path.join(mp, "rbd")) == ["mount-img"], "filtered mount")
+        except BaseException:
+            m.abandon()
+            raise
+        m.end(sig)
+    run("mount", "--store", store, os.path.join(TMP, "no-such-dir"), rc=EXIT_NOT_FOUND)
+    run("mount", "--store", store, mp, "rbd/not-backed-up", rc=EXIT_NOT_FOUND)
+    run("mount", "--store", work, mp, rc=EXIT_USAGE)
+    run("mount", "--store", store, mp, "--cache-size", "lots", rc=EXIT_USAGE)
+    run("mount", "--store", store, rc=EXIT_USAGE)
+    c.remove("rbd", "mount-img")
+
+
+def check_mounted(c, store, m, work, rev1, rev2):
+    (v1, r1), (v2, r2) = rev1, rev2
+    mp, loop_mp = m.mp, os.path.join(TMP, "mount-loop")
     img = os.path.join(mp, "rbd", "mount-img")
     names = sorted(os.listdir(img))
     check(names == sorted([str(r1), "%d.parts" % r1, str(r2), "%d.parts" % r2, "latest"]), "listing: %s" % names)
