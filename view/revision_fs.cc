@@ -1,5 +1,6 @@
 #define FUSE_USE_VERSION 314
 #include "view/revision_fs.h"
+#include "view/revision_fs_internal.h"
 
 #include <fuse3/fuse.h>
 #include <spdlog/spdlog.h>
@@ -343,7 +344,9 @@ void* fs_init(fuse_conn_info*, fuse_config* cfg) {
   return &fs;
 }
 
-fuse_operations make_operations() {
+}  // namespace
+
+fuse_operations revision_fs_operations() {
   fuse_operations ops{};
   ops.getattr = fs_getattr;
   ops.readlink = fs_readlink;
@@ -356,63 +359,13 @@ fuse_operations make_operations() {
   return ops;
 }
 
-}  // namespace
 
-FuseMount::FuseMount(const MountOptions& o) {
-  std::error_code ec;
-  mountpoint_ = std::filesystem::canonical(o.mountpoint, ec).string();
-  if (ec || !std::filesystem::is_directory(mountpoint_))
-    throw store::StoreError(store::StoreError::Kind::kNotFound, "mount point " + o.mountpoint + " is not a directory");
-  fs_ = std::make_unique<RevisionFs>(MountOptions{o.store_dir, mountpoint_, o.only, o.cache_bytes, o.ttl});
-  std::string opts = "ro,default_permissions,fsname=rbdvault,subtype=rbdvault";
-  if (o.allow_other) opts += ",allow_other";
-  if (o.auto_unmount) opts += ",auto_unmount";
-  const char* argv[] = {"rbdvault", "-o", opts.c_str()};
-  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
-  const fuse_operations ops = make_operations();
-  fuse_ = fuse_new(&args, &ops, sizeof ops, fs_.get());
-  if (!fuse_) throw std::runtime_error("cannot set up FUSE (is fuse3 installed and /dev/fuse usable?)");
-  if (fuse_mount(fuse_, mountpoint_.c_str()) != 0) {
-    fuse_destroy(fuse_);
-    throw std::runtime_error("cannot mount on " + mountpoint_ + " (see the FUSE message above)");
-  }
-  mounted_ = true;
+void RevisionFsDeleter::operator()(RevisionFs* fs) const { delete fs; }
+
+std::unique_ptr<RevisionFs, RevisionFsDeleter> new_revision_fs(const MountOptions& options) {
+  return std::unique_ptr<RevisionFs, RevisionFsDeleter>(new RevisionFs(options));
 }
 
-FuseMount::~FuseMount() {
-  if (thread_.joinable()) {
-    fuse_exit(fuse_);
-    fuse_unmount(fuse_);  // wakes the loop threads blocked on /dev/fuse
-    mounted_ = false;
-    thread_.join();
-  }
-  if (mounted_) fuse_unmount(fuse_);
-  fuse_destroy(fuse_);
-}
-
-namespace {
-int loop(struct fuse* f) {
-  fuse_loop_config* cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(cfg, 16);
-  const int rc = fuse_loop_mt(f, cfg);
-  fuse_loop_cfg_destroy(cfg);
-  return rc;
-}
-}  // namespace
-
-void FuseMount::serve() {
-  fuse_session* se = fuse_get_session(fuse_);
-  if (fuse_set_signal_handlers(se) != 0) throw std::runtime_error("cannot set up signal handlers");
-  const int rc = loop(fuse_);
-  fuse_remove_signal_handlers(se);
-  // 0: unmounted; a positive value is the signal that ended the loop: both are a clean end.
-  if (rc < 0) throw std::runtime_error(std::string("FUSE loop failed: ") + std::strerror(-rc));
-  auto st = fs_->cache().stats();
-  spdlog::info("unmounting {} (block cache: {} hits, {} misses)", mountpoint_, st.hits, st.misses);
-}
-
-void FuseMount::start() {
-  thread_ = std::thread([f = fuse_] { (void)loop(f); });
-}
+BlockCache::Stats cache_stats(RevisionFs& fs) { return fs.cache().stats(); }
 
 }  // namespace rbdvault::view

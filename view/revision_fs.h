@@ -18,6 +18,9 @@ struct fuse;
 namespace rbdvault::view {
 
 class RevisionFs;
+struct RevisionFsDeleter {  // RevisionFs is complete only in revision_fs.cc
+  void operator()(RevisionFs* fs) const;
+};
 
 struct MountOptions {
   std::string store_dir;
@@ -48,7 +51,7 @@ class FuseMount {
 
  private:
   std::string mountpoint_;
-  std::unique_ptr<RevisionFs> fs_;
+  std::unique_ptr<RevisionFs, RevisionFsDeleter> fs_;
   struct fuse* fuse_ = nullptr;
   bool mounted_ = false;
   std::thread thread_;
