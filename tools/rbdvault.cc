@@ -21,7 +21,7 @@ namespace {
 
 std::vector<Command> all_commands() {
   std::vector<Command> all;
-  for (auto group : {backup_commands, restore_commands, history_commands, maintenance_commands, batch_commands})
+  for (auto group : {backup_commands, restore_commands, history_commands, maintenance_commands, batch_commands, mount_commands})
     for (auto& c : group()) all.push_back(std::move(c));
   return all;
 }
@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
     if (a.flag("verbose")) spdlog::set_pattern("%H:%M:%S.%e %^%l%$: %v");
     return c->run(a);
   } catch (...) {
-    // A monitoring plugin answers UNKNOWN (3), never CRITICAL, for its own errors.
-    return report(std::current_exception(), name == "check");
+    // A monitoring plugin answers UNKNOWN (3), never CRITICAL, for its own errors (fsck too).
+    return report(std::current_exception(), name == "check" || name == "fsck");
   }
 }
