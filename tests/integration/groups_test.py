@@ -52,6 +52,7 @@ class LockstepWriter(threading.Thread):
         self.images = [c.image("rbd", n) for n in names]
         self.pause, self.paused = os.path.join(d, "pause"), os.path.join(d, "paused")
         self.seq = 0
+        self.pauses = []  # the sequence number stamped last before each pause
         self.done = False
         self.error = None
 
@@ -59,6 +60,7 @@ class LockstepWriter(threading.Thread):
         try:
             while not self.done:
                 if os.path.exists(self.pause):
+                    self.pauses.append(self.seq)
                     open(self.paused, "w").close()
                     while os.path.exists(self.pause) and not self.done:
                         time.sleep(0.001)
@@ -88,10 +90,11 @@ def restored_seq(store, spec):
 
 
 def lockstep_runs(c, store, conf, names, writer, runs):
-    """`runs` group runs while the writer goes on; returns [(seq A, seq B, gap_us)] as restored."""
+    """`runs` group runs while the writer goes on; returns [(seq A, seq B, gap_us, [seq at each
+    pause during the run])] as restored."""
     out = []
     for _ in range(runs):
-        before = writer.seq
+        before, pauses = writer.seq, len(writer.pauses)
         cli_test.wait_for(lambda: writer.seq > before + 10, "the writer to make progress")
         r, _ = run_report(conf)
         g = r["groups"][0]
@@ -100,7 +103,7 @@ def lockstep_runs(c, store, conf, names, writer, runs):
         for n in names:
             check(revs["rbd/" + n]["group_run"] == g["run"], "image %s not in the run: %s" % (n, revs))
         seqs = [restored_seq(store, "rbd/%s@%d" % (n, revs["rbd/" + n]["revision"])) for n in names]
-        out.append((seqs[0], seqs[1], g["gap_us"]))
+        out.append((seqs[0], seqs[1], g["gap_us"], writer.pauses[pauses:]))
     return out
 
 
@@ -118,18 +121,20 @@ def scenario_groups_lockstep(c):
     try:
         conf = group_config(store, "gl", names)
         crash = lockstep_runs(c, store, conf, names, writer, 4)
-        log("no hook: (A, B, gap us) = %s" % crash)
-        for a, b, _ in crash:
+        log("no hook: (A, B, gap us, pauses) = %s" % crash)
+        for a, b, _, _ in crash:
             check(a - 1 <= b <= a, "crash-consistent group: A=%d B=%d are more than one step apart" % (a, b))
         pause, paused = shlex.quote(os.path.join(d, "pause")), shlex.quote(os.path.join(d, "paused"))
         hooks = ("pre-snapshot = touch %s; while [ ! -e %s ]; do sleep 0.01; done\npost-snapshot = rm -f %s\n"
                  % (pause, paused, pause))
         conf = group_config(store, "gl", names, hooks)
         frozen = lockstep_runs(c, store, conf, names, writer, 3)
-        log("freeze hook: (A, B, gap us) = %s" % frozen)
-        for a, b, _ in frozen:
-            check(a == b, "frozen group: A=%d B=%d differ" % (a, b))
-        check(len({a for a, _, _ in crash + frozen}) == len(crash + frozen), "the writer stood still: %s"
+        log("freeze hook: (A, B, gap us, pauses) = %s" % frozen)
+        for a, b, _, pauses in frozen:
+            # One freeze per group run, and both images hold exactly what was written before it.
+            check(len(pauses) == 1, "the writer was paused %d times in one group run" % len(pauses))
+            check(a == b == pauses[0], "frozen group: A=%d B=%d, paused after %d" % (a, b, pauses[0]))
+        check(len({x[0] for x in crash + frozen}) == len(crash + frozen), "the writer stood still: %s"
               % (crash + frozen))
     finally:
         writer.stop()
