@@ -70,16 +70,22 @@ GroupSnapshots take_group_snapshots(rbd::Cluster& cluster, store::Store& store, 
     std::vector<std::exception_ptr> errors(out.members.size());
     std::latch go(1);
     std::vector<std::thread> threads;
-    for (size_t i = 0; i < out.members.size(); ++i)
-      if (handles[i])
-        threads.emplace_back([&, i] {
-          go.wait();
-          try {
-            out.members[i].taken->id = handles[i]->create_snapshot(out.members[i].taken->name).id;
-          } catch (...) {
-            errors[i] = std::current_exception();
-          }
-        });
+    try {
+      for (size_t i = 0; i < out.members.size(); ++i)
+        if (handles[i])
+          threads.emplace_back([&, i] {
+            go.wait();
+            try {
+              out.members[i].taken->id = handles[i]->create_snapshot(out.members[i].taken->name).id;
+            } catch (...) {
+              errors[i] = std::current_exception();
+            }
+          });
+    } catch (...) {  // no thread for one of them: release and collect the others, then fail
+      go.count_down();
+      for (std::thread& t : threads) t.join();
+      throw;
+    }
     const auto first = std::chrono::steady_clock::now();
     go.count_down();
     for (std::thread& t : threads) t.join();
@@ -104,7 +110,7 @@ GroupSnapshots take_group_snapshots(rbd::Cluster& cluster, store::Store& store, 
   };
   try {
     out.application = snapshots_between_hooks(hooks, env, label, take_all);
-  } catch (const std::exception& e) {  // the pre hook failed under on-hook-failure skip
+  } catch (const std::exception& e) {  // the pre hook failed (on-hook-failure skip), or no thread
     for (GroupMemberSnapshot& m : out.members)
       if (m.error.empty()) fail(m, e.what(), classify(std::current_exception()));
   }
@@ -114,7 +120,9 @@ GroupSnapshots take_group_snapshots(rbd::Cluster& cluster, store::Store& store, 
       m.taken->group_run = out.run;
       m.taken->group_gap_us = std::min(out.gap_us, store::kMaxGroupGapUs);
     }
-  spdlog::info("{}: snapshots of {} images taken within {} us ({}-consistent)", label, images.size(), out.gap_us,
+  const size_t taken = static_cast<size_t>(
+      std::count_if(out.members.begin(), out.members.end(), [](auto& m) { return m.taken.has_value(); }));
+  spdlog::info("{}: {} of {} snapshots taken within {} us ({}-consistent)", label, taken, images.size(), out.gap_us,
                out.application ? "application" : "crash");
   return out;
 }

@@ -261,6 +261,12 @@ def scenario_groups_config(c):
     check(len(msg) == 1 and "%s:%d: [group.gc] image 'rbd/zz-nope' is selected by no [job.NAME]" % (conf, line)
           in msg[0], "error: %r" % err)
     check(c.snaps("rbd", "gc-a") == [], "a snapshot was taken")
+    # A dry run reports the group as it would run, and takes no snapshot.
+    conf = group_config(store, "gc", ["gc-a"])
+    out, _ = run("run", "--config", conf, "--dry-run", "--format", "json")
+    r = json.loads(out)
+    check(r["groups"][0]["result"] == "would-back-up" and r["groups"][0]["run"] is None, "dry run: %s" % r)
+    check(c.snaps("rbd", "gc-a") == [], "the dry run took a snapshot")
     # A member the job's glob selects but that does not exist fails the group at run time (the
     # other member is still backed up); the exit code is its class, not-found.
     conf = group_config(store, "gc", ["gc-a", "gc-nope"])
