@@ -328,6 +328,11 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
       if (g.name.empty() || g.name.size() > store::kMaxGroupName)
         throw ConfigError(g.where + ": [" + s.name + "]: expected [group.NAME], NAME 1 to 255 characters");
       each(s, {"images"}, [&](const Line& l) {
+        if (l.key == "rbd-group") {
+          if (!valid_image_spec(l.value)) throw std::invalid_argument("expected POOL/GROUP");
+          g.rbd_group = l.value;
+          return true;
+        }
         if (l.key != "images") return apply_hook_key(g.hooks, l.key, l.value);
         if (l.value.empty()) throw std::invalid_argument("must not be empty");
         std::istringstream list(l.value);
@@ -343,8 +348,9 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
         }
         return true;
       });
-      if (g.images.empty())
-        throw ConfigError(g.where + ": [" + s.name + "] needs 'images = POOL/NAME, POOL/NAME'");
+      if (g.images.empty() == g.rbd_group.empty())
+        throw ConfigError(g.where + ": [" + s.name + "] needs 'images = POOL/NAME, POOL/NAME' or 'rbd-group = POOL/GROUP'" +
+                          (g.images.empty() ? "" : ", not both"));
       c.groups.push_back(std::move(g));
     } else {
       throw ConfigError(path + ":" + std::to_string(s.line) + ": unknown section [" + s.name +

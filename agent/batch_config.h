@@ -55,6 +55,7 @@ struct JobConfig {
 struct GroupConfig {
   std::string name;
   std::vector<std::string> images;  // pool/name, in config order; each selected by some job
+  std::string rbd_group;            // rbd-group = POOL/GROUP: the members are that RBD group's, at run time
   SnapshotHooks hooks;              // the group's own; the members' per-image hooks do not run
   std::string where;                // "FILE:LINE" of the section header, for messages
 };

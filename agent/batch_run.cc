@@ -169,7 +169,10 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   }
   // A consistency group is backed up whole once a member is due.
   const ImageResult planned = o.dry_run ? ImageResult::kWouldBackUp : ImageResult::kCancelled;
-  const std::vector<GroupPlan> groups = plan_groups(c, report, planned, o.job);
+  const std::vector<GroupPlan> groups = plan_groups(c, report, planned, o.job, [&](const std::string& spec) {
+    const rbd::ImageSpec g = group_member_spec(spec);
+    return cluster.list_group_images(g.pool, g.image);
+  });
   for (const GroupPlan& g : groups)
     for (size_t i : g.members)
       if (g.due && !o.dry_run && std::none_of(tasks.begin(), tasks.end(), [&](const Task& t) { return t.index == i; }))

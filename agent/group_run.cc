@@ -1,8 +1,11 @@
 #include "agent/group_run.h"
 
+#include <cerrno>
 #include <map>
+#include <set>
 
 #include "agent/group_snapshot.h"
+#include "rbd/error.h"
 #include "rbd/image.h"
 
 namespace rbdvault::agent {
@@ -29,16 +32,40 @@ void add_problem(GroupOutcome& g, const std::string& what, ErrorClass c) {
 }  // namespace
 
 std::vector<GroupPlan> plan_groups(const BatchConfig& c, RunReport& report, ImageResult planned,
-                                   const std::string& only_job) {
+                                   const std::string& only_job, const GroupLister& list_rbd_group) {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < report.images.size(); ++i) index[report.images[i].image] = i;
+  std::set<std::string> grouped;  // members seen so far: an image is in one group only
+  for (const GroupConfig& g : c.groups) grouped.insert(g.images.begin(), g.images.end());
   std::vector<GroupPlan> plans;
   for (const GroupConfig& g : c.groups) {
     GroupPlan p;
     p.group = &g;
     GroupOutcome out;
     out.name = g.name;
-    for (const std::string& image : g.images) {
+    bool listed = true;
+    std::vector<std::string> images = g.images;
+    if (!g.rbd_group.empty()) {  // members from Ceph: the config's checks are made here
+      images.clear();
+      try {
+        const std::vector<std::string> listed_images = list_rbd_group(g.rbd_group);
+        // librbd 16.2 lists a group that does not exist as empty.
+        if (listed_images.empty())
+          throw rbd::CephError("no such group, or it has no images", -ENOENT);
+        for (const std::string& image : listed_images) {
+          if (owner_job(c, image).empty())
+            add_problem(out, image + " (RBD group " + g.rbd_group + ") is selected by no job", ErrorClass::kUsage);
+          else if (!grouped.insert(image).second)
+            add_problem(out, image + " (RBD group " + g.rbd_group + ") is in another group", ErrorClass::kUsage);
+          else
+            images.push_back(image);
+        }
+      } catch (const std::exception& e) {
+        add_problem(out, std::string("RBD group ") + g.rbd_group + ": " + e.what(), classify(std::current_exception()));
+        listed = false;
+      }
+    }
+    for (const std::string& image : images) {
       if (!only_job.empty() && owner_job(c, image) != only_job) continue;  // run --job: not in this run
       out.images.push_back(image);
       auto it = index.find(image);
@@ -55,10 +82,12 @@ std::vector<GroupPlan> plan_groups(const BatchConfig& c, RunReport& report, Imag
         p.members.push_back(it->second);
       }  // skipped (skip = true): left out of the group
     }
-    if (out.images.empty()) continue;
+    // An RBD group that cannot be listed, or lists members the config could not have held, fails.
+    const bool bad = !listed || (!g.rbd_group.empty() && !out.error.empty());
+    if (out.images.empty() && !bad) continue;
     if (p.due)
       for (size_t i : p.members) report.images[i].result = planned;
-    out.result = p.due ? planned : ImageResult::kNotDue;
+    out.result = bad ? ImageResult::kFailed : p.due ? planned : ImageResult::kNotDue;
     report.groups.push_back(std::move(out));
     plans.push_back(std::move(p));
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,9 +31,12 @@ struct GroupPlan {
 // a run, kWouldBackUp in a dry run) every other member that is not due becomes so too. Members
 // skipped by their settings stay out. Fills report.groups (one per group with a member in the
 // plan) and returns the plans in the same order. `only_job` (run --job): members of other jobs
-// are not part of this run.
+// are not part of this run. A group with `rbd-group` gets its members from `list_rbd_group`
+// ("POOL/GROUP" -> "POOL/NAME"s, throws on failure); members no job selects or already in another
+// group are left out and named in the group's error, and a group that cannot be listed fails.
+using GroupLister = std::function<std::vector<std::string>(const std::string&)>;
 [[nodiscard]] std::vector<GroupPlan> plan_groups(const BatchConfig& config, RunReport& report, ImageResult planned,
-                                                 const std::string& only_job);
+                                                 const std::string& only_job, const GroupLister& list_rbd_group);
 
 // Takes the snapshots of a due group. Members whose snapshot could not be taken fail (outcome
 // kFailed with the reason); the others get their snapshot, in plan.members order.

@@ -251,6 +251,8 @@ def scenario_groups_failure(c):
 
 def scenario_groups_config(c):
     """A bad [group.NAME] stops the run before anything happens, with one line naming the line."""
+    rbd_cli = ["rbd", "-c", CONF, "group"]
+    subprocess.run(rbd_cli + ["rm", "rbd/gcg"], capture_output=True)  # a failed run's leftover
     c.create("rbd", "gc-a", 4 << 20, FEATURES_FASTDIFF)
     store = new_store("groups-config")
     conf = group_config(store, "gc", ["gc-a", "zz-nope"])  # the job selects gc-* only
@@ -274,7 +276,26 @@ def scenario_groups_config(c):
     g = r["groups"][0]
     check(g["result"] == "failed" and g["error"] == "rbd/gc-nope is not in its pool" and
           r["images"][0]["result"] == "ok", "run: %s" % r)
+    # An existing RBD group (rbd-group = POOL/GROUP): its members, read from Ceph at run time, are
+    # backed up as one group run; a group that does not exist fails the run (not-found).
+    c.create("rbd", "gc-b", 4 << 20, FEATURES_FASTDIFF)
+    subprocess.run(rbd_cli + ["create", "rbd/gcg"], check=True)
+    for n in ("gc-a", "gc-b"):
+        subprocess.run(rbd_cli + ["image", "add", "rbd/gcg", "rbd/" + n], check=True)
+    jobs = "[job.g]\npool = rbd\ninclude = gc-*\n[group.gc]\nrbd-group = rbd/gcg\n"
+    conf = write_config("groups-gc", base_config(store, jobs))
+    r, _ = run_report(conf)
+    check(len(r["groups"]) == 1, "groups: %s" % r["groups"])
+    g = r["groups"][0]
+    check(g["result"] == "ok" and sorted(g["images"]) == ["rbd/gc-a", "rbd/gc-b"], "rbd-group: %s" % g)
+    check(sorted(i["group_run"] for i in r["images"]) == [g["run"]] * 2, "rbd-group images: %s" % r["images"])
+    conf = write_config("groups-gc", base_config(store, jobs.replace("rbd/gcg", "rbd/no-such-group")))
+    r, _ = run_report(conf, rc=cli_test.EXIT_NOT_FOUND)
+    check(r["groups"][0]["result"] == "failed" and "RBD group rbd/no-such-group" in r["groups"][0]["error"],
+          "missing rbd group: %s" % r["groups"])
+    subprocess.run(rbd_cli + ["rm", "rbd/gcg"], check=True)
     c.remove("rbd", "gc-a")
+    c.remove("rbd", "gc-b")
 
 
 SCENARIOS = {

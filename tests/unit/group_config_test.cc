@@ -55,6 +55,10 @@ images=rbd/vm-2
   EXPECT_EQ(c.group_of("db/vm-1-data")->name, "vm1");
   EXPECT_EQ(c.group_of("rbd/vm-2")->name, "other");
   EXPECT_EQ(c.group_of("rbd/vm-3"), nullptr);
+  // An existing RBD group: its members are listed at run time.
+  const BatchConfig r = parse_batch_config(kBase + "[group.vm4]\nrbd-group = rbd/vm4\n", "g.conf");
+  EXPECT_EQ(r.groups.at(0).rbd_group, "rbd/vm4");
+  EXPECT_TRUE(r.groups.at(0).images.empty());
 }
 
 // Each error is one line naming the file, the line and what is wrong.
@@ -81,6 +85,9 @@ TEST(GroupConfig, BadInputNamesTheLine) {
       {"[group.g]\nimages = rbd/vm-1\npre-snapshot = a\npre-snapshot = b\n",
        "g.conf:12: key 'pre-snapshot' in [group.g] is given twice"},
       {"[group.]\nimages = rbd/vm-1\n", "g.conf:9: [group.]: expected [group.NAME]"},
+      {"[group.g]\nimages = rbd/vm-1\nrbd-group = rbd/g\n", "g.conf:9: [group.g] needs 'images = POOL/NAME, POOL/NAME' "
+                                                             "or 'rbd-group = POOL/GROUP', not both"},
+      {"[group.g]\nrbd-group = g\n", "g.conf:10: key 'rbd-group' in [group.g]: bad value 'g': expected POOL/GROUP"},
       {"[group.g]\nimages = rbd/vm-1\n[group.g]\nimages = rbd/vm-2\n", "g.conf:11: section [group.g] appears twice"},
   };
   for (const Case& c : cases) {
