@@ -82,6 +82,17 @@ void check_after_backup(rbd::Cluster& cluster, store::Store& store, const Backup
   result.revision.flags |= store::kRevisionVerifyFailed;
 }
 
+// The snapshot a consistency group took for this backup, checked to be the one it took (same
+// name and Ceph id, so a re-created image or a renamed snapshot is never read by mistake).
+rbd::SnapshotInfo use_taken_snapshot(rbd::Image& image, const TakenSnapshot& taken, const std::string& expected_name,
+                                     const std::string& image_name) {
+  auto snap = image.find_snapshot(taken.name);
+  if (taken.name != expected_name || !snap || snap->id != taken.id)
+    throw std::runtime_error("backup " + image_name + ": the group snapshot " + taken.name + " (id " +
+                             std::to_string(taken.id) + ") is gone or was replaced");
+  return *snap;
+}
+
 }  // namespace
 
 std::string verify_failure_message(const BackupResult& r) {
@@ -137,10 +148,12 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
   // Our snapshots other than the newest revision's are leftovers of interrupted runs. The newest
   // revision's snapshot stays even when not used as the base (--full): if this run fails, the next
   // one can still diff against it.
+  // A snapshot taken for this backup by its consistency group is not stale either.
   const std::string keep = parent ? parent->snap_name : std::string();
+  const std::string taken = options.taken ? options.taken->name : std::string();
   for (auto& s : image->snapshots()) {
     const std::string& name = s.in_trash ? s.original_name : s.name;
-    if (name.rfind(prefix, 0) == 0 && (s.in_trash || name != keep)) {
+    if (name.rfind(prefix, 0) == 0 && (s.in_trash || (name != keep && name != taken))) {
       spdlog::info("backup {}: removing stale snapshot {}{}", image_name, name, s.in_trash ? " (from the trash)" : "");
       try {
         image->remove_snapshot(s);
@@ -151,20 +164,27 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     }
   }
 
-  const uint64_t rev_id = store.reserve_revision_id();
+  const uint64_t rev_id = options.taken ? options.taken->revision : store.reserve_revision_id();
   const std::string snap_name = prefix + std::to_string(rev_id);
   // The revision is the image as of its snapshot: that moment is its creation time, which schedules
   // and retention count from (not the end of a long read).
   int64_t snapshot_time = options.created;
   rbd::SnapshotInfo snap;
-  const std::map<std::string, std::string> hook_env{{"RBDVAULT_POOL", spec.pool},
-                                                    {"RBDVAULT_IMAGE", spec.image},
-                                                    {"RBDVAULT_SNAPSHOT", snap_name},
-                                                    {"RBDVAULT_REVISION", std::to_string(rev_id)}};
-  const bool application = snapshot_between_hooks(options.hooks, hook_env, "backup " + image_name, [&] {
-    if (!snapshot_time) snapshot_time = static_cast<int64_t>(std::time(nullptr));
-    snap = image->create_snapshot(snap_name);
-  });
+  bool application = false;
+  if (options.taken) {
+    snap = use_taken_snapshot(*image, *options.taken, snap_name, image_name);
+    if (!snapshot_time) snapshot_time = options.taken->time;
+    application = options.taken->application;
+  } else {
+    const std::map<std::string, std::string> hook_env{{"RBDVAULT_POOL", spec.pool},
+                                                      {"RBDVAULT_IMAGE", spec.image},
+                                                      {"RBDVAULT_SNAPSHOT", snap_name},
+                                                      {"RBDVAULT_REVISION", std::to_string(rev_id)}};
+    application = snapshot_between_hooks(options.hooks, hook_env, "backup " + image_name, [&] {
+      if (!snapshot_time) snapshot_time = static_cast<int64_t>(std::time(nullptr));
+      snap = image->create_snapshot(snap_name);
+    });
+  }
   image.reset();
   store.crash_points().reached("backup.snapshot_created");
   spdlog::debug("backup {}: created snapshot {} (id {}, size {})", image_name, snap_name, snap.id, snap.size);
@@ -341,6 +361,11 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     info.features = head.features;
     info.created = snapshot_time;
     info.application_consistent = application;
+    if (options.taken) {
+      info.group = options.taken->group;
+      info.group_run = options.taken->group_run;
+      info.group_gap_us = options.taken->group_gap_us;
+    }
     check_cancelled();
     const double commit_started = store::thread_cpu_seconds();
     result.revision = writer->commit(info);

@@ -21,6 +21,19 @@ class Store;
 
 namespace rbdvault::agent {
 
+// A snapshot taken for a backup beforehand, by a consistency group (agent/group_snapshot.h), named
+// snapshot_prefix() + revision like the ones backup_image takes itself.
+struct TakenSnapshot {
+  uint64_t revision = 0;  // from Store::reserve_revision_id; the revision gets this id
+  std::string name;
+  uint64_t id = 0;        // Ceph snapshot id, checked again before the backup uses it
+  int64_t time = 0;       // unix seconds when it was taken
+  bool application = false;  // taken after a successful pre hook
+  std::string group;         // recorded in the revision (store::kRevisionGroup)
+  uint64_t group_run = 0;
+  uint64_t group_gap_us = 0;
+};
+
 struct BackupOptions {
   // Read every allocated extent even when a diff base exists (still deduplicated). Bounds how long a
   // wrong diff could go unnoticed when run on a schedule.
@@ -67,6 +80,9 @@ struct BackupOptions {
   // Commands run just before and after the snapshot (agent/hooks.h); the revision is recorded as
   // application-consistent when the pre hook succeeded.
   SnapshotHooks hooks;
+  // Set: back up from this snapshot instead of taking one (no hooks run). It is the backup's own
+  // from then on: removed when the backup fails, like a snapshot the backup took.
+  const TakenSnapshot* taken = nullptr;
 };
 
 struct BackupCancelled : std::runtime_error {

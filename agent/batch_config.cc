@@ -2,6 +2,7 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -10,6 +11,7 @@
 
 #include "agent/numbers.h"
 #include "agent/restore.h"
+#include "store/format.h"
 
 namespace rbdvault::agent {
 namespace {
@@ -27,8 +29,24 @@ bool parse_bool(const std::string& v) {
   throw std::invalid_argument("expected true or false");
 }
 
+// Applies one hook key (jobs, images and groups share them); false if `key` is not one.
+bool apply_hook_key(SnapshotHooks& h, const std::string& key, const std::string& v) {
+  if (key == "pre-snapshot")
+    h.pre = v;
+  else if (key == "post-snapshot")
+    h.post = v;
+  else if (key == "hook-timeout")
+    h.timeout_seconds = parse_duration_in(v, kHookTimeoutRange);
+  else if (key == "on-hook-failure")
+    h.on_failure = parse_hook_policy(v);
+  else
+    return false;
+  return true;
+}
+
 // Applies one per-image key to `s`; false if `key` is not a per-image key.
 bool apply_image_key(ImageSettings& s, const std::string& key, const std::string& v) {
+  if (apply_hook_key(s.hooks, key, v)) return true;
   if (key == "schedule")
     s.schedule = Schedule::parse(v);
   else if (key == "jitter")
@@ -55,17 +73,16 @@ bool apply_image_key(ImageSettings& s, const std::string& key, const std::string
     s.retry_delay_seconds = parse_duration_in(v, kRetryDelayRange);
   else if (key == "skip")
     s.skip = parse_bool(v);
-  else if (key == "pre-snapshot")
-    s.hooks.pre = v;
-  else if (key == "post-snapshot")
-    s.hooks.post = v;
-  else if (key == "hook-timeout")
-    s.hooks.timeout_seconds = parse_duration_in(v, kHookTimeoutRange);
-  else if (key == "on-hook-failure")
-    s.hooks.on_failure = parse_hook_policy(v);
   else
     return false;
   return true;
+}
+
+// "pool/name" with both parts non-empty and no snapshot.
+bool valid_image_spec(const std::string& image) {
+  const size_t slash = image.find('/');
+  return slash != std::string::npos && slash != 0 && slash + 1 != image.size() &&
+         image.find('@') == std::string::npos && image.find('/', slash + 1) == std::string::npos;
 }
 
 struct Line {
@@ -128,6 +145,12 @@ std::optional<ImageSettings> BatchConfig::find_settings(const std::string& pool,
   for (const JobConfig& job : jobs)
     if (job.selects(pool, name)) return settings_for(job, pool + "/" + name);
   return std::nullopt;
+}
+
+const GroupConfig* BatchConfig::group_of(const std::string& image) const {
+  for (const GroupConfig& g : groups)
+    if (std::find(g.images.begin(), g.images.end(), image) != g.images.end()) return &g;
+  return nullptr;
 }
 
 ImageSettings BatchConfig::settings_for(const JobConfig& job, const std::string& image) const {
@@ -194,6 +217,7 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
     if (s.name == "defaults") each(s, {}, [&](const Line& l) { return apply_image_key(defaults, l.key, l.value); });
 
   std::set<std::string> section_names;
+  std::map<std::string, int> member_line;  // group member -> line naming it
   for (const Section& s : sections) {
     if (!s.name.empty() && !section_names.insert(s.name).second)
       throw ConfigError(path + ":" + std::to_string(s.line) + ": section [" + s.name +
@@ -297,11 +321,52 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
         return true;
       });
       c.image_overrides[image] = std::move(o);
+    } else if (s.name.rfind("group.", 0) == 0) {
+      GroupConfig g;
+      g.name = s.name.substr(6);
+      g.where = path + ":" + std::to_string(s.line);
+      if (g.name.empty() || g.name.size() > store::kMaxGroupName)
+        throw ConfigError(g.where + ": [" + s.name + "]: expected [group.NAME], NAME 1 to 255 characters");
+      each(s, {"images"}, [&](const Line& l) {
+        if (l.key == "rbd-group") {
+          if (!valid_image_spec(l.value)) throw std::invalid_argument("expected POOL/GROUP");
+          g.rbd_group = l.value;
+          return true;
+        }
+        if (l.key != "images") return apply_hook_key(g.hooks, l.key, l.value);
+        if (l.value.empty()) throw std::invalid_argument("must not be empty");
+        std::istringstream list(l.value);
+        for (std::string item; std::getline(list, item, ',');) {
+          item = trim(item);
+          const std::string at = path + ":" + std::to_string(l.line) + ": [" + s.name + "] image '" + item + "'";
+          if (!valid_image_spec(item)) throw ConfigError(at + ": expected POOL/NAME");
+          if (member_line.count(item))
+            throw ConfigError(at + " is already in a group (line " + std::to_string(member_line[item]) +
+                              "); an image can be in one group only");
+          member_line[item] = l.line;
+          g.images.push_back(item);
+        }
+        return true;
+      });
+      if (g.images.empty() == g.rbd_group.empty())
+        throw ConfigError(g.where + ": [" + s.name + "] needs 'images = POOL/NAME, POOL/NAME' or 'rbd-group = POOL/GROUP'" +
+                          (g.images.empty() ? "" : ", not both"));
+      c.groups.push_back(std::move(g));
     } else {
       throw ConfigError(path + ":" + std::to_string(s.line) + ": unknown section [" + s.name +
-                        "] (expected ceph, store, defaults, limits, maintenance, job.NAME or image.POOL/NAME)");
+                        "] (expected ceph, store, defaults, limits, maintenance, job.NAME, image.POOL/NAME or "
+                        "group.NAME)");
     }
   }
+  // A group member must be backed up by some job (checked once every job is known).
+  for (const GroupConfig& g : c.groups)
+    for (const std::string& image : g.images) {
+      const size_t slash = image.find('/');
+      if (std::none_of(c.jobs.begin(), c.jobs.end(),
+                       [&](const JobConfig& j) { return j.selects(image.substr(0, slash), image.substr(slash + 1)); }))
+        throw ConfigError(path + ":" + std::to_string(member_line[image]) + ": [group." + g.name + "] image '" +
+                          image + "' is selected by no [job.NAME]; a group member must be backed up by a job");
+    }
   if (c.store.empty()) throw ConfigError(path + ": [store] needs 'path = DIR'");
   if (c.jobs.empty()) throw ConfigError(path + ": no [job.NAME] sections: nothing to back up");
   return c;

@@ -50,6 +50,16 @@ struct JobConfig {
   bool selects(const std::string& pool, const std::string& name) const;
 };
 
+// [group.NAME]: images snapshotted at one instant, back to back between one pre and one post hook,
+// then each backed up as usual (docs/operations.md "Consistency groups").
+struct GroupConfig {
+  std::string name;
+  std::vector<std::string> images;  // pool/name, in config order; each selected by some job
+  std::string rbd_group;            // rbd-group = POOL/GROUP: the members are that RBD group's, at run time
+  SnapshotHooks hooks;              // the group's own; the members' per-image hooks do not run
+  std::string where;                // "FILE:LINE" of the section header, for messages
+};
+
 struct Limits {
   size_t images_in_parallel = 2;  // concurrent image backups in this process
   uint64_t read_bandwidth = 0;    // bytes/s read from the cluster by this process; 0: unlimited
@@ -83,6 +93,10 @@ struct BatchConfig {
     std::string where;  // "FILE:LINE" of the section header, for errors
   };
   std::map<std::string, Override> image_overrides;
+  std::vector<GroupConfig> groups;
+
+  // The group pool/name belongs to, if any (an image is in at most one group).
+  const GroupConfig* group_of(const std::string& image) const;
 
   // Settings for pool/name selected by `job` (job settings plus the image's overrides).
   ImageSettings settings_for(const JobConfig& job, const std::string& image) const;

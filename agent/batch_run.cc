@@ -15,6 +15,8 @@
 
 #include "agent/backup.h"
 #include "agent/expire.h"
+#include "agent/group_run.h"
+#include "agent/group_snapshot.h"
 #include "agent/host_slots.h"
 #include "agent/rate_limiter.h"
 #include "agent/status.h"
@@ -59,43 +61,15 @@ double backoff(const ImageSettings& s, unsigned attempt) {
 struct Task {
   size_t index;  // into report.images
   rbd::ImageSpec spec;
+  std::optional<TakenSnapshot> taken;  // a consistency group's snapshot to back up from
 };
 
+rbd::ImageSpec group_member_spec(const std::string& image) {
+  const size_t slash = image.find('/');
+  return rbd::ImageSpec{image.substr(0, slash), image.substr(slash + 1), ""};
+}
+
 }  // namespace
-
-const char* result_name(ImageResult r) {
-  switch (r) {
-    case ImageResult::kOk:
-      return "ok";
-    case ImageResult::kFailed:
-      return "failed";
-    case ImageResult::kNotDue:
-      return "not-due";
-    case ImageResult::kSkipped:
-      return "skipped";
-    case ImageResult::kMissing:
-      return "missing";
-    case ImageResult::kCancelled:
-      return "cancelled";
-    case ImageResult::kWouldBackUp:
-      return "would-back-up";
-  }
-  return "?";
-}
-
-size_t RunReport::count(ImageResult r) const {
-  return static_cast<size_t>(std::count_if(images.begin(), images.end(), [&](auto& i) { return i.result == r; }));
-}
-
-ErrorClass RunReport::failure_class() const {
-  ErrorClass shared = ErrorClass::kOk;
-  for (const auto& i : images) {
-    if (i.result != ImageResult::kFailed) continue;
-    if (shared != ErrorClass::kOk && i.error_class != shared) return ErrorClass::kFailed;
-    shared = i.error_class;
-  }
-  return shared;
-}
 
 RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   const std::function<int64_t()> now = o.now ? o.now : [] { return static_cast<int64_t>(std::time(nullptr)); };
@@ -179,7 +153,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       }
       const size_t index = add(std::move(out), s);
       if (report.images[index].result == ImageResult::kCancelled)
-        tasks.push_back(Task{index, rbd::ImageSpec{job.pool, e.name, ""}});
+        tasks.push_back(Task{index, rbd::ImageSpec{job.pool, e.name, ""}, std::nullopt});
     }
     // Backed up before, gone from the pool now: reported, history kept.
     for (const store::ImageRecord& img : st->images()) {
@@ -193,6 +167,16 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
       add(std::move(out), job.settings);
     }
   }
+  // A consistency group is backed up whole once a member is due.
+  const ImageResult planned = o.dry_run ? ImageResult::kWouldBackUp : ImageResult::kCancelled;
+  const std::vector<GroupPlan> groups = plan_groups(c, report, planned, o.job, [&](const std::string& spec) {
+    const rbd::ImageSpec g = group_member_spec(spec);
+    return cluster.list_group_images(g.pool, g.image);
+  });
+  for (const GroupPlan& g : groups)
+    for (size_t i : g.members)
+      if (g.due && !o.dry_run && std::none_of(tasks.begin(), tasks.end(), [&](const Task& t) { return t.index == i; }))
+        tasks.push_back(Task{i, group_member_spec(report.images[i].image), std::nullopt});
   for (const auto& [image, override] : c.image_overrides)
     if (o.job.empty() && !claimed.count(image))
       spdlog::warn("{}: [image.{}] matches no image a job selected", override.where, image);
@@ -210,6 +194,17 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     st.reset();
     st = store::Store::open(c.store, store::OpenMode::kWriter, "rbdvault run --config " + c.path);
   }
+  // Group snapshots first, each group's members back to back; the backups then read from them
+  // in parallel like any other. A member without its snapshot does not run.
+  for (size_t k = 0; k < groups.size() && !o.dry_run && !stop(); ++k) {
+    if (!groups[k].due) continue;
+    auto taken = snapshot_group(cluster, *st, groups[k], report, report.groups[k], o.now ? now() : 0);
+    for (size_t j = 0; j < groups[k].members.size(); ++j)
+      for (Task& t : tasks)
+        if (t.index == groups[k].members[j]) t.taken = std::move(taken[j]);
+  }
+  // Members without a snapshot (it failed, or a stop came first) are not backed up on their own.
+  std::erase_if(tasks, [&](const Task& t) { return !t.taken && !report.images[t.index].group.empty(); });
   // Each attempt holds a host slot only while it works: a backup waiting to retry gives its slot
   // to someone else. The interval recorded is the last attempt's.
   auto attempt_in_slot = [&](ImageOutcome& out, const std::function<void()>& body) {
@@ -246,6 +241,10 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     bo.verify_sample_percent = s.verify_sample_percent;
     bo.reads_in_flight = s.reads_in_flight;
     bo.hooks = s.hooks;
+    bo.taken = t.taken ? &*t.taken : nullptr;
+    // A group member's snapshot belongs to its group's instant: a second attempt would need a new
+    // one, so members are not retried within the run (the next run backs the group up again).
+    const unsigned retries = t.taken ? 0 : s.retries;
     bo.cancelled = stop;
     bo.before_read = [&](uint64_t n) { read_limit.take(n, stop); };
     bo.after_store = [&](uint64_t n) { write_limit.take(n, stop); };
@@ -261,6 +260,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         out.revision = r.revision.id;
         out.kind = r.revision.kind == store::RevisionKind::kFull ? "full" : "delta";
         out.consistency = store::consistency_name(r.revision.flags);
+        out.group_run = r.revision.group_run;
         out.size = r.revision.size;
         out.bytes_read = r.revision.bytes_read;
         out.bytes_stored = r.revision.bytes_stored;
@@ -280,10 +280,10 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
         out.result = ImageResult::kFailed;
         out.error = e.what();
         out.error_class = classify(std::current_exception());
-        if (!transient(e.code()) || attempt > s.retries || stop()) break;
+        if (!transient(e.code()) || attempt > retries || stop()) break;
         const double delay = backoff(s, attempt);
         spdlog::warn("backup {}: {} (attempt {} of {}, retrying in {:.0f}s)", out.image, e.what(), attempt,
-                     s.retries + 1, delay);
+                     retries + 1, delay);
         if (!sleep_unless(delay, stop)) break;
       } catch (const std::exception& e) {
         out.result = ImageResult::kFailed;
@@ -340,6 +340,11 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   }
   report.peak_parallel = peak.load();
   report.stopped = stop();
+  // A group snapshot whose backup did not commit (failed, stopped, never started) is removed, as
+  // backup_image removes its own.
+  for (const Task& t : tasks)
+    if (t.taken && report.images[t.index].revision == 0) remove_group_snapshot(cluster, t.spec, t.taken->name);
+  for (size_t k = 0; k < groups.size(); ++k) finish_group(groups[k], report, report.groups[k]);
 
   // Retention for the images backed up now (for the others nothing changed since their last
   // backup's pass); missing images keep their history exactly as it was.

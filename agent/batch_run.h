@@ -43,6 +43,8 @@ struct ImageOutcome {
   uint64_t revision = 0;
   std::string kind;  // full, delta
   std::string consistency;  // application, crash (when a revision was made)
+  std::string group;        // its [group.NAME], if any
+  uint64_t group_run = 0;   // the group run its revision belongs to (0: none)
   uint64_t size = 0, bytes_read = 0, bytes_stored = 0;
   double seconds = 0;
   unsigned attempts = 0;
@@ -54,13 +56,28 @@ struct ImageOutcome {
   int64_t started_ns = 0, finished_ns = 0;
 };
 
+// A consistency group's line in the report: its members' results summed up.
+struct GroupOutcome {
+  std::string name;
+  std::vector<std::string> images;  // pool/name, config order
+  // ok: every member backed up; failed: a member failed, is missing or lost its snapshot (error
+  // names it); not-due, would-back-up, cancelled as for images.
+  ImageResult result = ImageResult::kNotDue;
+  uint64_t run = 0;     // group run id shared by the members' revisions (0: no snapshots taken)
+  uint64_t gap_us = 0;  // first to last snapshot
+  std::string consistency;  // application, crash (when snapshots were taken)
+  std::string error;
+  ErrorClass error_class = ErrorClass::kOk;
+};
+
 struct RunReport {
   std::vector<ImageOutcome> images;  // in config order: job by job, images by name
+  std::vector<GroupOutcome> groups;  // in config order
   size_t peak_parallel = 0;          // most image backups this process ran at once
   bool stopped = false;
   size_t count(ImageResult r) const;
-  bool ok() const { return count(ImageResult::kFailed) == 0; }
-  // The class the failed images share, kFailed when they differ, kOk when none failed.
+  bool ok() const { return failure_class() == ErrorClass::kOk; }
+  // The class the failed images and groups share, kFailed when they differ, kOk when none failed.
   ErrorClass failure_class() const;
 };
 

@@ -163,6 +163,14 @@ HookResult run_hook(const std::string& command, const std::map<std::string, std:
 
 bool snapshot_between_hooks(const SnapshotHooks& hooks, const std::map<std::string, std::string>& env,
                             const std::string& label, const std::function<void()>& take) {
+  return snapshots_between_hooks(hooks, env, label, [&] {
+    take();
+    return true;
+  });
+}
+
+bool snapshots_between_hooks(const SnapshotHooks& hooks, const std::map<std::string, std::string>& env,
+                             const std::string& label, const std::function<bool()>& take) {
   const std::chrono::milliseconds timeout(hooks.timeout_seconds * 1000);
   auto run = [&](const std::string& which, const std::string& snapshot_result) {
     std::map<std::string, std::string> e = env;
@@ -194,13 +202,14 @@ bool snapshot_between_hooks(const SnapshotHooks& hooks, const std::map<std::stri
       spdlog::warn("{}: {}; taking a crash-consistent snapshot (on-hook-failure crash-consistent)", label, why);
     }
   }
+  bool all_taken = false;
   try {
-    take();
+    all_taken = take();
   } catch (...) {
     post("failed");
     throw;
   }
-  post("ok");
+  post(all_taken ? "ok" : "failed");
   return application;
 }
 

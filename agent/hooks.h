@@ -61,5 +61,9 @@ inline constexpr size_t kMaxHookOutput = 64 * 1024;
 // and returns false. A failed post hook only logs a warning: the snapshot was already taken.
 [[nodiscard]] bool snapshot_between_hooks(const SnapshotHooks& hooks, const std::map<std::string, std::string>& env,
                                           const std::string& label, const std::function<void()>& take);
+// The same for several snapshots (a consistency group): `take` returns false when some of them
+// failed but the others stand; the post hook is then told "failed" and the result still returned.
+[[nodiscard]] bool snapshots_between_hooks(const SnapshotHooks& hooks, const std::map<std::string, std::string>& env,
+                                           const std::string& label, const std::function<bool()>& take);
 
 }  // namespace rbdvault::agent

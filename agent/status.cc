@@ -61,6 +61,9 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
         s.consistency = store::consistency_name(r.flags);
         s.last_bytes_read = r.bytes_read;
         s.last_bytes_stored = r.bytes_stored;
+        s.group = r.group;
+        s.group_run = r.group_run;
+        s.group_gap_us = r.group_gap_us;
       }
     }
     by_name[s.image] = s;
@@ -168,6 +171,17 @@ std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t n
          [](const ImageStatus& s) { return s.last_bytes_stored; });
   family("rbdvault_last_backup_duration_seconds", "Wall time of the newest successful backup (0: none logged).",
          [](const ImageStatus& s) { return s.last_duration_seconds; });
+  // Only images in a consistency group, labelled with it (no family at all without groups).
+  bool grouped = false;
+  for (const ImageStatus& s : images)
+    if (!s.group.empty()) {
+      if (!grouped)
+        o << "# HELP rbdvault_group_snapshot_gap_seconds Newest revision: from its group's first snapshot to the "
+             "last.\n# TYPE rbdvault_group_snapshot_gap_seconds gauge\n";
+      grouped = true;
+      o << "rbdvault_group_snapshot_gap_seconds{image=\"" << label(s.image) << "\",group=\"" << label(s.group)
+        << "\"} " << static_cast<double>(s.group_gap_us) / 1e6 << "\n";
+    }
   size_t failed = 0;
   for (const ImageStatus& s : images) failed += s.last_result == "failed";
   o << "# HELP rbdvault_images_failed Images whose newest backup attempt failed.\n"

@@ -33,6 +33,10 @@ struct ImageStatus {
   uint64_t last_bytes_read = 0;
   uint64_t last_bytes_stored = 0;
   double last_duration_seconds = 0;
+  // Of the newest revision: its consistency group, group run and snapshot gap ("" / 0 if none).
+  std::string group;
+  uint64_t group_run = 0;
+  uint64_t group_gap_us = 0;
 };
 
 std::vector<ImageStatus> collect_status(store::Store& store);

@@ -78,4 +78,19 @@ std::vector<ImageEntry> Cluster::list_images(const std::string& pool) {
   return out;
 }
 
+std::vector<std::string> Cluster::list_group_images(const std::string& pool, const std::string& group) {
+  librados::IoCtx io = open_pool(pool);
+  librbd::RBD rbd;
+  std::vector<librbd::group_image_info_t> members;
+  const std::string what = "list the images of RBD group " + pool + "/" + group;
+  check(rbd.group_image_list(io, group.c_str(), &members, sizeof(librbd::group_image_info_t)), what);
+  std::vector<std::string> out;
+  for (const auto& m : members) {
+    std::string member_pool;
+    check(rados_.pool_reverse_lookup(m.pool, &member_pool), what);
+    out.push_back(member_pool + "/" + m.name);
+  }
+  return out;
+}
+
 }  // namespace rbdvault::rbd

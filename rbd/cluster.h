@@ -43,6 +43,10 @@ class Cluster {
   // Images of a pool, sorted by name.
   std::vector<ImageEntry> list_images(const std::string& pool);
 
+  // The images of RBD group pool/group ("rbd group create"), as "POOL/NAME" in Ceph's order; the
+  // members may live in other pools. Throws CephError (ENOENT: no such group).
+  std::vector<std::string> list_group_images(const std::string& pool, const std::string& group);
+
   librados::Rados& rados() { return rados_; }
 
  private:

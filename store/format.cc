@@ -240,6 +240,11 @@ std::string encode(const RevisionRecord& rec) {
   put_le(s, rec.map_entries, 8);
   s.append(as_view(rec.digest));
   put_le(s, rec.flags, 1);
+  if (rec.flags & kRevisionGroup) {
+    put_str(s, rec.group);
+    put_le(s, rec.group_run, 8);
+    put_le(s, rec.group_gap_us, 8);
+  }
   return s;
 }
 
@@ -269,6 +274,14 @@ RevisionRecord decode_revision(std::string_view v) {
   rec.map_entries = r.le(8);
   rec.digest = r.hash();
   rec.flags = static_cast<uint8_t>(r.le(1));
+  if (rec.flags & kRevisionGroup) {
+    rec.group = r.str();
+    rec.group_run = r.le(8);
+    rec.group_gap_us = r.le(8);
+    r.require(!rec.group.empty() && rec.group.size() <= kMaxGroupName, "group");
+    r.require(rec.group_run != 0, "group_run");
+    r.require(rec.group_gap_us <= kMaxGroupGapUs, "group_gap_us");
+  }
   r.done();
   r.require(rec.size <= kMaxImageSize, "size");
   r.require(valid_block_size(rec.block_size), "block_size");

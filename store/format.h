@@ -98,6 +98,12 @@ struct RevisionRecord {
   uint64_t map_entries = 0;  // block map entries this revision added
   Hash digest{};             // whole-revision checksum, see RevisionDigest
   uint8_t flags = 0;         // RevisionFlags
+  // Set only with kRevisionGroup: the consistency group the revision's snapshot was taken in, the
+  // group run (shared by every revision snapshotted together) and the microseconds between the
+  // run's first and last snapshot.
+  std::string group;
+  uint64_t group_run = 0;
+  uint64_t group_gap_us = 0;
 };
 
 enum RevisionFlags : uint8_t {
@@ -109,7 +115,15 @@ enum RevisionFlags : uint8_t {
   // Its snapshot was taken after a successful pre-snapshot hook (a guest fsfreeze, a database
   // flush): application-consistent. Without it the revision is crash-consistent. Set at commit.
   kRevisionApplicationConsistent = 8,
+  // Its snapshot was taken with the other images of a consistency group, back to back; the record
+  // then continues with the group fields (docs/format.md §5.2). Set at commit.
+  kRevisionGroup = 16,
 };
+
+// Bounds the decoder enforces on the group fields: a group name is a config section name, and a
+// gap longer than an hour means the snapshots were not taken back to back.
+inline constexpr size_t kMaxGroupName = 255;
+inline constexpr uint64_t kMaxGroupGapUs = uint64_t{3600} * 1000000;
 
 // "application" or "crash": what `ls`, `status` and the metrics call a revision's consistency.
 inline const char* consistency_name(uint8_t revision_flags) {

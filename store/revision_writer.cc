@@ -310,6 +310,12 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   rec.map_entries = map_entries_;
   rec.digest = digest_;
   rec.flags = info.application_consistent ? kRevisionApplicationConsistent : 0;
+  if (!info.group.empty()) {
+    rec.flags |= kRevisionGroup;
+    rec.group = info.group;
+    rec.group_run = info.group_run;
+    rec.group_gap_us = info.group_gap_us;
+  }
   RevisionDigest::add(rec.digest, RevisionDigest::size_term(size_));
   batch_->Put(revision_key(id_), encode(rec));
   batch_->Put(image_rev_key(image_, id_), rocksdb::Slice());

@@ -52,6 +52,10 @@ struct RevisionInfo {
   int64_t created = 0;  // 0: now
   // Snapshot taken between successful pre/post hooks (kRevisionApplicationConsistent).
   bool application_consistent = false;
+  // Snapshot taken with a consistency group (kRevisionGroup): its name, run and gap; empty: none.
+  std::string group;
+  uint64_t group_run = 0;
+  uint64_t group_gap_us = 0;
 };
 
 class RevisionWriter {

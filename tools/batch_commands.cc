@@ -86,6 +86,8 @@ Json run_json(const Args& a, const agent::RunReport& r) {
                           {"revision", m.revision},
                           {"kind", m.kind},
                           {"consistency", m.consistency.empty() ? Json(nullptr) : Json(m.consistency)},
+                          {"group", m.group.empty() ? Json(nullptr) : Json(m.group)},
+                          {"group_run", m.group_run ? Json(m.group_run) : Json(nullptr)},
                           {"size", m.size},
                           {"bytes_read", m.bytes_read},
                           {"bytes_stored", m.bytes_stored},
@@ -98,7 +100,36 @@ Json run_json(const Args& a, const agent::RunReport& r) {
                           {"error_class", failed ? Json(agent::class_name(m.error_class)) : Json(nullptr)}});
   }
   j["images"] = std::move(images);
+  Json groups = Json::array();
+  for (const auto& g : r.groups) {
+    const bool failed = g.result == agent::ImageResult::kFailed;
+    groups.push_back(Json{{"group", g.name},
+                          {"images", g.images},
+                          {"result", agent::result_name(g.result)},
+                          {"run", g.run ? Json(g.run) : Json(nullptr)},
+                          {"gap_us", g.run ? Json(g.gap_us) : Json(nullptr)},
+                          {"consistency", g.consistency.empty() ? Json(nullptr) : Json(g.consistency)},
+                          {"error", g.error},
+                          {"error_class", failed ? Json(agent::class_name(g.error_class)) : Json(nullptr)}});
+  }
+  j["groups"] = std::move(groups);
   return j;
+}
+
+// One line per consistency group: its result, run, snapshot gap and, on failure, the images.
+void print_group_table(const agent::RunReport& r) {
+  if (r.groups.empty()) return;
+  std::printf("%-40s %-13s %8s %10s %-11s %s\n", "GROUP", "RESULT", "RUN", "GAP", "CONSISTENCY", "NOTE");
+  for (const auto& g : r.groups) {
+    char gap[32] = "-";
+    if (g.run) std::snprintf(gap, sizeof(gap), "%.1fms", static_cast<double>(g.gap_us) / 1000);
+    const std::string note = g.result == agent::ImageResult::kFailed
+                                 ? std::string(agent::class_name(g.error_class)) + ": " + g.error
+                                 : g.error;
+    std::printf("%-40s %-13s %8s %10s %-11s %s\n", g.name.c_str(), agent::result_name(g.result),
+                g.run ? std::to_string(g.run).c_str() : "-", gap, g.consistency.empty() ? "-" : g.consistency.c_str(),
+                note.c_str());
+  }
 }
 
 void print_run_table(const Args& a, const agent::RunReport& r) {
@@ -119,9 +150,13 @@ void print_run_table(const Args& a, const agent::RunReport& r) {
                 ran ? human_size(m.bytes_read).c_str() : "-", ran ? human_size(m.bytes_stored).c_str() : "-",
                 ran ? secs : "-", note.c_str());
   }
-  std::printf("%zu ok, %zu failed, %zu not due, %zu skipped, %zu missing%s%s\n", r.count(agent::ImageResult::kOk),
+  print_group_table(r);
+  const size_t groups_failed = static_cast<size_t>(std::count_if(
+      r.groups.begin(), r.groups.end(), [](auto& g) { return g.result == agent::ImageResult::kFailed; }));
+  std::printf("%zu ok, %zu failed, %zu not due, %zu skipped, %zu missing%s%s%s\n", r.count(agent::ImageResult::kOk),
               r.count(agent::ImageResult::kFailed), r.count(agent::ImageResult::kNotDue),
               r.count(agent::ImageResult::kSkipped), r.count(agent::ImageResult::kMissing),
+              groups_failed ? (", " + std::to_string(groups_failed) + " group(s) failed").c_str() : "",
               a.flag("dry-run") ? ", dry run: nothing changed" : "", r.stopped ? ", stopped before the end" : "");
 }
 
@@ -192,19 +227,24 @@ int cmd_status(const Args& a) {
                           {"stored_bytes", s.stored_bytes},
                           {"running", s.running},
                           {"verify_failed", s.verify_failed},
-                          {"consistency", s.consistency.empty() ? Json(nullptr) : Json(s.consistency)}});
+                          {"consistency", s.consistency.empty() ? Json(nullptr) : Json(s.consistency)},
+                          {"group", s.group.empty() ? Json(nullptr)
+                                                    : Json{{"name", s.group},
+                                                           {"run", s.group_run},
+                                                           {"gap_us", s.group_gap_us}}}});
     print_json(list);
     return 0;
   }
-  std::printf("%-40s %-20s %6s %-7s %5s %10s %10s %-11s %-7s %s\n", "IMAGE", "LAST SUCCESS", "AGE", "RESULT", "REVS",
-              "SIZE", "STORED", "CONSISTENCY", "RUNNING", "LAST ERROR");
+  std::printf("%-40s %-20s %6s %-7s %5s %10s %10s %-11s %-16s %-7s %s\n", "IMAGE", "LAST SUCCESS", "AGE", "RESULT",
+              "REVS", "SIZE", "STORED", "CONSISTENCY", "GROUP", "RUNNING", "LAST ERROR");
   for (const auto& s : images)
-    std::printf("%-40s %-20s %6s %-7s %5llu %10s %10s %-11s %-7s %s\n", s.image.c_str(),
+    std::printf("%-40s %-20s %6s %-7s %5llu %10s %10s %-11s %-16s %-7s %s\n", s.image.c_str(),
                 s.last_success ? iso_time(s.last_success).c_str() : "never",
                 age_text(s.last_success ? now - s.last_success : -1).c_str(),
                 s.last_result.empty() ? "-" : s.last_result.c_str(), static_cast<unsigned long long>(s.revisions),
                 human_size(s.size).c_str(), human_size(s.stored_bytes).c_str(),
-                s.consistency.empty() ? "-" : s.consistency.c_str(), s.running ? "yes" : "no",
+                s.consistency.empty() ? "-" : s.consistency.c_str(),
+                s.group.empty() ? "-" : (s.group + "#" + std::to_string(s.group_run)).c_str(), s.running ? "yes" : "no",
                 s.last_error.c_str());
   return 0;
 }

@@ -32,7 +32,16 @@ Json revision_json(const store::RevisionRecord& r) {
   j["protected"] = (r.flags & store::kRevisionProtected) != 0;
   j["verify_failed"] = (r.flags & store::kRevisionVerifyFailed) != 0;
   j["consistency"] = store::consistency_name(r.flags);
+  // Revisions snapshotted together share the group run.
+  j["group"] = (r.flags & store::kRevisionGroup)
+                   ? Json{{"name", r.group}, {"run", r.group_run}, {"gap_us", r.group_gap_us}}
+                   : Json(nullptr);
   return j;
+}
+
+// "NAME#RUN" (the revisions of one group run share it), "-" outside a group.
+std::string group_text(const store::RevisionRecord& r) {
+  return (r.flags & store::kRevisionGroup) ? r.group + "#" + std::to_string(r.group_run) : "-";
 }
 
 int cmd_ls(const Args& a) {
@@ -46,16 +55,17 @@ int cmd_ls(const Args& a) {
     print_json(list);
     return 0;
   }
-  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s %-11s %s\n", "ID", "IMAGE", "CREATED", "SIZE", "PARENT",
-              "KIND", "READ", "STORED", "CONSISTENCY", "NOTE");
+  std::printf("%-8s %-32s %-20s %10s %8s %-5s %10s %10s %-11s %-16s %s\n", "ID", "IMAGE", "CREATED", "SIZE",
+              "PARENT", "KIND", "READ", "STORED", "CONSISTENCY", "GROUP", "NOTE");
   for (const auto& r : revs) {
     std::string note = (r.flags & store::kRevisionProtected) ? "protected" : "";
     if (r.flags & store::kRevisionVerifyFailed)
       note += note.empty() ? "differs-from-snapshot" : ",differs-from-snapshot";
-    std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %-11s %s\n", static_cast<unsigned long long>(r.id),
+    std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %-11s %-16s %s\n", static_cast<unsigned long long>(r.id),
                 (r.pool + "/" + r.name).c_str(), iso_time(r.created).c_str(), human_size(r.size).c_str(),
                 r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind), human_size(r.bytes_read).c_str(),
-                human_size(r.bytes_stored).c_str(), store::consistency_name(r.flags), note.c_str());
+                human_size(r.bytes_stored).c_str(), store::consistency_name(r.flags), group_text(r).c_str(),
+                note.c_str());
   }
   return 0;
 }

@@ -190,16 +190,27 @@ class Checker:
         for _ in range(4):
             s, pos = self.take_str(v, pos)
             strs.append(s)
-        if len(v) - pos != 111:
-            raise ValueError("%d bytes after snap_name, want 111" % (len(v) - pos))
         T = pos
+        if len(v) - T < 111:
+            raise ValueError("%d bytes after snap_name, want 111" % (len(v) - T))
+        group = None
+        if v[T + 110] & 16:  # group fields follow the flags (format.md 5.2)
+            name, gpos = self.take_str(v, T + 111)
+            if gpos + 16 != len(v):
+                raise ValueError("group fields: %d bytes after the group name, want 16" % (len(v) - gpos))
+            run, gap = struct.unpack_from("<QQ", v, gpos)
+            if not 1 <= len(name) <= 255 or run == 0 or gap > 3600 * 1000000:
+                raise ValueError("group fields out of range")
+            group = (name, run, gap)
+        elif len(v) - T != 111:
+            raise ValueError("%d bytes after snap_name, want 111" % (len(v) - T))
         snap_id, created, size, parent = struct.unpack_from("<QqQQ", v, T)
         kind = v[T + 32]
         (block_size,) = struct.unpack_from("<I", v, T + 33)
         digest = v[T + 78:T + 110]
         flags = v[T + 110]
         return dict(id=rid, image=image, pool=strs[0], name=strs[1], size=size, parent=parent,
-                    kind=kind, block_size=block_size, digest=digest, flags=flags)
+                    kind=kind, block_size=block_size, digest=digest, flags=flags, group=group)
 
     # ---- pass 1: every key but B ---------------------------------------------------------------
 

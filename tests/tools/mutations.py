@@ -196,7 +196,7 @@ MUTATIONS = [
     {"id": "backup-retry-reports-ok", "items": ["W7"],
      "edits": [(BATCH, "        out.result = ImageResult::kFailed;\n        out.error = e.what();\n"
                        "        out.error_class = classify(std::current_exception());\n"
-                       "        if (!transient(e.code()) || attempt > s.retries || stop()) break;",
+                       "        if (!transient(e.code()) || attempt > retries || stop()) break;",
                 "        out.result = ImageResult::kOk;\n        out.error.clear();\n        break;")],
      "tests": ["batch:batch_retry"]},
 

@@ -85,6 +85,30 @@ TEST(DecoderBounds, RevisionAndPackRecordFields) {
   EXPECT_EQ(bad([](RevisionRecord& c) { c.kind = static_cast<RevisionKind>(9); }), StoreError::Kind::kCorrupt);
   // blocks_for(size) wrapped around for sizes near 2^64.
   EXPECT_EQ(bad([](RevisionRecord& c) { c.size = ~uint64_t{0}; }), StoreError::Kind::kCorrupt);
+  // Group fields: name 1..kMaxGroupName bytes, a run id, a gap of at most an hour.
+  auto grouped = [](RevisionRecord& c) {
+    c.flags = kRevisionGroup;
+    c.group = "g";
+    c.group_run = 1;
+  };
+  {
+    RevisionRecord c = r;
+    grouped(c);
+    EXPECT_NO_THROW((void)decode_revision(encode(c)));
+  }
+  EXPECT_EQ(bad([&](RevisionRecord& c) { grouped(c), c.group.clear(); }), StoreError::Kind::kCorrupt);
+  EXPECT_EQ(bad([&](RevisionRecord& c) { grouped(c), c.group.assign(kMaxGroupName + 1, 'g'); }),
+            StoreError::Kind::kCorrupt);
+  EXPECT_EQ(bad([&](RevisionRecord& c) { grouped(c), c.group_run = 0; }), StoreError::Kind::kCorrupt);
+  EXPECT_EQ(bad([&](RevisionRecord& c) { grouped(c), c.group_gap_us = kMaxGroupGapUs + 1; }),
+            StoreError::Kind::kCorrupt);
+  {
+    RevisionRecord c = r;
+    grouped(c);
+    std::string v = encode(c);
+    v.pop_back();  // cut inside the gap
+    EXPECT_EQ(kind_of([&] { (void)decode_revision(v); }), StoreError::Kind::kCorrupt);
+  }
 
   EXPECT_NO_THROW((void)decode_pack(encode(PackRecord{kPackHeaderSize, 0})));
   EXPECT_EQ(kind_of([] { (void)decode_pack(encode(PackRecord{0, 0})); }), StoreError::Kind::kCorrupt);

@@ -59,6 +59,33 @@ TEST(Format, RevisionRecordRoundTrips) {
   EXPECT_EQ(d.flags, r.flags);
 }
 
+// The group fields (flags bit 4) follow the flags; without the bit the record ends at the flags
+// exactly as before (docs/format.md §5.2).
+TEST(Format, RevisionGroupFieldsRoundTrip) {
+  RevisionRecord r;
+  r.block_size = 65536;
+  const size_t plain = encode(r).size();
+  r.flags = kRevisionGroup | kRevisionApplicationConsistent;
+  r.group = "vm1";
+  r.group_run = 41;
+  r.group_gap_us = 1234;
+  const std::string v = encode(r);
+  EXPECT_EQ(v.size(), plain + 20 + 3);
+  const RevisionRecord d = decode_revision(v);
+  EXPECT_EQ(d.group, "vm1");
+  EXPECT_EQ(d.group_run, 41u);
+  EXPECT_EQ(d.group_gap_us, 1234u);
+  EXPECT_EQ(d.flags, r.flags);
+  // Protect re-encodes the record: the group stays.
+  RevisionRecord p = d;
+  p.flags |= kRevisionProtected;
+  EXPECT_EQ(decode_revision(encode(p)).group, "vm1");
+  // Without the bit, group bytes after the flags are trailing garbage.
+  std::string tail = v;
+  tail[plain - 1] = 0;
+  EXPECT_THROW((void)decode_revision(tail), StoreError);
+}
+
 TEST(Format, TruncatedRecordIsCorrupt) {
   ChunkRecord c{1, kPackHeaderSize, 3, 4, 1, 5};
   std::string v = encode(c);
