@@ -161,7 +161,9 @@ std::string encode_manifest(const ManifestTail& tail,
   return std::move(sink.s);
 }
 
-std::unique_ptr<ObjectReader> memory_object(std::string bytes) { return std::make_unique<MemoryObject>(std::move(bytes)); }
+std::unique_ptr<ObjectReader> memory_object(std::string bytes) {
+  return std::make_unique<MemoryObject>(std::move(bytes));
+}
 
 ManifestReader::ManifestReader(const ObjectReader& object) : object_(object) {
   const uint64_t size = object.size();

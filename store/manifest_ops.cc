@@ -57,8 +57,8 @@ void Store::put_manifest_from_index(const RevisionRecord& rec, uint32_t generati
       h.emplace();
       std::memcpy(h->data(), it->value().data(), 32);
     } else if (!it->value().empty()) {
-      throw StoreError(StoreError::Kind::kCorrupt, "block map entry of revision " + std::to_string(rec.id) +
-                                                       " is neither a hash nor empty");
+      throw StoreError(StoreError::Kind::kCorrupt,
+                       "block map entry of revision " + std::to_string(rec.id) + " is neither a hash nor empty");
     }
     enc.add(k->block, h);
   }

@@ -9,11 +9,11 @@
 #include <stdio.h>
 
 #include <cerrno>
+#include <cstring>
 #include <map>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
-#include <cstring>
 
 #include "store/chunk_codec.h"
 #include "store/local_object_store.h"
@@ -146,8 +146,7 @@ class Builder {
   }
 
  private:
-  void add_chunk(const ObjectReader& obj, uint32_t pack, uint64_t off, const ChunkHeader& h,
-                 Store::RebuildStats& st) {
+  void add_chunk(const ObjectReader& obj, uint32_t pack, uint64_t off, const ChunkHeader& h, Store::RebuildStats& st) {
     std::string payload(h.stored_len, '\0');  // bounded: scan_pack checked it against raw_len
     bool intact = obj.read_at(off + kChunkHeaderSize, payload.data(), payload.size());
     if (intact) {

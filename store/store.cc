@@ -247,9 +247,10 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
     if (e.kind() != StoreError::Kind::kIO || what.find("Permission denied") != std::string::npos ||
         what.find("No space") != std::string::npos || what.find("kept changing") != std::string::npos)
       throw;
-    throw StoreError(StoreError::Kind::kCorrupt, what + "; if the index is lost or damaged, rebuild it from the "
-                                                        "data area with `rbdvault rebuild-index --store " +
-                                                        dir.string() + "`");
+    throw StoreError(StoreError::Kind::kCorrupt, what +
+                                                     "; if the index is lost or damaged, rebuild it from the "
+                                                     "data area with `rbdvault rebuild-index --store " +
+                                                     dir.string() + "`");
   }
   s->db_.reset(raw);
   s->objects_ = std::make_unique<LocalObjectStore>(dir);

@@ -1,5 +1,7 @@
 // Revision manifests: the codec round-trips, and its decoder refuses every damaged or hostile
 // length with kCorrupt (docs/format.md §16).
+#include "store/manifest.h"
+
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "store/error.h"
-#include "store/manifest.h"
 #include "store/object_store.h"
 
 namespace rbdvault::store {

@@ -183,7 +183,8 @@ TEST_F(RebuildTest, KilledBeforeTheManifestPutIsRolledBack) {
   expect_clean();
   expect_manifests_agree();
   // No leftover of the unfinished manifest either.
-  for (auto& e : fs::directory_iterator(dir_ / "manifests")) EXPECT_FALSE(e.path().string().ends_with(".tmp")) << e.path();
+  for (auto& e : fs::directory_iterator(dir_ / "manifests"))
+    EXPECT_FALSE(e.path().string().ends_with(".tmp")) << e.path();
 }
 
 TEST_F(RebuildTest, KilledForgetAndProtectAreCompletedFromTheirManifests) {
