@@ -26,9 +26,7 @@ void Store::set_protected(uint64_t id, bool on) {
   if (!rev || (rev->flags & kRevisionForgetting))
     throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");
   rev->flags = on ? (rev->flags | kRevisionProtected) : (rev->flags & ~kRevisionProtected);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Put(wo, revision_key(id), encode(*rev)), "update revision " + std::to_string(id));
+  rewrite_flags(*rev, "protect.manifest_put");
 }
 
 void Store::mark_verify_failed(uint64_t id) {
@@ -37,9 +35,7 @@ void Store::mark_verify_failed(uint64_t id) {
   if (!rev || (rev->flags & kRevisionForgetting))
     throw StoreError(StoreError::Kind::kNotFound, "revision " + std::to_string(id) + " does not exist");
   rev->flags |= kRevisionVerifyFailed;
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Put(wo, revision_key(id), encode(*rev)), "update revision " + std::to_string(id));
+  rewrite_flags(*rev, "verify_failed.manifest_put");
 }
 
 void Store::forget(uint64_t id) {
@@ -150,13 +146,23 @@ void Store::finish_forget(RevisionRecord rev) {
   check(it->status(), "scan block map");
   settle();
 
+  // The data area's commit point: the successor's next manifest generation holds its entries as
+  // they are now (the moved ones included) and names R as absorbed (docs/format.md §16.3).
+  uint32_t child_generation = 0;
   if (c) {
+    if (batch.Count() > 0) flush(false);
     c->parent = rev.parent;
+    const std::vector<uint32_t> gens = manifest_generations(child);
+    child_generation = gens.empty() ? 0 : gens.back() + 1;
+    put_manifest_from_index(*c, child_generation, {rev.id});
+    crash_points_.reached("forget.manifest_put");
     batch.Put(revision_key(child), encode(*c));
   }
   batch.Delete(revision_key(rev.id));
   batch.Delete(image_rev_key(rev.image, rev.id));
   flush(true);
+  remove_manifests(rev.id, UINT32_MAX);
+  if (c) remove_manifests(child, child_generation);
   spdlog::debug("forget revision {}: {} entries moved to {}, {} dropped", rev.id, moved, child, dropped);
 }
 

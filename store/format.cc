@@ -404,7 +404,7 @@ StoreMarker parse_store_marker(std::string_view text, const std::string& where) 
       auto version = parse_decimal(w[1]);
       if (!version) throw invalid("not an rbdvault store marker");
       m.version = *version;
-      if (m.version != kFormatVersion)
+      if (m.version < kOldestFormatVersion || m.version > kFormatVersion)
         throw invalid("store format " + std::to_string(m.version) + " is not supported (this rbdvault reads format " +
                       std::to_string(kFormatVersion) + ")");
       header = true;

@@ -12,7 +12,9 @@
 
 namespace rbdvault::store {
 
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
+// Format 1 (no revision manifests) is read only to be upgraded (`rbdvault upgrade`).
+inline constexpr uint32_t kOldestFormatVersion = 1;
 
 // Limits every decoder checks a value read from disk against, so that a corrupt or hostile store
 // gives a kCorrupt error instead of a huge allocation, a wrapped offset or undefined behaviour.

@@ -12,6 +12,8 @@
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
+#include "store/manifest.h"
+#include "store/object_store.h"
 #include "store/pack.h"
 #include "store/store.h"
 
@@ -57,6 +59,8 @@ RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64
   stale_cursor_ = from_empty ? 0 : std::min(parent_blocks_, store_.blocks_for(size_));
   lookup_.reset(store_.db().NewIterator(rocksdb::ReadOptions()));
   chunk_generation_seen_ = store_.chunk_generation_;  // constructed under the write mutex
+  manifest_sink_ = store_.objects().create(manifest_name(id_, 0));
+  manifest_ = std::make_unique<ManifestEncoder>(*manifest_sink_);
 }
 
 RevisionWriter::~RevisionWriter() {
@@ -64,7 +68,11 @@ RevisionWriter::~RevisionWriter() {
   if (committed_) return;
   lookup_.reset();
   pack_.reset();  // deletes the unsealed pack
+  manifest_.reset();
+  manifest_sink_.reset();  // an unfinished manifest leaves nothing
   try {
+    // The manifest is the commit point (docs/format.md §7.2): it goes before the entries do.
+    if (manifest_put_) store_.objects().remove(manifest_name(id_, 0));
     store_.roll_back(PendingRecord{id_, image_}, Store::RollBack::kOwnFailure);
     store_.end_write(id_, image_);
   } catch (const std::exception& e) {
@@ -235,6 +243,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
   } else {
     batch_->Put(block_key(image_, block, id_), rocksdb::Slice());
   }
+  manifest_->add(block, content);
   ++map_entries_;
   ++batch_entries_;
   // RBDVAULT_FAULT=flush.small (tests only): a flush every 16 entries, so that a kill can land
@@ -275,7 +284,7 @@ void RevisionWriter::flush(bool final) {
   wo.sync = final;
   check(store_.db().Write(wo, batch_.get()), final ? "commit revision" : "write block map");
   chunk_generation_seen_ = ++store_.chunk_generation_;
-  store_.crash_points().reached(final ? "revision.committed" : "revision.flushed");
+  store_.crash_points().reached(final ? "revision.entries_synced" : "revision.flushed");
   batch_->Clear();
   batch_entries_ = 0;
   // Iterators pin the state they were created at; refresh so lookups stay cheap.
@@ -317,10 +326,22 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
     rec.group_gap_us = info.group_gap_us;
   }
   RevisionDigest::add(rec.digest, RevisionDigest::size_term(size_));
-  batch_->Put(revision_key(id_), encode(rec));
-  batch_->Put(image_rev_key(image_, id_), rocksdb::Slice());
-  batch_->Delete(pending_key(id_));
+  // 1. Every entry, chunk and pack record of the revision durable (still invisible: W is there).
   flush(true);
+  // 2. The manifest: the commit point. Recovery rolls a revision whose manifest exists forward.
+  manifest_->finish(ManifestTail{rec, 0, {}});
+  manifest_sink_->commit();
+  manifest_put_ = true;
+  store_.crash_points().reached("revision.manifest_put");
+  // 3. The index commit: R, V, and the mark gone, in one synced write.
+  rocksdb::WriteBatch commit_batch;
+  commit_batch.Put(revision_key(id_), encode(rec));
+  commit_batch.Put(image_rev_key(image_, id_), rocksdb::Slice());
+  commit_batch.Delete(pending_key(id_));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(store_.db().Write(wo, &commit_batch), "commit revision");
+  store_.crash_points().reached("revision.committed");
   committed_ = true;
   store_.end_write(id_, image_);
   return rec;

@@ -21,6 +21,8 @@ class WriteBatch;
 
 namespace rbdvault::store {
 
+class ManifestEncoder;
+class ObjectSink;
 class PackWriter;
 class Store;
 
@@ -115,6 +117,10 @@ class RevisionWriter {
   std::unique_ptr<rocksdb::WriteBatch> batch_;
   std::unique_ptr<rocksdb::Iterator> lookup_;
   std::unique_ptr<PackWriter> pack_;
+  // The revision's manifest (store/manifest.h), streamed as entries are recorded; put at commit.
+  std::unique_ptr<ObjectSink> manifest_sink_;
+  std::unique_ptr<ManifestEncoder> manifest_;
+  bool manifest_put_ = false;  // the manifest is in the data area: a failed commit must remove it
   struct HashHasher {
     size_t operator()(const Hash& h) const;
   };

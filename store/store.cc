@@ -15,9 +15,12 @@
 
 #include "store/local_object_store.h"
 #include "store/lock.h"
+#include "store/manifest.h"
+#include "store/object_store.h"
 #include "store/pack.h"
 #include "store/ref_updates.h"
 #include "store/revision_writer.h"
+#include "store/store_internal.h"
 
 namespace fs = std::filesystem;
 
@@ -151,6 +154,16 @@ std::string read_marker(const fs::path& dir) {
 
 }  // namespace
 
+rocksdb::Options index_db_options() { return db_options(); }
+StoreError format_1_error(const fs::path& dir) {
+  return StoreError(StoreError::Kind::kInvalid, "store " + dir.string() +
+                                                    " is format 1 (no revision manifests); upgrade it in place with "
+                                                    "`rbdvault upgrade --store " +
+                                                    dir.string() + "`");
+}
+void write_marker_durably(const fs::path& dir, const std::string& text) { write_file_durably(dir / kMarkerFile, text); }
+std::string read_marker_text(const fs::path& dir) { return read_marker(dir); }
+
 void Store::init(const fs::path& dir, const StoreOptions& options) {
   const uint32_t bs = options.block_size;
   if (bs < (64u << 10) || bs > (4u << 20) || (bs & (bs - 1)) != 0)
@@ -198,11 +211,17 @@ bool Store::is_store(const fs::path& dir) {
 
 std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std::string& holder,
                                    const WriterOptions& writer_options) {
+  return open_impl(dir, mode, holder, writer_options, false);
+}
+
+std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, const std::string& holder,
+                                        const WriterOptions& writer_options, bool allow_format_1) {
   require_directory_or_absent(dir);
   if (!fs::is_directory(dir))
     throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
   const std::string marker_text = read_marker(dir);
   const StoreMarker marker = parse_store_marker(marker_text, dir.string() + ": " + kMarkerFile);
+  if (marker.version != kFormatVersion && !allow_format_1) throw format_1_error(dir);
   std::unique_ptr<Store> s(new Store());
   s->dir_ = dir;
   s->mode_ = mode;
@@ -213,12 +232,25 @@ std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std
 
   rocksdb::Options o = db_options();
   rocksdb::DB* raw = nullptr;
-  if (mode == OpenMode::kWriter) {
+  if (mode == OpenMode::kWriter)
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
-    check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "open index of " + dir.string());
-  } else {
+  else
     s->reader_lock_ = std::make_unique<ReaderLock>(dir / "readers.lock", false);
-    raw = open_index_read_only(dir / "index", dir.string());
+  try {
+    if (mode == OpenMode::kWriter)
+      check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "open index of " + dir.string());
+    else
+      raw = open_index_read_only(dir / "index", dir.string());
+  } catch (const StoreError& e) {
+    // A lost or damaged index is not the end: the data area describes every revision.
+    const std::string what = e.what();
+    if (e.kind() != StoreError::Kind::kIO || what.find("Permission denied") != std::string::npos ||
+        what.find("No space") != std::string::npos || what.find("kept changing") != std::string::npos)
+      throw;
+    throw StoreError(StoreError::Kind::kCorrupt, what +
+                                                     "; if the index is lost or damaged, rebuild it from the "
+                                                     "data area with `rbdvault rebuild-index --store " +
+                                                     dir.string() + "`");
   }
   s->db_.reset(raw);
   s->objects_ = std::make_unique<LocalObjectStore>(dir);
@@ -269,7 +301,9 @@ void Store::recover() {
     }
     check(it->status(), "scan pending revisions");
   }
-  for (auto& p : pending) roll_back(p, RollBack::kRecovery);
+  objects_->remove_incomplete(std::string(kManifestPrefix));
+  for (auto& p : pending)
+    if (!roll_forward(p)) roll_back(p, RollBack::kRecovery);
   for (uint64_t rev : damaged_marks) roll_back_damaged_mark(rev);
   // Pack files without a pack record were never committed; nothing points into them.
   std::error_code ec;
@@ -310,6 +344,7 @@ void Store::recover() {
     spdlog::warn("store {}: completing interrupted forget of revision {}", dir_.string(), r.id);
     finish_forget(std::move(r));
   }
+  tidy_manifests();
 }
 
 // The W record of `rev` is unreadable, so its image is unknown: the revision's uncommitted entries

@@ -159,6 +159,31 @@ class Store {
   // Marks a committed revision as failing its post-backup verification (kRevisionVerifyFailed).
   void mark_verify_failed(uint64_t revision);
 
+  // Recreates the index of the store in `dir` from its data area alone (manifests and pack files;
+  // store/rebuild.cc, docs/format.md §16.4), then swaps it in atomically. Takes the writer lock and
+  // readers.lock exclusively. Kill-safe: a killed rebuild leaves the old index or the new one.
+  struct RebuildStats {
+    uint64_t images = 0, revisions = 0, entries = 0, packs = 0, chunks = 0, chunks_skipped = 0, manifests_skipped = 0;
+  };
+  static RebuildStats rebuild_index(const std::filesystem::path& dir);
+  // Upgrades a format 1 store in place to format 2 (store/upgrade.cc, docs/format.md §14): writes
+  // every revision's manifest from the index, then the new marker (the commit point). Kill-safe:
+  // a killed upgrade is run again. Returns the manifests written; false in `upgraded` if the store
+  // was already format 2.
+  struct UpgradeStats {
+    bool upgraded = false;
+    uint64_t manifests_written = 0, manifests_removed = 0;
+  };
+  static UpgradeStats upgrade(const std::filesystem::path& dir);
+
+  // Manifests (docs/format.md §16). Writes generation `generation` of `rec`'s manifest with the
+  // revision's block-map entries as the index holds them now (a scan of its image's map).
+  void put_manifest_from_index(const RevisionRecord& rec, uint32_t generation, const std::vector<uint64_t>& absorbed);
+  // The generations of a revision's manifests in the data area, ascending.
+  std::vector<uint32_t> manifest_generations(uint64_t revision);
+  // Removes the revision's manifests of generations below `below`.
+  void remove_manifests(uint64_t revision, uint32_t below);
+
   // Starts a revision of pool/name (the image record is created if new). Writer mode only; refused
   // while another revision of the same image is being written.
   std::unique_ptr<RevisionWriter> begin_revision(const RevisionStart& start);
@@ -177,6 +202,8 @@ class Store {
  private:
   friend class RevisionWriter;
   Store() = default;
+  static std::unique_ptr<Store> open_impl(const std::filesystem::path& dir, OpenMode mode, const std::string& holder,
+                                          const WriterOptions& writer_options, bool allow_format_1);
   void recover();
   // Removes the uncommitted entries of one revision (and the chunk references they held).
   // kRecovery: left by a killed writer, found at open (worth a warning); kOwnFailure: this process's
@@ -185,6 +212,14 @@ class Store {
   // keep_mark: the W mark stays (a damaged mark's rollback goes image by image and drops it last).
   void roll_back(const PendingRecord& pending, RollBack why, bool keep_mark = false);
   void roll_back_damaged_mark(uint64_t revision);
+  // A killed writer whose manifest was put (the commit point) is committed from it; false if it
+  // has none (a damaged one is removed), and it must be rolled back.
+  bool roll_forward(const PendingRecord& pending);
+  // Completes the manifest steps a crash interrupted (a revision with several generations).
+  void tidy_manifests();
+  // Writes the revision's record, flags changed, as a new manifest generation (the commit point),
+  // then in the index; then removes the old generation.
+  void rewrite_flags(RevisionRecord rev, const char* crash_point);
   void end_write(uint64_t revision, uint64_t image);
   void require_no_writers(const char* operation);
   void finish_forget(RevisionRecord rev);

@@ -11,6 +11,7 @@
 
 #include "store/chunk_codec.h"
 #include "store/format.h"
+#include "store/manifest.h"
 #include "store/oplog.h"
 #include "store/pack.h"
 
@@ -114,6 +115,18 @@ int main(int argc, char** argv) {
   oplog_seeds(out / "oplog", tmp);
   put(out / "batch_config", "example.conf", slurp(src / "deploy/rbdvault.conf.example"));
   put(out / "store_marker", "marker", "rbdvault-store 1\nstore_id 3f09c2a4d17be580\nblock_size 65536\n");
+  {
+    ManifestTail t;
+    t.rev.id = 7;
+    t.rev.image = 1;
+    t.rev.pool = "rbd";
+    t.rev.name = "vm-1";
+    t.rev.size = 5 * 65536;
+    t.rev.block_size = 65536;
+    t.generation = 1;
+    t.absorbed = {5};
+    put(out / "manifest", "manifest", encode_manifest(t, {{0, sha256("a")}, {3, std::nullopt}, {4, sha256("b")}}));
+  }
   fs::remove_all(tmp);
   return 0;
 }

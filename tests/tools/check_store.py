@@ -24,7 +24,11 @@ Checks (format.md section in brackets):
     its size; a sequential scan finds P.chunks chunk headers ending exactly at the file end, and
     every C record's offset is one of them [4, 5.4];
   * no pack file without a P record, no *.tmp, no unexpected file in data/ (strict) [2, 7.3];
-  * each existing revision's digest recomputed from the block map equals the stored one [8].
+  * each existing revision's digest recomputed from the block map equals the stored one [8];
+  * manifests [16]: each object in manifests/ has a valid name, header, lengths, entries and
+    SHA-256 trailer; every existing revision has exactly one manifest (strict), whose record is
+    byte for byte its R value (forgetting flag clear) and whose entries are exactly its B entries;
+    no manifest names a revision that does not exist (strict).
 
 Strict mode (the default, also spelled --after-recovery) describes a store as any writer leaves
 it after it has opened the store (recovery ran) and finished. --before-recovery accepts what a
@@ -62,6 +66,65 @@ class Unreadable(Exception):
     pass
 
 
+MANIFEST_NAME = re.compile(r"^([0-9a-f]{16})\.([0-9a-f]{8})$")
+MANIFEST_HEADER = b"RVMANI01\x01" + b"\0" * 7
+
+
+def entry_bytes(block, value):
+    """What the checker hashes per entry, to compare a manifest with the block map."""
+    return struct.pack(">Q", block) + (b"H" + value if value else b"Z")
+
+
+def parse_manifest(data):
+    """Decodes a manifest object [16.1]: (record bytes, generation, absorbed, entries digest, n)."""
+    if len(data) < 16 + 20 + 32:
+        raise ValueError("%d bytes is too short" % len(data))
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise ValueError("SHA-256 trailer does not match")
+    if data[:16] != MANIFEST_HEADER:
+        raise ValueError("bad header %r" % data[:16])
+    tail_len, count, entry_len = struct.unpack_from("<IQQ", data, len(data) - 52)
+    body = len(data) - 52 - 16
+    if tail_len > body or entry_len != body - tail_len:
+        raise ValueError("section lengths disagree with the size")
+    tail = data[16 + entry_len:16 + entry_len + tail_len]
+    if len(tail) < 4:
+        raise ValueError("tail too short")
+    (rec_len,) = struct.unpack_from("<I", tail, 0)
+    if 4 + rec_len + 8 > len(tail):
+        raise ValueError("record length past the tail")
+    rec = tail[4:4 + rec_len]
+    gen, n = struct.unpack_from("<II", tail, 4 + rec_len)
+    if len(tail) != 4 + rec_len + 8 + 8 * n:
+        raise ValueError("absorbed list disagrees with the tail length")
+    absorbed = list(struct.unpack_from("<%dQ" % n, tail, 4 + rec_len + 8))
+    h = hashlib.sha256()
+    pos, end, block, seen = 16, 16 + entry_len, -1, 0
+    while pos < end:
+        v, shift = 0, 0
+        while True:
+            if pos >= end or shift > 63:
+                raise ValueError("entry %d truncated" % seen)
+            c = data[pos]
+            pos += 1
+            v |= (c & 0x7F) << shift
+            shift += 7
+            if not c & 0x80:
+                break
+        block = block + 1 + (v >> 1)
+        value = b""
+        if v & 1:
+            if pos + 32 > end:
+                raise ValueError("entry %d hash truncated" % seen)
+            value = data[pos:pos + 32]
+            pos += 32
+        h.update(entry_bytes(block, value))
+        seen += 1
+    if seen != count:
+        raise ValueError("%d entries, footer says %d" % (seen, count))
+    return rec, gen, absorbed, h.hexdigest(), seen
+
+
 class Checker:
     def __init__(self, store, strict, deep, in_place, ldb, quiet):
         self.store = store
@@ -81,6 +144,8 @@ class Checker:
         self.packs = {}       # pack id -> (bytes, chunks)
         self.pending = {}     # revision id -> image, from W
         self.refcount = {}    # hash -> number of B entries naming it
+        self.rev_raw = {}     # revision id -> R value bytes
+        self.rev_entries = {}  # revision id -> sha256 over its B entries in block order
         self.stats = dict(keys=0, entries=0, chunks_read=0)
 
     # ---- output --------------------------------------------------------------------------------
@@ -103,8 +168,9 @@ class Checker:
         first = lines[0].split()
         if len(first) < 2 or first[0] != "rbdvault-store":
             raise Unreadable("marker does not start with 'rbdvault-store'")
-        if first[1] != "1":
-            raise Unreadable("unsupported format version %r" % first[1])
+        if first[1] != "2":
+            raise Unreadable("unsupported format version %r (format 1 stores have no manifests: "
+                             "upgrade them)" % first[1])
         kv = {}
         for line in lines[1:]:
             t = line.split(None, 1)
@@ -278,6 +344,7 @@ class Checker:
         if rid == 0:
             self.problem("revision id 0 is reserved for 'none'")
         self.revs[rid] = r
+        self.rev_raw[rid] = bytes(v)
 
     def rec_v(self, k, v):
         if len(k) != 17:
@@ -407,6 +474,7 @@ class Checker:
                 continue
             if len(v) == 32:
                 self.refcount[v] = self.refcount.get(v, 0) + 1
+            self.rev_entries.setdefault(rev, hashlib.sha256()).update(entry_bytes(block, v))
             r = self.revs.get(rev)
             if r is not None:
                 if r["image"] != ik:
@@ -613,6 +681,55 @@ class Checker:
         elif hashlib.sha256(content).digest() != hsh:
             self.problem("%s: content does not match its SHA-256" % where)
 
+    # ---- manifests [16] -----------------------------------------------------------------------
+
+    def check_manifests(self):
+        mdir = os.path.join(self.store, "manifests")
+        files = sorted(os.listdir(mdir)) if os.path.isdir(mdir) else []
+        live = {}  # revision -> [(generation, record, absorbed, entries digest)]
+        for f in files:
+            if f.endswith(".tmp"):
+                if self.strict:
+                    self.problem("manifests/%s: a .tmp file is left over" % f)
+                continue
+            m = MANIFEST_NAME.match(f)
+            if not m:
+                self.problem("manifests/%s: unexpected file" % f)
+                continue
+            rid, gen = int(m.group(1), 16), int(m.group(2), 16)
+            with open(os.path.join(mdir, f), "rb") as fh:
+                data = fh.read()
+            try:
+                rec, rgen, absorbed, digest, _ = parse_manifest(data)
+                r = self.decode_revision(rec)
+            except ValueError as e:
+                self.problem("manifests/%s: %s" % (f, e))
+                continue
+            if r["id"] != rid or rgen != gen:
+                self.problem("manifests/%s: names revision %d generation %d" % (f, r["id"], rgen))
+            if r["flags"] & 2:
+                self.problem("manifests/%s: record flagged forgetting" % f)
+            live.setdefault(rid, []).append((gen, rec, absorbed, digest))
+        existing = {rid for rid, r in self.revs.items() if not r["flags"] & 2}
+        for rid in sorted(existing):
+            gens = live.get(rid, [])
+            if not gens:
+                self.problem("revision %d has no manifest" % rid)
+                continue
+            if len(gens) > 1 and self.strict:
+                self.problem("revision %d has %d manifest generations" % (rid, len(gens)))
+            gen, rec, _, digest = max(gens)
+            if rec != self.rev_raw[rid]:
+                self.problem("revision %d: its manifest's record differs from its R value" % rid)
+            want = self.rev_entries.get(rid, hashlib.sha256()).hexdigest()
+            if digest != want:
+                self.problem("revision %d: its manifest's entries differ from its block map entries" % rid)
+        for rid in sorted(set(live) - existing):
+            if self.strict or (rid not in self.pending and rid not in self.revs):
+                absorbed = any(rid in a for g in live.values() for (_, _, a, _) in g)
+                if self.strict or not absorbed:
+                    self.problem("manifest of revision %d, which does not exist" % rid)
+
     # ---- driver --------------------------------------------------------------------------------
 
     def run(self):
@@ -637,6 +754,7 @@ class Checker:
             self.check_refs()
             self.check_digests()
             self.check_packs()
+            self.check_manifests()
         finally:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)

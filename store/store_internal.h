@@ -1,0 +1,25 @@
+// Helpers store.cc shares with the other files that open a store's index themselves (rebuild.cc).
+// Not part of the store's interface.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "store/error.h"
+
+namespace rocksdb {
+struct Options;
+}
+
+namespace rbdvault::store {
+
+// The options every open of an index uses (bloom filters, memtable size, no preallocation).
+[[nodiscard]] rocksdb::Options index_db_options();
+// The marker file's text (bounded); kInvalid if the directory has none.
+[[nodiscard]] std::string read_marker_text(const std::filesystem::path& dir);
+// The one-line error every command but `upgrade` gives for a format 1 store (kInvalid).
+[[nodiscard]] StoreError format_1_error(const std::filesystem::path& dir);
+// Replaces the marker atomically and durably (temporary file, fsync, rename, fsync of the directory).
+void write_marker_durably(const std::filesystem::path& dir, const std::string& text);
+
+}  // namespace rbdvault::store
