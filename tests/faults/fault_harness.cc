@@ -51,7 +51,7 @@ std::string read_revision(Store& store, const RevisionRecord& rev) {
 }
 
 void check_after_run(const fs::path& dir, const Model& model, const Operation& op, const std::string& run,
-                     const ExtraCheck& extra) {
+                     bool succeeded, const ExtraCheck& extra) {
   std::unique_ptr<Store> store;
   try {
     store = Store::open(dir, OpenMode::kWriter, "fault matrix check", small_writer_options());
@@ -62,11 +62,15 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
   try {
     if (op.settle) op.settle(*store);
     std::set<uint64_t> seen;
+    bool added = false;
     for (const RevisionRecord& rev : store->revisions()) {
       seen.insert(rev.id);
       auto it = model.revisions.find(rev.id);
       const Model::Rev* want = it != model.revisions.end() ? &it->second : nullptr;
-      if (!want && op.may_add && rev.pool + "/" + rev.name == "rbd/" + op.may_add->image) want = &*op.may_add;
+      if (!want && op.may_add && !added && rev.pool + "/" + rev.name == "rbd/" + op.may_add->image) {
+        want = &*op.may_add;
+        added = true;
+      }
       if (!want) {
         ADD_FAILURE() << run << ": revision " << rev.id << " (" << rev.name << ") appeared from nowhere";
         continue;
@@ -75,6 +79,11 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
     }
     for (auto& [id, rev] : model.revisions)
       if (!seen.count(id) && !op.may_remove.count(id)) ADD_FAILURE() << run << ": committed revision " << id << " is lost";
+    if (succeeded) {
+      if (op.may_add && !added) ADD_FAILURE() << run << ": the operation returned but its revision is not there";
+      for (uint64_t id : op.may_remove)
+        if (seen.count(id)) ADD_FAILURE() << run << ": the operation returned but revision " << id << " is still there";
+    }
     const store::ScrubReport report = store::scrub(*store, store::ScrubOptions{{}, {}, /*deep=*/true});
     for (auto& issue : report.issues)
       ADD_FAILURE() << run << ": scrub: revision " << issue.revision << ": " << issue.problem;
@@ -94,7 +103,8 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
 
 namespace {
 
-// One run of `op` on a fresh copy of `base` with `mode` at point `at`; returns the points counted.
+// One run of `op` on a fresh copy of `base` with `mode` at point `at` (a crash at a point past the
+// last one: just after the operation returned); returns the points counted.
 uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, const Operation& op, FaultMode mode,
                  uint64_t at, const ExtraCheck& extra, std::vector<std::string>* trace) {
   fs::remove_all(dir);
@@ -104,20 +114,23 @@ uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, 
   auto index_fs = std::make_shared<FaultFs>(plan);
   auto objects = std::make_shared<FaultObjectStore>(store::open_object_store(dir), plan);
   const std::string run = op.name + " " + mode_name(mode) + " at point " + std::to_string(at);
+  bool succeeded = false;
   {
     std::unique_ptr<Store> store =
         Store::open(dir, OpenMode::kWriter, "fault matrix", small_writer_options(), store::StoreIo{index_fs, objects});
     plan.arm(mode, at);
     try {
       op.run(*store);
+      succeeded = true;
     } catch (const std::exception& e) {
       if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << " fails without faults: " << e.what();
     }
+    if (mode == FaultMode::kCrash && !plan.dead()) plan.crash_now();
     plan.disarm();
   }
   if (trace) *trace = plan.trace();
   if (plan.dead()) index_fs->drop_unsynced();
-  check_after_run(dir, model, op, run, extra);
+  check_after_run(dir, model, op, run, succeeded, extra);
   return plan.points();
 }
 
@@ -144,10 +157,12 @@ MatrixResult run_matrix(const fs::path& base, const fs::path& work, const Model&
       if (::testing::Test::HasFatalFailure()) return result;
     }
   }
+  one_run(base, dir, model, op, FaultMode::kCrash, result.points + 1, extra, nullptr);
+  ++result.runs;
   fs::remove_all(dir);
   uint64_t data = 0;
   for (const std::string& p : clean) data += p.starts_with("data: ");
-  std::printf("[faults] %s: %llu points (%llu seam, %llu index), %llu runs (EIO, ENOSPC and crash at each)\n",
+  std::printf("[faults] %s: %llu points (%llu seam, %llu index), %llu runs (EIO, ENOSPC, crash at each; crash after)\n",
               op.name.c_str(), static_cast<unsigned long long>(result.points), static_cast<unsigned long long>(data),
               static_cast<unsigned long long>(result.points - data), static_cast<unsigned long long>(result.runs));
   if (std::getenv("RBDVAULT_FAULT_TRACE"))

@@ -52,13 +52,14 @@ struct Operation {
 // An extra check on the reopened store, e.g. the rebuild-index comparison.
 using ExtraCheck = std::function<void(store::Store&, const fs::path& dir)>;
 
-// Every check of one run; records GoogleTest failures naming `run`.
+// Every check of one run; records GoogleTest failures naming `run`. `succeeded`: the operation
+// returned, so its effect must have survived (its revision exists, the removed ones are gone).
 void check_after_run(const fs::path& dir, const Model& model, const Operation& op, const std::string& run,
-                     const ExtraCheck& extra);
+                     bool succeeded, const ExtraCheck& extra);
 
 struct MatrixResult {
   uint64_t points = 0;  // in a clean run of the operation
-  uint64_t runs = 0;    // 3 per point
+  uint64_t runs = 0;    // 3 per point, and one crash just after the operation returned
 };
 
 // The whole matrix of `op` on copies of the store in `base` (closed), in scratch dirs under `work`.

@@ -40,6 +40,11 @@ FaultPlan::Verdict FaultPlan::step(const std::string& what) {
   }
 }
 
+void FaultPlan::crash_now() {
+  std::lock_guard<std::mutex> guard(mu_);
+  dead_ = true;
+}
+
 bool FaultPlan::dead() const {
   std::lock_guard<std::mutex> guard(mu_);
   return dead_;

@@ -25,6 +25,8 @@ class FaultPlan {
   void disarm();
   // One write-side operation, described by `what` (kept in the trace while armed).
   Verdict step(const std::string& what);
+  // A crash right now, after the last point (the operation returned): only what is durable stays.
+  void crash_now();
   // Reads are not points, but nothing is read after a crash.
   bool dead() const;
 
