@@ -1,10 +1,5 @@
 #include "store/chunk_check.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 
 #include "store/chunk_codec.h"
@@ -13,21 +8,20 @@
 
 namespace rbdvault::store {
 
-ChunkChecker::~ChunkChecker() {
-  for (auto& [id, fd] : fds_)
-    if (fd >= 0) ::close(fd);
-}
+ChunkChecker::~ChunkChecker() = default;
 
-int ChunkChecker::fd_for(uint32_t pack) {
-  auto it = fds_.find(pack);
-  if (it != fds_.end()) return it->second;
-  if (fds_.size() >= 128) {  // stay far from the open-file limit on stores with many packs
-    for (auto& [id, fd] : fds_) ::close(fd);
-    fds_.clear();
+const ObjectReader* ChunkChecker::reader_for(uint32_t pack) {
+  auto it = readers_.find(pack);
+  if (it != readers_.end()) return it->second.get();
+  if (readers_.size() >= 128) readers_.clear();  // stay far from the open-file limit on stores with many packs
+  std::unique_ptr<ObjectReader> reader;
+  try {
+    reader = store_.objects().open(pack_object_name(pack));
+  } catch (const StoreError& e) {
+    if (e.kind() == StoreError::Kind::kNotFound) return nullptr;
+    throw;  // not damage: an I/O problem here
   }
-  int fd = ::open((store_.data_dir() / pack_file_name(pack)).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) fds_[pack] = fd;
-  return fd;
+  return (readers_[pack] = std::move(reader)).get();
 }
 
 std::string ChunkChecker::examine(const Hash& hash) {
@@ -47,19 +41,18 @@ std::string ChunkChecker::examine(const Hash& hash) {
 std::string ChunkChecker::examine(const Hash& hash, const ChunkRecord& rec, uint64_t& bytes_verified) {
   const std::string where =
       "chunk " + to_hex(hash).substr(0, 16) + " (" + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset) + ")";
-  int fd = fd_for(rec.pack);
-  if (fd < 0) {
-    if (errno == ENOENT) return where + ": pack file is missing";
-    throw_errno("open pack " + pack_file_name(rec.pack));  // not damage: an I/O problem here
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return where + ": cannot stat pack file";
-  if (rec.offset + kChunkHeaderSize + rec.stored_len > static_cast<uint64_t>(st.st_size))
-    return where + ": pack file is truncated (" + std::to_string(st.st_size) + " bytes)";
+  const ObjectReader* pack = reader_for(rec.pack);
+  if (!pack) return where + ": pack file is missing";
+  const uint64_t size = pack->size();
+  if (rec.offset + kChunkHeaderSize + rec.stored_len > size)
+    return where + ": pack file is truncated (" + std::to_string(size) + " bytes)";
   const size_t len = deep_ ? kChunkHeaderSize + rec.stored_len : kChunkHeaderSize;
   std::string buf(len, '\0');
-  if (::pread(fd, buf.data(), len, static_cast<off_t>(rec.offset)) != static_cast<ssize_t>(len))
-    return where + ": read failed";
+  try {
+    if (!pack->read_at(rec.offset, buf.data(), len)) return where + ": read failed";
+  } catch (const StoreError& e) {
+    return where + ": read failed (" + e.what() + ")";  // an unreadable sector is damage to repair
+  }
   auto le32 = [&](size_t at) {
     uint32_t v;
     std::memcpy(&v, buf.data() + at, 4);

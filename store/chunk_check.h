@@ -3,12 +3,14 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "store/format.h"
 
 namespace rbdvault::store {
 
+class ObjectReader;
 class Store;
 
 class ChunkChecker {
@@ -24,11 +26,12 @@ class ChunkChecker {
   std::string examine(const Hash& hash, const ChunkRecord& rec, uint64_t& bytes_verified);
 
  private:
-  int fd_for(uint32_t pack);  // -1 with errno set when the pack cannot be opened; not cached then
+  // nullptr when the pack is missing (not cached then); other failures throw.
+  const ObjectReader* reader_for(uint32_t pack);
 
   Store& store_;
   bool deep_;
-  std::map<uint32_t, int> fds_;
+  std::map<uint32_t, std::unique_ptr<ObjectReader>> readers_;
 };
 
 }  // namespace rbdvault::store

@@ -2,15 +2,12 @@
 #include <rocksdb/db.h>
 
 #include <cstring>
-#include <filesystem>
 #include <map>
 
 #include "store/chunk_scan.h"
 #include "store/external_sort.h"
 #include "store/gc.h"
 #include "store/store.h"
-
-namespace fs = std::filesystem;
 
 namespace rbdvault::store {
 namespace {
@@ -28,15 +25,6 @@ Sorter::Key sort_key(const char* hash, uint64_t id) {
   std::memcpy(k.data(), hash, 32);
   put_be(k.data() + 32, id, 8);
   return k;
-}
-
-uint64_t dir_bytes(const fs::path& dir, bool packs_only) {
-  uint64_t total = 0;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(dir, ec)) {
-    if (packs_only ? e.path().extension() == ".pack" : e.is_regular_file(ec)) total += e.file_size(ec);
-  }
-  return total;
 }
 
 }  // namespace
@@ -121,8 +109,8 @@ StoreUsage du(Store& store, const std::string& only_image) {
   if (have_d) throw unrecorded(d.key);
   for (auto& [key, bytes] : share) usage.images[image_index.at(key)].stored_bytes = static_cast<uint64_t>(bytes + 0.5);
 
-  usage.pack_bytes = dir_bytes(store.data_dir(), true);
-  usage.index_bytes = dir_bytes(store.dir() / "index", false);
+  usage.pack_bytes = pack_bytes_on_disk(store);
+  usage.index_bytes = index_bytes_on_disk(store);
   return usage;
 }
 

@@ -64,9 +64,8 @@ void from_pack_order_key(const PackOrder::Key& k, Hash& h, ChunkRecord& rec) {
 
 uint64_t pack_bytes_on_disk(Store& store) {
   uint64_t total = 0;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(store.data_dir(), ec))
-    if (e.path().extension() == ".pack") total += e.file_size(ec);
+  for (const std::string& name : store.objects().list("data/"))
+    if (name.ends_with(".pack")) total += store.objects().size(name).value_or(0);  // 0: removed meanwhile
   return total;
 }
 
@@ -95,7 +94,7 @@ class PackRewrite {
       if (!writer_) {
         std::string v;
         check(store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v), "read pack counter");
-        writer_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(decode_u64(v)));
+        writer_ = std::make_unique<PackWriter>(store_.objects(), static_cast<uint32_t>(decode_u64(v)));
       }
       std::string payload = store_.packs().read_payload(h, c);
       ChunkRecord moved = c;
@@ -121,7 +120,12 @@ class PackRewrite {
     write(true);
     store_.crash_points().reached(rewrite_ ? "gc.pack_switched" : "gc.pack_dropped");
     store_.packs().forget_pack(id_);
-    fs::remove(store_.data_dir() / pack_file_name(id_));
+    try {
+      store_.objects().remove(pack_object_name(id_));
+    } catch (const StoreError& e) {
+      // The index no longer names the pack: the next writer's recovery removes it.
+      spdlog::warn("gc {}: {}; left for the next writer to remove", store_.dir().string(), e.what());
+    }
     store_.crash_points().reached("gc.file_removed");
     return removed_;
   }
@@ -186,7 +190,6 @@ std::vector<uint32_t> rewrite_packs(Store& store, const std::map<uint32_t, bool>
     spdlog::warn("gc {}: skipping {}: {} (run scrub and repair)", store.dir().string(), pack_file_name(id), damage);
     skipped.push_back(id);
   }
-  fsync_dir(store.data_dir());
   return skipped;
 }
 

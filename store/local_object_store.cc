@@ -17,7 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr std::string_view kTmpSuffix = ".tmp";
-constexpr size_t kWriteBuffer = 4 << 20;  // appends are gathered into writes of this size
+constexpr size_t kWriteBuffer = 4 << 20;  // small appends are gathered into writes of this size
+constexpr size_t kDirectWrite = 32 << 10;  // larger ones (chunk payloads) are written at once
 
 bool is_tmp(const std::string& name) {
   return name.size() >= kTmpSuffix.size() && name.compare(name.size() - kTmpSuffix.size(), kTmpSuffix.size(), kTmpSuffix) == 0;
@@ -71,8 +72,8 @@ class FileSink final : public ObjectSink {
 
   void append(std::string_view bytes) override {
     size_ += bytes.size();
-    if (buffer_.size() + bytes.size() > kWriteBuffer) flush();
-    if (bytes.size() >= kWriteBuffer) {
+    if (buffer_.size() + bytes.size() > kWriteBuffer || bytes.size() >= kDirectWrite) flush();
+    if (bytes.size() >= kDirectWrite) {  // written from where it is: a copy would cost as much as the write
       write_all(fd_, bytes.data(), bytes.size(), tmp_);
     } else {
       buffer_.append(bytes);

@@ -1,21 +1,16 @@
 #include "store/pack.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
-#include "store/posix_file.h"
 
 namespace rbdvault::store {
 namespace {
 
-constexpr size_t kWriteBuffer = 4 << 20;
-constexpr size_t kDirectWrite = 32 << 10;
+constexpr size_t kDirectWrite = 32 << 10;  // payloads from this size are appended without a copy
 
 void put_le32(std::string& s, uint32_t v) {
   for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
@@ -77,109 +72,77 @@ void scan_pack(uint64_t size, const ReadAt& read, std::optional<uint32_t> expect
   }
 }
 
-PackWriter::PackWriter(const std::filesystem::path& data_dir, uint32_t id)
-    : dir_(data_dir),
-      tmp_path_(data_dir / (pack_file_name(id) + ".tmp")),
-      final_path_(data_dir / pack_file_name(id)),
-      id_(id) {
-  // A .tmp left by a killed writer is garbage by definition: nothing in the index points into it.
-  fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw_errno("create pack " + tmp_path_.string());
-  buffer_.reserve(kWriteBuffer + (1 << 20));
-  buffer_.append(kPackMagic);
-  put_le32(buffer_, id);
-  put_le32(buffer_, 0);
+std::string pack_object_name(uint32_t pack) { return "data/" + pack_file_name(pack); }
+
+PackWriter::PackWriter(ObjectStore& objects, uint32_t id) : sink_(objects.create(pack_object_name(id))), id_(id) {
+  std::string header(kPackMagic);
+  put_le32(header, id);
+  put_le32(header, 0);
+  sink_->append(header);
   size_ = kPackHeaderSize;
 }
 
-PackWriter::~PackWriter() {
-  if (fd_ >= 0) ::close(fd_);
-  if (!sealed_) ::unlink(tmp_path_.c_str());
-}
+PackWriter::~PackWriter() = default;
 
 uint64_t PackWriter::append(const Hash& hash, uint8_t flags, uint32_t raw_len, std::string_view payload) {
-  uint64_t offset = size_;
-  buffer_.append(kChunkMagic);
-  buffer_.push_back(static_cast<char>(flags));
-  buffer_.append(3, '\0');
-  put_le32(buffer_, raw_len);
-  put_le32(buffer_, static_cast<uint32_t>(payload.size()));
-  buffer_.append(as_view(hash));
+  const uint64_t offset = size_;
+  chunk_.clear();
+  chunk_.append(kChunkMagic);
+  chunk_.push_back(static_cast<char>(flags));
+  chunk_.append(3, '\0');
+  put_le32(chunk_, raw_len);
+  put_le32(chunk_, static_cast<uint32_t>(payload.size()));
+  chunk_.append(as_view(hash));
+  if (payload.size() >= kDirectWrite) {
+    // Large payloads go to the sink from where they are: copying them first cost as much CPU as
+    // writing them.
+    sink_->append(chunk_);
+    sink_->append(payload);
+  } else {
+    chunk_.append(payload);
+    sink_->append(chunk_);
+  }
   size_ += kChunkHeaderSize + payload.size();
   ++chunks_;
-  if (payload.size() >= kDirectWrite) {
-    // Large payloads go to the file from where they are: copying them into the buffer first cost
-    // as much CPU as writing them.
-    flush_buffer();
-    write_all(fd_, payload.data(), payload.size(), tmp_path_);
-    return offset;
-  }
-  buffer_.append(payload);
-  if (buffer_.size() >= kWriteBuffer) flush_buffer();
   return offset;
 }
 
-void PackWriter::flush_buffer() {
-  write_all(fd_, buffer_.data(), buffer_.size(), tmp_path_);
-  buffer_.clear();
-}
-
 PackRecord PackWriter::seal() {
-  flush_buffer();
-  if (::fsync(fd_) != 0) throw_errno("fsync " + tmp_path_.string());
-  if (::close(fd_) != 0) {
-    fd_ = -1;
-    throw_errno("close " + tmp_path_.string());
+  // Never over an existing pack: an object of that name holds sealed chunks the index may point
+  // into (a pack counter set back by damage, a copy restored by hand). Refused, the new pack is
+  // dropped with the sink and the old one is untouched.
+  try {
+    sink_->commit();
+  } catch (const StoreError& e) {
+    if (e.kind() == StoreError::Kind::kExists) throw StoreError(StoreError::Kind::kCorrupt, std::string("pack ") + e.what());
+    throw;
   }
-  fd_ = -1;
-  // Never over an existing pack: a file of that name holds sealed chunks the index may point into (a
-  // pack counter set back by damage, a copy restored by hand). Refused, the new pack stays a .tmp
-  // that the destructor removes, and the old one is untouched.
-  if (::renameat2(AT_FDCWD, tmp_path_.c_str(), AT_FDCWD, final_path_.c_str(), RENAME_NOREPLACE) != 0) {
-    if (errno == EEXIST)
-      throw StoreError(StoreError::Kind::kCorrupt,
-                       "pack " + final_path_.string() + " already exists; refusing to overwrite it");
-    // A file system without RENAME_NOREPLACE (EINVAL): link(2) refuses an existing name too.
-    if (errno != EINVAL) throw_errno("rename " + tmp_path_.string());
-    if (::link(tmp_path_.c_str(), final_path_.c_str()) != 0) {
-      if (errno == EEXIST)
-        throw StoreError(StoreError::Kind::kCorrupt,
-                         "pack " + final_path_.string() + " already exists; refusing to overwrite it");
-      throw_errno("link " + tmp_path_.string());
-    }
-    ::unlink(tmp_path_.c_str());
-  }
-  sealed_ = true;
-  fsync_dir(dir_);
   return PackRecord{size_, chunks_};
 }
 
 PackReader::~PackReader() = default;
 
-PackReader::OpenPack::~OpenPack() {
-  if (fd >= 0) ::close(fd);
-}
-
-std::shared_ptr<const PackReader::OpenPack> PackReader::open_pack(uint32_t pack) {
+std::shared_ptr<const ObjectReader> PackReader::open_pack(uint32_t pack) {
   std::lock_guard<std::mutex> guard(mu_);
-  auto it = fds_.find(pack);
-  if (it != fds_.end()) return it->second;
-  // Full: start over. Reads still using a dropped entry keep its descriptor open until they finish.
-  if (fds_.size() >= max_open_) fds_.clear();
-  auto path = dir_ / pack_file_name(pack);
-  auto file = std::make_shared<OpenPack>();
-  file->fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (file->fd < 0) {
-    if (errno == ENOENT) throw StoreError(StoreError::Kind::kCorrupt, "pack file missing: " + path.string());
-    throw_errno("open " + path.string());
+  auto it = readers_.find(pack);
+  if (it != readers_.end()) return it->second;
+  // Full: start over. Reads still using a dropped entry keep its reader open until they finish.
+  if (readers_.size() >= max_open_) readers_.clear();
+  std::shared_ptr<const ObjectReader> reader;
+  try {
+    reader = objects_.open(pack_object_name(pack));
+  } catch (const StoreError& e) {
+    if (e.kind() == StoreError::Kind::kNotFound)
+      throw StoreError(StoreError::Kind::kCorrupt, "pack file missing: " + pack_object_name(pack));
+    throw;
   }
-  fds_.emplace(pack, file);
-  return file;
+  readers_.emplace(pack, reader);
+  return reader;
 }
 
 void PackReader::forget_pack(uint32_t pack) {
   std::lock_guard<std::mutex> guard(mu_);
-  fds_.erase(pack);
+  readers_.erase(pack);
 }
 
 std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
@@ -188,36 +151,18 @@ std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
   // read() left the payload in its buffer; re-reading keeps the interface simple and gc is rare.
   std::string buf(rec.stored_len, '\0');
   const auto file = open_pack(rec.pack);
-  const int fd = file->fd;
-  size_t got = 0;
-  while (got < buf.size()) {
-    ssize_t r =
-        ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(rec.offset + kChunkHeaderSize + got));
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + ": short read");
-    }
-    got += static_cast<size_t>(r);
-  }
+  if (!file->read_at(rec.offset + kChunkHeaderSize, buf.data(), buf.size()))
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + ": short read");
   return buf;
 }
 
 std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
   const std::string where =
       "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
-  const auto file = open_pack(rec.pack);  // held until the last pread is done
-  const int fd = file->fd;
+  const auto file = open_pack(rec.pack);  // held until the last read is done
   std::string buf(kChunkHeaderSize + rec.stored_len, '\0');
-  size_t got = 0;
-  while (got < buf.size()) {
-    ssize_t r = ::pread(fd, buf.data() + got, buf.size() - got, static_cast<off_t>(rec.offset + got));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("read " + where);
-    }
-    if (r == 0) throw StoreError(StoreError::Kind::kCorrupt, where + ": pack file is truncated");
-    got += static_cast<size_t>(r);
-  }
+  if (!file->read_at(rec.offset, buf.data(), buf.size()))
+    throw StoreError(StoreError::Kind::kCorrupt, where + ": pack file is truncated");
   ChunkHeader h;
   try {
     h = parse_chunk_header(buf);

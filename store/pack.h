@@ -1,8 +1,8 @@
-// Pack files: append-only files of chunks, written once and sealed by rename (see docs/format.md).
+// Pack files: append-only objects of chunks in the data area, written once and sealed by commit (see
+// docs/format.md §4). They reach storage only through the seam (object_store.h).
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,7 +12,7 @@
 #include <string_view>
 
 #include "store/format.h"
-#include "store/posix_file.h"
+#include "store/object_store.h"
 #include "store/sha256.h"
 
 namespace rbdvault::store {
@@ -20,7 +20,8 @@ namespace rbdvault::store {
 inline constexpr std::string_view kPackMagic = "RVPACK01";
 inline constexpr std::string_view kChunkMagic = "RVCK";
 
-std::string pack_file_name(uint32_t pack);  // "0000002a.pack"
+std::string pack_file_name(uint32_t pack);    // "0000002a.pack"
+std::string pack_object_name(uint32_t pack);  // "data/0000002a.pack", its name in the data area
 
 // A chunk header (docs/format.md §4) whose fields passed every check a reader relies on.
 struct ChunkHeader {
@@ -43,17 +44,17 @@ using ReadAt = std::function<bool(uint64_t offset, char* buf, size_t n)>;
 void scan_pack(uint64_t size, const ReadAt& read, std::optional<uint32_t> expected_id,
                const std::function<bool(uint64_t offset, const ChunkHeader&)>& visit);
 
-// Writes one pack as DIR/NAME.tmp; seal() makes it durable and renames it into place.
+// Writes one pack through an ObjectSink; seal() commits it (durable, atomic, never over an existing one).
 class PackWriter {
  public:
-  PackWriter(const std::filesystem::path& data_dir, uint32_t id);
-  ~PackWriter();  // an unsealed pack is deleted
+  PackWriter(ObjectStore& objects, uint32_t id);
+  ~PackWriter();  // an unsealed pack leaves nothing (the sink is dropped)
   PackWriter(const PackWriter&) = delete;
   PackWriter& operator=(const PackWriter&) = delete;
 
   // Appends a chunk; returns the offset of its header.
   uint64_t append(const Hash& hash, uint8_t flags, uint32_t raw_len, std::string_view payload);
-  // fsync, rename to the final name, fsync the directory.
+  // Commits the pack object; an existing pack of that id is refused (kCorrupt) and left untouched.
   PackRecord seal();
 
   uint32_t id() const { return id_; }
@@ -61,28 +62,24 @@ class PackWriter {
   uint64_t chunks() const { return chunks_; }
 
  private:
-  void flush_buffer();
-
-  std::filesystem::path dir_, tmp_path_, final_path_;
+  std::unique_ptr<ObjectSink> sink_;
   uint32_t id_;
-  int fd_ = -1;
-  std::string buffer_;
+  std::string chunk_;  // one chunk's header and payload, handed to the sink in one append
   uint64_t size_ = 0;
   uint64_t chunks_ = 0;
-  bool sealed_ = false;
 };
 
-// Reads chunks from sealed packs, keeping files open. Verifies header, length and SHA-256 of every
-// chunk it returns, so corruption is an error, never wrong data.
+// Reads chunks from sealed packs, keeping their ObjectReaders open. Verifies header, length and
+// SHA-256 of every chunk it returns, so corruption is an error, never wrong data.
 //
-// Thread safe: restore and verify read from several threads at once. A cached descriptor is shared
+// Thread safe: restore and verify read from several threads at once. A cached reader is shared
 // (shared_ptr) by every read using it, so evicting it from the full cache or forget_pack() closes it
-// only when the last of those reads is done: no thread ever preads a descriptor another has closed
-// (or, worse, one the kernel has since reused for another file).
+// only when the last of those reads is done: no thread ever reads through a reader another has
+// destroyed (for the local backend: a descriptor closed, or since reused for another file).
 class PackReader {
  public:
-  explicit PackReader(std::filesystem::path data_dir, size_t max_open_packs = 128)
-      : dir_(std::move(data_dir)), max_open_(max_open_packs) {}
+  explicit PackReader(ObjectStore& objects, size_t max_open_packs = 128)
+      : objects_(objects), max_open_(max_open_packs) {}
   ~PackReader();
   PackReader(const PackReader&) = delete;
   PackReader& operator=(const PackReader&) = delete;
@@ -90,21 +87,17 @@ class PackReader {
   std::string read(const Hash& hash, const ChunkRecord& rec);
   // The stored (possibly compressed) payload, verified like read(); for copying chunks verbatim.
   std::string read_payload(const Hash& hash, const ChunkRecord& rec);
-  void forget_pack(uint32_t pack);  // closes a cached descriptor (the file is being deleted)
+  void forget_pack(uint32_t pack);  // drops a cached reader (the pack is being removed)
 
  private:
-  // An open pack file, closed when its last user lets go.
-  struct OpenPack {
-    int fd = -1;
-    ~OpenPack();
-  };
-  std::shared_ptr<const OpenPack> open_pack(uint32_t pack);
-  std::filesystem::path dir_;
+  // An open pack, closed when its last user lets go.
+  std::shared_ptr<const ObjectReader> open_pack(uint32_t pack);
+  ObjectStore& objects_;
   // A store holds about one pack per GiB stored and per backup: the cache keeps the number of open
   // files well below the usual limit of 1024.
   size_t max_open_;
-  std::mutex mu_;  // guards fds_
-  std::map<uint32_t, std::shared_ptr<const OpenPack>> fds_;
+  std::mutex mu_;  // guards readers_
+  std::map<uint32_t, std::shared_ptr<const ObjectReader>> readers_;
 };
 
 }  // namespace rbdvault::store

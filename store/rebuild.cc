@@ -16,7 +16,7 @@
 #include <unordered_set>
 
 #include "store/chunk_codec.h"
-#include "store/local_object_store.h"
+#include "store/open_object_store.h"
 #include "store/lock.h"
 #include "store/manifest.h"
 #include "store/pack.h"
@@ -240,7 +240,8 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir) {
   if (marker.version != kFormatVersion) throw format_1_error(dir);
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
-  LocalObjectStore objects(dir);
+  const std::shared_ptr<ObjectStore> data_area = open_object_store(dir);
+  ObjectStore& objects = *data_area;
   const fs::path fresh = dir / "index.rebuild";
   std::error_code ec;
   fs::remove_all(fresh, ec);  // what a killed rebuild left

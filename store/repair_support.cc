@@ -1,13 +1,8 @@
 // Store-side pieces of repair: finding damaged chunks, finding intact copies, rewriting chunks.
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <map>
 
 #include "store/chunk_codec.h"
@@ -15,8 +10,6 @@
 #include "store/external_sort.h"
 #include "store/pack.h"
 #include "store/store.h"
-
-namespace fs = std::filesystem;
 
 namespace rbdvault::store {
 namespace {
@@ -119,63 +112,48 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
 
 namespace {
 
-// The pack id a file name promises ("0000002a.pack" -> 42), if it is one of ours.
-std::optional<uint32_t> pack_id_of(const fs::path& p) {
-  const std::string stem = p.stem().string();
+// The pack id an object name promises ("data/0000002a.pack" -> 42), if it is one of ours.
+std::optional<uint32_t> pack_id_of(const std::string& name) {
+  const std::string stem = name.substr(5, name.size() - 5 - 5);  // between "data/" and ".pack"
   if (stem.size() != 8 || stem.find_first_not_of("0123456789abcdef") != std::string::npos) return std::nullopt;
   return static_cast<uint32_t>(std::stoul(stem, nullptr, 16));
 }
 
-bool pread_exact(int fd, uint64_t offset, char* buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::pread(fd, buf + got, n - got, static_cast<off_t>(offset + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    got += static_cast<size_t>(r);
+// A verified copy of `hash` in the pack `name`, if the pack holds an intact one before any damage.
+std::optional<std::string> copy_in_pack(ObjectStore& objects, const std::string& name, const Hash& hash) {
+  std::unique_ptr<ObjectReader> pack;
+  try {
+    pack = objects.open(name);
+  } catch (const StoreError&) {
+    return std::nullopt;  // gone or unreadable: another pack may hold a copy
   }
-  return true;
-}
-
-// A verified copy of `hash` in the pack at `path`, if the pack holds an intact one before any damage.
-std::optional<std::string> copy_in_pack(const fs::path& path, const Hash& hash) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  struct stat st {};
   std::optional<std::string> found;
-  if (::fstat(fd, &st) == 0) {
-    const ReadAt read = [fd](uint64_t off, char* buf, size_t n) { return pread_exact(fd, off, buf, n); };
-    try {
-      scan_pack(static_cast<uint64_t>(st.st_size), read, pack_id_of(path), [&](uint64_t off, const ChunkHeader& h) {
-        if (h.hash != hash) return true;
-        std::string payload(h.stored_len, '\0');  // bounded: scan_pack checked it against raw_len
-        if (!pread_exact(fd, off + kChunkHeaderSize, payload.data(), payload.size())) return true;
-        try {
-          std::string raw = decode_chunk(h.flags, payload, h.raw_len);
-          if (sha256(raw) == hash) found = std::move(raw);
-        } catch (const StoreError&) {
-        }
-        return !found;
-      });
-    } catch (const StoreError& e) {
-      // Damage past this point (lost sync, truncation): this pack has no more copies to offer.
-      if (e.kind() != StoreError::Kind::kCorrupt) {
-        ::close(fd);
-        throw;
+  const ReadAt read = [&](uint64_t off, char* buf, size_t n) { return pack->read_at(off, buf, n); };
+  try {
+    scan_pack(pack->size(), read, pack_id_of(name), [&](uint64_t off, const ChunkHeader& h) {
+      if (h.hash != hash) return true;
+      std::string payload(h.stored_len, '\0');  // bounded: scan_pack checked it against raw_len
+      if (!pack->read_at(off + kChunkHeaderSize, payload.data(), payload.size())) return true;
+      try {
+        std::string raw = decode_chunk(h.flags, payload, h.raw_len);
+        if (sha256(raw) == hash) found = std::move(raw);
+      } catch (const StoreError&) {
       }
-    }
+      return !found;
+    });
+  } catch (const StoreError& e) {
+    // Damage past this point (lost sync, truncation): this pack has no more copies to offer.
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
   }
-  ::close(fd);
   return found;
 }
 
 }  // namespace
 
 std::optional<std::string> Store::find_chunk_copy(const Hash& hash) {
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(data_dir(), ec)) {
-    if (e.path().extension() != ".pack") continue;
-    if (auto raw = copy_in_pack(e.path(), hash)) return raw;
+  for (const std::string& name : objects_->list("data/")) {
+    if (!name.ends_with(".pack")) continue;
+    if (auto raw = copy_in_pack(*objects_, name, hash)) return raw;
   }
   return std::nullopt;
 }
@@ -186,7 +164,7 @@ void Store::rewrite_chunk(const Hash& hash, std::string_view raw, uint64_t refs)
   if (sha256(raw) != hash)
     throw StoreError(StoreError::Kind::kInvalid, "replacement data does not match chunk " + to_hex(hash));
   const uint32_t id = static_cast<uint32_t>(counter(kCounterNextPack, 1));
-  PackWriter writer(data_dir(), id);
+  PackWriter writer(*objects_, id);
   EncodedChunk enc = encode_chunk(raw, writer_options_.zstd_level);
   ChunkRecord rec;
   rec.pack = id;

@@ -217,7 +217,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
           // The pack counter advances at once (not with our next flush) so that concurrent writers
           // never pick the same pack id.
           const uint64_t next = store_.advance_counter(kCounterNextPack, 1, /*sync=*/false);
-          pack_ = std::make_unique<PackWriter>(store_.data_dir(), static_cast<uint32_t>(next));
+          pack_ = std::make_unique<PackWriter>(store_.objects(), static_cast<uint32_t>(next));
         }
         const bool as_is = !encoded_ && store_raw_;  // the raw bytes, stored without a copy
         EncodedChunk enc;

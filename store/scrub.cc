@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <filesystem>
 #include <map>
 #include <set>
 
@@ -15,7 +14,6 @@
 #include "store/pack.h"
 #include "store/store.h"
 
-namespace fs = std::filesystem;
 
 namespace rbdvault::store {
 namespace {
@@ -244,12 +242,11 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       const uint32_t id = parse_pack_key(it->key().ToStringView());
       PackRecord p = decode_pack(it->value().ToStringView());
-      std::error_code ec;
-      auto size = fs::file_size(store.data_dir() / pack_file_name(id), ec);
-      if (ec)
+      const auto size = store.objects().size(pack_object_name(id));
+      if (!size)
         add(nullptr, "pack " + pack_file_name(id) + " is missing");
-      else if (size != p.bytes)
-        add(nullptr, "pack " + pack_file_name(id) + " is " + std::to_string(size) + " bytes, index says " +
+      else if (*size != p.bytes)
+        add(nullptr, "pack " + pack_file_name(id) + " is " + std::to_string(*size) + " bytes, index says " +
                          std::to_string(p.bytes));
       pack_end.erase(id);
     }

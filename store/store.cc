@@ -13,10 +13,11 @@
 #include <random>
 #include <sstream>
 
-#include "store/local_object_store.h"
+#include "store/object_store.h"
+#include "store/open_object_store.h"
+#include "store/posix_file.h"
 #include "store/lock.h"
 #include "store/manifest.h"
-#include "store/object_store.h"
 #include "store/pack.h"
 #include "store/ref_updates.h"
 #include "store/revision_writer.h"
@@ -81,8 +82,9 @@ std::pair<std::string, int64_t> index_version(const fs::path& index) {
 //    open that overlapped a change is thrown away and done again (found by
 //    StoreTest.ConcurrentReadersOpenAndReadWhileTheWriterCompacts).
 //  - A file the version names may be deleted before the open gets to it ("No such file"): again.
-rocksdb::DB* open_index_read_only(const fs::path& index, const std::string& what) {
+rocksdb::DB* open_index_read_only(const fs::path& index, const std::string& what, rocksdb::Env* env) {
   rocksdb::Options o = db_options();
+  if (env) o.env = env;
   o.max_open_files = -1;
   constexpr int kTries = 100;
   for (int attempt = 1;; ++attempt) {
@@ -210,12 +212,13 @@ bool Store::is_store(const fs::path& dir) {
 }
 
 std::unique_ptr<Store> Store::open(const fs::path& dir, OpenMode mode, const std::string& holder,
-                                   const WriterOptions& writer_options) {
-  return open_impl(dir, mode, holder, writer_options, false);
+                                   const WriterOptions& writer_options, const StoreIo& io) {
+  return open_impl(dir, mode, holder, writer_options, io, false);
 }
 
 std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, const std::string& holder,
-                                        const WriterOptions& writer_options, bool allow_format_1) {
+                                        const WriterOptions& writer_options, const StoreIo& io,
+                                        bool allow_format_1) {
   require_directory_or_absent(dir);
   if (!fs::is_directory(dir))
     throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
@@ -231,6 +234,10 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   s->block_size_ = marker.block_size;
 
   rocksdb::Options o = db_options();
+  if (io.index_fs) {
+    s->index_env_ = rocksdb::NewCompositeEnv(io.index_fs);
+    o.env = s->index_env_.get();
+  }
   rocksdb::DB* raw = nullptr;
   if (mode == OpenMode::kWriter)
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
@@ -240,7 +247,7 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
     if (mode == OpenMode::kWriter)
       check(rocksdb::DB::Open(o, (dir / "index").string(), &raw), "open index of " + dir.string());
     else
-      raw = open_index_read_only(dir / "index", dir.string());
+      raw = open_index_read_only(dir / "index", dir.string(), s->index_env_.get());
   } catch (const StoreError& e) {
     // A lost or damaged index is not the end: the data area describes every revision.
     const std::string what = e.what();
@@ -253,8 +260,8 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
                                                      dir.string() + "`");
   }
   s->db_.reset(raw);
-  s->objects_ = std::make_unique<LocalObjectStore>(dir);
-  s->packs_ = std::make_unique<PackReader>(s->data_dir());
+  s->objects_ = io.objects ? io.objects : open_object_store(dir);
+  s->packs_ = std::make_unique<PackReader>(*s->objects_);
   if (mode == OpenMode::kWriter) s->recover();
   return s;
 }
@@ -305,23 +312,24 @@ void Store::recover() {
   for (auto& p : pending)
     if (!roll_forward(p)) roll_back(p, RollBack::kRecovery);
   for (uint64_t rev : damaged_marks) roll_back_damaged_mark(rev);
-  // Pack files without a pack record were never committed; nothing points into them.
-  std::error_code ec;
-  fs::directory_iterator packs_dir(data_dir(), ec);
-  if (ec) throw StoreError(StoreError::Kind::kIO, "list " + data_dir().string() + ": " + ec.message());
-  for (auto& entry : packs_dir) {
-    const std::string name = entry.path().filename().string();
-    bool stale = name.ends_with(".pack.tmp");
-    const bool ours = name.size() == 13 && name.ends_with(".pack") &&
-                      name.find_first_not_of("0123456789abcdef") == 8;  // exactly %08x.pack
-    if (ours) {
-      uint32_t id = static_cast<uint32_t>(std::stoul(name.substr(0, 8), nullptr, 16));
-      std::string v;
-      stale = db_->Get(rocksdb::ReadOptions(), pack_key(id), &v).IsNotFound();
-    }
+  // Pack objects without a pack record were never committed; nothing points into them. Damage is
+  // worked around here too: a pack that cannot be removed now is left for the next writer.
+  objects_->remove_incomplete("data/");
+  for (const std::string& name : objects_->list("data/")) {
+    const std::string file = name.substr(5);
+    const bool ours = file.size() == 13 && file.ends_with(".pack") &&
+                      file.find_first_not_of("0123456789abcdef") == 8;  // exactly %08x.pack
+    if (!ours) continue;
+    const uint32_t id = static_cast<uint32_t>(std::stoul(file.substr(0, 8), nullptr, 16));
+    std::string v;
+    const bool stale = db_->Get(rocksdb::ReadOptions(), pack_key(id), &v).IsNotFound();
     if (stale) {
-      spdlog::warn("store {}: removing uncommitted pack file {}", dir_.string(), name);
-      fs::remove(entry.path(), ec);
+      spdlog::warn("store {}: removing uncommitted pack file {}", dir_.string(), file);
+      try {
+        objects_->remove(name);
+      } catch (const StoreError& e) {
+        spdlog::warn("store {}: {}; left for the next writer", dir_.string(), e.what());
+      }
     }
   }
   // A forget that was interrupted is rolled forward: its revision is already invisible.

@@ -28,7 +28,9 @@
 
 namespace rocksdb {
 class DB;
-}
+class Env;
+class FileSystem;
+}  // namespace rocksdb
 
 namespace rbdvault::store {
 
@@ -53,6 +55,13 @@ struct WriterOptions {
   // Block map entries buffered before an intermediate (still invisible) flush to RocksDB; bounds the
   // memory of a revision whatever the image size.
   uint64_t flush_entries = 131072;
+};
+
+// What the index and the data area are stored on. Empty (the default): the store directory's own
+// (RocksDB's default file system; open_object_store(dir)). Tests put fault-injecting wrappers here.
+struct StoreIo {
+  std::shared_ptr<rocksdb::FileSystem> index_fs;
+  std::shared_ptr<ObjectStore> objects;
 };
 
 enum class OpenMode {
@@ -80,7 +89,7 @@ class Store {
   static void init(const std::filesystem::path& dir, const StoreOptions& options);
   // Opens an existing store. `holder` describes the operation for the lock file ("backup rbd/x").
   static std::unique_ptr<Store> open(const std::filesystem::path& dir, OpenMode mode, const std::string& holder = "",
-                                     const WriterOptions& writer_options = {});
+                                     const WriterOptions& writer_options = {}, const StoreIo& io = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -192,7 +201,6 @@ class Store {
 
   rocksdb::DB& db() { return *db_; }
   const WriterOptions& writer_options() const { return writer_options_; }
-  std::filesystem::path data_dir() const { return dir_ / "data"; }
   PackReader& packs() { return *packs_; }
   // The data area (object_store.h): pack files and revision manifests go through it alone.
   ObjectStore& objects() { return *objects_; }
@@ -203,7 +211,8 @@ class Store {
   friend class RevisionWriter;
   Store() = default;
   static std::unique_ptr<Store> open_impl(const std::filesystem::path& dir, OpenMode mode, const std::string& holder,
-                                          const WriterOptions& writer_options, bool allow_format_1);
+                                          const WriterOptions& writer_options, const StoreIo& io,
+                                          bool allow_format_1);
   void recover();
   // Removes the uncommitted entries of one revision (and the chunk references they held).
   // kRecovery: left by a killed writer, found at open (worth a warning); kOwnFailure: this process's
@@ -234,8 +243,9 @@ class Store {
   WriterOptions writer_options_;
   std::unique_ptr<WriterLock> lock_;
   std::unique_ptr<ReaderLock> reader_lock_;
+  std::unique_ptr<rocksdb::Env> index_env_;  // set when StoreIo names a file system; outlives db_
   std::unique_ptr<rocksdb::DB> db_;
-  std::unique_ptr<ObjectStore> objects_;
+  std::shared_ptr<ObjectStore> objects_;
   std::unique_ptr<PackReader> packs_;
   CrashPoints crash_points_;
   // Guards the index and pack updates of concurrent RevisionWriters and the sets below.

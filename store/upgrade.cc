@@ -34,7 +34,7 @@ Store::UpgradeStats Store::upgrade(const fs::path& dir) {
   if (parse_store_marker(text, dir.string() + ": rbdvault.store").version == kFormatVersion) return st;
   // Opening for writing runs recovery as format 1 code would (no manifest exists for a revision
   // being written, so every unfinished one is rolled back) and takes the writer lock.
-  auto s = open_impl(dir, OpenMode::kWriter, "rbdvault upgrade", {}, /*allow_format_1=*/true);
+  auto s = open_impl(dir, OpenMode::kWriter, "rbdvault upgrade", {}, {}, /*allow_format_1=*/true);
 
   std::map<uint64_t, std::vector<uint32_t>> found;
   for (const std::string& name : s->objects().list(std::string(kManifestPrefix)))

@@ -12,6 +12,7 @@
 #include "store/chunk_codec.h"
 #include "store/format.h"
 #include "store/manifest.h"
+#include "store/open_object_store.h"
 #include "store/oplog.h"
 #include "store/pack.h"
 
@@ -67,14 +68,15 @@ void index_seeds(const fs::path& dir) {
 // A real pack of three chunks (zstd, raw, zstd), written and sealed by PackWriter.
 std::string pack_seed(const fs::path& tmp) {
   fs::create_directories(tmp);
-  PackWriter w(tmp, 1);
+  const auto objects = open_object_store(tmp);
+  PackWriter w(*objects, 1);
   for (auto [fill, compressible] : {std::pair{'a', true}, std::pair{'b', false}, std::pair{'\0', true}}) {
     const std::string raw = block(fill, compressible);
     EncodedChunk e = encode_chunk(raw, 1);
     w.append(sha256(raw), e.flags, static_cast<uint32_t>(raw.size()), e.payload);
   }
   w.seal();
-  return slurp(tmp / pack_file_name(1));
+  return slurp(tmp / "data" / pack_file_name(1));
 }
 
 void chunk_seeds(const fs::path& dir, const std::string& pack) {

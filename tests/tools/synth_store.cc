@@ -103,7 +103,7 @@ void damage_first_chunk(Store& store) {
   it->Seek(std::string(1, kKeyChunk));
   if (!it->Valid()) return;
   ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
-  const auto path = store.data_dir() / pack_file_name(rec.pack);
+  const auto path = store.dir() / "data" / pack_file_name(rec.pack);  // the local backend's file
   int fd = ::open(path.c_str(), O_RDWR);
   char byte = 0;
   const off_t at = static_cast<off_t>(rec.offset + kChunkHeaderSize);

@@ -14,6 +14,7 @@
 
 #include "store/gc.h"
 #include "store/lock.h"
+#include "store/open_object_store.h"
 #include "store/pack.h"
 #include "store_fixture.h"
 
@@ -77,20 +78,22 @@ TEST(Locks, ClosingOneReaderKeepsTheStoreReadLocked) {
 
 TEST(PackSeal, AnExistingPackIsNeverOverwritten) {
   const fs::path dir = scratch("seal");
+  fs::create_directories(dir / "data");
   {
-    std::ofstream f(dir / pack_file_name(7), std::ios::binary);
+    std::ofstream f(dir / "data" / pack_file_name(7), std::ios::binary);
     f << "sealed chunks the index points into";
   }
   {
-    PackWriter writer(dir, 7);
+    const auto objects = open_object_store(dir);
+    PackWriter writer(*objects, 7);
     const std::string raw(kBs, 'x');
     writer.append(sha256(raw), 0, kBs, raw);
     EXPECT_THROW(writer.seal(), StoreError);
   }
-  std::ifstream f(dir / pack_file_name(7), std::ios::binary);
+  std::ifstream f(dir / "data" / pack_file_name(7), std::ios::binary);
   std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_EQ(content, "sealed chunks the index points into");
-  EXPECT_FALSE(fs::exists(dir / (pack_file_name(7) + ".tmp"))) << "the refused pack is left behind";
+  EXPECT_FALSE(fs::exists(dir / "data" / (pack_file_name(7) + ".tmp"))) << "the refused pack is left behind";
   fs::remove_all(dir);
 }
 
@@ -116,7 +119,7 @@ TEST_F(StoreTest, ConcurrentPackReadersShareDescriptorsSafely) {
   }
   ASSERT_GE(packs.size(), 6u) << "the test needs many packs";
 
-  PackReader reader(store_->data_dir(), /*max_open_packs=*/2);
+  PackReader reader(store_->objects(), /*max_open_packs=*/2);
   std::atomic<int> failures{0}, reads{0};
   std::atomic<bool> done{false};
   std::vector<std::thread> threads;

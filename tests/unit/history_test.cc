@@ -544,7 +544,7 @@ TEST_F(ScrubTest, RepairWithoutSourceUsesAnIntactCopyInTheStore) {
   // An intact second copy in another pack, as an interrupted gc or an older run can leave behind.
   std::string raw = store_->read_chunk(hash);
   {
-    PackWriter extra(dir_ / "data", 9999);
+    PackWriter extra(store_->objects(), 9999);
     EncodedChunk enc = encode_chunk(raw, 1);
     extra.append(hash, enc.flags, static_cast<uint32_t>(raw.size()), enc.payload);
     extra.seal();

@@ -1,0 +1,145 @@
+// The fault-injection matrix of issue 12, point 5, one test per operation (tests/faults/fault_harness.h).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <rocksdb/db.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "fault_harness.h"
+#include "store/gc.h"
+#include "store/pack.h"
+
+namespace rbdvault::faults {
+namespace {
+
+using store::OpenMode;
+using store::Store;
+
+constexpr uint64_t kBlocks = 10;
+
+// Half random (incompressible), half repetitive; some zero blocks; `seed` varies the content.
+std::string make_image(uint32_t seed) {
+  std::string out(kBlocks * kBs, '\0');
+  std::mt19937 rng(seed);
+  for (uint64_t b = 0; b < kBlocks; ++b) {
+    if (b % 5 == 4) continue;  // zeros
+    char* p = out.data() + b * kBs;
+    if (b % 2 == 0)
+      for (uint32_t i = 0; i < kBs; ++i) p[i] = static_cast<char>(rng());
+    else
+      std::memset(p, static_cast<int>('A' + (seed + b) % 26), kBs);
+  }
+  return out;
+}
+
+// `image` with blocks `blocks` given new content.
+std::string change(std::string image, std::initializer_list<uint64_t> blocks, uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (uint64_t b : blocks)
+    for (uint32_t i = 0; i < kBs; ++i) image[b * kBs + i] = static_cast<char>(rng());
+  return image;
+}
+
+class FaultMatrix : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spdlog::set_level(spdlog::level::err);  // recovery's warnings, once per run, would drown the failures
+    work_ = fs::temp_directory_path() / ("rbdvault-faults-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(work_);
+    base_ = work_ / "base";
+    Store::init(base_, store::StoreOptions{kBs});
+    auto store = Store::open(base_, OpenMode::kWriter, "fault matrix base", small_writer_options());
+    // Image a: a full revision and two deltas. Image b: its first revision forgotten, which leaves
+    // unreferenced chunks for gc.
+    a_ = {make_image(1)};
+    a_.push_back(change(a_[0], {0, 3, 4}, 2));
+    a_.push_back(change(a_[1], {1, 2, 8}, 3));
+    a1_ = backup(*store, "a", a_[0]);
+    a2_ = backup(*store, "a", a_[1], &a_[0]);
+    a3_ = backup(*store, "a", a_[2], &a_[1]);
+    const std::string b1 = make_image(7), b2 = change(b1, {0, 2, 5}, 9);  // b1's packs stay half live
+    const uint64_t b1_id = backup(*store, "b", b1);
+    b2_ = backup(*store, "b", b2, &b1);
+    store->forget(b1_id);
+    model_.revisions = {{a1_, {"a", a_[0]}}, {a2_, {"a", a_[1]}}, {a3_, {"a", a_[2]}}, {b2_, {"b", b2}}};
+    // One sorted table and a short log: each run's copy opens the same way and starts no compaction.
+    ASSERT_TRUE(store->db().CompactRange(rocksdb::CompactRangeOptions(), nullptr, nullptr).ok());
+  }
+  void TearDown() override { fs::remove_all(work_); }
+
+  MatrixResult matrix(const Operation& op) {
+    MatrixResult r = run_matrix(base_, work_, model_, op);
+    EXPECT_GE(r.points, 3u) << "the operation wrote (nearly) nothing: the hooks are not in place";
+    return r;
+  }
+
+  fs::path work_, base_;
+  Model model_;
+  std::vector<std::string> a_;
+  uint64_t a1_ = 0, a2_ = 0, a3_ = 0, b2_ = 0;
+};
+
+TEST_F(FaultMatrix, BackupFull) {
+  const std::string image = make_image(11);
+  matrix(Operation{"backup (full)", [&](Store& s) { backup(s, "a", image); }, {}, {}, {}, Model::Rev{"a", image}});
+}
+
+TEST_F(FaultMatrix, BackupDelta) {
+  const std::string image = change(a_[2], {0, 6, 7, 9}, 12);
+  const std::string parent = a_[2];
+  matrix(Operation{"backup (delta)", [&](Store& s) { backup(s, "a", image, &parent); }, {}, {}, {},
+                   Model::Rev{"a", image}});
+}
+
+TEST_F(FaultMatrix, Forget) {
+  matrix(Operation{"forget", [&](Store& s) { s.forget(a2_); }, {}, {}, {a2_}, {}});
+}
+
+// expire is a forget of every revision the policy drops (agent/retention.cc), one at a time.
+TEST_F(FaultMatrix, Expire) {
+  matrix(Operation{"expire", [&](Store& s) {
+                     for (uint64_t id : {a1_, a2_}) s.forget(id);
+                   },
+                   {}, {}, {a1_, a2_}, {}});
+}
+
+TEST_F(FaultMatrix, Gc) {
+  matrix(Operation{"gc", [](Store& s) { (void)store::gc(s, store::GcOptions{0.0, false}); }, {}, {}, {}, {}});
+}
+
+// A damaged chunk (one flipped byte in its pack) rewritten from a source that holds the image, as
+// `repair` does with the cluster's snapshot: find the damaged chunks, rewrite each.
+TEST_F(FaultMatrix, Repair) {
+  const store::Hash damaged = store::sha256(std::string_view(a_[0]).substr(2 * kBs, kBs));
+  std::map<store::Hash, std::string> source;
+  for (const std::string& image : a_)
+    for (uint64_t b = 0; b < kBlocks; ++b) {
+      const std::string block = image.substr(b * kBs, kBs);
+      source[store::sha256(block)] = block;
+    }
+  store::ChunkRecord rec;
+  {
+    auto store = Store::open(base_, OpenMode::kReadOnly);
+    rec = *store->chunk(damaged);
+  }
+  auto repair = [source](Store& s) {
+    for (const auto& d : s.find_damaged_chunks()) s.rewrite_chunk(d.hash, source.at(d.hash), d.entries);
+  };
+  auto damage = [rec](const fs::path& dir) {
+    std::fstream f(dir / "data" / store::pack_file_name(rec.pack), std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(rec.offset + store::kChunkHeaderSize + 7);
+    f.seekg(at);
+    const char byte = static_cast<char>(f.get() ^ 0x5a);
+    f.seekp(at);
+    f.put(byte);
+  };
+  matrix(Operation{"repair", repair, damage, repair, {}, {}});
+}
+
+}  // namespace
+}  // namespace rbdvault::faults
