@@ -70,9 +70,20 @@ RevisionWriter::~RevisionWriter() {
   pack_.reset();  // deletes the unsealed pack
   manifest_.reset();
   manifest_sink_.reset();  // an unfinished manifest leaves nothing
+  if (manifest_put_) {
+    // The manifest is the commit point (docs/format.md §7.2): the revision is committed, only the
+    // index did not record it (its write may even have landed). Rolling back now could leave a
+    // manifest naming chunks whose references are gone. The next process to open the store rolls
+    // it forward from the manifest; until then the image stays blocked here.
+    spdlog::error("revision {} is committed in the data area but the index could not record it; it is completed "
+                  "when the store is next opened",
+                  id_);
+    return;
+  }
   try {
-    // The manifest is the commit point (docs/format.md §7.2): it goes before the entries do.
-    if (manifest_put_) store_.objects().remove(manifest_name(id_, 0));
+    // A manifest whose commit failed may still have been published (a rename done, its directory's
+    // fsync failed): it goes before the entries do.
+    store_.objects().remove(manifest_name(id_, 0));
     store_.roll_back(PendingRecord{id_, image_}, Store::RollBack::kOwnFailure);
     store_.end_write(id_, image_);
   } catch (const std::exception& e) {
