@@ -54,7 +54,8 @@ def main():
     own = {c: options(c) for c in names}
     for c in ("backup", "restore", "verify", "repair", "images"):
         check({"conf", "id", "keyring"} <= own[c], "%s lacks the Ceph options: %s" % (c, own[c]))
-    for c in ("init", "ls", "forget", "expire", "protect", "unprotect", "gc", "du", "scrub", "log", "status", "check"):
+    for c in ("init", "ls", "forget", "expire", "protect", "unprotect", "gc", "du", "scrub", "log", "status", "check",
+              "rebuild-index", "upgrade", "mount", "fsck"):
         check(not ({"conf", "id", "keyring"} & own[c]), "%s takes Ceph options but never talks to Ceph" % c)
     check("deep" not in own["backup"], "backup lists --deep")
     refused = 0
@@ -63,9 +64,10 @@ def main():
         check(foreign, "%s: no foreign option to try" % c)
         for opt in foreign:
             p = rbdvault(c, "--" + opt)
-            lines = (p.stdout if c == "check" else p.stderr).strip().splitlines()
-            # check is a Nagios plugin: its own usage errors are UNKNOWN (3) on stdout.
-            want = 3 if c == "check" else EXIT_USAGE
+            nagios = c in ("check", "fsck")
+            lines = (p.stdout if nagios else p.stderr).strip().splitlines()
+            # check and fsck are Nagios plugins: their own usage errors are UNKNOWN (3) on stdout.
+            want = 3 if nagios else EXIT_USAGE
             check(p.returncode == want and len(lines) == 1 and "'--%s'" % opt in lines[0],
                   "%s --%s: exit %d, wanted %d with one line naming the option: %r" %
                   (c, opt, p.returncode, want, p.stdout + p.stderr))
