@@ -1,11 +1,15 @@
 // Commands that create data: init (a store), backup (a revision), images (what there is to back up).
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <iostream>
+#include <set>
 
 #include "agent/backup.h"
 #include "agent/batch_config.h"
+#include "agent/group_backup.h"
+#include "rbd/error.h"
 #include "store/error.h"
 #include "tools/command.h"
 #include "tools/human.h"
@@ -38,6 +42,19 @@ int cmd_init(const Args& a) {
   return 0;
 }
 
+rbd::ImageSpec image_spec(const std::string& text) {
+  rbd::ImageSpec spec = parse_spec(text);
+  if (!spec.snap.empty()) throw UsageError("backup: give POOL/IMAGE without @SNAP; rbdvault takes its own snapshot");
+  return spec;
+}
+
+void print_backup(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
+  const auto& rev = r.revision;
+  std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << human_size(rev.size) << ", read "
+            << human_size(rev.bytes_read) << ", stored " << human_size(rev.bytes_stored) << "\n"
+            << "revision " << rev.id << " (" << store::consistency_name(rev.flags) << "-consistent)\n";
+}
+
 Json backup_json(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
   const auto& rev = r.revision;
   Json j;
@@ -67,6 +84,75 @@ Json backup_json(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
   return j;
 }
 
+// The members given on the command line: at least two POOL/IMAGEs, none twice.
+std::vector<rbd::ImageSpec> listed_members(const Args& a) {
+  if (a.positional.size() < 2) throw UsageError("backup: --group needs at least two POOL/IMAGEs");
+  std::vector<rbd::ImageSpec> specs;
+  std::set<std::string> seen;
+  for (const std::string& text : a.positional) {
+    specs.push_back(image_spec(text));
+    if (!seen.insert(specs.back().str()).second) throw UsageError("backup: " + text + " given twice");
+  }
+  return specs;
+}
+
+// The members of RBD group "POOL/GROUP", from Ceph.
+std::vector<rbd::ImageSpec> rbd_group_members(rbd::Cluster& cluster, const rbd::ImageSpec& group) {
+  const std::vector<std::string> names = cluster.list_group_images(group.pool, group.image);
+  // librbd 16.2 lists a group that does not exist as empty.
+  if (names.empty()) throw rbd::CephError("RBD group " + group.str() + ": no such group, or it has no images", -ENOENT);
+  std::vector<rbd::ImageSpec> specs;
+  for (const std::string& n : names) specs.push_back(parse_spec(n));
+  return specs;
+}
+
+Json group_json(const agent::GroupBackup& g) {
+  Json images = Json::array();
+  for (const auto& m : g.members) {
+    Json j = m.result ? backup_json(m.spec, *m.result) : Json{{"image", m.spec.str()}};
+    j["result"] = m.error.empty() ? "ok" : m.error_class == agent::ErrorClass::kOk ? "skipped" : "failed";
+    j["error"] = m.error;
+    j["error_class"] = agent::class_name(m.error_class);
+    images.push_back(std::move(j));
+  }
+  return Json{{"group", g.group},
+              {"result", g.error.empty() ? "ok" : "failed"},
+              {"run", g.run},
+              {"gap_us", g.gap_us},
+              {"consistency", g.application ? "application" : "crash"},
+              {"error", g.error},
+              {"error_class", agent::class_name(g.error_class)},
+              {"images", std::move(images)}};
+}
+
+int backup_group(const Args& a, const rbd::ConnectOptions& connect, const agent::BackupOptions& o) {
+  const bool from_ceph = !a.str("rbd-group").empty();
+  if (from_ceph) no_positional(a);
+  const rbd::ImageSpec rbd_group = from_ceph ? parse_spec(a.str("rbd-group")) : rbd::ImageSpec{};
+  std::vector<rbd::ImageSpec> members = from_ceph ? std::vector<rbd::ImageSpec>{} : listed_members(a);
+  const std::string name = !a.str("group").empty() ? a.str("group") : rbd_group.image;
+  return logged(a, "backup", "group " + name, [&](uint64_t& bytes) {
+    auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault backup --group " + name);
+    rbd::Cluster cluster(connect);
+    if (from_ceph) members = rbd_group_members(cluster, rbd_group);
+    const agent::GroupBackup g = agent::backup_group(cluster, *st, name, members, o);
+    for (const auto& m : g.members)
+      if (m.result) bytes += m.result->revision.bytes_read;
+    if (a.json()) {
+      print_json(group_json(g));
+    } else if (!a.quiet()) {
+      for (const auto& m : g.members)
+        if (m.result) print_backup(m.spec, *m.result);
+      std::cout << "group " << name << ": run " << g.run << ", snapshots within " << g.gap_us << " us ("
+                << (g.application ? "application" : "crash") << "-consistent), " << (g.error.empty() ? "ok" : "failed")
+                << "\n";
+    }
+    if (g.error.empty()) return 0;
+    std::fprintf(stderr, "rbdvault: error: group %s: %s\n", name.c_str(), g.error.c_str());
+    return agent::exit_code(g.error_class);
+  });
+}
+
 int cmd_backup(const Args& a) {
   agent::BackupOptions o;
   o.full_every = static_cast<unsigned>(whole_option(a, "full-every", agent::kFullEveryRange));
@@ -78,11 +164,12 @@ int cmd_backup(const Args& a) {
   o.hooks.timeout_seconds = duration_option(a, "hook-timeout", agent::kHookTimeoutRange);
   o.hooks.on_failure = numeric(a, "on-hook-failure", agent::parse_hook_policy);
   const rbd::ConnectOptions connect = connect_options(a);
-  const rbd::ImageSpec spec = parse_spec(one_positional(a, "POOL/IMAGE"));
-  if (!spec.snap.empty()) throw UsageError("backup: give POOL/IMAGE without @SNAP; rbdvault takes its own snapshot");
   o.full = a.flag("full");
   o.whole_object = a.flag("whole-object");
   o.object_map_filter = !a.flag("exact-diff");
+  if (!a.str("group").empty() || !a.str("rbd-group").empty()) return backup_group(a, connect, o);
+  if (a.positional.size() > 1) throw UsageError("backup: several images need --group NAME (one consistency group)");
+  const rbd::ImageSpec spec = image_spec(one_positional(a, "POOL/IMAGE"));
   return logged(a, "backup", spec.str(), [&](uint64_t& bytes) {
     auto st = store::Store::open(require_store(a), store::OpenMode::kWriter, "rbdvault backup " + spec.str());
     rbd::Cluster cluster(connect);
@@ -91,13 +178,10 @@ int cmd_backup(const Args& a) {
     const agent::BackupResult r = agent::backup_image(cluster, *st, spec, o);
     const auto& rev = r.revision;
     bytes = rev.bytes_read;
-    if (a.json()) {
+    if (a.json())
       print_json(backup_json(spec, r));
-    } else {
-      std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << human_size(rev.size) << ", read "
-                << human_size(rev.bytes_read) << ", stored " << human_size(rev.bytes_stored) << "\n"
-                << "revision " << rev.id << " (" << store::consistency_name(rev.flags) << "-consistent)\n";
-    }
+    else
+      print_backup(spec, r);
     // Committed but different from its snapshot somewhere: damage found, not a success.
     if (r.verify_mismatches)
       throw store::StoreError(store::StoreError::Kind::kCorrupt, agent::verify_failure_message(r));
@@ -136,7 +220,7 @@ std::vector<Command> backup_commands() {
                                  "block size, fixed for the store's life: a power of two from 64K to 4M");
                },
                cmd_init});
-  c.push_back({"backup", "--store DIR POOL/IMAGE [--full]",
+  c.push_back({"backup", "--store DIR POOL/IMAGE... [--group NAME] [--full]",
                "Back up an image: a new revision, incremental (from the last backup's snapshot) when possible.",
                kStoreOption | kCephOptions | kFormatOption,
                [](po::options_description& o) {
@@ -159,6 +243,10 @@ std::vector<Command> backup_commands() {
               "run CMD just after the snapshot (also when it failed), e.g. the thaw")
              ("hook-timeout", po::value<std::string>()->default_value("60s")->value_name("DURATION"),
               "kill a hook's process group after this long (1s to 1d)")
+             ("group", po::value<std::string>()->default_value("")->value_name("NAME"),
+              "back up two or more POOL/IMAGEs as consistency group NAME (snapshots at one instant)")
+             ("rbd-group", po::value<std::string>()->default_value("")->value_name("POOL/GROUP"),
+              "back up an RBD group's images as consistency group GROUP (or --group)")
              ("on-hook-failure", po::value<std::string>()->default_value("skip")->value_name("skip|crash-consistent"),
               "when the pre hook fails: skip (no backup, exit 9) or crash-consistent");
                  // clang-format on

@@ -298,11 +298,85 @@ def scenario_groups_config(c):
     c.remove("rbd", "gc-b")
 
 
+def scenario_groups_cli(c):
+    """rbdvault backup --group NAME A B: one pre and one post hook, two revisions sharing the group
+    run (ls --format json), one result per image plus the group's; a missing member fails the
+    command (not-found, naming it) with no revision and no snapshot left; --group with one image,
+    several images without --group are usage errors; --rbd-group takes an RBD group's members."""
+    names = ["gcli-a", "gcli-b"]
+    for n in names:
+        c.create("rbd", n, 4 << 20, FEATURES_FASTDIFF)
+    store = new_store("groups-cli")
+    d = scratch("cli")
+    rec = "echo \"$RBDVAULT_HOOK $RBDVAULT_GROUP $RBDVAULT_GROUP_RUN|$RBDVAULT_IMAGES\" >> %s" % shlex.quote(
+        os.path.join(d, "calls"))
+    specs = ["rbd/" + n for n in names]
+    hooks = ["--pre-snapshot", rec, "--post-snapshot", rec]
+    r = run_json("backup", "--store", store, "--group", "gcli", *hooks, *specs)
+    check(r["group"] == "gcli" and r["result"] == "ok" and r["consistency"] == "application"
+          and isinstance(r["gap_us"], int) and [i["image"] for i in r["images"]] == specs
+          and all(i["result"] == "ok" and i["consistency"] == "application" for i in r["images"]), "json: %s" % r)
+    run_id = r["run"]
+    check(hook_list(d, "calls") == ["pre gcli %d|%s" % (run_id, " ".join(specs)),
+                                    "post gcli %d|%s" % (run_id, " ".join(specs))],
+          "hook calls: %s" % hook_list(d, "calls"))
+    ls = run_json("ls", "--store", store)
+    check(sorted(x["image"] for x in ls) == specs and
+          all(x["group"]["name"] == "gcli" and x["group"]["run"] == run_id for x in ls), "ls: %s" % ls)
+    check(sorted(x["id"] for x in ls) == sorted(i["revision"] for i in r["images"]), "ls ids: %s / %s" % (ls, r))
+    for n in names:
+        check(len(c.snaps("rbd", n)) == 1, "%s snapshots: %s" % (n, c.snaps("rbd", n)))
+
+    # Plain output: a line per image and the group's.
+    out, _ = run("backup", "--store", store, "--group", "gcli", *specs)
+    check(out.count("revision ") == 2 and "group gcli: run " in out and out.rstrip().endswith("ok"), out)
+
+    # A missing member: exit 3 naming it, no revision, no snapshot left on the other member.
+    revs_before = len(run_json("ls", "--store", store))
+    snaps_before = c.snaps("rbd", "gcli-a")
+    os.remove(os.path.join(d, "calls"))
+    out, err = run("backup", "--store", store, "--group", "gcli", *hooks, "rbd/gcli-a", "rbd/gcli-nope",
+                   rc=cli_test.EXIT_NOT_FOUND)
+    errors = [l for l in err.splitlines() if l.startswith("rbdvault:")]  # the rest: info lines (hooks)
+    check(len(errors) == 1 and "rbd/gcli-nope" in errors[0] and "gcli-a:" not in errors[0], "stderr: %s" % err)
+    check(len(run_json("ls", "--store", store)) == revs_before, "a revision was made")
+    check(c.snaps("rbd", "gcli-a") == snaps_before, "snapshots: %s -> %s" % (snaps_before, c.snaps("rbd", "gcli-a")))
+    check(len(hook_list(d, "calls")) == 2, "hooks: %s" % hook_list(d, "calls"))
+    r = json.loads(run("backup", "--store", store, "--group", "gcli", "rbd/gcli-a", "rbd/gcli-nope",
+                       "--format", "json", rc=cli_test.EXIT_NOT_FOUND)[0])
+    by = {i["image"]: i for i in r["images"]}
+    check(r["result"] == "failed" and r["error_class"] == "not-found" and by["rbd/gcli-nope"]["result"] == "failed"
+          and by["rbd/gcli-a"]["result"] == "skipped" and "revision" not in by["rbd/gcli-a"], "json: %s" % r)
+
+    # Usage errors: one line, exit 2, nothing done.
+    for args in (["--group", "gcli", "rbd/gcli-a"], specs, ["--group", "gcli", "rbd/gcli-a", "rbd/gcli-a"],
+                 ["--rbd-group", "rbd/x", "rbd/gcli-a"]):
+        out, err = run("backup", "--store", store, *args, rc=cli_test.EXIT_USAGE)
+        check(out == "" and len(err.splitlines()) == 1, "%s: %r" % (args, err))
+    check(len(run_json("ls", "--store", store)) == revs_before, "a usage error made a revision")
+
+    # An existing RBD group: its members, one group run named after it.
+    rbd_cli = ["rbd", "-c", CONF, "group"]
+    subprocess.run(rbd_cli + ["create", "rbd/gclig"], check=True)
+    for s in specs:
+        subprocess.run(rbd_cli + ["image", "add", "rbd/gclig", s], check=True)
+    r = run_json("backup", "--store", store, "--rbd-group", "rbd/gclig")
+    check(r["group"] == "gclig" and r["result"] == "ok" and sorted(i["image"] for i in r["images"]) == specs, "%s" % r)
+    ls = [x for x in run_json("ls", "--store", store) if x["group"]["run"] == r["run"]]
+    check(len(ls) == 2 and all(x["group"]["name"] == "gclig" for x in ls), "ls: %s" % ls)
+    _, err = run("backup", "--store", store, "--rbd-group", "rbd/no-such-group", rc=cli_test.EXIT_NOT_FOUND)
+    check("RBD group rbd/no-such-group" in err and len(err.splitlines()) == 1, err)
+    subprocess.run(rbd_cli + ["rm", "rbd/gclig"], check=True)
+    for n in names:
+        c.remove("rbd", n)
+
+
 SCENARIOS = {
     "groups_lockstep": scenario_groups_lockstep,
     "groups_hooks": scenario_groups_hooks,
     "groups_failure": scenario_groups_failure,
     "groups_config": scenario_groups_config,
+    "groups_cli": scenario_groups_cli,
 }
 
 if __name__ == "__main__":
