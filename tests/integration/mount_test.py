@@ -228,17 +228,6 @@ def check_mounted(c, store, m, work, rev1, rev2):
     v3[P2_START * SECTOR + (40 << 20):P2_START * SECTOR + (40 << 20) + 5] = b"third"
     check(sha(file_bytes(os.path.join(img, str(r3)))) == sha(v3), "revision %d reads differently" % r3)
     m.end("fusermount")
-    # SIGTERM and SIGINT end it cleanly too; the image filter shows only that image.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        m = Mounted(store, mp, "rbd/mount-img")
-        check(os.listdir(mp) == ["rbd"] and os.listdir(os.path.join(mp, "rbd")) == ["mount-img"], "filtered mount")
-        m.end(sig)
-    run("mount", "--store", store, os.path.join(TMP, "no-such-dir"), rc=EXIT_NOT_FOUND)
-    run("mount", "--store", store, mp, "rbd/not-backed-up", rc=EXIT_NOT_FOUND)
-    run("mount", "--store", work, mp, rc=EXIT_USAGE)
-    run("mount", "--store", store, mp, "--cache-size", "lots", rc=EXIT_USAGE)
-    run("mount", "--store", store, rc=EXIT_USAGE)
-    c.remove("rbd", "mount-img")
 
 
 def fsck_json(store, spec, rc):
