@@ -60,6 +60,7 @@ struct Command {
 [[nodiscard]] std::vector<Command> maintenance_commands();  // gc, du, scrub, repair, log
 [[nodiscard]] std::vector<Command> batch_commands();        // run, agent, status, check
 [[nodiscard]] std::vector<Command> mount_commands();        // mount, fsck
+[[nodiscard]] std::vector<Command> copy_commands();         // copy
 
 // `check` follows the Nagios plugin conventions: every error of its own is UNKNOWN (3), on stdout,
 // as "RBDVAULT UNKNOWN - CLASS: message".
@@ -97,6 +98,9 @@ void at_most_one_positional(const Args& a, const char* what);
 // Runs `body` as a logged operation: a start line in the store's operation log before, an end
 // line with the result after (also when it throws). Directories that are not stores get no log.
 int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body);
+// The same in the log of the store in `dir` (copy logs in its target, which is not --store).
+int logged_at(const std::string& dir, const Args& a, const std::string& op, const std::string& image,
+              const std::function<int(uint64_t&)>& body);
 
 // One JSON document on stdout, one line. Bytes that are not UTF-8 (an image name, a logged
 // command line) are replaced, never a reason to fail the command after its work is done.
