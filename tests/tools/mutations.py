@@ -276,7 +276,7 @@ MUTATIONS = [
      "tests": ["gtest:CopyTest.CopiesEveryRevisionByteForByteThroughResizes",
                "gtest:CopyTest.DeduplicatesAcrossImagesAndChecksNamedImagesFirst", "cli:copy"]},
     {"id": "copy-identity-ignores-snapshot", "items": ["I13c"],
-     "edits": [("agent/copy.cc", "s.snap_id == t.snap_id &&\n         s.snap_name == t.snap_name && s.created == t.created;",
-                "s.created == t.created;")],
-     "tests": ["gtest:CopyTest.CopiesEveryRevisionByteForByteThroughResizes"]},
+     "edits": [("agent/copy.cc", " && s.snap_id == t.snap_id &&\n         s.snap_name == t.snap_name && s.created == t.created;",
+                ";")],
+     "tests": ["gtest:CopyTest.ResumesAfterAForgetInTheSourceAndSkipsWhatTheTargetExpired", "cli:copy"]},
 ]
