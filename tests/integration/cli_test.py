@@ -713,11 +713,29 @@ def scenario_copy(c):
     # One more backup, a copy of that image by name: only its new data is read.
     with c.image("rbd", "cp-img") as img:
         img.write(os.urandom(65536), 0)
+        img.write(os.urandom(1 << 20), 1 << 20)
+    r = backup(src, "rbd/cp-img")
+    history[r["revision"]] = rbd_export_sha("rbd/cp-img@%s" % snap_name(src, r["revision"]))
+    # Data that becomes zeros inside the image must read as zeros in the copy too.
+    with c.image("rbd", "cp-img") as img:
+        img.write(bytes(1 << 20), 1 << 20)
     r = backup(src, "rbd/cp-img")
     history[r["revision"]] = rbd_export_sha("rbd/cp-img@%s" % snap_name(src, r["revision"]))
     j = copy_json(src, dst, "rbd/cp-img")
-    check(j["revisions_copied"] == 1 and 0 < j["bytes_read"] <= 2 * 65536, "incremental copy: %s" % j)
-    check(check_copies_restore(src, dst, "cp-img", history) == 7, "the new revision was not copied")
+    check(j["revisions_copied"] == 2 and 0 < j["bytes_read"] <= 65536 * 2 + (1 << 20), "incremental copy: %s" % j)
+    check(check_copies_restore(src, dst, "cp-img", history) == 8, "the new revisions were not copied")
+    # A second image holding the same data: every chunk is already in the target, none is read.
+    with c.image("rbd", "cp-img") as img:
+        data = img.read(0, img.size())
+    c.create("rbd", "cp-twin", len(data), FEATURES_FASTDIFF)
+    with c.image("rbd", "cp-twin") as img:
+        img.write(data, 0)
+    r = backup(src, "rbd/cp-twin")
+    twin = {r["revision"]: rbd_export_sha("rbd/cp-twin@%s" % snap_name(src, r["revision"]))}
+    j = copy_json(src, dst, "rbd/cp-twin")
+    check(j["revisions_copied"] == 1 and j["bytes_read"] == 0 and j["bytes_deduplicated"] > 0,
+          "a copy of data the target holds must read nothing: %s" % j)
+    check(check_copies_restore(src, dst, "cp-twin", twin) == 1, "the twin was not copied")
     # Bad input: one line, the documented code, the target unchanged.
     before = store_fingerprint(dst)
     _, err = run("copy", "--from", src, "--to", dst, "rbd/no-such-image", rc=EXIT_NOT_FOUND)
@@ -738,6 +756,7 @@ def scenario_copy(c):
     check(len(ops) >= 4 and ops[-1]["result"] == "failed", "copies in the target's log: %s" % ops[-3:])
     check(any(o["result"] == "ok" and o["bytes"] > 0 for o in ops), "no successful copy logged: %s" % ops)
     c.remove("rbd", "cp-img")
+    c.remove("rbd", "cp-twin")
 
 
 # ---- history (retention, gc, scrub, verify, repair, log) ---------------------------------------

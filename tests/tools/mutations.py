@@ -279,4 +279,7 @@ MUTATIONS = [
      "edits": [("agent/copy.cc", " && s.snap_id == t.snap_id &&\n         s.snap_name == t.snap_name && s.created == t.created;",
                 ";")],
      "tests": ["gtest:CopyTest.ResumesAfterAForgetInTheSourceAndSkipsWhatTheTargetExpired", "cli:copy"]},
+    {"id": "copy-step-no-retention", "items": ["I13c"],
+     "edits": [("agent/copy_step.cc", "    if (!c.retention.empty()) {", "    if (false) {")],
+     "tests": ["batch:batch_copy"]},
 ]

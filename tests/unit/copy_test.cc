@@ -2,6 +2,8 @@
 // metadata; the chain resumes where it stood; dedup is counted; RevisionWriter::put_existing.
 #include "agent/copy.h"
 
+#include "agent/batch_config.h"
+
 #include <gtest/gtest.h>
 
 #include "store_fixture.h"
@@ -244,3 +246,42 @@ TEST_F(CopyTest, RefusesStoresOfDifferentBlockSizes) {
 
 }  // namespace
 }  // namespace rbdvault::store::testing
+
+namespace rbdvault::agent {
+namespace {
+
+const std::string kCopyBase = "[store]\npath = /srv/rbdvault\n[job.vms]\npool = rbd\n";
+
+std::string copy_config_error(const std::string& section) {
+  try {
+    (void)parse_batch_config(kCopyBase + section, "c.conf");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(CopyConfig, ParsesTheCopySection) {
+  EXPECT_FALSE(parse_batch_config(kCopyBase, "c.conf").copy);
+  const BatchConfig c = parse_batch_config(
+      kCopyBase + "[copy]\nto = /mnt/offsite\nimages = rbd/a, rbd/b\nimages = db/c\nkeep-last = 3\nkeep-monthly = 12\n",
+      "c.conf");
+  ASSERT_TRUE(c.copy);
+  EXPECT_EQ(c.copy->to, "/mnt/offsite");
+  EXPECT_EQ(c.copy->images, (std::vector<std::string>{"rbd/a", "rbd/b", "db/c"}));
+  EXPECT_EQ(c.copy->retention.keep_last, 3);
+  EXPECT_EQ(c.copy->retention.keep_monthly, 12);
+}
+
+TEST(CopyConfig, RefusesBadCopySections) {
+  EXPECT_EQ(copy_config_error("[copy]\nkeep-last = 3\n"), "c.conf:5: [copy] needs 'to = STORE'");
+  EXPECT_NE(copy_config_error("[copy]\nto = /o\nimages = a\n").find("c.conf:7: key 'images' in [copy]"),
+            std::string::npos);
+  EXPECT_NE(copy_config_error("[copy]\nto = /o\nkeep-last = -1\n").find("c.conf:7: key 'keep-last'"),
+            std::string::npos);
+  EXPECT_EQ(copy_config_error("[copy]\nto = /o\nschedule = every 1h\n"), "c.conf:7: unknown key 'schedule' in [copy]");
+  EXPECT_NE(copy_config_error("[copy]\nto = /o\nto = /p\n").find("given twice"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rbdvault::agent
