@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <optional>
 
 #include "store/error.h"
@@ -188,7 +189,9 @@ std::unique_ptr<store::Store> open_store_location(const std::string& location, s
   // Another backend's locations (rados:POOL[/NS]) are recognised here when it lands.
   if (location.rfind("rados:", 0) == 0)
     throw StoreError(StoreError::Kind::kInvalid, "store location '" + location + "': this build has no RADOS backend");
-  if (!Store::is_store(location))
+  // Like --store: a missing directory is not found (3), something that is not a store is a usage
+  // error (2, from Store::open).
+  if (!std::filesystem::exists(location))
     throw StoreError(StoreError::Kind::kNotFound,
                      "no store at '" + location + "' (create one with rbdvault init --store " + location + ")");
   return Store::open(location, mode, holder);

@@ -743,7 +743,12 @@ def scenario_copy(c):
     _, err = run("copy", "--from", src, rc=EXIT_USAGE)
     check(len(err.strip().splitlines()) == 1 and "--to" in err, "missing --to: %r" % err)
     _, err = run("copy", "--from", src, "--to", os.path.join(TMP, "no-store"), rc=EXIT_NOT_FOUND)
-    check(len(err.strip().splitlines()) == 1, "target not a store: %r" % err)
+    check(len(err.strip().splitlines()) == 1, "target missing: %r" % err)
+    os.makedirs(os.path.join(TMP, "not-a-store"), exist_ok=True)
+    _, err = run("copy", "--from", os.path.join(TMP, "not-a-store"), "--to", dst, rc=EXIT_USAGE)
+    check(len(err.strip().splitlines()) == 1, "source not a store: %r" % err)
+    _, err = run("copy", "--from", src, "--to", dst, "rbd/cp-img@1", rc=EXIT_USAGE)
+    check(len(err.strip().splitlines()) == 1 and "@REV" in err, "copy with @REV: %r" % err)
     held = start_held("revision.begun", "backup", "--store", dst, "rbd/cp-img")
     try:
         _, err = run("copy", "--from", src, "--to", dst, rc=EXIT_LOCKED)
