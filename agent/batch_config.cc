@@ -73,6 +73,8 @@ bool apply_image_key(ImageSettings& s, const std::string& key, const std::string
     s.retry_delay_seconds = parse_duration_in(v, kRetryDelayRange);
   else if (key == "skip")
     s.skip = parse_bool(v);
+  else if (key == "fsck")
+    s.fsck = parse_bool(v);
   else
     return false;
   return true;

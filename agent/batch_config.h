@@ -37,6 +37,11 @@ struct ImageSettings {
   unsigned retries = 2;              // extra attempts after a transient Ceph error
   int64_t retry_delay_seconds = 30;  // first backoff; doubles per attempt
   bool skip = false;                 // leave this image out (history is kept)
+  // fsck = yes: after a successful backup, check the file systems in the new revision (rbdvault
+  // fsck: read-only, from the store, never from Ceph); the result goes to the report, the log,
+  // status and check. A damaged file system does not fail the backup: the revision is a faithful
+  // copy, and a retry would copy the same damage.
+  bool fsck = false;
   // pre-snapshot, post-snapshot, hook-timeout, on-hook-failure: commands around the snapshot.
   SnapshotHooks hooks;
 };

@@ -345,6 +345,7 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   for (const Task& t : tasks)
     if (t.taken && report.images[t.index].revision == 0) remove_group_snapshot(cluster, t.spec, t.taken->name);
   for (size_t k = 0; k < groups.size(); ++k) finish_group(groups[k], report, report.groups[k]);
+  if (!o.dry_run) fsck_new_revisions(*st, oplog, o.fsck, settings, stop, o.command_line, report);
 
   // Retention for the images backed up now (for the others nothing changed since their last
   // backup's pass); missing images keep their history exactly as it was.

@@ -12,6 +12,7 @@
 #include "agent/batch_config.h"
 #include "agent/copy_step.h"
 #include "agent/error_class.h"
+#include "agent/fsck_step.h"
 
 namespace rbdvault::agent {
 
@@ -32,6 +33,9 @@ struct RunOptions {
   std::string command_line;  // for the operation log
   // Rewrite the metrics file even when nothing was due (the agent's idle polls do not).
   bool metrics_when_idle = true;
+  // Checks the file systems of a new revision for images with `fsck = yes` (agent/fsck_step.h);
+  // unset, such images get an UNKNOWN verdict saying so.
+  FsckFunction fsck;
 };
 
 enum class ImageResult { kOk, kFailed, kNotDue, kSkipped, kMissing, kCancelled, kWouldBackUp };
@@ -52,6 +56,8 @@ struct ImageOutcome {
   std::string error;
   ErrorClass error_class = ErrorClass::kOk;  // of `error` when the result is kFailed
   size_t expired = 0;  // revisions forgotten by retention
+  int fsck_state = -1;  // of the new revision (fsck = yes): 0 OK .. 3 UNKNOWN; -1: not checked
+  std::string fsck_summary;
   // Wall-clock interval (unix ns) during which this backup held its place in the limits; the
   // tests compute the peak concurrency across processes from these.
   int64_t started_ns = 0, finished_ns = 0;

@@ -109,6 +109,7 @@ void run_agent(const AgentOptions& o) {
     ro.not_before = not_before;
     ro.command_line = o.command_line;
     ro.metrics_when_idle = false;
+    ro.fsck = o.fsck;
     try {
       RunReport report = run_batch(config, ro);
       for (const ImageOutcome& i : report.images) {

@@ -6,6 +6,8 @@
 #include <functional>
 #include <string>
 
+#include "agent/fsck_step.h"
+
 namespace rbdvault::agent {
 
 struct AgentOptions {
@@ -20,6 +22,7 @@ struct AgentOptions {
   std::function<bool()> stop;
   std::function<bool()> take_reload;
   std::string command_line;
+  FsckFunction fsck;  // for images with fsck = yes (RunOptions::fsck)
 };
 
 // Returns when stop() turns true. Throws ConfigError if the config is unusable at start; later

@@ -44,10 +44,42 @@ std::string label(const std::string& v) {
   return out;
 }
 
+// The state of one logged fsck: its error starts with the state (the batch step) or is "exit
+// status N" (the fsck command, whose exit status is the Nagios state).
+int logged_fsck_state(const store::OpRecord& op) {
+  if (op.result == "ok") return 0;
+  for (int st = 1; st <= 3; ++st) {
+    const std::string name = st == 1 ? "WARNING" : st == 2 ? "CRITICAL" : "UNKNOWN";
+    if (op.error.rfind(name, 0) == 0 || op.error == "exit status " + std::to_string(st)) return st;
+  }
+  return 3;  // failed otherwise (could not open the store, bad revision...): unknown
+}
+
+// Applies the newest fsck of each image's newest revision (a check of an older revision, e.g. an
+// operator looking back, says nothing about the current one).
+void apply_fsck_results(const std::vector<store::OpRecord>& ops, const std::map<std::string, uint64_t>& newest,
+                        std::map<std::string, ImageStatus>& by_name) {
+  std::map<std::string, int64_t> when;
+  for (const store::OpRecord& op : ops) {
+    if (op.op != "fsck" || op.end_ms == 0) continue;
+    const size_t at = op.image.find('@');
+    const std::string image = op.image.substr(0, at);
+    const auto it = newest.find(image);
+    if (it == newest.end()) continue;
+    if (at != std::string::npos && op.image.substr(at + 1) != std::to_string(it->second)) continue;
+    if (when.count(image) && when[image] > op.start_ms) continue;
+    when[image] = op.start_ms;
+    ImageStatus& s = by_name[image];
+    s.fsck_state = logged_fsck_state(op);
+    s.fsck_error = s.fsck_state == 0 ? "" : op.error;
+  }
+}
+
 }  // namespace
 
 std::vector<ImageStatus> collect_status(store::Store& store) {
   std::map<std::string, ImageStatus> by_name;
+  std::map<std::string, uint64_t> newest;  // image -> its newest revision's id
   for (const store::ImageRecord& img : store.images()) {
     ImageStatus s;
     s.image = img.pool + "/" + img.name;
@@ -56,6 +88,7 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
       s.stored_bytes += r.bytes_stored;
       if (r.created >= s.last_success) {
         s.last_success = r.created;
+        newest[s.image] = r.id;
         s.size = r.size;
         s.verify_failed = (r.flags & store::kRevisionVerifyFailed) != 0;
         s.consistency = store::consistency_name(r.flags);
@@ -72,7 +105,9 @@ std::vector<ImageStatus> collect_status(store::Store& store) {
   // are running now (a start line without an end line, from a live process on this host).
   const std::string host = this_host();
   std::map<std::string, int64_t> ok_start;  // per image: start of the newest successful backup
-  for (const store::OpRecord& op : store::OpLog(store.dir()).read()) {
+  const std::vector<store::OpRecord> ops = store::OpLog(store.dir()).read();
+  apply_fsck_results(ops, newest, by_name);
+  for (const store::OpRecord& op : ops) {
     if (op.op != "backup" || op.image.empty()) continue;
     ImageStatus& s = by_name[op.image];
     s.image = op.image;
@@ -112,6 +147,9 @@ CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, in
     } else if (s.verify_failed) {
       ++failed;
       problems.push_back(s.image + ": the newest revision differs from its snapshot");
+    } else if (s.fsck_state == 2) {
+      ++failed;
+      problems.push_back(s.image + ": fsck of the newest revision: " + s.fsck_error);
     } else if (age < 0 || age > max_age) {
       ++stale;
       problems.push_back(s.image +
@@ -119,6 +157,10 @@ CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, in
     } else if (warn_age > 0 && age > warn_age) {
       ++warn;
       problems.push_back(s.image + " last backed up " + std::to_string(age / 3600) + "h ago");
+    }
+    if (s.fsck_state == 1 || s.fsck_state == 3) {
+      ++warn;
+      problems.push_back(s.image + ": fsck of the newest revision: " + s.fsck_error);
     }
   }
   CheckResult r;
@@ -171,6 +213,16 @@ std::string prometheus_metrics(const std::vector<ImageStatus>& images, int64_t n
          [](const ImageStatus& s) { return s.last_bytes_stored; });
   family("rbdvault_last_backup_duration_seconds", "Wall time of the newest successful backup (0: none logged).",
          [](const ImageStatus& s) { return s.last_duration_seconds; });
+  // Only images whose newest revision was checked (fsck = yes, or rbdvault fsck).
+  bool checked = false;
+  for (const ImageStatus& s : images)
+    if (s.fsck_state >= 0) {
+      if (!checked)
+        o << "# HELP rbdvault_fsck_state Newest revision's fsck: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n"
+             "# TYPE rbdvault_fsck_state gauge\n";
+      checked = true;
+      o << "rbdvault_fsck_state{image=\"" << label(s.image) << "\"} " << s.fsck_state << "\n";
+    }
   // Only images in a consistency group, labelled with it (no family at all without groups).
   bool grouped = false;
   for (const ImageStatus& s : images)

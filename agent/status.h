@@ -37,6 +37,10 @@ struct ImageStatus {
   std::string group;
   uint64_t group_run = 0;
   uint64_t group_gap_us = 0;
+  // The newest fsck of the newest revision in the log (batch `fsck = yes` or `rbdvault fsck`):
+  // 0 OK .. 3 UNKNOWN, -1 if none; and its error line when not OK.
+  int fsck_state = -1;
+  std::string fsck_error;
 };
 
 std::vector<ImageStatus> collect_status(store::Store& store);
@@ -47,7 +51,8 @@ struct CheckResult {
   std::string line;
 };
 // CRITICAL: an image whose newest attempt failed or whose last success is older than max_age (or
-// that has none). WARNING: older than warn_age (0: no warning level).
+// that has none), or whose newest revision's fsck was CRITICAL. WARNING: older than warn_age (0: no
+// warning level), or an fsck WARNING or UNKNOWN.
 CheckResult check_status(const std::vector<ImageStatus>& images, int64_t now, int64_t max_age, int64_t warn_age);
 
 // Prometheus text exposition format (for node_exporter's textfile collector).

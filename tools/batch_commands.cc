@@ -94,6 +94,9 @@ Json run_json(const Args& a, const agent::RunReport& r) {
                           {"seconds", m.seconds},
                           {"attempts", m.attempts},
                           {"expired", m.expired},
+                          {"fsck", m.fsck_state < 0 ? Json(nullptr)
+                                                    : Json{{"state", agent::fsck_state_name(m.fsck_state)},
+                                                           {"summary", m.fsck_summary}}},
                           {"started_ns", m.started_ns},
                           {"finished_ns", m.finished_ns},
                           {"error", m.error},
@@ -154,6 +157,9 @@ void print_run_table(const Args& a, const agent::RunReport& r) {
                            : m.error;
     if (m.attempts > 1) note = std::to_string(m.attempts) + " attempts" + (note.empty() ? "" : "; " + note);
     if (m.expired) note += (note.empty() ? "" : "; ") + std::to_string(m.expired) + " expired";
+    if (m.fsck_state >= 0)
+      note += (note.empty() ? "" : "; ") + std::string("fsck ") + agent::fsck_state_name(m.fsck_state) +
+              (m.fsck_state ? ": " + m.fsck_summary : "");
     const bool ran = m.result == agent::ImageResult::kOk;
     char secs[32];
     std::snprintf(secs, sizeof(secs), "%.1fs", m.seconds);
@@ -191,6 +197,7 @@ int cmd_run(const Args& a) {
   o.force = a.flag("force");
   o.stop = [&] { return signals.stop_requested(); };
   o.command_line = a.command_line;
+  o.fsck = batch_fsck();
   const bool tty = !a.quiet() && ::isatty(STDERR_FILENO);
   const auto start = std::chrono::steady_clock::now();
   if (tty) {
@@ -225,6 +232,7 @@ int cmd_agent(const Args& a) {
   o.stop = [&] { return signals.stop_requested(); };
   o.take_reload = [&] { return signals.take_reload(); };
   o.command_line = a.command_line;
+  o.fsck = batch_fsck();
   agent::run_agent(o);
   return 0;
 }
@@ -246,6 +254,9 @@ int cmd_status(const Args& a) {
                           {"stored_bytes", s.stored_bytes},
                           {"running", s.running},
                           {"verify_failed", s.verify_failed},
+                          {"fsck", s.fsck_state < 0 ? Json(nullptr)
+                                                    : Json{{"state", agent::fsck_state_name(s.fsck_state)},
+                                                           {"error", s.fsck_error}}},
                           {"consistency", s.consistency.empty() ? Json(nullptr) : Json(s.consistency)},
                           {"group", s.group.empty() ? Json(nullptr)
                                                     : Json{{"name", s.group},

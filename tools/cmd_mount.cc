@@ -83,6 +83,18 @@ int cmd_fsck(const Args& a) {
 
 }  // namespace
 
+agent::FsckFunction batch_fsck() {
+  return [](const std::string& store_dir, const store::RevisionRecord& rev) {
+    const view::FsckResult r = view::fsck_revision(store_dir, rev, view::FsckOptions{});
+    std::string summary;
+    for (const auto& e : r.entries)
+      summary += (summary.empty() ? "" : "; ") + e.where + (e.type.empty() ? "" : " " + e.type) + " " +
+                 view::state_name(e.state) + ": " + e.summary;
+    if (r.entries.empty()) summary = "nothing to check (no partition table or file system found)";
+    return agent::FsckVerdict{static_cast<int>(r.state), summary};
+  };
+}
+
 std::vector<Command> mount_commands() {
   std::vector<Command> c;
   c.push_back({"mount", "--store DIR MOUNTPOINT [POOL/IMAGE]",

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "agent/error_class.h"
+#include "agent/fsck_step.h"
 #include "agent/numbers.h"
 #include "rbd/cluster.h"
 #include "rbd/image.h"
@@ -61,6 +62,8 @@ struct Command {
 [[nodiscard]] std::vector<Command> batch_commands();        // run, agent, status, check
 [[nodiscard]] std::vector<Command> mount_commands();        // mount, fsck
 [[nodiscard]] std::vector<Command> copy_commands();         // copy
+// The batch run's fsck step (fsck = yes), backed by view/'s fsck (cmd_mount.cc).
+[[nodiscard]] agent::FsckFunction batch_fsck();
 
 // `check` follows the Nagios plugin conventions: every error of its own is UNKNOWN (3), on stdout,
 // as "RBDVAULT UNKNOWN - CLASS: message".

@@ -273,9 +273,65 @@ def scenario_fsck(c):
     c.remove("rbd", "fsck-plain")
 
 
+def scenario_fsck_batch(c):
+    """`fsck = yes` in the batch config: the new revision's file systems are checked after the backup;
+    a damaged one is reported (run, log, status, check, metrics) without failing the backup."""
+    import json
+    store = new_store("fsckb-store")
+    work = os.path.join(TMP, "fsckb-work")
+    v1, r1 = setup_disk(c, store, "fsckb-img", work)
+    c.create("rbd", "fsckb-other", 4 << 20, cli_test.FEATURES_FASTDIFF)  # no fsck asked: none runs
+    conf = os.path.join(TMP, "fsckb.conf")
+    with open(conf, "w") as f:
+        f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\nmetrics-file = %s.prom\n\n"
+                "[defaults]\nschedule = every 24h\nretries = 0\n\n[job.disks]\npool = rbd\n"
+                "include = fsckb-*\n\n[image.rbd/fsckb-img]\nfsck = yes\n" % (CONF, store, store))
+
+    def batch(rc):
+        out, _ = run("run", "--config", conf, "--force", "--format", "json", rc=rc)
+        return {i["image"]: i for i in json.loads(out)["images"]}
+
+    rep = batch(0)
+    img, other = rep["rbd/fsckb-img"], rep["rbd/fsckb-other"]
+    check(img["result"] == "ok" and img["fsck"] and img["fsck"]["state"] == "OK", "clean: %s" % img)
+    check(other["result"] == "ok" and other["fsck"] is None, "fsck ran where not asked: %s" % other)
+    ok_rev = img["revision"]
+    out, _ = run("check", "--store", store, "--max-age", "1d")
+    check(out.startswith("RBDVAULT OK"), "check after a clean fsck: %r" % out)
+    # Damage the ext4 superblock in the image; the next run's revision fails its fsck.
+    with c.image("rbd", "fsckb-img") as i:
+        i.write(b"\xff" * 0x38, P1_START * SECTOR + 1024)
+    img = batch(0)["rbd/fsckb-img"]  # the backup stands: a faithful copy of a damaged disk
+    check(img["result"] == "ok" and img["revision"] > ok_rev, "backup of the damaged disk: %s" % img)
+    check(img["fsck"]["state"] == "CRITICAL" and "part 1 ext4 CRITICAL" in img["fsck"]["summary"],
+          "damaged superblock not reported: %s" % img)
+    bad_rev = img["revision"]
+    ops = [o for o in run_json("log", "--store", store) if o["op"] == "fsck"]
+    check([(o["image"], o["result"]) for o in ops] ==
+          [("rbd/fsckb-img@%d" % ok_rev, "ok"), ("rbd/fsckb-img@%d" % bad_rev, "failed")], "fsck log: %s" % ops)
+    st = {s["image"]: s for s in run_json("status", "--store", store)}
+    check(st["rbd/fsckb-img"]["fsck"]["state"] == "CRITICAL" and st["rbd/fsckb-other"]["fsck"] is None,
+          "status: %s" % st)
+    out, _ = run("check", "--store", store, "--max-age", "1d", rc=2)
+    check(out.startswith("RBDVAULT CRITICAL") and "fsck" in out, "check after a failed fsck: %r" % out)
+    with open(store + ".prom") as f:
+        prom = f.read()
+    check('rbdvault_fsck_state{image="rbd/fsckb-img"} 2' in prom and "fsckb-other\"} " not in
+          "".join(l for l in prom.splitlines() if l.startswith("rbdvault_fsck_state")), "metrics: %s" % prom)
+    # Repaired disk (v1's bytes back): the next revision is clean and check is OK again.
+    write_changes(c, "fsckb-img", None, v1)
+    img = batch(0)["rbd/fsckb-img"]
+    check(img["fsck"]["state"] == "OK", "after the repair: %s" % img)
+    out, _ = run("check", "--store", store, "--max-age", "1d")
+    check(out.startswith("RBDVAULT OK"), "check after the repair: %r" % out)
+    c.remove("rbd", "fsckb-img")
+    c.remove("rbd", "fsckb-other")
+
+
 SCENARIOS = {
     "mount_file_back": scenario_mount_file_back,
     "fsck_checkers": scenario_fsck,
+    "fsck_batch": scenario_fsck_batch,
 }
 
 if __name__ == "__main__":
