@@ -354,9 +354,14 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
         throw ConfigError(g.where + ": [" + s.name + "] needs 'images = POOL/NAME, POOL/NAME' or 'rbd-group = POOL/GROUP'" +
                           (g.images.empty() ? "" : ", not both"));
       c.groups.push_back(std::move(g));
+    } else if (s.name == "copy") {
+      CopyConfig cc;
+      each(s, {"images"}, [&](const Line& l) { return apply_copy_key(cc, l.key, l.value); });
+      if (cc.to.empty()) throw ConfigError(path + ":" + std::to_string(s.line) + ": [copy] needs 'to = STORE'");
+      c.copy = std::move(cc);
     } else {
       throw ConfigError(path + ":" + std::to_string(s.line) + ": unknown section [" + s.name +
-                        "] (expected ceph, store, defaults, limits, maintenance, job.NAME, image.POOL/NAME or "
+                        "] (expected ceph, store, defaults, limits, maintenance, copy, job.NAME, image.POOL/NAME or "
                         "group.NAME)");
     }
   }

@@ -376,6 +376,11 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
     }
   }
 
+  // The offsite copy, after the backups it copies (only when some were due: a poll with nothing
+  // new has nothing to copy; a failed copy is retried by the next run that backs something up).
+  if (c.copy && !o.dry_run && !report.stopped && !tasks.empty())
+    report.copy = run_copy_step(*st, *c.copy, o.command_line);
+
   if (!o.dry_run && !c.metrics_file.empty() && (o.metrics_when_idle || !tasks.empty() || !report.ok())) {
     try {
       write_file_atomically(c.metrics_file,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agent/batch_config.h"
+#include "agent/copy_step.h"
 #include "agent/error_class.h"
 #include "agent/fsck_step.h"
 
@@ -79,6 +80,7 @@ struct GroupOutcome {
 struct RunReport {
   std::vector<ImageOutcome> images;  // in config order: job by job, images by name
   std::vector<GroupOutcome> groups;  // in config order
+  CopyStepOutcome copy;              // the [copy] step (copy.ran: it ran in this run)
   size_t peak_parallel = 0;          // most image backups this process ran at once
   bool stopped = false;
   size_t count(ImageResult r) const;

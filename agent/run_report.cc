@@ -41,6 +41,7 @@ ErrorClass RunReport::failure_class() const {
     if (!add(i.result, i.error_class)) return ErrorClass::kFailed;
   for (const auto& g : groups)
     if (!add(g.result, g.error_class)) return ErrorClass::kFailed;
+  if (copy.ran && !copy.ok && !add(ImageResult::kFailed, copy.error_class)) return ErrorClass::kFailed;
   return shared;
 }
 

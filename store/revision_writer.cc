@@ -207,6 +207,18 @@ void RevisionWriter::put_prepared(uint64_t block, PreparedBlock&& prepared) {
   store_raw_ = false;
 }
 
+bool RevisionWriter::put_existing(uint64_t block, const Hash& hash) {
+  std::lock_guard<std::mutex> guard(store_.write_mu_);
+  check_order(block);
+  // record() falls back to storing the given bytes when the chunk is unknown; with no bytes here
+  // that would store an empty chunk under `hash`, so an unknown chunk is refused first.
+  if (!dirty_chunks_.count(hash) && !store_.chunk(hash)) return false;
+  zero_stale(block);
+  stale_cursor_ = std::max(stale_cursor_, block + 1);
+  record(block, hash, {});
+  return true;
+}
+
 void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, std::string_view data) {
   last_block_ = block;
 

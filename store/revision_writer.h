@@ -83,6 +83,10 @@ class RevisionWriter {
   // threads at once.)
   // put_block with the hashing and compression done beforehand by prepare_block().
   void put_prepared(uint64_t block, PreparedBlock&& prepared);
+  // Records that `block` holds the chunk `hash`, which the store (or this revision) already holds:
+  // a copy between stores references it without reading or sending its data. Returns false, and
+  // records nothing, if the chunk is not there (the caller then reads it and calls put_block).
+  [[nodiscard]] bool put_existing(uint64_t block, const Hash& hash);
   // Records that `block` reads as zeros in this revision.
   void put_zero(uint64_t block);
   // Records that every block in [first, end) reads as zeros; costs what the map holds there.

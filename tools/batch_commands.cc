@@ -116,6 +116,18 @@ Json run_json(const Args& a, const agent::RunReport& r) {
                           {"error_class", failed ? Json(agent::class_name(g.error_class)) : Json(nullptr)}});
   }
   j["groups"] = std::move(groups);
+  const agent::CopyStepOutcome& cp = r.copy;
+  j["copy"] = !cp.ran ? Json(nullptr)
+                      : Json{{"to", cp.to},
+                             {"result", cp.ok ? "ok" : "failed"},
+                             {"revisions_copied", cp.revisions_copied},
+                             {"revisions_skipped", cp.revisions_skipped},
+                             {"bytes_read", cp.bytes_read},
+                             {"bytes_written", cp.bytes_written},
+                             {"bytes_deduplicated", cp.bytes_deduplicated},
+                             {"expired", cp.expired},
+                             {"error", cp.error},
+                             {"error_class", cp.ok ? Json(nullptr) : Json(agent::class_name(cp.error_class))}};
   return j;
 }
 
@@ -157,6 +169,13 @@ void print_run_table(const Args& a, const agent::RunReport& r) {
                 ran ? secs : "-", note.c_str());
   }
   print_group_table(r);
+  if (r.copy.ran)
+    std::printf("copy to %s: %s\n", r.copy.to.c_str(),
+                r.copy.ok ? (std::to_string(r.copy.revisions_copied) + " revision(s) copied, " +
+                             std::to_string(r.copy.revisions_skipped) + " skipped, " + human_size(r.copy.bytes_read) +
+                             " read, " + std::to_string(r.copy.expired) + " expired")
+                                .c_str()
+                          : (std::string("failed: ") + agent::class_name(r.copy.error_class) + ": " + r.copy.error).c_str());
   const size_t groups_failed = static_cast<size_t>(std::count_if(
       r.groups.begin(), r.groups.end(), [](auto& g) { return g.result == agent::ImageResult::kFailed; }));
   std::printf("%zu ok, %zu failed, %zu not due, %zu skipped, %zu missing%s%s%s\n", r.count(agent::ImageResult::kOk),

@@ -93,7 +93,11 @@ store::RevisionRecord resolve_revision(store::Store& st, const std::string& text
 }
 
 int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body) {
-  const std::string dir = require_store(a);
+  return logged_at(require_store(a), a, op, image, body);
+}
+
+int logged_at(const std::string& dir, const Args& a, const std::string& op, const std::string& image,
+              const std::function<int(uint64_t&)>& body) {
   uint64_t ignored = 0;
   if (!store::Store::is_store(dir)) return body(ignored);
   store::OpLog log(dir);

@@ -61,6 +61,7 @@ struct Command {
 [[nodiscard]] std::vector<Command> maintenance_commands();  // gc, du, scrub, repair, log
 [[nodiscard]] std::vector<Command> batch_commands();        // run, agent, status, check
 [[nodiscard]] std::vector<Command> mount_commands();        // mount, fsck
+[[nodiscard]] std::vector<Command> copy_commands();         // copy
 // The batch run's fsck step (fsck = yes), backed by view/'s fsck (cmd_mount.cc).
 [[nodiscard]] agent::FsckFunction batch_fsck();
 
@@ -100,6 +101,9 @@ void at_most_one_positional(const Args& a, const char* what);
 // Runs `body` as a logged operation: a start line in the store's operation log before, an end
 // line with the result after (also when it throws). Directories that are not stores get no log.
 int logged(const Args& a, const std::string& op, const std::string& image, const std::function<int(uint64_t&)>& body);
+// The same in the log of the store in `dir` (copy logs in its target, which is not --store).
+int logged_at(const std::string& dir, const Args& a, const std::string& op, const std::string& image,
+              const std::function<int(uint64_t&)>& body);
 
 // One JSON document on stdout, one line. Bytes that are not UTF-8 (an image name, a logged
 // command line) are replaced, never a reason to fail the command after its work is done.

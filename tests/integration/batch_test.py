@@ -662,6 +662,49 @@ def scenario_batch_verify(c):
         c.remove("rbd", n)
 
 
+def scenario_batch_copy(c):
+    """A [copy] step after the backups: each run copies what it backed up to a second store, whose
+    own retention (keep-last 2) then applies there; every copied revision restores as rbd export
+    of its source snapshot; a copy to a missing store fails the run (exit 3) but not the backups."""
+    rng = random.Random(23)
+    names = ["bc-%d" % k for k in range(3)]
+    for n in names:
+        c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF)
+    src = new_store("batch-copy-src")
+    dst = new_store("batch-copy-dst")
+    conf = write_config("batch-copy", base_config(src, "[job.bc]\npool = rbd\ninclude = bc-*\n",
+                                                  extra="[copy]\nto = %s\nkeep-last = 2\n" % dst))
+    history = {n: {} for n in names}
+    for round_ in range(3):
+        for n in names:
+            with c.image("rbd", n) as img:
+                img.write(rng.randbytes(256 << 10), rng.randrange(0, 15) << 19)
+        rc, out, err = finish(start("run", "--config", conf, "--format", "json", "--force"))
+        check(rc == 0, "run %d: exit %d\n%s" % (round_, rc, err[-2000:]))
+        r = json.loads(out)
+        cp = r["copy"]
+        check(cp is not None and cp["result"] == "ok" and cp["revisions_copied"] == len(names),
+              "run %d copy step: %s" % (round_, cp))
+        check(cp["expired"] == (len(names) if round_ == 2 else 0), "run %d copy retention: %s" % (round_, cp))
+        for m in r["images"]:
+            n = m["image"].split("/")[1]
+            history[n][m["revision"]] = rbd_export_sha("rbd/%s@%s" % (n, snap_name(src, m["revision"])))
+    for n in names:
+        check(len(run_json("ls", "--store", src, "rbd/" + n)) == 3, "the source keeps its own history")
+        check(cli_test.check_copies_restore(src, dst, n, history[n]) == 2, "%s: the target keeps 2 copies" % n)
+    ops = [o for o in run_json("log", "--store", dst) if o["op"] == "copy"]
+    check(len(ops) == 3 and all(o["result"] == "ok" for o in ops), "copy steps in the target's log: %s" % ops)
+    # A copy target that is not a store: the backups succeed, the run reports the copy's class.
+    conf2 = write_config("batch-copy-missing", base_config(src, "[job.bc]\npool = rbd\ninclude = bc-*\n",
+                                                           extra="[copy]\nto = %s\n" % os.path.join(TMP, "nowhere")))
+    rc, out, err = finish(start("run", "--config", conf2, "--format", "json", "--force"))
+    r = json.loads(out)
+    check(rc == cli_test.EXIT_NOT_FOUND and r["ok"] == len(names) and r["copy"]["result"] == "failed" and
+          r["copy"]["error_class"] == "not-found", "copy to a missing store: exit %d, %s" % (rc, r.get("copy")))
+    for n in names:
+        c.remove("rbd", n)
+
+
 SCENARIOS = {
     "batch_verify": scenario_batch_verify,
     "batch_many": scenario_batch_many,
@@ -671,6 +714,7 @@ SCENARIOS = {
     "batch_retry": scenario_batch_retry,
     "batch_kill": scenario_batch_kill,
     "batch_zero_size": scenario_batch_zero_size,
+    "batch_copy": scenario_batch_copy,
 }
 
 

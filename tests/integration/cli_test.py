@@ -660,6 +660,110 @@ def scenario_bad_input(c):
     c.remove("rbd", "bad-img")
 
 
+# ---- copy (offsite copies, issue 13 point 3) --------------------------------------------------
+
+def copy_json(src, dst, *extra):
+    out, _ = run("copy", "--from", src, "--to", dst, "--format", "json", *extra)
+    return json.loads(out)
+
+
+def check_copies_restore(src, dst, name, history):
+    """Every revision of the target restores byte for byte as `rbd export` of the source snapshot
+    it was copied from (matched by snapshot name); returns how many were compared."""
+    by_snap = {snap_name(src, rev): sha for rev, sha in history.items()}
+    compared = 0
+    for r in run_json("ls", "--store", dst, "rbd/" + name):
+        check(r["snapshot"] in by_snap, "target revision %s copies no source backup: %s" % (r["id"], r))
+        got = restore_file_sha(dst, "rbd/%s@%d" % (name, r["id"]))
+        check(got == by_snap[r["snapshot"]], "target revision %d (%s) does not restore as rbd export of it" %
+              (r["id"], r["snapshot"]))
+        compared += 1
+    return compared
+
+
+def scenario_copy(c):
+    """rbdvault copy to a second store: killed after a commit and inside a revision, then resumed;
+    every copied revision restores as rbd export of its source snapshot; a second copy copies and
+    reads nothing; unknown image, locked target and the operation log."""
+    seed = int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31)))
+    log("copy: seed %d" % seed)
+    rng = random.Random(seed)
+    src = new_store("copy_src")
+    dst = new_store("copy_dst")
+    history = make_history(c, src, "cp-img", 6, rng)
+    sizes = {r["size"] for r in run_json("ls", "--store", src)}
+    check(len(sizes) >= 2, "the history should include a resize: %s" % sizes)
+    # Killed right after the third revision's commit, then inside the fourth (its first new chunk).
+    run_killed_at("revision.committed:3", "copy", "--from", src, "--to", dst)
+    check(len(run_json("ls", "--store", dst)) == 3, "a kill after 3 commits must leave 3 revisions")
+    run_killed_at("pack.append:1", "copy", "--from", src, "--to", dst)
+    check(len(run_json("ls", "--store", dst)) == 3, "a kill inside a revision must leave only whole ones")
+    independent_check(dst, "--before-recovery", "--shallow")
+    j = copy_json(src, dst)
+    check(j["revisions_copied"] == 3 and j["revisions_skipped"] == 0, "resumed copy: %s" % j)
+    check(j["images"][0]["revisions_present"] == 3, "resumed copy: %s" % j)
+    check(j["bytes_read"] > 0 and j["bytes_written"] > 0, "resumed copy moved no data: %s" % j)
+    check(check_copies_restore(src, dst, "cp-img", history) == 6, "not every revision was copied")
+    independent_check(dst)
+    check(scrub_json(dst, "--deep")["clean"], "scrub of the target")
+    # Nothing new: nothing copied, no chunk read.
+    again = copy_json(src, dst)
+    check(again["revisions_copied"] == 0 and again["bytes_read"] == 0 and again["bytes_written"] == 0,
+          "second copy: %s" % again)
+    # One more backup, a copy of that image by name: only its new data is read.
+    with c.image("rbd", "cp-img") as img:
+        img.write(os.urandom(65536), 0)
+        img.write(os.urandom(1 << 20), 1 << 20)
+    r = backup(src, "rbd/cp-img")
+    history[r["revision"]] = rbd_export_sha("rbd/cp-img@%s" % snap_name(src, r["revision"]))
+    # Data that becomes zeros inside the image must read as zeros in the copy too.
+    with c.image("rbd", "cp-img") as img:
+        img.write(bytes(1 << 20), 1 << 20)
+    r = backup(src, "rbd/cp-img")
+    history[r["revision"]] = rbd_export_sha("rbd/cp-img@%s" % snap_name(src, r["revision"]))
+    j = copy_json(src, dst, "rbd/cp-img")
+    check(j["revisions_copied"] == 2 and 0 < j["bytes_read"] <= 65536 * 2 + (1 << 20), "incremental copy: %s" % j)
+    check(check_copies_restore(src, dst, "cp-img", history) == 8, "the new revisions were not copied")
+    # A second image holding the same data: every chunk is already in the target, none is read.
+    with c.image("rbd", "cp-img") as img:
+        data = img.read(0, img.size())
+    c.create("rbd", "cp-twin", len(data), FEATURES_FASTDIFF)
+    with c.image("rbd", "cp-twin") as img:
+        img.write(data, 0)
+    r = backup(src, "rbd/cp-twin")
+    twin = {r["revision"]: rbd_export_sha("rbd/cp-twin@%s" % snap_name(src, r["revision"]))}
+    j = copy_json(src, dst, "rbd/cp-twin")
+    check(j["revisions_copied"] == 1 and j["bytes_read"] == 0 and j["bytes_deduplicated"] > 0,
+          "a copy of data the target holds must read nothing: %s" % j)
+    check(check_copies_restore(src, dst, "cp-twin", twin) == 1, "the twin was not copied")
+    # Bad input: one line, the documented code, the target unchanged.
+    before = store_fingerprint(dst)
+    _, err = run("copy", "--from", src, "--to", dst, "rbd/no-such-image", rc=EXIT_NOT_FOUND)
+    check(len(err.strip().splitlines()) == 1 and "no-such-image" in err, "unknown image: %r" % err)
+    _, err = run("copy", "--from", src, rc=EXIT_USAGE)
+    check(len(err.strip().splitlines()) == 1 and "--to" in err, "missing --to: %r" % err)
+    _, err = run("copy", "--from", src, "--to", os.path.join(TMP, "no-store"), rc=EXIT_NOT_FOUND)
+    check(len(err.strip().splitlines()) == 1, "target missing: %r" % err)
+    os.makedirs(os.path.join(TMP, "not-a-store"), exist_ok=True)
+    _, err = run("copy", "--from", os.path.join(TMP, "not-a-store"), "--to", dst, rc=EXIT_USAGE)
+    check(len(err.strip().splitlines()) == 1, "source not a store: %r" % err)
+    _, err = run("copy", "--from", src, "--to", dst, "rbd/cp-img@1", rc=EXIT_USAGE)
+    check(len(err.strip().splitlines()) == 1 and "@REV" in err, "copy with @REV: %r" % err)
+    held = start_held("revision.begun", "backup", "--store", dst, "rbd/cp-img")
+    try:
+        _, err = run("copy", "--from", src, "--to", dst, rc=EXIT_LOCKED)
+        check(len(err.strip().splitlines()) == 1, "locked target: %r" % err)
+    finally:
+        held.kill()
+        held.wait()
+    check(store_fingerprint(dst) == before, "a refused copy changed the target")
+    ops = [o for o in run_json("log", "--store", dst) if o.get("op") == "copy"]
+    check(len(ops) >= 4 and ops[-1]["result"] == "failed", "copies in the target's log: %s" % ops[-3:])
+    check(any(o["result"] == "ok" and o["bytes"] > 0 for o in ops), "no successful copy logged: %s" % ops)
+    c.remove("rbd", "cp-img")
+    c.remove("rbd", "cp-twin")
+
+
 # ---- history (retention, gc, scrub, verify, repair, log) ---------------------------------------
 
 def make_history(c, store, name, rounds, rng, resize=True, write_bytes=1 << 20):
@@ -1860,6 +1964,7 @@ SCENARIOS = {
     "zero_size": scenario_zero_size,
     "bad_numbers": scenario_bad_numbers,
     "tiny_store": scenario_tiny_store,
+    "copy": scenario_copy,
     "restore_atomic": scenario_restore_atomic,
     "checker_selftest": scenario_checker_selftest,
     "promises_backup": scenario_promises_backup,

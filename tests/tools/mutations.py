@@ -49,6 +49,7 @@ ITEMS = {
     "I15a": "issue 15: a partly changed block is completed from the parent revision's chunk",
     "I15b": "issue 15: a damaged parent chunk makes the backup read the block whole, not fail",
     "I15c": "issue 15: incompressible blocks skip zstd, mixed blocks are still compressed",
+    "I13c": "issue 13.3: a copied revision restores byte for byte as its source; only missing chunks are read",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -266,4 +267,19 @@ MUTATIONS = [
      "edits": [("rbd/image.cc", "while (pending_.size() >= max_in_flight_) complete_front();",
                 "while (pending_.size() > max_in_flight_) complete_front();")],
      "tests": ["rbd:RbdTest.AsyncReaderKeepsReadsBoundedAndOrdered"]},
+    # ---- copy (issue 13.3) ---------------------------------------------------------------------
+    {"id": "copy-keeps-stale-blocks", "items": ["I13c"],
+     "edits": [("agent/copy.cc", "        w.put_zero(have[j].first);\n", "")],
+     "tests": ["gtest:CopyTest.CopiesEveryRevisionByteForByteThroughResizes", "cli:copy"]},
+    {"id": "copy-reads-every-chunk", "items": ["I13c"],
+     "edits": [("agent/copy.cc", "    if (w.put_existing(block, hash)) {", "    if (false) {")],
+     "tests": ["gtest:CopyTest.CopiesEveryRevisionByteForByteThroughResizes",
+               "gtest:CopyTest.DeduplicatesAcrossImagesAndChecksNamedImagesFirst", "cli:copy"]},
+    {"id": "copy-identity-ignores-snapshot", "items": ["I13c"],
+     "edits": [("agent/copy.cc", " && s.snap_id == t.snap_id &&\n         s.snap_name == t.snap_name && s.created == t.created;",
+                ";")],
+     "tests": ["gtest:CopyTest.ResumesAfterAForgetInTheSourceAndSkipsWhatTheTargetExpired", "cli:copy"]},
+    {"id": "copy-step-no-retention", "items": ["I13c"],
+     "edits": [("agent/copy_step.cc", "    if (!c.retention.empty()) {", "    if (false) {")],
+     "tests": ["batch:batch_copy"]},
 ]
