@@ -43,7 +43,10 @@ class Served:
         conn = http.client.HTTPConnection(host, self.port, timeout=120)
         conn.request(method, path, headers=headers or {})
         r = conn.getresponse()
-        body = r.read()
+        try:
+            body = r.read()
+        except (http.client.IncompleteRead, ConnectionError):
+            body = None  # the server cut the body short: how it refuses bytes that failed their check
         conn.close()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, body
 
@@ -64,6 +67,8 @@ class Served:
 
 
 def export(spec, path):
+    if os.path.exists(path):
+        os.unlink(path)
     subprocess.run(["rbd", "-c", CONF, "export", "--no-progress", spec, path], check=True, capture_output=True)
     with open(path, "rb") as f:
         return f.read()
@@ -155,6 +160,9 @@ def scenario_serve_http(c):
         # A new backup appears without a restart, as a new revision of the same image.
         fill(c, "serve-a", rng, 3)
         a2 = run_json("backup", "--store", store, "rbd/serve-a")["revision"]
+        # The server reopens the store at most once a second (its TTL): wait for that event.
+        wait_for(lambda: len(s.get_json("/v1/images/rbd/serve-a")["revisions"]) == 2, "revision %d listed" % a2,
+                 timeout=30)
         j = s.get_json("/v1/images/rbd/serve-a")
         check([r["id"] for r in j["revisions"]] == [a1, a2], "after a new backup: %s" % j)
         v2 = check_raw(s, store, "rbd/serve-a", a2, work)
@@ -172,6 +180,15 @@ def scenario_serve_http(c):
         st, _, _ = s.request("HEAD", "/v1/raw/rbd/serve-b/%d" % b1)
         check(st == 200, "after a restart: %d" % st)
         s.stop(signal.SIGINT)
+        # Every read is verified: a flipped bit in a stored chunk cuts the body, never serves it.
+        cli_test.corrupt_first_chunk(store)
+        s = Served(store)  # a fresh server: nothing cached from before the damage
+        st, h, body = s.request("GET", "/v1/raw/rbd/serve-a/%d" % a1)
+        check(body is None or (st == 200 and len(body) < SIZE) or st >= 500,
+              "damaged chunk: status %d and %s bytes sent" % (st, None if body is None else len(body)))
+        st, _, _ = s.request("HEAD", "/v1/raw/rbd/serve-b/%d" % b1)
+        check(st == 200, "the server must keep serving after a damaged read: %d" % st)
+        s.stop()
     finally:
         s.abandon()
     for name in ("serve-a", "serve-b"):
