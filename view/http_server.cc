@@ -76,6 +76,11 @@ class RevisionServer::Impl {
     // httplib owns the queue it gets from this factory (its API takes a raw pointer).
     http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     http_.set_payload_max_length(kMaxPayload);
+    // One request per connection. httplib 0.11 reads each request of a keep-alive connection
+    // through a fresh buffered stream, so a pipelined request (librbd's migration HTTP client
+    // pipelines) is swallowed by the previous one's buffer: the client waits out the keep-alive
+    // timeout (5 s) and retries on a new connection. `Connection: close` makes it reconnect at once.
+    http_.set_keep_alive_max_count(1);
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       // httplib would apply the Range header again to what we answer (and, for a streamed body,
       // without 416): ranges are ours alone. The request is a non-const local of httplib's.
@@ -92,6 +97,10 @@ class RevisionServer::Impl {
     });
     http_.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       if (res.status == 404 && res.body.empty()) error(res, 404, "not-found", 3, "no such endpoint");
+    });
+    http_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+      spdlog::debug("{}:{} {} {} {} -> {}", req.remote_addr, req.remote_port, req.method, req.path,
+                    req.get_header_value("Range"), res.status);
     });
     const auto raw = [this](const httplib::Request& req, httplib::Response& res) { serve_raw(req, res); };
     http_.Get(R"(/v1/raw/([^/]+)/([^/]+)/([0-9]{1,19}))", raw);  // HEAD is routed to GET handlers

@@ -168,6 +168,19 @@ def scenario_serve_http(c):
         v2 = check_raw(s, store, "rbd/serve-a", a2, work)
         st, _, body = s.request("GET", "/v1/raw/rbd/serve-a/%d" % a1)
         check(st == 200 and body != v2, "revision %d must still be the old bytes" % a1)
+        # librbd's own HTTP client reads the raw endpoint: an import-only live migration whose source
+        # is the URL (what instant restore does) reads back exactly the revision.
+        c.remove("rbd", "serve-mig")
+        spec = json.dumps({"type": "raw", "stream": {"type": "http",
+                                                     "url": "http://127.0.0.1:%d/v1/raw/rbd/serve-a/%d" % (s.port, a2)}})
+        subprocess.run(["rbd", "-c", CONF, "migration", "prepare", "--import-only", "--source-spec", spec,
+                        "rbd/serve-mig"], check=True, capture_output=True)
+        try:
+            got = export("rbd/serve-mig", os.path.join(work, "mig.img"))
+            check(got == v2, "migration through the server: %d bytes, differ from rbd export" % len(got))
+        finally:
+            subprocess.run(["rbd", "-c", CONF, "migration", "abort", "--no-progress", "rbd/serve-mig"],
+                           capture_output=True)
         # The status page, rendered by a real browser.
         dom = chromium_dom("http://127.0.0.1:%d/" % s.port)
         rows = page_rows(dom)
