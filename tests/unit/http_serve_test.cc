@@ -208,3 +208,22 @@ TEST_F(HttpServer, TokenRequiredOffLoopbackAndChecked) {
 
 }  // namespace
 }  // namespace rbdvault::view
+
+namespace rbdvault::view {
+namespace {
+
+TEST_F(HttpServer, NamesArePercentEncodedAndDecoded) {
+  const std::string image = random_bytes(5000, 9);
+  const auto rev = put("vm 101%x", image);
+  auto server = start();
+  const std::string url = server->url_for("rbd", "vm 101%x", rev.id);
+  EXPECT_NE(url.find("/v1/raw/rbd/vm%20101%25x/"), std::string::npos) << url;
+  httplib::Client cli("127.0.0.1", server->port());
+  auto res = cli.Get(url.substr(url.find("/v1/")).c_str());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_TRUE(res->body == image);
+}
+
+}  // namespace
+}  // namespace rbdvault::view
