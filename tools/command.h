@@ -60,6 +60,7 @@ struct Command {
 [[nodiscard]] std::vector<Command> maintenance_commands();  // gc, du, scrub, repair, log
 [[nodiscard]] std::vector<Command> batch_commands();        // run, agent, status, check
 [[nodiscard]] std::vector<Command> mount_commands();        // mount, fsck
+[[nodiscard]] std::vector<Command> serve_commands();        // serve
 
 // `check` follows the Nagios plugin conventions: every error of its own is UNKNOWN (3), on stdout,
 // as "RBDVAULT UNKNOWN - CLASS: message".
