@@ -32,12 +32,15 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // The target's name is taken: say what it is. A migration target left by a killed instant restore
 // reads through to a server that is gone; its owner removes it with `rbd migration abort`.
 [[noreturn]] void refuse_existing(rbd::Cluster& cluster, const std::string& pool, const std::string& name) {
+  const std::string cure = "if it was left by a killed instant restore, `rbd migration abort " + pool + "/" + name +
+                           "` removes it";
   std::string hint;
   try {
     if (auto st = rbd::migration_status(cluster, pool, name))
-      hint = " (an unfinished migration, state " + st->state + ": if it was left by a killed instant restore, `rbd "
-             "migration abort " + pool + "/" + name + "` removes it)";
-  } catch (const rbd::CephError&) {
+      hint = " (an unfinished migration, state " + st->state + ": " + cure + ")";
+  } catch (const rbd::CephError& e) {
+    // librbd opens a migration target's source to report on it: one whose server is gone fails.
+    if (!e.not_found()) hint = " (it cannot be opened, " + std::string(e.what()) + ": " + cure + ")";
   }
   throw StoreError(StoreError::Kind::kExists, "image " + pool + "/" + name + " already exists" + hint +
                                                   "; refusing to overwrite it");
