@@ -8,6 +8,7 @@ Holds use RBDVAULT_PAUSE_AT (store/crash_points.h): only the restoring thread wa
 in-process server keeps answering the reads a test makes meanwhile (a SIGSTOP would freeze it).
 """
 
+import hashlib
 import os
 import random
 import signal
@@ -23,11 +24,12 @@ from cli_test import (CONF, EXIT_EXISTS, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_
 
 BLOCK = 4096
 SIZE = 24 << 20
+ORDER = 21  # not the default: the target must get the source's object size
 
 
 def make_image(c, name, seed):
     """A 24 MiB image with random data in scattered 64 KiB runs (the rest zeros, never written)."""
-    c.create("rbd", name, SIZE, FEATURES_FASTDIFF)
+    c.create("rbd", name, SIZE, FEATURES_FASTDIFF, order=ORDER)
     rng = random.Random(seed)
     with c.image("rbd", name) as img:
         for _ in range(60):
@@ -65,13 +67,12 @@ def rbd_info_features(name):
 
 
 def compare_random_blocks(c, target, oracle, rng, count):
-    """Reads COUNT random 4 KiB blocks of rbd/TARGET through a read-write librbd handle (any client)
-    and compares each with the same block of the backup's snapshot."""
+    """Reads block 0 and COUNT random 4 KiB blocks of rbd/TARGET through a read-write librbd handle (any client)
+    and compares each with the same block of the backup's snapshot (its bytes, read before)."""
     with c.image("rbd", target) as img:
         check(img.size() == SIZE, "target size %d, revision %d" % (img.size(), SIZE))
-        for _ in range(count):
-            off = rng.randrange(0, SIZE // BLOCK) * BLOCK
-            got, want = img.read(off, BLOCK), oracle.read(off, BLOCK)
+        for off in [0] + [rng.randrange(0, SIZE // BLOCK) * BLOCK for _ in range(count)]:
+            got, want = img.read(off, BLOCK), oracle[off:off + BLOCK]
             check(got == want, "block at %d of %s differs from the revision" % (off, target))
 
 
@@ -91,8 +92,12 @@ def scenario_instant_restore(c):
     rev = backup(store, "rbd/inst-src")["revision"]
     snap = snap_name(store, rev)
     oracle_sha = rbd_export_sha("rbd/inst-src@" + snap)
-    with c.image("rbd", "inst-src") as img:  # a change after the backup: the restore must not see it
-        img.write(b"\xff" * BLOCK, 0)
+    with c.image("rbd", "inst-src", snap) as img:  # the snapshot goes with the next backup
+        oracle = img.read(0, SIZE)
+    check(hashlib.sha256(oracle).hexdigest() == oracle_sha[0], "python3-rbd read of the snapshot vs rbd export")
+    with c.image("rbd", "inst-src") as img:  # a newer revision differs at block 0: restoring the old one
+        img.write(b"\xff" * BLOCK, 0)          # must not serve the new one's bytes
+    check(backup(store, "rbd/inst-src")["revision"] > rev, "second backup")
     target = "inst-t-%d" % os.getpid()
     c.remove("rbd", target)
     rng = random.Random(7)
@@ -104,11 +109,10 @@ def scenario_instant_restore(c):
         check(migration_state(c, target) == rbd.RBD_IMAGE_MIGRATION_STATE_PREPARED,
               "the held target is a prepared migration: %s" % migration_state(c, target))
         check("migrating" in rbd_info_features(target), "target not migrating: " + rbd_info_features(target))
-        with c.image("rbd", "inst-src", snap) as oracle:
-            # Nothing is copied yet: every block read goes through to the revision over HTTP.
-            compare_random_blocks(c, target, oracle, rng, 64)
-            os.unlink(pause)  # the copy starts; readers go on meanwhile
-            compare_random_blocks(c, target, oracle, rng, 64)
+        # Nothing is copied yet: every block read goes through to the revision over HTTP.
+        compare_random_blocks(c, target, oracle, rng, 64)
+        os.unlink(pause)  # the copy starts; readers go on meanwhile
+        compare_random_blocks(c, target, oracle, rng, 64)
         out, err = p.communicate(timeout=600)
     finally:
         if p.poll() is None:
@@ -118,6 +122,10 @@ def scenario_instant_restore(c):
     check(rbd_export_sha("rbd/" + target) == oracle_sha, "rbd export of the target differs from the revision")
     check(migration_state(c, target) is None, "a migration is left on " + target)
     check("migrating" not in rbd_info_features(target), "still migrating: " + rbd_info_features(target))
+    with c.image("rbd", target) as img:
+        check(img.stat()["order"] == ORDER and img.features() & FEATURES_FASTDIFF == FEATURES_FASTDIFF,
+              "target order %d features %x, source %d %x" % (img.stat()["order"], img.features(), ORDER,
+                                                             FEATURES_FASTDIFF))
     c.remove("rbd", target)
     # --format json, on a port chosen by the caller: usable before committed.
     j = run_json("restore", "--store", store, "rbd/inst-src@%d" % rev, "--to", "rbd/" + target, "--instant",
