@@ -1,8 +1,10 @@
 #include "agent/instant_restore.h"
 
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -98,6 +100,45 @@ class StopWatcher {
   std::thread thread_;
 };
 
+// The server reports a failed read (a chunk failing its check, an unreadable pack) only in its log,
+// and librbd answers a cut connection by retrying the same read for ever: an instant restore would
+// hang on a damaged chunk. This sink on the process's logger notes the first error-level message
+// while the restore serves, so the restore can stop serving, abort and say why.
+// (A failure callback in view::ServeOptions would be the cleaner seam; the server has none yet.)
+class ErrorTap : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::optional<std::string> first() {
+    std::lock_guard<std::mutex> l(mutex_);
+    return first_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (msg.level >= spdlog::level::err && !first_) first_ = std::string(msg.payload.data(), msg.payload.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::optional<std::string> first_;
+};
+
+// Adds the tap to the default logger for its lifetime. Added before the server starts and removed
+// after it stopped: no other thread logs while the logger's sink list changes.
+class ScopedTap {
+ public:
+  ScopedTap() : tap_(std::make_shared<ErrorTap>()) { spdlog::default_logger()->sinks().push_back(tap_); }
+  ~ScopedTap() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), tap_), sinks.end());
+  }
+  ScopedTap(const ScopedTap&) = delete;
+  ScopedTap& operator=(const ScopedTap&) = delete;
+  std::optional<std::string> first_error() { return tap_->first(); }
+
+ private:
+  std::shared_ptr<ErrorTap> tap_;
+};
+
 void check_block_map(store::Store& store, const store::RevisionRecord& rev, bool enforce) {
   if (store.compute_digest(rev) == rev.digest) return;
   if (!enforce) {
@@ -142,13 +183,27 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   serve.port = options.listen_port;
   // The server is declared before the migration: an abort (the migration's destructor) runs while it
   // still serves, and needs nothing from it anyway.
+  ScopedTap tap;  // before the server's threads, after them (declared first, destroyed last)
   std::unique_ptr<view::RevisionServer> server = view::RevisionServer::start(options.store_dir, serve);
   InstantRestoreResult result;
   result.source_url = server->url_for(rev.pool, rev.name, rev.id);
-  StopWatcher watcher(options.stop, [&server] {
-    spdlog::info("stopping: serving ends, the migration is aborted and its target removed");
-    server->stop();
-  });
+  std::atomic<bool> source_failed{false};  // set by the watcher thread before it stops the server
+  const auto stop = options.stop;
+  const auto source_error = [&](const std::string& removed) {
+    return StoreError(StoreError::Kind::kCorrupt, "serving revision " + std::to_string(rev.id) + " of " + rev.pool +
+                                                      "/" + rev.name + " failed (" + tap.first_error().value_or("") +
+                                                      "); " + removed + "; run `rbdvault scrub`");
+  };
+  StopWatcher watcher(
+      [&] {
+        if (stop && stop()) return true;
+        source_failed = tap.first_error().has_value();
+        return source_failed.load();
+      },
+      [&server] {
+        spdlog::info("stopping: serving ends, the migration is aborted and its target removed");
+        server->stop();
+      });
 
   rbd::NewImageOptions image;
   image.order = rev.order;
@@ -181,21 +236,23 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
     });
   } catch (const rbd::CephError& e) {
     const std::string cleanup = abort_target(*migration);
+    const std::string removed = cleanup.empty() ? "the migration is aborted and " + target + " removed" : cleanup;
+    if (source_failed) throw source_error(removed);
     if (watcher.fired() && cleanup.empty()) {
       result.stopped = true;
       result.seconds = seconds_since(started);
       return result;
     }
     throw rbd::CephError("copying revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
-                             " into " + target + " failed; " +
-                             (cleanup.empty() ? "the migration is aborted and " + target + " removed" : cleanup),
+                             " into " + target + " failed; " + removed,
                          e.code());
   }
   crash.reached("instant.executed");
   if (watcher.fired()) {  // the copy finished as the stop came: still stop, as asked
     result.stopped = true;
-    if (const std::string cleanup = abort_target(*migration); !cleanup.empty())
-      throw StoreError(StoreError::Kind::kIO, "stopped; " + cleanup);
+    const std::string cleanup = abort_target(*migration);
+    if (source_failed) throw source_error(cleanup.empty() ? "the migration is aborted and " + target + " removed" : cleanup);
+    if (!cleanup.empty()) throw StoreError(StoreError::Kind::kIO, "stopped; " + cleanup);
     result.seconds = seconds_since(started);
     return result;
   }

@@ -142,8 +142,8 @@ def scenario_instant_restore(c):
 
 
 def scenario_instant_failures(c):
-    """Bad input, an existing target, SIGTERM during the copy, the source lost during the copy, and
-    the whole process killed: each with its exit code and one error line, and no target left (after
+    """Bad input, an existing target, SIGTERM during the copy, the source lost during the copy, the
+    whole process killed, a damaged chunk: each with its exit code and one error line, and no target left (after
     a SIGKILL, the documented `rbd migration abort`)."""
     store = new_store("instant-fail")
     make_image(c, "instf-src", 2)
@@ -219,6 +219,14 @@ def scenario_instant_failures(c):
     check(rbd_export_sha("rbd/" + target) == rbd_export_sha("rbd/instf-src@" + snap_name(store, rev)),
           "restore after the cleanup differs from the revision")
     c.remove("rbd", target)
+    # A damaged chunk: the server cuts the read and librbd would retry it for ever; the restore
+    # notices the failed read, stops serving, aborts and exits 5 naming the chunk.
+    cli_test.corrupt_first_chunk(store)
+    _, err = run("restore", "--store", store, spec, "--to", "rbd/" + target, "--instant", rc=cli_test.EXIT_DAMAGE)
+    lines = error_lines(err)
+    check(len(lines) == 1 and "does not match its SHA-256" in lines[0] and "removed" in lines[0],
+          "damaged chunk, error line: %r" % err[-2000:])
+    check_gone(c, target, "a damaged chunk")
     c.remove("rbd", "instf-src")
 
 
