@@ -18,6 +18,7 @@ PACKAGES=(
   rocksdb-tools python3-zstandard
   dpkg-dev debhelper lintian help2man man-db mmdebstrap bash-completion prometheus
   libfuse3-dev fuse3 libblkid-dev                   # mount, fsck (issue 14)
+  libcpp-httplib-dev chromium                       # serve; its status page tested headless (issue 14)
   e2fsprogs xfsprogs dosfstools fdisk               # fsck's checkers; the mount/fsck tests' disks
 )
 

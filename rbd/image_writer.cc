@@ -7,6 +7,7 @@
 
 #include "rbd/cluster.h"
 #include "rbd/error.h"
+#include "rbd/new_image_options.h"
 
 namespace rbdvault::rbd {
 
@@ -25,15 +26,7 @@ ImageWriter::ImageWriter(Cluster& cluster, const std::string& pool, const std::s
   librados::IoCtx io = cluster.open_pool(pool);
   librbd::RBD rbd;
   librbd::ImageOptions opts;
-  if (options.order > 0) check(opts.set(RBD_IMAGE_OPTION_ORDER, uint64_t(options.order)), "set image order");
-  // Journaling and mirroring bits need cluster setup a restore must not assume.
-  constexpr uint64_t kRestorable = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP |
-                                   RBD_FEATURE_FAST_DIFF | RBD_FEATURE_DEEP_FLATTEN;
-  if (options.features != 0) {
-    uint64_t features = options.features & kRestorable;
-    if (features == 0) features = RBD_FEATURE_LAYERING;
-    check(opts.set(RBD_IMAGE_OPTION_FEATURES, features), "set image features");
-  }
+  set_new_image_options(opts, options);
   int r = rbd.create4(io, name.c_str(), options.size, opts);
   if (r == -EEXIST) throw CephError("image " + pool + "/" + name + " already exists; refusing to overwrite it", r);
   check(r, "create image " + pool + "/" + name);
@@ -108,6 +101,17 @@ void ImageWriter::commit_as(const std::string& final_name) {
   check(r, "rename image " + pool_ + "/" + name_ + " to " + final_name);
   name_ = final_name;
   committed_ = true;
+}
+
+void set_new_image_options(librbd::ImageOptions& opts, const NewImageOptions& options) {
+  if (options.order > 0) check(opts.set(RBD_IMAGE_OPTION_ORDER, uint64_t(options.order)), "set image order");
+  constexpr uint64_t kRestorable = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP |
+                                   RBD_FEATURE_FAST_DIFF | RBD_FEATURE_DEEP_FLATTEN;
+  if (options.features != 0) {
+    uint64_t features = options.features & kRestorable;
+    if (features == 0) features = RBD_FEATURE_LAYERING;
+    check(opts.set(RBD_IMAGE_OPTION_FEATURES, features), "set image features");
+  }
 }
 
 bool image_exists(Cluster& cluster, const std::string& pool, const std::string& name) {

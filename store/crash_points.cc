@@ -33,13 +33,26 @@ bool CrashPoints::Trigger::fires(std::string_view at) {
 void CrashPoints::load_environment() {
   crash_.parse("RBDVAULT_CRASH_AT");
   stop_.parse("RBDVAULT_STOP_AT");
+  pause_.parse("RBDVAULT_PAUSE_AT");
+  if (const char* file = std::getenv("RBDVAULT_PAUSE_FILE"); file && *file) pause_file_ = file;
+  if (!pause_.step.empty() && pause_file_.empty())
+    throw std::invalid_argument("RBDVAULT_PAUSE_AT needs RBDVAULT_PAUSE_FILE (the file the test removes to go on)");
   if (const char* trace = std::getenv("RBDVAULT_CRASH_TRACE"); trace && *trace) trace_path_ = trace;
   if (const char* faults = std::getenv("RBDVAULT_FAULT"); faults && *faults) faults_ = "," + std::string(faults) + ",";
-  enabled_ = observer_ != nullptr || !crash_.step.empty() || !stop_.step.empty() || !trace_path_.empty();
+  enabled_ = observer_ != nullptr || !crash_.step.empty() || !stop_.step.empty() || !pause_.step.empty() ||
+             !trace_path_.empty();
 }
 
 bool CrashPoints::fault(std::string_view fault) const {
   return !faults_.empty() && faults_.find("," + std::string(fault) + ",") != std::string::npos;
+}
+
+void CrashPoints::pause_here() const {
+  const int fd = ::open(pause_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;  // nobody could release us: do not hold
+  ::close(fd);
+  // Polling a test-only file: this thread holds, the rest of the process goes on.
+  while (::access(pause_file_.c_str(), F_OK) == 0) ::usleep(10000);
 }
 
 void CrashPoints::reached(std::string_view step) {
@@ -54,6 +67,7 @@ void CrashPoints::reached(std::string_view step) {
       ::close(fd);
     }
   }
+  if (pause_.fires(step)) pause_here();
   if (stop_.fires(step)) ::kill(::getpid(), SIGSTOP);  // returns once a SIGCONT arrives
   if (!crash_.fires(step)) return;
   ::kill(::getpid(), SIGKILL);

@@ -6,6 +6,10 @@
 //                                STEP "*" counts every step, so "*:17" dies at the 17th step passed.
 //   RBDVAULT_STOP_AT=STEP[:N]    SIGSTOP this process there instead: a test holds it at a known step
 //                                (holding the store's locks), acts, and lets it go on with SIGCONT.
+//   RBDVAULT_PAUSE_AT=STEP[:N]   hold only the thread passing STEP there; the rest of the process goes
+//   RBDVAULT_PAUSE_FILE=PATH     on (e.g. an in-process server that a test reads through while
+//                                the operation holds). The thread creates PATH and waits until the
+//                                test removes it. Needs both variables.
 //   RBDVAULT_FAULT=NAME[,NAME]   switch on named faults that simulate bugs elsewhere (e.g.
 //                                "diff.miss": the backup ignores what Ceph's diff reports), so
 //                                the defences against such bugs can be tested.
@@ -48,9 +52,11 @@ class CrashPoints {
     void parse(const char* variable);
     bool fires(std::string_view at);  // counts a pass of `at`; true on the Nth
   };
+  void pause_here() const;
+
   bool enabled_ = false;
-  Trigger crash_, stop_;
-  std::string trace_path_;
+  Trigger crash_, stop_, pause_;
+  std::string trace_path_, pause_file_;
   std::string faults_;  // ",a,b,"
   std::function<void(std::string_view)> observer_;
 };

@@ -1,18 +1,96 @@
 // Commands that read a revision back: restore (to an image or a file), verify (against Ceph).
+#include <csignal>
+#include <cstdio>
 #include <iostream>
 
+#include "agent/error_class.h"
+#include "agent/instant_restore.h"
 #include "agent/restore.h"
 #include "agent/verify.h"
 #include "store/error.h"
 #include "tools/command.h"
 #include "tools/human.h"
 #include "tools/progress.h"
+#include "tools/signals.h"
 
 namespace rbdvault::tools {
 namespace {
 
-int cmd_restore(const Args& a) {
+std::string fixed_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", s);
+  return buf;
+}
+
+// HOST:PORT, [IPv6]:PORT; port 0: any free port.
+std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw UsageError("bad --listen '" + text + "': expected HOST:PORT");
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') throw UsageError("bad --listen '" + text + "': unclosed [");
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    throw UsageError("bad --listen '" + text + "': write an IPv6 address as [ADDR]:PORT");
+  }
+  const std::string port = text.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535)
+    throw UsageError("bad --listen '" + text + "': the port must be 0 to 65535");
+  return {host, static_cast<uint16_t>(std::stoul(port))};
+}
+
+// --instant: the target is usable at once, filled in the background (agent/instant_restore.h).
+int instant_restore(const Args& a, const std::string& spec_text, const rbd::ImageSpec& dst) {
   const rbd::ConnectOptions connect = connect_options(a);
+  agent::InstantRestoreOptions o;
+  if (!a.str("listen").empty()) std::tie(o.listen_host, o.listen_port) = parse_listen(a.str("listen"));
+  if (!agent::is_local_listen_address(o.listen_host))
+    throw UsageError("restore: --listen " + o.listen_host +
+                     " is not a loopback address: librbd's http source sends no credentials, so the revision is "
+                     "served to this host only (clients elsewhere open the target after the commit)");
+  o.store_dir = require_store(a);
+  o.check_digest = !a.flag("skip-digest-check");
+  SignalFlags signals;  // before any thread starts: librados' and the server's threads inherit the mask
+  o.stop = [&] { return signals.stop_requested(); };
+  return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
+    auto st = store::Store::open(o.store_dir, store::OpenMode::kReadOnly);
+    const store::RevisionRecord rev = resolve_revision(*st, spec_text);
+    Progress progress(!a.quiet());
+    o.progress = progress.callback();
+    o.on_usable = [&](const std::string& target) {
+      if (a.json() || a.quiet()) return;
+      std::cout << target << " is usable now (reads go to revision " << rev.id
+                << " through this process until the copy is committed; open it on this host only until then)"
+                << std::endl;
+    };
+    rbd::Cluster cluster(connect);
+    const agent::InstantRestoreResult r = agent::instant_restore(cluster, *st, rev, dst.pool, dst.image, o);
+    if (r.stopped) {
+      const int sig = signals.stop_signal() ? signals.stop_signal() : SIGTERM;
+      std::fprintf(stderr, "rbdvault: error: %s: instant restore stopped; the migration is aborted and %s removed\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", dst.str().c_str());
+      return agent::kSignalExitBase + sig;
+    }
+    if (a.json()) {
+      print_json(Json{{"image", rev.pool + "/" + rev.name},
+                      {"revision", rev.id},
+                      {"target", dst.str()},
+                      {"size", rev.size},
+                      {"instant", true},
+                      {"usable_seconds", r.usable_seconds},
+                      {"seconds", r.seconds}});
+    } else if (!a.quiet()) {
+      std::cout << "restored " << rev.pool << "/" << rev.name << "@" << rev.id << " to " << dst.str() << " ("
+                << human_size(rev.size) << ", usable after " << fixed_seconds(r.usable_seconds)
+                << ", copy committed after " << fixed_seconds(r.seconds) << ")\n";
+    }
+    bytes = rev.size;
+    return 0;
+  });
+}
+
+int cmd_restore(const Args& a) {
   const std::string spec_text = one_positional(a, "POOL/IMAGE[@REV]");
   const std::string to = a.str("to"), to_file = a.str("to-file");
   if (to.empty() == to_file.empty()) throw UsageError("restore: give exactly one of --to POOL/NAME or --to-file PATH");
@@ -21,6 +99,10 @@ int cmd_restore(const Args& a) {
     dst = parse_spec(to);
     if (!dst->snap.empty()) throw UsageError("restore: --to takes POOL/NAME without @SNAP");
   }
+  if (a.flag("instant") && !dst) throw UsageError("restore: --instant restores to an image (--to POOL/NAME)");
+  if (!a.flag("instant") && !a.str("listen").empty()) throw UsageError("restore: --listen needs --instant");
+  if (a.flag("instant")) return instant_restore(a, spec_text, *dst);
+  const rbd::ConnectOptions connect = connect_options(a);
   return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
     auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
     const store::RevisionRecord rev = resolve_revision(*st, spec_text);
@@ -86,15 +168,20 @@ int cmd_verify(const Args& a) {
 std::vector<Command> restore_commands() {
   std::vector<Command> c;
   c.push_back(
-      {"restore", "--store DIR POOL/IMAGE[@REV] --to POOL/NAME | --to-file PATH",
+      {"restore", "--store DIR POOL/IMAGE[@REV] --to POOL/NAME [--instant [--listen HOST:PORT]] | --to-file PATH",
        "Restore a revision (default: the latest) to a new RBD image or a file. The target appears "
-       "complete and digest-checked, or not at all.",
+       "complete and digest-checked, or not at all. With --instant the image is usable at once (an "
+       "RBD live migration reading through to this process) and is filled in the background.",
        kStoreOption | kCephOptions | kFormatOption,
        [](po::options_description& o) {
          // clang-format off
                  o.add_options()
                      ("to", po::value<std::string>()->value_name("POOL/NAME"), "restore to this new RBD image")
                      ("to-file", po::value<std::string>()->value_name("PATH"), "restore to this new file")
+                     ("instant", po::bool_switch(),
+                      "make the image usable at once and copy in the background (live migration)")
+                     ("listen", po::value<std::string>()->value_name("HOST:PORT"),
+                      "with --instant: serve the revision on this loopback address (default 127.0.0.1:0, any port)")
                      ("skip-digest-check", po::bool_switch(),
                       "restore even when the recomputed digest differs (salvage only)");
          // clang-format on

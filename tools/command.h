@@ -64,6 +64,7 @@ struct Command {
 [[nodiscard]] std::vector<Command> copy_commands();         // copy
 // The batch run's fsck step (fsck = yes), backed by view/'s fsck (cmd_mount.cc).
 [[nodiscard]] agent::FsckFunction batch_fsck();
+[[nodiscard]] std::vector<Command> serve_commands();        // serve
 
 // `check` follows the Nagios plugin conventions: every error of its own is UNKNOWN (3), on stdout,
 // as "RBDVAULT UNKNOWN - CLASS: message".

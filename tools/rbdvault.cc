@@ -21,7 +21,8 @@ namespace {
 
 std::vector<Command> all_commands() {
   std::vector<Command> all;
-  for (auto group : {backup_commands, restore_commands, history_commands, maintenance_commands, batch_commands, mount_commands, copy_commands})
+  for (auto group : {backup_commands, restore_commands, history_commands, maintenance_commands, batch_commands,
+                     mount_commands, copy_commands, serve_commands})
     for (auto& c : group()) all.push_back(std::move(c));
   return all;
 }

@@ -55,7 +55,7 @@ def main():
     for c in ("backup", "restore", "verify", "repair", "images"):
         check({"conf", "id", "keyring"} <= own[c], "%s lacks the Ceph options: %s" % (c, own[c]))
     for c in ("init", "ls", "forget", "expire", "protect", "unprotect", "gc", "du", "scrub", "log", "status", "check",
-              "rebuild-index", "upgrade", "mount", "fsck", "copy"):
+              "rebuild-index", "upgrade", "mount", "fsck", "copy", "serve"):
         check(not ({"conf", "id", "keyring"} & own[c]), "%s takes Ceph options but never talks to Ceph" % c)
     check("deep" not in own["backup"], "backup lists --deep")
     refused = 0

@@ -12,6 +12,7 @@ A mutation is a dict:
            rbd:FILTER       build/tests/rbd_integration_tests --gtest_filter=FILTER (cluster)
            cli:SCENARIO     tests/integration/cli_test.py SCENARIO (cluster)
            batch:SCENARIO   tests/integration/batch_test.py SCENARIO (cluster)
+           instant:SCENARIO tests/integration/instant_test.py SCENARIO (cluster)
   env    optional extra environment for the tests (e.g. fewer kills to save time)
 
 Anchors are kept short but unique; prefer stable files (agent/, rbd/, store/revision_writer.cc).
@@ -50,6 +51,8 @@ ITEMS = {
     "I15b": "issue 15: a damaged parent chunk makes the backup read the block whole, not fail",
     "I15c": "issue 15: incompressible blocks skip zstd, mixed blocks are still compressed",
     "I13c": "issue 13.3: a copied revision restores byte for byte as its source; only missing chunks are read",
+    "I14a": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
+    "I14b": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -238,6 +241,18 @@ MUTATIONS = [
     {"id": "failed-restore-keeps-file", "items": ["P2"],
      "edits": [(RESTORE, "if (!published_) ::unlink(path_.c_str());", "(void)published_;")],
      "tests": ["gtest:RestoreTest.LostBlockMapEntryFailsTheRestore", "cli:restore_atomic"]},
+
+    # ---- instant restore (issue 14.3) ------------------------------------------------------------
+    {"id": "instant-serves-another-revision", "items": ["I14a"],
+     "edits": [("agent/instant_restore.cc", "server->url_for(rev.pool, rev.name, rev.id)",
+                "server->url_for(rev.pool, rev.name, rev.id + 1)")],
+     "tests": ["instant:instant_restore"]},
+    {"id": "instant-never-commits", "items": ["I14a"],
+     "edits": [("agent/instant_restore.cc", "  migration->commit();\n", "")],
+     "tests": ["instant:instant_restore"]},
+    {"id": "instant-abort-does-nothing", "items": ["I14b"],
+     "edits": [("rbd/migration.cc", "  done_ = true;  // one attempt", "  done_ = true; return;  // one attempt")],
+     "tests": ["instant:instant_failures"]},
 
     # ---- operation log, signals, repair, reads in flight -------------------------------------------
     {"id": "killed-op-logged-ok", "items": ["P8"],

@@ -1,0 +1,268 @@
+#include "agent/instant_restore.h"
+
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "rbd/cluster.h"
+#include "rbd/error.h"
+#include "rbd/migration.h"
+#include "store/error.h"
+#include "store/store.h"
+#include "view/http_auth.h"
+#include "view/http_server.h"
+
+namespace rbdvault::agent {
+namespace {
+
+using store::StoreError;
+
+// How often a stop request (SIGTERM/SIGINT) is looked at while librbd works.
+constexpr auto kStopPoll = std::chrono::milliseconds(50);
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The target's name is taken: say what it is. A migration target left by a killed instant restore
+// reads through to a server that is gone; its owner removes it with `rbd migration abort`.
+[[noreturn]] void refuse_existing(rbd::Cluster& cluster, const std::string& pool, const std::string& name) {
+  const std::string cure = "if it was left by a killed instant restore, `rbd migration abort " + pool + "/" + name +
+                           "` removes it";
+  std::string hint;
+  try {
+    if (auto st = rbd::migration_status(cluster, pool, name))
+      hint = " (an unfinished migration, state " + st->state + ": " + cure + ")";
+  } catch (const rbd::CephError& e) {
+    // librbd opens a migration target's source to report on it: one whose server is gone fails.
+    if (!e.not_found()) hint = " (it cannot be opened, " + std::string(e.what()) + ": " + cure + ")";
+  }
+  throw StoreError(StoreError::Kind::kExists, "image " + pool + "/" + name + " already exists" + hint +
+                                                  "; refusing to overwrite it");
+}
+
+bool name_taken(rbd::Cluster& cluster, const std::string& pool, const std::string& name) {
+  // Listed rather than opened: opening a leftover migration target fails when its source is gone.
+  const auto images = cluster.list_images(pool);
+  return std::any_of(images.begin(), images.end(), [&](const rbd::ImageEntry& e) { return e.name == name; });
+}
+
+// Calls `on_stop` on its own thread once `stop` turns true, until destroyed. librbd cannot be
+// interrupted; stopping the server is what makes a running execute fail at once.
+class StopWatcher {
+ public:
+  StopWatcher(std::function<bool()> stop, std::function<void()> on_stop)
+      : stop_(std::move(stop)), on_stop_(std::move(on_stop)) {
+    if (stop_) thread_ = std::thread([this] { run(); });
+  }
+  ~StopWatcher() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  StopWatcher(const StopWatcher&) = delete;
+  StopWatcher& operator=(const StopWatcher&) = delete;
+
+  bool fired() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return fired_;
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (!done_) {
+      if (stop_()) {
+        fired_ = true;
+        l.unlock();
+        on_stop_();
+        return;
+      }
+      cv_.wait_for(l, kStopPoll);
+    }
+  }
+
+  std::function<bool()> stop_;
+  std::function<void()> on_stop_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false, fired_ = false;
+  std::thread thread_;
+};
+
+// The server reports a failed read (a chunk failing its check, an unreadable pack) only in its log,
+// and librbd answers a cut connection by retrying the same read for ever: an instant restore would
+// hang on a damaged chunk. This sink on the process's logger notes the first error-level message
+// while the restore serves, so the restore can stop serving, abort and say why.
+// (A failure callback in view::ServeOptions would be the cleaner seam; the server has none yet.)
+class ErrorTap : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::optional<std::string> first() {
+    std::lock_guard<std::mutex> l(mutex_);
+    return first_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (msg.level >= spdlog::level::err && !first_) first_ = std::string(msg.payload.data(), msg.payload.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::optional<std::string> first_;
+};
+
+// Adds the tap to the default logger for its lifetime. Added before the server starts and removed
+// after it stopped: no other thread logs while the logger's sink list changes.
+class ScopedTap {
+ public:
+  ScopedTap() : tap_(std::make_shared<ErrorTap>()) { spdlog::default_logger()->sinks().push_back(tap_); }
+  ~ScopedTap() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), tap_), sinks.end());
+  }
+  ScopedTap(const ScopedTap&) = delete;
+  ScopedTap& operator=(const ScopedTap&) = delete;
+  std::optional<std::string> first_error() { return tap_->first(); }
+
+ private:
+  std::shared_ptr<ErrorTap> tap_;
+};
+
+void check_block_map(store::Store& store, const store::RevisionRecord& rev, bool enforce) {
+  if (store.compute_digest(rev) == rev.digest) return;
+  if (!enforce) {
+    spdlog::warn("revision {} does not match its recorded digest; serving it anyway (--skip-digest-check)", rev.id);
+    return;
+  }
+  throw StoreError(StoreError::Kind::kCorrupt,
+                   "revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
+                       " does not match its recorded digest (block map entries missing or extra); restore "
+                       "abandoned, run `rbdvault scrub`");
+}
+
+// Aborts the migration (removing the target); empty when that worked, else what the operator does.
+std::string abort_target(rbd::ImportMigration& migration) {
+  try {
+    migration.abort();
+    return {};
+  } catch (const rbd::CephError& e) {
+    return "aborting the migration failed (" + std::string(e.what()) + "): remove " + migration.target() +
+           " with `rbd migration abort " + migration.target() + "`";
+  }
+}
+
+}  // namespace
+
+bool is_local_listen_address(const std::string& host) { return view::is_loopback(host); }
+
+InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
+                                     const std::string& pool, const std::string& name,
+                                     const InstantRestoreOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string target = pool + "/" + name;
+  if (!is_local_listen_address(options.listen_host))
+    throw StoreError(StoreError::Kind::kInvalid, "instant restore serves on loopback only (" + options.listen_host +
+                                                     " is not): librbd's http source sends no credentials");
+  if (name_taken(cluster, pool, name)) refuse_existing(cluster, pool, name);
+  check_block_map(store, rev, options.check_digest);
+  auto& crash = store.crash_points();
+
+  view::ServeOptions serve;
+  serve.host = options.listen_host;
+  serve.port = options.listen_port;
+  // The server is declared before the migration: an abort (the migration's destructor) runs while it
+  // still serves, and needs nothing from it anyway.
+  ScopedTap tap;  // before the server's threads, after them (declared first, destroyed last)
+  std::unique_ptr<view::RevisionServer> server = view::RevisionServer::start(options.store_dir, serve);
+  InstantRestoreResult result;
+  result.source_url = server->url_for(rev.pool, rev.name, rev.id);
+  std::atomic<bool> source_failed{false};  // set by the watcher thread before it stops the server
+  const auto stop = options.stop;
+  const auto source_error = [&](const std::string& removed) {
+    return StoreError(StoreError::Kind::kCorrupt, "serving revision " + std::to_string(rev.id) + " of " + rev.pool +
+                                                      "/" + rev.name + " failed (" + tap.first_error().value_or("") +
+                                                      "); " + removed + "; run `rbdvault scrub`");
+  };
+  StopWatcher watcher(
+      [&] {
+        if (stop && stop()) return true;
+        source_failed = tap.first_error().has_value();
+        return source_failed.load();
+      },
+      [&server] {
+        spdlog::info("stopping: serving ends, the migration is aborted and its target removed");
+        server->stop();
+      });
+
+  rbd::NewImageOptions image;
+  image.order = rev.order;
+  image.features = rev.features;
+  std::optional<rbd::ImportMigration> migration;
+  try {
+    migration.emplace(cluster, pool, name, rbd::raw_http_source_spec(result.source_url), image);
+  } catch (const rbd::CephError& e) {
+    if (e.code() == -EEXIST) refuse_existing(cluster, pool, name);  // created since we looked
+    if (watcher.fired()) return InstantRestoreResult{true, 0, seconds_since(started), result.source_url};
+    throw;
+  }
+  result.usable_seconds = seconds_since(started);
+  spdlog::info("instant restore {}/{}@{} -> {}: usable after {:.2f}s, copying in the background", rev.pool, rev.name,
+               rev.id, target, result.usable_seconds);
+  if (options.on_usable) options.on_usable(target);
+  crash.reached("instant.prepared");
+
+  const bool serving_fault = crash.fault("instant.source_lost");
+  try {
+    migration->execute([&](uint64_t done, uint64_t total) {
+      crash.reached("instant.execute");
+      // Tests: the serving side dies while the copy runs (what a lost source looks like to librbd).
+      if (serving_fault) server->stop();
+      if (options.progress && total) {
+        const uint64_t bytes = static_cast<uint64_t>(static_cast<double>(rev.size) * static_cast<double>(done) /
+                                                     static_cast<double>(total));
+        options.progress(std::min(bytes, rev.size), rev.size);
+      }
+    });
+  } catch (const rbd::CephError& e) {
+    const std::string cleanup = abort_target(*migration);
+    const std::string removed = cleanup.empty() ? "the migration is aborted and " + target + " removed" : cleanup;
+    if (source_failed) throw source_error(removed);
+    if (watcher.fired() && cleanup.empty()) {
+      result.stopped = true;
+      result.seconds = seconds_since(started);
+      return result;
+    }
+    throw rbd::CephError("copying revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
+                             " into " + target + " failed; " + removed,
+                         e.code());
+  }
+  crash.reached("instant.executed");
+  if (watcher.fired()) {  // the copy finished as the stop came: still stop, as asked
+    result.stopped = true;
+    const std::string cleanup = abort_target(*migration);
+    if (source_failed) throw source_error(cleanup.empty() ? "the migration is aborted and " + target + " removed" : cleanup);
+    if (!cleanup.empty()) throw StoreError(StoreError::Kind::kIO, "stopped; " + cleanup);
+    result.seconds = seconds_since(started);
+    return result;
+  }
+  migration->commit();
+  crash.reached("instant.committed");
+  server->stop();
+  result.seconds = seconds_since(started);
+  spdlog::info("instant restore {}/{}@{} -> {}: committed ({:.1f}s)", rev.pool, rev.name, rev.id, target,
+               result.seconds);
+  return result;
+}
+
+}  // namespace rbdvault::agent

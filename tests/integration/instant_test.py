@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+"""Instant restore (issue 14, point 3): `rbdvault restore --instant` makes the target an RBD live
+migration whose source is the revision served over HTTP by the restoring process, then copies,
+commits and exits. Run one scenario: instant_test.py NAME (environment as cli_test.py).
+
+The oracle is the backup's Ceph snapshot: `rbd export` of it, and its bytes read with python3-rbd.
+Holds use RBDVAULT_PAUSE_AT (store/crash_points.h): only the restoring thread waits there, so the
+in-process server keeps answering the reads a test makes meanwhile (a SIGSTOP would freeze it).
+"""
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import rbd
+
+import cli_test
+from cli_test import (CONF, EXIT_EXISTS, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, FEATURES_FASTDIFF,
+                      RBDVAULT, TMP, backup, check, log, new_store, rbd_export_sha, run, run_json, snap_name,
+                      wait_for, with_conf)
+
+BLOCK = 4096
+SIZE = 24 << 20
+ORDER = 21  # not the default: the target must get the source's object size
+
+
+def make_image(c, name, seed):
+    """A 24 MiB image with random data in scattered 64 KiB runs (the rest zeros, never written)."""
+    c.create("rbd", name, SIZE, FEATURES_FASTDIFF, order=ORDER)
+    rng = random.Random(seed)
+    with c.image("rbd", name) as img:
+        for _ in range(60):
+            off = rng.randrange(0, SIZE // BLOCK) * BLOCK
+            img.write(rng.randbytes(min(64 << 10, SIZE - off)), off)
+
+
+def start_paused(step, *args, fault=None):
+    """Starts rbdvault ARGS holding its restoring thread at STEP (RBDVAULT_PAUSE_AT); returns the
+    Popen and the pause file once the thread waits there. Removing the file lets it go on."""
+    pause = os.path.join(TMP, "pause-%d-%d" % (os.getpid(), random.randrange(1 << 30)))
+    env = dict(os.environ, RBDVAULT_PAUSE_AT=step, RBDVAULT_PAUSE_FILE=pause)
+    if fault:
+        env["RBDVAULT_FAULT"] = fault
+    p = subprocess.Popen([RBDVAULT] + with_conf(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env, stdin=subprocess.DEVNULL)
+    wait_for(lambda: p.poll() is not None or os.path.exists(pause), "rbdvault to pause at " + step)
+    if p.poll() is not None:
+        raise cli_test.Failure("rbdvault exited %s before reaching %s: %s" % (p.returncode, step, p.stderr.read()))
+    return p, pause
+
+
+def migration_state(c, name):
+    """The migration state of rbd/NAME ("prepared", ...), or None when it is not being migrated."""
+    try:
+        return c.rbd.migration_status(c.ioctx("rbd"), name)["state"]
+    except rbd.InvalidArgument:
+        return None
+
+
+def rbd_info_features(name):
+    p = subprocess.run(["rbd", "-c", CONF, "info", "rbd/" + name], capture_output=True, text=True)
+    check(p.returncode == 0, "rbd info %s: %s" % (name, p.stderr))
+    return [l for l in p.stdout.splitlines() if "features:" in l][0]
+
+
+def compare_random_blocks(c, target, oracle, rng, count):
+    """Reads block 0 and COUNT random 4 KiB blocks of rbd/TARGET through a read-write librbd handle (any client)
+    and compares each with the same block of the backup's snapshot (its bytes, read before)."""
+    with c.image("rbd", target) as img:
+        check(img.size() == SIZE, "target size %d, revision %d" % (img.size(), SIZE))
+        for off in [0] + [rng.randrange(0, SIZE // BLOCK) * BLOCK for _ in range(count)]:
+            got, want = img.read(off, BLOCK), oracle[off:off + BLOCK]
+            check(got == want, "block at %d of %s differs from the revision" % (off, target))
+
+
+def error_lines(stderr):
+    return [l for l in stderr.splitlines() if l.startswith("rbdvault: error:")]
+
+
+def check_gone(c, target, what):
+    check(not c.exists("rbd", target), "%s: %s is still there" % (what, target))
+
+
+def scenario_instant_restore(c):
+    """The target is readable at once (random blocks equal the revision while the copy has not
+    started), the copy commits, and afterwards `rbd export` equals the revision with no migration left."""
+    store = new_store("instant")
+    make_image(c, "inst-src", 1)
+    rev = backup(store, "rbd/inst-src")["revision"]
+    snap = snap_name(store, rev)
+    oracle_sha = rbd_export_sha("rbd/inst-src@" + snap)
+    with c.image("rbd", "inst-src", snap) as img:  # the snapshot goes with the next backup
+        oracle = img.read(0, SIZE)
+    check(hashlib.sha256(oracle).hexdigest() == oracle_sha[0], "python3-rbd read of the snapshot vs rbd export")
+    with c.image("rbd", "inst-src") as img:  # a newer revision differs at block 0: restoring the old one
+        img.write(b"\xff" * BLOCK, 0)          # must not serve the new one's bytes
+    check(backup(store, "rbd/inst-src")["revision"] > rev, "second backup")
+    target = "inst-t-%d" % os.getpid()
+    c.remove("rbd", target)
+    rng = random.Random(7)
+    p, pause = start_paused("instant.prepared", "restore", "--store", store, "rbd/inst-src@%d" % rev,
+                            "--to", "rbd/" + target, "--instant")
+    try:
+        line = p.stdout.readline()
+        check(line.startswith("rbd/%s is usable now" % target), "usable line: %r" % line)
+        check(migration_state(c, target) == rbd.RBD_IMAGE_MIGRATION_STATE_PREPARED,
+              "the held target is a prepared migration: %s" % migration_state(c, target))
+        check("migrating" in rbd_info_features(target), "target not migrating: " + rbd_info_features(target))
+        # Nothing is copied yet: every block read goes through to the revision over HTTP.
+        compare_random_blocks(c, target, oracle, rng, 64)
+        os.unlink(pause)  # the copy starts; readers go on meanwhile
+        compare_random_blocks(c, target, oracle, rng, 64)
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 0, "instant restore: exit %s: %s" % (p.returncode, err))
+    check(("restored rbd/inst-src@%d to rbd/%s" % (rev, target)) in out, "summary: %r" % out)
+    check(rbd_export_sha("rbd/" + target) == oracle_sha, "rbd export of the target differs from the revision")
+    check(migration_state(c, target) is None, "a migration is left on " + target)
+    check("migrating" not in rbd_info_features(target), "still migrating: " + rbd_info_features(target))
+    with c.image("rbd", target) as img:
+        check(img.stat()["order"] == ORDER and img.features() & FEATURES_FASTDIFF == FEATURES_FASTDIFF,
+              "target order %d features %x, source %d %x" % (img.stat()["order"], img.features(), ORDER,
+                                                             FEATURES_FASTDIFF))
+    c.remove("rbd", target)
+    # --format json, on a port chosen by the caller: usable before committed.
+    j = run_json("restore", "--store", store, "rbd/inst-src@%d" % rev, "--to", "rbd/" + target, "--instant",
+                 "--listen", "127.0.0.1:0")
+    check(j["instant"] is True and j["target"] == "rbd/" + target and j["revision"] == rev and j["size"] == SIZE,
+          "json: %s" % j)
+    check(0 <= j["usable_seconds"] <= j["seconds"], "usable after %s, committed after %s" %
+          (j["usable_seconds"], j["seconds"]))
+    check(rbd_export_sha("rbd/" + target) == oracle_sha, "json run: rbd export of the target differs")
+    ops = [o for o in run_json("log", "--store", store) if o["op"] == "restore"]
+    check([o["result"] for o in ops][-2:] == ["ok", "ok"], "restores in the operation log: %s" % ops)
+    c.remove("rbd", target)
+    c.remove("rbd", "inst-src")
+
+
+def scenario_instant_failures(c):
+    """Bad input, an existing target, SIGTERM during the copy, the source lost during the copy, the
+    whole process killed, a damaged chunk: each with its exit code and one error line, and no target left (after
+    a SIGKILL, the documented `rbd migration abort`)."""
+    store = new_store("instant-fail")
+    make_image(c, "instf-src", 2)
+    rev = backup(store, "rbd/instf-src")["revision"]
+    target = "instf-t-%d" % os.getpid()
+    c.remove("rbd", target)
+    spec = "rbd/instf-src@%d" % rev
+
+    def fails(rc, *args):
+        _, err = run("restore", "--store", store, *args, rc=rc)
+        lines = [l for l in err.splitlines() if l.startswith("rbdvault: ")]
+        check(len(lines) == 1, "%s: want one error line: %r" % (" ".join(args), err))
+        check_gone(c, target, " ".join(args))
+        return err
+
+    fails(EXIT_NOT_FOUND, "rbd/instf-src@%d" % (rev + 100), "--to", "rbd/" + target, "--instant")
+    fails(EXIT_NOT_FOUND, spec, "--to", "nopool/" + target, "--instant")
+    err = fails(EXIT_USAGE, spec, "--to", "rbd/" + target, "--instant", "--listen", "0.0.0.0:0")
+    check("loopback" in err, "non-loopback --listen: %r" % err)
+    fails(EXIT_USAGE, spec, "--to", "rbd/" + target, "--instant", "--listen", "127.0.0.1")
+    fails(EXIT_USAGE, spec, "--to", "rbd/" + target, "--listen", "127.0.0.1:0")
+    fails(EXIT_USAGE, spec, "--to-file", os.path.join(TMP, "x.raw"), "--instant")
+
+    # An existing target is refused and left as it was.
+    c.create("rbd", target, 1 << 20, FEATURES_FASTDIFF)
+    before = rbd_export_sha("rbd/" + target)
+    _, err = run("restore", "--store", store, spec, "--to", "rbd/" + target, "--instant", rc=EXIT_EXISTS)
+    check(len(error_lines(err)) == 1 and "already exists" in err, "existing target: %r" % err)
+    check(rbd_export_sha("rbd/" + target) == before, "the existing target was changed")
+    c.remove("rbd", target)
+
+    # SIGTERM while the copy runs: the migration is aborted, the target removed, exit 128+15.
+    p, pause = start_paused("instant.execute", "restore", "--store", store, spec, "--to", "rbd/" + target,
+                            "--instant")
+    check(migration_state(c, target) == rbd.RBD_IMAGE_MIGRATION_STATE_EXECUTING, "held during the copy: %s" %
+          migration_state(c, target))
+    p.send_signal(signal.SIGTERM)
+    os.unlink(pause)
+    _, err = p.communicate(timeout=600)
+    check(p.returncode == 128 + signal.SIGTERM, "SIGTERM: exit %s: %s" % (p.returncode, err))
+    check(len(error_lines(err)) == 1 and "SIGTERM" in error_lines(err)[0], "SIGTERM error line: %r" % err)
+    check_gone(c, target, "SIGTERM during the copy")
+
+    # The source lost during the copy (the serving side stops answering): exit 6, no target.
+    p, pause = start_paused("instant.execute", "restore", "--store", store, spec, "--to", "rbd/" + target,
+                            "--instant", fault="instant.source_lost")
+    os.unlink(pause)
+    _, err = p.communicate(timeout=600)
+    check(p.returncode == EXIT_UNREACHABLE, "source lost: exit %s: %s" % (p.returncode, err))
+    lines = error_lines(err)
+    check(len(lines) == 1 and "removed" in lines[0], "source lost, error line: %r" % err)
+    check_gone(c, target, "source lost during the copy")
+
+    # The whole process killed during the copy: the target stays a migration that reads through to
+    # a server that is gone. A new restore refuses it naming the cure; `rbd migration abort` removes it.
+    rc, _ = cli_test.run_crashing("instant.execute", "restore", "--store", store, spec, "--to", "rbd/" + target,
+                                  "--instant")
+    check(rc == -signal.SIGKILL, "the planned kill did not land: %s" % rc)
+    check(c.exists("rbd", target), "a killed instant restore leaves its migration target")
+    _, err = run("restore", "--store", store, spec, "--to", "rbd/" + target, "--instant", rc=EXIT_EXISTS)
+    check("rbd migration abort rbd/" + target in err, "leftover target, no cure named: %r" % err)
+    # The killed client's watch on the target outlives it until the OSD times it out (30 s by
+    # default): until then librbd refuses the abort with EBUSY, as docs/operations.md says.
+    def aborted():
+        p = subprocess.run(["rbd", "-c", CONF, "migration", "abort", "rbd/" + target], capture_output=True,
+                           text=True)
+        check(p.returncode == 0 or "(16) Device or resource busy" in p.stderr, "rbd migration abort: %s" % p.stderr)
+        return p.returncode == 0
+    wait_for(aborted, "rbd migration abort of the killed restore's target", timeout=180, interval=2)
+    check_gone(c, target, "rbd migration abort after a kill")
+    # And then the restore works.
+    run("restore", "--store", store, spec, "--to", "rbd/" + target, "--instant")
+    check(rbd_export_sha("rbd/" + target) == rbd_export_sha("rbd/instf-src@" + snap_name(store, rev)),
+          "restore after the cleanup differs from the revision")
+    c.remove("rbd", target)
+    # A damaged chunk: the server cuts the read and librbd would retry it for ever; the restore
+    # notices the failed read, stops serving, aborts and exits 5 naming the chunk.
+    cli_test.corrupt_first_chunk(store)
+    _, err = run("restore", "--store", store, spec, "--to", "rbd/" + target, "--instant", rc=cli_test.EXIT_DAMAGE)
+    lines = error_lines(err)
+    check(len(lines) == 1 and "does not match its SHA-256" in lines[0] and "removed" in lines[0],
+          "damaged chunk, error line: %r" % err[-2000:])
+    check_gone(c, target, "a damaged chunk")
+    c.remove("rbd", "instf-src")
+
+
+SCENARIOS = {
+    "instant_restore": scenario_instant_restore,
+    "instant_failures": scenario_instant_failures,
+}
+
+if __name__ == "__main__":
+    sys.exit(cli_test.main(SCENARIOS, prog="instant_test.py"))

@@ -1,0 +1,229 @@
+// The HTTP server of revisions (view/http_server.h) and its pure parts: Range parsing, the bearer
+// check, the token file's permissions. The server tests use a real store and a real socket.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "store_fixture.h"
+#include "view/http_auth.h"
+#include "view/http_range.h"
+#include "view/http_server.h"
+
+namespace rbdvault::view {
+namespace {
+
+TEST(HttpRange, WholeWhenAbsentOrInvalid) {
+  EXPECT_EQ(parse_range("", 100).kind, ByteRange::kWhole);
+  EXPECT_EQ(parse_range("items=0-5", 100).kind, ByteRange::kWhole);
+  EXPECT_EQ(parse_range("bytes=5-2", 100).kind, ByteRange::kWhole);   // last < first: invalid, ignored
+  EXPECT_EQ(parse_range("bytes=x-2", 100).kind, ByteRange::kWhole);
+  EXPECT_EQ(parse_range("bytes=-", 100).kind, ByteRange::kWhole);
+  EXPECT_EQ(parse_range("bytes=99999999999999999999-", 100).kind, ByteRange::kWhole);  // > 2^64
+}
+
+TEST(HttpRange, SingleRanges) {
+  auto r = parse_range("bytes=0-0", 100);
+  ASSERT_EQ(r.kind, ByteRange::kPart);
+  EXPECT_EQ(r.first, 0u);
+  EXPECT_EQ(r.length(), 1u);
+  r = parse_range("bytes=10-19", 100);
+  EXPECT_EQ(r.first, 10u);
+  EXPECT_EQ(r.last, 19u);
+  r = parse_range("bytes=90-500", 100);  // an end past the size is clamped
+  EXPECT_EQ(r.kind, ByteRange::kPart);
+  EXPECT_EQ(r.last, 99u);
+  r = parse_range("bytes=95-", 100);
+  EXPECT_EQ(r.first, 95u);
+  EXPECT_EQ(r.last, 99u);
+  r = parse_range("bytes=-10", 100);  // the last 10 bytes
+  EXPECT_EQ(r.first, 90u);
+  EXPECT_EQ(r.last, 99u);
+  r = parse_range("bytes=-1000", 100);  // more than there is: everything
+  EXPECT_EQ(r.first, 0u);
+  EXPECT_EQ(r.last, 99u);
+  r = parse_range(" Bytes=1-2 ", 100);
+  EXPECT_EQ(r.kind, ByteRange::kPart);
+  EXPECT_EQ(r.first, 1u);
+}
+
+TEST(HttpRange, UnsatisfiableAndMultiple) {
+  EXPECT_EQ(parse_range("bytes=100-", 100).kind, ByteRange::kUnsatisfiable);
+  EXPECT_EQ(parse_range("bytes=100-200", 100).kind, ByteRange::kUnsatisfiable);
+  EXPECT_EQ(parse_range("bytes=-0", 100).kind, ByteRange::kUnsatisfiable);
+  EXPECT_EQ(parse_range("bytes=0-", 0).kind, ByteRange::kUnsatisfiable);
+  EXPECT_EQ(parse_range("bytes=-5", 0).kind, ByteRange::kUnsatisfiable);
+  EXPECT_EQ(parse_range("bytes=0-1,5-6", 100).kind, ByteRange::kMultiple);
+}
+
+TEST(HttpAuth, Loopback) {
+  for (const char* h : {"127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "::ffff:127.0.0.1"})
+    EXPECT_TRUE(is_loopback(h)) << h;
+  for (const char* h : {"0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "example.com", "", "[::]", "::ffff:10.0.0.1"})
+    EXPECT_FALSE(is_loopback(h)) << h;
+}
+
+TEST(HttpAuth, BearerMatches) {
+  const std::string token = "0123456789abcdef-secret";
+  EXPECT_TRUE(bearer_matches("Bearer " + token, token));
+  EXPECT_FALSE(bearer_matches("Bearer " + token + "x", token));
+  EXPECT_FALSE(bearer_matches("Bearer " + token.substr(1), token));
+  EXPECT_FALSE(bearer_matches("Basic " + token, token));
+  EXPECT_FALSE(bearer_matches(token, token));
+  EXPECT_FALSE(bearer_matches("", token));
+  EXPECT_FALSE(bearer_matches("Bearer ", ""));  // an empty token never matches
+}
+
+class TokenFile : public ::testing::Test {
+ protected:
+  std::string path_ = ::testing::TempDir() + "rbdvault-token-" + std::to_string(::getpid());
+  void write(const std::string& content, mode_t mode) {
+    std::ofstream(path_, std::ios::trunc) << content;
+    ASSERT_EQ(::chmod(path_.c_str(), mode), 0);
+  }
+  void TearDown() override { std::remove(path_.c_str()); }
+};
+
+TEST_F(TokenFile, ReadsTheFirstLine) {
+  write("  0123456789abcdef0123 \nsecond line\n", 0600);
+  EXPECT_EQ(read_token_file(path_), "0123456789abcdef0123");
+  write("0123456789abcdef0123", 0400);
+  EXPECT_EQ(read_token_file(path_), "0123456789abcdef0123");
+}
+
+TEST_F(TokenFile, RefusesOpenPermissionsAndShortTokens) {
+  write("0123456789abcdef0123\n", 0644);
+  EXPECT_THROW((void)read_token_file(path_), store::StoreError);
+  write("0123456789abcdef0123\n", 0640);
+  EXPECT_THROW((void)read_token_file(path_), store::StoreError);
+  write("short\n", 0600);
+  EXPECT_THROW((void)read_token_file(path_), store::StoreError);
+  EXPECT_THROW((void)read_token_file(path_ + ".missing"), store::StoreError);
+}
+
+class HttpServer : public store::testing::StoreTest {
+ protected:
+  std::unique_ptr<RevisionServer> start(ServeOptions o = {}) {
+    return RevisionServer::start(dir_.string(), std::move(o));
+  }
+};
+
+TEST_F(HttpServer, RawBytesHeadAndRanges) {
+  // Three and a half blocks, with a hole: what a reader gets must be exactly the image.
+  std::string image = random_bytes(3 * store::testing::kBs + 1000, 7);
+  std::fill(image.begin() + store::testing::kBs, image.begin() + 2 * store::testing::kBs, '\0');
+  const auto rev = put("disk", image);
+  store_.reset();  // the server reads the committed store like any other reader
+  auto server = start();
+  httplib::Client cli("127.0.0.1", server->port());
+  const std::string path = "/v1/raw/rbd/disk/" + std::to_string(rev.id);
+  EXPECT_EQ(server->url_for("rbd", "disk", rev.id), "http://127.0.0.1:" + std::to_string(server->port()) + path);
+
+  auto head = cli.Head(path.c_str());
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->get_header_value("Content-Length"), std::to_string(image.size()));
+  EXPECT_EQ(head->get_header_value("Accept-Ranges"), "bytes");
+  EXPECT_TRUE(head->body.empty());
+
+  auto all = cli.Get(path.c_str());
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->status, 200);
+  EXPECT_TRUE(all->body == image);
+
+  const uint64_t n = image.size();
+  const std::vector<std::pair<uint64_t, uint64_t>> ranges = {
+      {0, 0}, {0, 4095}, {store::testing::kBs - 10, 2 * store::testing::kBs + 10}, {n - 1000, n - 1}, {n - 1, n - 1}};
+  for (auto [a, b] : ranges) {
+    auto res = cli.Get(path.c_str(), {{"Range", "bytes=" + std::to_string(a) + "-" + std::to_string(b)}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 206) << a << "-" << b;
+    EXPECT_EQ(res->get_header_value("Content-Range"),
+              "bytes " + std::to_string(a) + "-" + std::to_string(b) + "/" + std::to_string(n));
+    EXPECT_TRUE(res->body == image.substr(a, b - a + 1)) << a << "-" << b;
+  }
+  auto past = cli.Get(path.c_str(), {{"Range", "bytes=" + std::to_string(n) + "-"}});
+  ASSERT_TRUE(past);
+  EXPECT_EQ(past->status, 416);
+  EXPECT_EQ(past->get_header_value("Content-Range"), "bytes */" + std::to_string(n));
+  auto multi = cli.Get(path.c_str(), {{"Range", "bytes=0-1,4-5"}});
+  ASSERT_TRUE(multi);
+  EXPECT_EQ(multi->status, 416);
+
+  auto missing = cli.Get(("/v1/raw/rbd/disk/" + std::to_string(rev.id + 100)).c_str());
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_NE(missing->body.find("\"not-found\""), std::string::npos);
+  auto other = cli.Get("/v1/raw/rbd/nosuch/1");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  server->stop();
+  server->stop();  // idempotent
+}
+
+TEST_F(HttpServer, NewRevisionsAppearWhileServing) {
+  const auto first = put("disk", random_bytes(store::testing::kBs, 1));
+  ServeOptions o;
+  o.ttl = std::chrono::milliseconds(0);
+  auto server = start(o);
+  const std::string image2 = random_bytes(2 * store::testing::kBs, 2);
+  const auto second = put("disk", image2);
+  httplib::Client cli("127.0.0.1", server->port());
+  auto res = cli.Get(("/v1/raw/rbd/disk/" + std::to_string(second.id)).c_str());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_TRUE(res->body == image2);
+  auto list = cli.Get("/v1/images/rbd/disk");
+  ASSERT_TRUE(list);
+  EXPECT_NE(list->body.find("\"id\": " + std::to_string(first.id)), std::string::npos);
+  EXPECT_NE(list->body.find("\"id\": " + std::to_string(second.id)), std::string::npos);
+}
+
+TEST_F(HttpServer, TokenRequiredOffLoopbackAndChecked) {
+  put("disk", random_bytes(1000, 3));
+  ServeOptions open;
+  open.host = "0.0.0.0";
+  EXPECT_THROW((void)start(open), store::StoreError);  // exposed without a token: refused
+
+  ServeOptions o;
+  o.token = "0123456789abcdef-token";
+  auto server = start(o);
+  httplib::Client cli("127.0.0.1", server->port());
+  auto none = cli.Get("/v1/images");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(none->get_header_value("WWW-Authenticate"), "Bearer realm=\"rbdvault\"");
+  auto wrong = cli.Get("/v1/images", {{"Authorization", "Bearer 0123456789abcdef-tokeX"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  auto raw = cli.Head("/v1/raw/rbd/disk/1");
+  ASSERT_TRUE(raw);
+  EXPECT_EQ(raw->status, 401);
+  auto ok = cli.Get("/v1/images", {{"Authorization", "Bearer 0123456789abcdef-token"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_NE(ok->body.find("\"disk\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rbdvault::view
+
+namespace rbdvault::view {
+namespace {
+
+TEST_F(HttpServer, NamesArePercentEncodedAndDecoded) {
+  const std::string image = random_bytes(5000, 9);
+  const auto rev = put("vm 101%x", image);
+  auto server = start();
+  const std::string url = server->url_for("rbd", "vm 101%x", rev.id);
+  EXPECT_NE(url.find("/v1/raw/rbd/vm%20101%25x/"), std::string::npos) << url;
+  httplib::Client cli("127.0.0.1", server->port());
+  auto res = cli.Get(url.substr(url.find("/v1/")).c_str());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_TRUE(res->body == image);
+}
+
+}  // namespace
+}  // namespace rbdvault::view

@@ -1,0 +1,105 @@
+// rbdvault serve: the store's revisions over read-only HTTP until SIGINT/SIGTERM. The server is
+// view/http_server.h; this file parses the options, reads the token and waits for the signal.
+#include <chrono>
+#include <ctime>
+#include <iostream>
+#include <thread>
+
+#include "agent/status.h"
+#include "agent/status_page.h"
+#include "tools/command.h"
+#include "tools/signals.h"
+#include "view/http_auth.h"
+#include "view/http_server.h"
+
+namespace rbdvault::tools {
+namespace {
+
+constexpr agent::Range kCacheMibRange{0, 4096};
+constexpr agent::Range kPortRange{0, 65535};
+// How often the main thread looks at the signal flags: the latency of a clean stop, nothing else.
+constexpr auto kSignalPoll = std::chrono::milliseconds(100);
+
+// HOST:PORT, with [V6]:PORT for IPv6 literals.
+std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    throw UsageError("bad --listen '" + text + "': expected HOST:PORT (IPv6: [ADDR]:PORT)");
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 3) throw UsageError("bad --listen '" + text + "': unclosed [");
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    throw UsageError("bad --listen '" + text + "': write an IPv6 address as [ADDR]:PORT");
+  }
+  int64_t port = 0;
+  try {
+    port = agent::parse_whole(text.substr(colon + 1), kPortRange);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError("bad --listen '" + text + "': port " + e.what());
+  }
+  return {host, static_cast<uint16_t>(port)};
+}
+
+int cmd_serve(const Args& a) {
+  no_positional(a);
+  view::ServeOptions o;
+  o.cache_bytes = static_cast<uint64_t>(whole_option(a, "cache-size", kCacheMibRange)) << 20;
+  if (a.str("listen").empty()) throw UsageError("serve: --listen HOST:PORT is required");
+  std::tie(o.host, o.port) = parse_listen(a.str("listen"));
+  const std::string store_dir = require_store(a);
+  if (!a.str("token-file").empty()) {
+    try {
+      o.token = view::read_token_file(a.str("token-file"));
+    } catch (const store::StoreError& e) {
+      if (e.kind() == store::StoreError::Kind::kInvalid) throw UsageError(e.what());
+      throw;
+    }
+  }
+  if (!view::is_loopback(o.host) && !o.token)
+    throw UsageError("serve: listening on " + o.host + " (not loopback) needs --token-file");
+  if (!store::Store::is_store(store_dir)) throw UsageError("serve: " + store_dir + " is not an rbdvault store");
+  o.classify = [](const std::exception_ptr& e) {
+    const agent::ErrorClass c = agent::classify(e);
+    return std::make_pair(std::string(agent::class_name(c)), agent::exit_code(c));
+  };
+  o.status_page = [](store::Store& st) {
+    return agent::status_page(agent::collect_status(st), static_cast<int64_t>(std::time(nullptr)));
+  };
+  SignalFlags signals;  // before the server's threads start: they inherit the blocked mask
+  auto server = view::RevisionServer::start(store_dir, o);
+  std::string shown = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
+  // The URL on stdout (with the port chosen when --listen asked for port 0), the rest on stderr.
+  std::cout << "http://" << shown << ":" << server->port() << "/" << std::endl;
+  if (!a.quiet())
+    std::cerr << "serving " << store_dir << " read-only" << (o.token ? " (bearer token required)" : "")
+              << "; Ctrl-C ends it\n";
+  while (!signals.stop_requested()) std::this_thread::sleep_for(kSignalPoll);
+  server->stop();
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Command> serve_commands() {
+  std::vector<Command> c;
+  c.push_back({"serve", "--store DIR --listen HOST:PORT [--token-file FILE]",
+               "Serve the store's revisions over read-only HTTP/1.1 (raw bytes with ranges, JSON lists, a "
+               "status page at /) until SIGINT or SIGTERM. Off loopback a bearer token is required.",
+               kStoreOption,
+               [](po::options_description& o) {
+                 // clang-format off
+                 o.add_options()
+                     ("listen", po::value<std::string>()->value_name("HOST:PORT"),
+                      "address to listen on ([ADDR]:PORT for IPv6; port 0: any free port, printed)")
+                     ("token-file", po::value<std::string>()->value_name("FILE"),
+                      "bearer token, first line of FILE (mode 600 or stricter); required off loopback")
+                     ("cache-size", po::value<std::string>()->default_value("64")->value_name("MIB"),
+                      "block cache for repeated reads, MiB (0 to 4096)");
+                 // clang-format on
+               },
+               cmd_serve});
+  return c;
+}
+
+}  // namespace rbdvault::tools
