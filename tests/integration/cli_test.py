@@ -767,12 +767,13 @@ def scenario_copy(c):
 # ---- history (retention, gc, scrub, verify, repair, log) ---------------------------------------
 
 def make_history(c, store, name, rounds, rng, resize=True, write_bytes=1 << 20):
-    """An image with `rounds` revisions (random writes, some resizes); returns {rev: export sha}."""
+    """An image with `rounds` revisions (random writes, some resizes: always one at round 2, so a
+    short history is never resize-free by chance); returns {rev: export sha}."""
     c.create("rbd", name, 12 << 20, FEATURES_FASTDIFF)
     history = {}
     for i in range(rounds):
         with c.image("rbd", name) as img:
-            if resize and i and rng.random() < 0.4:
+            if resize and i and (rng.random() < 0.4 or i == 2):
                 img.resize(rng.choice([rng.randrange(2 << 20, 12 << 20), rng.randrange(12 << 20, 24 << 20)]))
             for _ in range(rng.randrange(1, 4)):
                 off = rng.randrange(img.size())
