@@ -79,7 +79,7 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
     }
     for (auto& [id, rev] : model.revisions)
       if (!seen.count(id) && !op.may_remove.count(id)) ADD_FAILURE() << run << ": committed revision " << id << " is lost";
-    if (succeeded) {
+    if (succeeded && op.effect_on_success) {
       if (op.may_add && !added) ADD_FAILURE() << run << ": the operation returned but its revision is not there";
       for (uint64_t id : op.may_remove)
         if (seen.count(id)) ADD_FAILURE() << run << ": the operation returned but revision " << id << " is still there";
@@ -109,12 +109,33 @@ uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, 
   fs::remove_all(dir);
   fs::copy(base, dir, fs::copy_options::recursive);
   if (op.prepare) op.prepare(dir);
+  const std::string run = op.name + " " + mode_name(mode) + " at point " + std::to_string(at);
+  std::vector<std::string> points;
+  const bool succeeded = run_faulted(dir, op, mode, at, &points);
+  if (mode == FaultMode::kCount && !succeeded) ADD_FAILURE() << op.name << " fails without faults";
+  if (trace) *trace = points;
+  if (op.after_run) op.after_run(dir, run);
+  check_after_run(dir, model, op, run, succeeded, extra);
+  return points.size();
+}
+
+}  // namespace
+
+bool run_faulted(const fs::path& dir, const Operation& op, FaultMode mode, uint64_t at,
+                 std::vector<std::string>* trace) {
   FaultPlan plan;
   auto index_fs = std::make_shared<FaultFs>(plan);
   auto objects = std::make_shared<FaultObjectStore>(store::open_object_store(dir), plan);
-  const std::string run = op.name + " " + mode_name(mode) + " at point " + std::to_string(at);
   bool succeeded = false;
-  {
+  if (op.run_closed) {
+    plan.arm(mode, at);
+    try {
+      op.run_closed(dir, store::StoreIo{index_fs, objects});
+      succeeded = true;
+    } catch (const std::exception& e) {
+      if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << ": " << e.what();
+    }
+  } else {
     std::unique_ptr<Store> store =
         Store::open(dir, OpenMode::kWriter, "fault matrix", small_writer_options(), store::StoreIo{index_fs, objects});
     plan.arm(mode, at);
@@ -122,17 +143,19 @@ uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, 
       op.run(*store);
       succeeded = true;
     } catch (const std::exception& e) {
-      if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << " fails without faults: " << e.what();
+      if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << ": " << e.what();
     }
     if (mode == FaultMode::kCrash && !plan.dead()) plan.crash_now();
     plan.disarm();
   }
+  if (mode == FaultMode::kCrash && !plan.dead()) plan.crash_now();
+  plan.disarm();
   if (trace) *trace = plan.trace();
   if (plan.dead()) index_fs->drop_unsynced();
-  check_after_run(dir, model, op, run, succeeded, extra);
-  return plan.points();
+  return succeeded;
 }
 
+namespace {
 }  // namespace
 
 MatrixResult run_matrix(const fs::path& base, const fs::path& work, const Model& model, const Operation& op,
@@ -140,7 +163,8 @@ MatrixResult run_matrix(const fs::path& base, const fs::path& work, const Model&
   MatrixResult result;
   const fs::path dir = work / "run";
   std::vector<std::string> clean;
-  result.points = one_run(base, dir, model, op, FaultMode::kCount, 0, extra, &clean);
+  one_run(base, dir, model, op, FaultMode::kCount, 0, extra, &clean);
+  result.points = clean.size();
   for (uint64_t at = 1; at <= result.points; ++at) {
     for (FaultMode mode : {FaultMode::kEio, FaultMode::kNoSpace, FaultMode::kCrash}) {
       std::vector<std::string> trace;
