@@ -19,6 +19,9 @@
 #include "store/gc.h"
 #include "store/pack.h"
 
+// Operations are written positionally and leave the trailing hooks (run_closed, after_run) empty.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 namespace rbdvault::faults {
 namespace {
 
@@ -336,8 +339,11 @@ TEST_F(ReadMatrix, RestoreAndDeepScrub) {
       }
     }
     // The fault hit a read the restore needed: it must show (a read cached from before it would not).
-    if (mode == Mode::kEio || mode == Mode::kFlip) EXPECT_GE(errors, 1u) << run << ": the fault went unnoticed";
-    if (mode == Mode::kCount || mode == Mode::kOff) EXPECT_EQ(errors, 0u) << run;
+    if (mode == Mode::kEio || mode == Mode::kFlip) {
+      EXPECT_GE(errors, 1u) << run << ": the fault went unnoticed";
+    } else {
+      EXPECT_EQ(errors, 0u) << run;
+    }
   };
   const auto deep_scrub = [&](Store& s, const std::string& run, Mode mode) {
     try {
