@@ -78,6 +78,7 @@ class Builder {
       } catch (const StoreError& e) {
         if (e.kind() != StoreError::Kind::kCorrupt) throw;
         spdlog::warn("rebuild-index: {}: {}; its chunks from there on are left out", name, e.what());
+        ++st.chunks_skipped;  // at least one: the command must not exit 0 with chunks missing
       }
       batch_.Put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
       ++st.packs;
