@@ -97,7 +97,7 @@ TEST_F(FaultMatrix, RebuildIndex) {
   Operation op{"rebuild-index", {}, {}, {}, {}, {}};
   op.run_closed = [](const fs::path& dir, const store::StoreIo& io) { (void)Store::rebuild_index(dir, io); };
   op.after_run = [&](const fs::path& dir, const std::string& run) {
-    // The old index or the new one, never none: a writer's open would quietly create an empty one.
+    // The old index or the new one, never none.
     if (!fs::exists(dir / "index" / "CURRENT")) {
       ADD_FAILURE() << run << ": no index after the run";
       return;
