@@ -1,6 +1,7 @@
 #include "fault_harness.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include "fault_fs.h"
 #include "fault_object_store.h"
 #include "fault_plan.h"
+#include "store/format.h"
 #include "store/open_object_store.h"
 #include "store/scrub.h"
 
@@ -83,6 +85,20 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
       if (op.may_add && !added) ADD_FAILURE() << run << ": the operation returned but its revision is not there";
       for (uint64_t id : op.may_remove)
         if (seen.count(id)) ADD_FAILURE() << run << ": the operation returned but revision " << id << " is still there";
+    }
+    // Recovery ran at the open: no pending mark is left, and every block-map entry belongs to a
+    // revision that exists (scrub does not see orphan entries: they hold consistent references).
+    {
+      std::unique_ptr<rocksdb::Iterator> it(store->db().NewIterator(rocksdb::ReadOptions()));
+      uint64_t orphans = 0, marks = 0;
+      for (it->Seek(std::string(1, store::kKeyBlock)); it->Valid() && it->key()[0] == store::kKeyBlock; it->Next()) {
+        const auto key = store::parse_block_key(it->key().ToStringView());
+        if (!key || !seen.count(key->rev)) ++orphans;
+      }
+      for (it->Seek(std::string(1, store::kKeyPending)); it->Valid() && it->key()[0] == store::kKeyPending; it->Next())
+        ++marks;
+      EXPECT_EQ(orphans, 0u) << run << ": block-map entries of revisions that do not exist";
+      EXPECT_EQ(marks, 0u) << run << ": pending marks left after recovery";
     }
     const store::ScrubReport report = store::scrub(*store, store::ScrubOptions{{}, {}, /*deep=*/true});
     for (auto& issue : report.issues)
