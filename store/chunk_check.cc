@@ -49,7 +49,14 @@ std::string ChunkChecker::examine(const Hash& hash, const ChunkRecord& rec, uint
   const size_t len = deep_ ? kChunkHeaderSize + rec.stored_len : kChunkHeaderSize;
   std::string buf(len, '\0');
   try {
-    if (!pack->read_at(rec.offset, buf.data(), len)) return where + ": read failed";
+    bool ok = false;
+    try {
+      ok = pack->read_at(rec.offset, buf.data(), len);
+    } catch (const StoreError& e) {
+      if (e.kind() != StoreError::Kind::kIO) throw;
+      ok = pack->read_at(rec.offset, buf.data(), len);  // once more: a transient error is not damage
+    }
+    if (!ok) return where + ": read failed";
   } catch (const StoreError& e) {
     return where + ": read failed (" + e.what() + ")";  // an unreadable sector is damage to repair
   }

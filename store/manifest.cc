@@ -168,24 +168,29 @@ std::unique_ptr<ObjectReader> memory_object(std::string bytes) {
 ManifestReader::ManifestReader(const ObjectReader& object) : object_(object) {
   const uint64_t size = object.size();
   if (size < kManifestHeaderSize + kManifestFooterSize + 32) corrupt("too short");
-  // The trailer covers every byte before it: check it first, streaming.
+  // The trailer covers every byte before it: check it first, streaming. The header, footer and
+  // tail are taken from the very bytes hashed, not read again: a second read could differ (a bad
+  // read), and what is decoded must be what was verified.
+  const uint64_t end = size - 32;
+  const uint64_t keep_from = end - std::min<uint64_t>(end, kMaxManifestTail + kManifestFooterSize);
+  std::string head, suffix;  // bytes [0, header) and [keep_from, end), as hashed
   {
     std::unique_ptr<void, void (*)(void*)> sha(new_sha(), free_sha);
     std::string piece;
-    for (uint64_t off = 0; off < size - 32;) {
-      piece.resize(std::min<uint64_t>(kReadPiece, size - 32 - off));
+    for (uint64_t off = 0; off < end;) {
+      piece.resize(std::min<uint64_t>(kReadPiece, end - off));
       if (!object.read_at(off, piece.data(), piece.size())) corrupt("short read");
       sha_update(sha.get(), piece);
+      if (off < kManifestHeaderSize)
+        head.append(piece, 0, std::min<uint64_t>(piece.size(), kManifestHeaderSize - off));
+      if (off + piece.size() > keep_from) suffix.append(piece, off >= keep_from ? 0 : keep_from - off);
       off += piece.size();
     }
-    Hash want{};
-    if (!object.read_at(size - 32, reinterpret_cast<char*>(want.data()), 32)) corrupt("short read");
-    if (sha_final(sha.get()) != want) corrupt("SHA-256 trailer does not match");
+    if (!object.read_at(end, reinterpret_cast<char*>(want_.data()), 32)) corrupt("short read");
+    if (sha_final(sha.get()) != want_) corrupt("SHA-256 trailer does not match");
   }
-  char head[kManifestHeaderSize], foot[kManifestFooterSize];
-  if (!object.read_at(0, head, sizeof(head)) || !object.read_at(size - 32 - sizeof(foot), foot, sizeof(foot)))
-    corrupt("short read");
-  if (std::string_view(head, sizeof(head)) != header()) corrupt("bad magic or version");
+  const char* foot = suffix.data() + suffix.size() - kManifestFooterSize;
+  if (head != header()) corrupt("bad magic or version");
   const uint64_t tail_len = get_le(foot, 4);
   entries_ = get_le(foot + 4, 8);
   entry_bytes_ = get_le(foot + 12, 8);
@@ -193,8 +198,9 @@ ManifestReader::ManifestReader(const ObjectReader& object) : object_(object) {
   if (tail_len > kMaxManifestTail || tail_len > body || entry_bytes_ != body - tail_len)
     corrupt("section lengths disagree with the object's size");
   if (entries_ > entry_bytes_ || entry_bytes_ > entries_ * 42) corrupt("entry count disagrees with their length");
-  std::string t(tail_len, '\0');
-  if (!object.read_at(kManifestHeaderSize + entry_bytes_, t.data(), t.size())) corrupt("short read");
+  // suffix holds at least tail + footer: tail_len <= kMaxManifestTail and tail_len <= body.
+  tail_and_footer_ = suffix.substr(suffix.size() - kManifestFooterSize - tail_len);
+  const std::string t = tail_and_footer_.substr(0, tail_len);
   if (t.size() < 4) corrupt("tail too short");
   const uint64_t rec_len = get_le(t.data(), 4);
   if (rec_len > t.size() - 4 || t.size() - 4 - rec_len < 8) corrupt("tail too short");
@@ -211,6 +217,11 @@ void ManifestReader::for_each_entry(const std::function<void(uint64_t, const std
   std::string buf;
   size_t pos = 0;
   uint64_t off = kManifestHeaderSize, left = entry_bytes_;
+  // The entries are read again here: hashed with the verified header, tail and footer, they must
+  // give the trailer once more, or this read was not the one verified (a bad read: kCorrupt, and
+  // the caller drops what fn was given).
+  std::unique_ptr<void, void (*)(void*)> sha(new_sha(), free_sha);
+  sha_update(sha.get(), header());
   // Keeps at least one whole entry (at most 10 + 32 bytes) in buf while bytes remain.
   auto need = [&](size_t n) {
     if (buf.size() - pos >= n) return true;
@@ -220,6 +231,7 @@ void ManifestReader::for_each_entry(const std::function<void(uint64_t, const std
     const size_t old = buf.size();
     buf.resize(old + take);
     if (take && !object_.read_at(off, buf.data() + old, take)) corrupt("short read");
+    sha_update(sha.get(), std::string_view(buf).substr(old, take));
     off += take;
     left -= take;
     return buf.size() - pos >= n;
@@ -248,6 +260,8 @@ void ManifestReader::for_each_entry(const std::function<void(uint64_t, const std
     fn(block, h);
   }
   if (pos != buf.size() || left != 0) corrupt("bytes after the last entry");
+  sha_update(sha.get(), tail_and_footer_);
+  if (sha_final(sha.get()) != want_) corrupt("entries differ from the verified ones (a bad read)");
 }
 
 }  // namespace rbdvault::store

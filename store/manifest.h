@@ -76,13 +76,17 @@ class ManifestReader {
   explicit ManifestReader(const ObjectReader& object);
   const ManifestTail& tail() const { return tail_; }
   uint64_t entries() const { return entries_; }
-  // Calls fn(block, hash) for each entry (nullopt: zeros), ascending. Throws kCorrupt on a bad entry.
+  // Calls fn(block, hash) for each entry (nullopt: zeros), ascending. Throws kCorrupt on a bad entry,
+  // and at the end if the entries read do not hash to the trailer again (then fn was given entries
+  // of a bad read: the caller must drop them).
   void for_each_entry(const std::function<void(uint64_t, const std::optional<Hash>&)>& fn) const;
 
  private:
   const ObjectReader& object_;
   ManifestTail tail_;
   uint64_t entries_ = 0, entry_bytes_ = 0;
+  Hash want_{};                  // the trailer
+  std::string tail_and_footer_;  // as verified (bounded by kMaxManifestTail)
 };
 
 // An ObjectReader over bytes in memory (tests and the fuzz target).

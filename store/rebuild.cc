@@ -4,10 +4,13 @@
 // built beside the old one and swapped in by one atomic rename.
 #include <fcntl.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 #include <stdio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -75,6 +78,7 @@ class Builder {
       } catch (const StoreError& e) {
         if (e.kind() != StoreError::Kind::kCorrupt) throw;
         spdlog::warn("rebuild-index: {}: {}; its chunks from there on are left out", name, e.what());
+        ++st.chunks_skipped;  // at least one: the command must not exit 0 with chunks missing
       }
       batch_.Put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
       ++st.packs;
@@ -218,37 +222,80 @@ class Builder {
   uint32_t max_pack_ = 0;
 };
 
+void check_io(const rocksdb::IOStatus& s, const std::string& what) {
+  if (s.IsNoSpace()) throw StoreError(StoreError::Kind::kNoSpace, what + ": " + s.ToString());
+  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
+}
+
+// fsync of a directory through `files` (the index's file system), which makes renames in it durable.
+void sync_dir(rocksdb::FileSystem& files, const fs::path& dir) {
+  std::unique_ptr<rocksdb::FSDirectory> d;
+  check_io(files.NewDirectory(dir.string(), rocksdb::IOOptions(), &d, nullptr), "open directory " + dir.string());
+  check_io(d->Fsync(rocksdb::IOOptions(), nullptr), "fsync directory " + dir.string());
+}
+
+// Deletes an index directory (flat, as RocksDB writes it; a subdirectory is deleted too) through
+// `files`; nothing there is not an error.
+void remove_tree(rocksdb::FileSystem& files, const fs::path& dir) {
+  const rocksdb::IOOptions o;
+  if (files.FileExists(dir.string(), o, nullptr).IsNotFound()) return;
+  std::vector<std::string> children;
+  check_io(files.GetChildren(dir.string(), o, &children, nullptr), "list " + dir.string());
+  std::sort(children.begin(), children.end());  // a fixed order: the fault matrix numbers each delete
+  for (const std::string& c : children) {
+    const fs::path p = dir / c;
+    bool is_dir = false;
+    check_io(files.IsDirectory(p.string(), o, &is_dir, nullptr), "stat " + p.string());
+    if (is_dir)
+      remove_tree(files, p);
+    else
+      check_io(files.DeleteFile(p.string(), o, nullptr), "remove " + p.string());
+  }
+  check_io(files.DeleteDir(dir.string(), o, nullptr), "remove " + dir.string());
+}
+
 // Puts the new index in place of the old in one step: RENAME_EXCHANGE when there is an old one, so
 // that `index/` is never missing; the old one is then deleted under the new one's former name.
-void swap_in(const fs::path& dir, const fs::path& fresh) {
+// The exchange has no FileSystem call; the directory syncs just before and after it are fault
+// points, and between them lie the only two states a failed or killed exchange can leave.
+void swap_in(rocksdb::FileSystem& files, const fs::path& dir, const fs::path& fresh) {
   const fs::path index = dir / "index";
   std::error_code ec;
   if (fs::exists(index, ec)) {
     if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, index.c_str(), RENAME_EXCHANGE) != 0)
       throw_errno("swap the new index into " + index.string());
-  } else if (::rename(fresh.c_str(), index.c_str()) != 0) {
-    throw_errno("move the new index to " + index.string());
+  } else {
+    check_io(files.RenameFile(fresh.string(), index.string(), rocksdb::IOOptions(), nullptr),
+             "move the new index to " + index.string());
   }
-  fsync_dir(dir);
-  fs::remove_all(fresh, ec);  // the old index; a leftover is removed by the next rebuild
+  sync_dir(files, dir);
+  try {
+    remove_tree(files, fresh);  // the old index; a leftover is removed by the next rebuild
+  } catch (const StoreError& e) {
+    spdlog::warn("rebuild-index: the old index is left in {}: {}", fresh.string(), e.what());
+  }
 }
 
 }  // namespace
 
-Store::RebuildStats Store::rebuild_index(const fs::path& dir) {
+Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io) {
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
   if (marker.version != kFormatVersion) throw format_1_error(dir);
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
-  const std::shared_ptr<ObjectStore> data_area = open_object_store(dir);
+  const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
   ObjectStore& objects = *data_area;
+  const std::shared_ptr<rocksdb::FileSystem> files = io.index_fs ? io.index_fs : rocksdb::FileSystem::Default();
   const fs::path fresh = dir / "index.rebuild";
-  std::error_code ec;
-  fs::remove_all(fresh, ec);  // what a killed rebuild left
-  if (ec) throw StoreError(StoreError::Kind::kIO, "remove " + fresh.string() + ": " + ec.message());
+  remove_tree(*files, fresh);  // what a killed or failed rebuild left
   RebuildStats st;
   {
     rocksdb::Options o = index_db_options();
+    std::unique_ptr<rocksdb::Env> env;  // outlives the new index's DB
+    if (io.index_fs) {
+      env = rocksdb::NewCompositeEnv(io.index_fs);
+      o.env = env.get();
+    }
     o.create_if_missing = true;
     o.error_if_exists = true;
     rocksdb::DB* raw = nullptr;
@@ -260,8 +307,8 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir) {
     b.write_counters();
     check(db->Close(), "close the new index");
   }
-  fsync_dir(fresh);
-  swap_in(dir, fresh);
+  sync_dir(*files, fresh);
+  swap_in(*files, dir, fresh);
   spdlog::info("rebuilt the index of {}: {} images, {} revisions, {} block map entries, {} packs, {} chunks",
                dir.string(), st.images, st.revisions, st.entries, st.packs, st.chunks);
   return st;

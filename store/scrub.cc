@@ -224,8 +224,12 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
         std::string problem;
         if (damaged_overflow)
           problem = chunks.examine(h);
-        else if (std::binary_search(damaged.begin(), damaged.end(), h) && bad_chunks == 0)
+        else if (std::binary_search(damaged.begin(), damaged.end(), h) && bad_chunks == 0) {
           problem = chunks.examine(h);  // the text, for the first one
+          // Pass 1 read it wrong: that stays damage even if this second read is right (a flipped
+          // bit on the way, a failing disk), or the report would say clean after a bad read.
+          if (problem.empty()) problem = "damaged when read once, intact when read again (a bad read: check the disk)";
+        }
         else if (std::binary_search(damaged.begin(), damaged.end(), h))
           problem = "damaged";
         if (!problem.empty() && bad_chunks++ == 0) first_problem = "block " + std::to_string(block) + ": " + problem;

@@ -171,10 +171,12 @@ class Store {
   // Recreates the index of the store in `dir` from its data area alone (manifests and pack files;
   // store/rebuild.cc, docs/format.md §16.4), then swaps it in atomically. Takes the writer lock and
   // readers.lock exclusively. Kill-safe: a killed rebuild leaves the old index or the new one.
+  // `io` as for open(): the new index's files, the swap and the old index's removal go through
+  // io.index_fs, the data area is read through io.objects (the fault matrix injects faults there).
   struct RebuildStats {
     uint64_t images = 0, revisions = 0, entries = 0, packs = 0, chunks = 0, chunks_skipped = 0, manifests_skipped = 0;
   };
-  static RebuildStats rebuild_index(const std::filesystem::path& dir);
+  static RebuildStats rebuild_index(const std::filesystem::path& dir, const StoreIo& io = {});
   // Upgrades a format 1 store in place to format 2 (store/upgrade.cc, docs/format.md §14): writes
   // every revision's manifest from the index, then the new marker (the commit point). Kill-safe:
   // a killed upgrade is run again. Returns the manifests written; false in `upgraded` if the store

@@ -204,42 +204,46 @@ int cmd_log(const Args& a) {
 // Recreates the index from the data area (manifests and packs) after the index is lost or damaged.
 int cmd_rebuild_index(const Args& a) {
   no_positional(a);
-  const store::Store::RebuildStats r = store::Store::rebuild_index(require_store(a));
-  if (a.json()) {
-    print_json(Json{{"images", r.images},
-                    {"revisions", r.revisions},
-                    {"map_entries", r.entries},
-                    {"packs", r.packs},
-                    {"chunks", r.chunks},
-                    {"chunks_skipped", r.chunks_skipped},
-                    {"manifests_skipped", r.manifests_skipped}});
-  } else if (!a.quiet()) {
-    std::cout << "rebuilt the index: " << r.images << " images, " << r.revisions << " revisions, " << r.entries
-              << " block map entries, " << r.chunks << " chunks in " << r.packs << " packs\n";
-    if (r.chunks_skipped || r.manifests_skipped)
-      std::cout << r.chunks_skipped << " damaged chunk(s) and " << r.manifests_skipped
-                << " damaged manifest(s) left out: run scrub --deep\n";
-  }
-  return (r.chunks_skipped || r.manifests_skipped) ? kDamageFound : 0;
+  return logged(a, "rebuild-index", "", [&](uint64_t&) {
+    const store::Store::RebuildStats r = store::Store::rebuild_index(require_store(a));
+    if (a.json()) {
+      print_json(Json{{"images", r.images},
+                      {"revisions", r.revisions},
+                      {"map_entries", r.entries},
+                      {"packs", r.packs},
+                      {"chunks", r.chunks},
+                      {"chunks_skipped", r.chunks_skipped},
+                      {"manifests_skipped", r.manifests_skipped}});
+    } else if (!a.quiet()) {
+      std::cout << "rebuilt the index: " << r.images << " images, " << r.revisions << " revisions, " << r.entries
+                << " block map entries, " << r.chunks << " chunks in " << r.packs << " packs\n";
+      if (r.chunks_skipped || r.manifests_skipped)
+        std::cout << r.chunks_skipped << " damaged chunk(s) and " << r.manifests_skipped
+                  << " damaged manifest(s) left out: run scrub --deep\n";
+    }
+    return (r.chunks_skipped || r.manifests_skipped) ? kDamageFound : 0;
+  });
 }
 
 // Format 1 -> 2 in place: the revision manifests from the index, then the marker.
 int cmd_upgrade(const Args& a) {
   no_positional(a);
-  const store::Store::UpgradeStats r = store::Store::upgrade(require_store(a));
-  if (a.json()) {
-    print_json(Json{{"upgraded", r.upgraded},
-                    {"format", store::kFormatVersion},
-                    {"manifests_written", r.manifests_written},
-                    {"manifests_removed", r.manifests_removed}});
-  } else if (!a.quiet()) {
-    if (r.upgraded)
-      std::cout << "upgraded to format " << store::kFormatVersion << ": " << r.manifests_written
-                << " revision manifests written\n";
-    else
-      std::cout << "already format " << store::kFormatVersion << "; nothing to do\n";
-  }
-  return 0;
+  return logged(a, "upgrade", "", [&](uint64_t&) {
+    const store::Store::UpgradeStats r = store::Store::upgrade(require_store(a));
+    if (a.json()) {
+      print_json(Json{{"upgraded", r.upgraded},
+                      {"format", store::kFormatVersion},
+                      {"manifests_written", r.manifests_written},
+                      {"manifests_removed", r.manifests_removed}});
+    } else if (!a.quiet()) {
+      if (r.upgraded)
+        std::cout << "upgraded to format " << store::kFormatVersion << ": " << r.manifests_written
+                  << " revision manifests written\n";
+      else
+        std::cout << "already format " << store::kFormatVersion << "; nothing to do\n";
+    }
+    return 0;
+  });
 }
 
 }  // namespace

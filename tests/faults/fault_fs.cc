@@ -10,7 +10,13 @@ using rocksdb::IOOptions;
 using rocksdb::IOStatus;
 using rocksdb::Slice;
 
-std::string base_name(const std::string& path) { return std::filesystem::path(path).filename().string(); }
+// The last path component, for the trace; RocksDB's rotated info logs carry the time in their
+// name (LOG.old.<microseconds>), which would make equal runs look different.
+std::string base_name(const std::string& path) {
+  std::string name = std::filesystem::path(path).filename().string();
+  if (name.starts_with("LOG.old.")) name.resize(7);
+  return name;
+}
 
 class FaultFile final : public rocksdb::FSWritableFileOwnerWrapper {
  public:

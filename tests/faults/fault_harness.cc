@@ -1,6 +1,7 @@
 #include "fault_harness.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include "fault_fs.h"
 #include "fault_object_store.h"
 #include "fault_plan.h"
+#include "store/format.h"
 #include "store/open_object_store.h"
 #include "store/scrub.h"
 
@@ -79,10 +81,24 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
     }
     for (auto& [id, rev] : model.revisions)
       if (!seen.count(id) && !op.may_remove.count(id)) ADD_FAILURE() << run << ": committed revision " << id << " is lost";
-    if (succeeded) {
+    if (succeeded && op.effect_on_success) {
       if (op.may_add && !added) ADD_FAILURE() << run << ": the operation returned but its revision is not there";
       for (uint64_t id : op.may_remove)
         if (seen.count(id)) ADD_FAILURE() << run << ": the operation returned but revision " << id << " is still there";
+    }
+    // Recovery ran at the open: no pending mark is left, and every block-map entry belongs to a
+    // revision that exists (scrub does not see orphan entries: they hold consistent references).
+    {
+      std::unique_ptr<rocksdb::Iterator> it(store->db().NewIterator(rocksdb::ReadOptions()));
+      uint64_t orphans = 0, marks = 0;
+      for (it->Seek(std::string(1, store::kKeyBlock)); it->Valid() && it->key()[0] == store::kKeyBlock; it->Next()) {
+        const auto key = store::parse_block_key(it->key().ToStringView());
+        if (!key || !seen.count(key->rev)) ++orphans;
+      }
+      for (it->Seek(std::string(1, store::kKeyPending)); it->Valid() && it->key()[0] == store::kKeyPending; it->Next())
+        ++marks;
+      EXPECT_EQ(orphans, 0u) << run << ": block-map entries of revisions that do not exist";
+      EXPECT_EQ(marks, 0u) << run << ": pending marks left after recovery";
     }
     const store::ScrubReport report = store::scrub(*store, store::ScrubOptions{{}, {}, /*deep=*/true});
     for (auto& issue : report.issues)
@@ -109,12 +125,33 @@ uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, 
   fs::remove_all(dir);
   fs::copy(base, dir, fs::copy_options::recursive);
   if (op.prepare) op.prepare(dir);
+  const std::string run = op.name + " " + mode_name(mode) + " at point " + std::to_string(at);
+  std::vector<std::string> points;
+  const bool succeeded = run_faulted(dir, op, mode, at, &points);
+  if (mode == FaultMode::kCount && !succeeded) ADD_FAILURE() << op.name << " fails without faults";
+  if (trace) *trace = points;
+  if (op.after_run) op.after_run(dir, run);
+  check_after_run(dir, model, op, run, succeeded, extra);
+  return points.size();
+}
+
+}  // namespace
+
+bool run_faulted(const fs::path& dir, const Operation& op, FaultMode mode, uint64_t at,
+                 std::vector<std::string>* trace) {
   FaultPlan plan;
   auto index_fs = std::make_shared<FaultFs>(plan);
   auto objects = std::make_shared<FaultObjectStore>(store::open_object_store(dir), plan);
-  const std::string run = op.name + " " + mode_name(mode) + " at point " + std::to_string(at);
   bool succeeded = false;
-  {
+  if (op.run_closed) {
+    plan.arm(mode, at);
+    try {
+      op.run_closed(dir, store::StoreIo{index_fs, objects});
+      succeeded = true;
+    } catch (const std::exception& e) {
+      if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << ": " << e.what();
+    }
+  } else {
     std::unique_ptr<Store> store =
         Store::open(dir, OpenMode::kWriter, "fault matrix", small_writer_options(), store::StoreIo{index_fs, objects});
     plan.arm(mode, at);
@@ -122,17 +159,19 @@ uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, 
       op.run(*store);
       succeeded = true;
     } catch (const std::exception& e) {
-      if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << " fails without faults: " << e.what();
+      if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << ": " << e.what();
     }
     if (mode == FaultMode::kCrash && !plan.dead()) plan.crash_now();
     plan.disarm();
   }
+  if (mode == FaultMode::kCrash && !plan.dead()) plan.crash_now();
+  plan.disarm();
   if (trace) *trace = plan.trace();
   if (plan.dead()) index_fs->drop_unsynced();
-  check_after_run(dir, model, op, run, succeeded, extra);
-  return plan.points();
+  return succeeded;
 }
 
+namespace {
 }  // namespace
 
 MatrixResult run_matrix(const fs::path& base, const fs::path& work, const Model& model, const Operation& op,
@@ -140,7 +179,8 @@ MatrixResult run_matrix(const fs::path& base, const fs::path& work, const Model&
   MatrixResult result;
   const fs::path dir = work / "run";
   std::vector<std::string> clean;
-  result.points = one_run(base, dir, model, op, FaultMode::kCount, 0, extra, &clean);
+  one_run(base, dir, model, op, FaultMode::kCount, 0, extra, &clean);
+  result.points = clean.size();
   for (uint64_t at = 1; at <= result.points; ++at) {
     for (FaultMode mode : {FaultMode::kEio, FaultMode::kNoSpace, FaultMode::kCrash}) {
       std::vector<std::string> trace;

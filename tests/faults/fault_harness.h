@@ -11,9 +11,11 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "store/revision_writer.h"
 #include "store/store.h"
+#include "fault_plan.h"
 
 namespace rbdvault::faults {
 
@@ -47,7 +49,20 @@ struct Operation {
   std::function<void(store::Store&)> settle;
   std::set<uint64_t> may_remove;  // revisions the operation removes: gone, or reading as before
   std::optional<Model::Rev> may_add;  // the revision it writes: whole, or absent
+  // Runs instead of `run`, on the closed store, with the faulty StoreIo: operations that open the
+  // store themselves (rebuild-index) or whose open is the operation (recovery at open).
+  std::function<void(const fs::path&, const store::StoreIo&)> run_closed;
+  // After the run and before the reopen (optional): e.g. "the index is there".
+  std::function<void(const fs::path&, const std::string& run)> after_run;
+  // false: the operation returning does not mean `may_add`/`may_remove` took effect (a recovery
+  // rolls a crashed backup back, or completes a crashed forget, at its own choice).
+  bool effect_on_success = true;
 };
+
+// Runs `op` once on `dir` itself (no copy, no checks) with `mode` at point `at`; a crash drops
+// what was not durable. Returns whether the operation returned; `trace` gets its points.
+bool run_faulted(const fs::path& dir, const Operation& op, FaultMode mode, uint64_t at,
+                 std::vector<std::string>* trace);
 
 // An extra check on the reopened store, e.g. the rebuild-index comparison.
 using ExtraCheck = std::function<void(store::Store&, const fs::path& dir)>;

@@ -27,6 +27,24 @@ class FaultSink final : public store::ObjectSink {
   std::string name_;
 };
 
+class FaultReader final : public store::ObjectReader {
+ public:
+  FaultReader(std::unique_ptr<store::ObjectReader> inner, FaultObjectStore& owner, std::string name)
+      : inner_(std::move(inner)), owner_(owner), name_(std::move(name)) {}
+  bool read_at(uint64_t offset, char* buf, size_t n) const override {
+    const bool flip = owner_.read_point("read_at " + name_, /*is_read_at=*/true);
+    const bool ok = inner_->read_at(offset, buf, n);
+    if (ok && flip && n > 0) buf[n / 2] ^= 0x10;  // the middle of the range: header or payload
+    return ok;
+  }
+  uint64_t size() const override { return inner_->size(); }
+
+ private:
+  std::unique_ptr<store::ObjectReader> inner_;
+  FaultObjectStore& owner_;
+  std::string name_;
+};
+
 }  // namespace
 
 void FaultObjectStore::point(const std::string& what) {
@@ -39,8 +57,14 @@ void FaultObjectStore::point(const std::string& what) {
   throw StoreError(StoreError::Kind::kIO, "injected crash: " + what);
 }
 
-void FaultObjectStore::read_check() const {
+bool FaultObjectStore::read_point(const std::string& what, bool is_read_at) {
   if (plan_.dead()) throw StoreError(StoreError::Kind::kIO, "injected crash: no I/O after it");
+  switch (plan_.read_step(what, is_read_at)) {
+    case FaultPlan::ReadVerdict::kGo: return false;
+    case FaultPlan::ReadVerdict::kEio: throw StoreError(StoreError::Kind::kIO, "injected read EIO: " + what);
+    case FaultPlan::ReadVerdict::kFlip: return true;
+  }
+  return false;
 }
 
 std::unique_ptr<store::ObjectSink> FaultObjectStore::create(const std::string& name) {
@@ -49,17 +73,17 @@ std::unique_ptr<store::ObjectSink> FaultObjectStore::create(const std::string& n
 }
 
 std::unique_ptr<store::ObjectReader> FaultObjectStore::open(const std::string& name) {
-  read_check();
-  return inner_->open(name);
+  read_point("open " + name);
+  return std::make_unique<FaultReader>(inner_->open(name), *this, name);
 }
 
 std::optional<uint64_t> FaultObjectStore::size(const std::string& name) {
-  read_check();
+  read_point("size " + name);
   return inner_->size(name);
 }
 
 std::vector<std::string> FaultObjectStore::list(const std::string& prefix) {
-  read_check();
+  read_point("list " + prefix);
   return inner_->list(prefix);
 }
 

@@ -1,5 +1,5 @@
 // An ObjectStore wrapper that injects the faults of a FaultPlan into the data area. Points: create,
-// append, commit, remove, remove_incomplete. A failed point does nothing and throws (kIO for EIO,
+// append, commit, remove, remove_incomplete. Reads are read points of their own (FaultPlan::arm_reads). A failed point does nothing and throws (kIO for EIO,
 // kNoSpace for ENOSPC). After a crash every call throws kIO and nothing more reaches the inner
 // store; a sink not committed by then leaves nothing (the inner sink is dropped, as a killed
 // process's leftover would be by the next writer's remove_incomplete).
@@ -26,7 +26,8 @@ class FaultObjectStore final : public store::ObjectStore {
 
   // Throws for a failed or crashed point; returns when the operation may go ahead.
   void point(const std::string& what);
-  void read_check() const;
+  // A read: throws after a crash or for a read point failed with EIO; true to flip a bit of it.
+  bool read_point(const std::string& what, bool is_read_at = false);
 
  private:
   std::shared_ptr<store::ObjectStore> inner_;

@@ -60,4 +60,33 @@ std::vector<std::string> FaultPlan::trace() const {
   return trace_;
 }
 
+void FaultPlan::arm_reads(ReadMode mode, uint64_t at) {
+  std::lock_guard<std::mutex> guard(mu_);
+  read_mode_ = mode;
+  read_at_ = at;
+  read_count_ = 0;
+  read_trace_.clear();
+}
+
+FaultPlan::ReadVerdict FaultPlan::read_step(const std::string& what, bool is_read_at) {
+  std::lock_guard<std::mutex> guard(mu_);
+  if (read_mode_ == ReadMode::kOff || (read_mode_ == ReadMode::kFlip && !is_read_at)) return ReadVerdict::kGo;
+  ++read_count_;
+  read_trace_.push_back(what);
+  if (read_count_ != read_at_) return ReadVerdict::kGo;
+  if (read_mode_ == ReadMode::kEio) return ReadVerdict::kEio;
+  if (read_mode_ == ReadMode::kFlip) return ReadVerdict::kFlip;
+  return ReadVerdict::kGo;
+}
+
+uint64_t FaultPlan::read_points() const {
+  std::lock_guard<std::mutex> guard(mu_);
+  return read_count_;
+}
+
+std::vector<std::string> FaultPlan::read_trace() const {
+  std::lock_guard<std::mutex> guard(mu_);
+  return read_trace_;
+}
+
 }  // namespace rbdvault::faults

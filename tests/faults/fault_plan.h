@@ -33,8 +33,22 @@ class FaultPlan {
   uint64_t points() const;
   std::vector<std::string> trace() const;
 
+  // Faults on the read side, numbered on their own (FaultObjectStore's open, size, list, and each
+  // reader's read_at; read_all is open + read_at). kEio fails read point `at` (kIO); kFlip numbers
+  // only the read_at calls and flips one bit of what read_at number `at` returns (a corrupt read).
+  enum class ReadMode { kOff, kCount, kEio, kFlip };
+  enum class ReadVerdict { kGo, kEio, kFlip };
+  void arm_reads(ReadMode mode, uint64_t at);
+  ReadVerdict read_step(const std::string& what, bool is_read_at);
+  uint64_t read_points() const;
+  // The read points hit so far, for the test's message ("read_at data/00000001.pack").
+  std::vector<std::string> read_trace() const;
+
  private:
   mutable std::mutex mu_;
+  ReadMode read_mode_ = ReadMode::kOff;
+  uint64_t read_at_ = 0, read_count_ = 0;
+  std::vector<std::string> read_trace_;
   bool armed_ = false, dead_ = false;
   FaultMode mode_ = FaultMode::kCount;
   uint64_t at_ = 0, count_ = 0;

@@ -1912,6 +1912,10 @@ def scenario_rebuild_index(c):
             f.write("garbage")
     rebuilt(garble, before)
     rebuilt(lambda: shutil.rmtree(os.path.join(store, "index")), before)
+    # Each rebuild is in the operation log (issue 12, point 5), ended and ok.
+    rebuilds = [o for o in run_json("log", "--store", store) if o["op"] == "rebuild-index"]
+    check([o["result"] for o in rebuilds] == ["ok", "ok"] and all(o["end"] for o in rebuilds),
+          "rebuilds in the log: %s" % rebuilds)
     for name, h in hist.items():
         check_all_restore(store, name, h)
     check(scrub_json(store, "--deep")["clean"], "deep scrub after rebuild")
@@ -1943,8 +1947,18 @@ def scenario_rebuild_index(c):
     check(run_json("upgrade", "--store", store)["upgraded"], "upgrade after the kill")
     check(not run_json("upgrade", "--store", store)["upgraded"], "a second upgrade has nothing to do")
     check(run_json("ls", "--store", store) == now, "ls differs after upgrade")
+    # The killed upgrade is unfinished in the log, the rerun and the no-op ok; the rebuild refused
+    # on the format 1 store failed.
+    ops = run_json("log", "--store", store)
+    upgrades = [o for o in ops if o["op"] == "upgrade"]
+    check([o["result"] for o in upgrades] == ["unfinished", "ok", "ok"] and upgrades[0]["end"] is None,
+          "upgrades in the log: %s" % upgrades)
+    check([o["result"] for o in ops if o["op"] == "rebuild-index"] == ["ok", "ok", "failed"],
+          "rebuilds in the log: %s" % [o for o in ops if o["op"] == "rebuild-index"])
     independent_check(store)
     rebuilt(lambda: shutil.rmtree(os.path.join(store, "index")), now)
+    check([o["result"] for o in run_json("log", "--store", store) if o["op"] == "rebuild-index"][-1] == "ok",
+          "the last rebuild in the log")
     independent_check(store)
     for name in hist:
         c.remove("rbd", name)
