@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -59,6 +60,13 @@ std::optional<RadosLocation> read_backend_file(const fs::path& dir) {
     else if (key == "conf") w.conf = value;
     else if (key == "id") w.id = value;
     else if (key == "keyring") w.keyring = value;
+    else if (key == "op_timeout") {
+      try {
+        w.op_timeout_seconds = std::clamp(std::stoi(value), 1, 3600);
+      } catch (const std::exception&) {
+        throw StoreError(StoreError::Kind::kCorrupt, (dir / kRadosBackendFile).string() + ": bad op_timeout");
+      }
+    }
   }
   if (w.pool.empty()) throw StoreError(StoreError::Kind::kCorrupt, (dir / kRadosBackendFile).string() + " names no pool");
   return w;
@@ -66,7 +74,8 @@ std::optional<RadosLocation> read_backend_file(const fs::path& dir) {
 
 void write_backend_file(const fs::path& dir, const RadosLocation& w) {
   const std::string text = "pool " + w.pool + "\nnamespace " + w.ns + "\nconf " + w.conf + "\nid " + w.id +
-                           "\nkeyring " + w.keyring + "\n";
+                           "\nkeyring " + w.keyring +
+                           "\nop_timeout " + std::to_string(w.op_timeout_seconds) + "\n";
   if (read_small(dir / kRadosBackendFile) == text) return;
   write_small(dir / kRadosBackendFile, text);
 }

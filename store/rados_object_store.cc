@@ -2,6 +2,7 @@
 
 #include <rados/librados.h>
 #include <spdlog/spdlog.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -297,6 +298,7 @@ void RadosSink::wait_oldest() {
 // before anything is written over it. The rest go asynchronously, at most kMaxInFlight at once.
 void RadosSink::flush_extent() {
   if (!created_) {
+    m_->require_lease("create " + oid_);  // a writer that lost its lease writes nothing more
     WriteOp op;
     rados_write_op_create(op.op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
     rados_write_op_write(op.op, pending_.data(), pending_.size(), 0);
@@ -403,22 +405,49 @@ void RadosObjectStore::remove_incomplete(const std::string& prefix) {
 
 uint64_t RadosObjectStore::epoch() { return get_u64_xattr(impl_->io, kRadosMarkerObject, kEpochXattr).value_or(0); }
 
-std::vector<std::string> RadosObjectStore::lease_holders() {
+namespace {
+
+// (client, cookie) of each holder of the writer lock.
+std::vector<std::pair<std::string, std::string>> lockers(RadosObjectStore::Impl& m) {
   int exclusive = 0;
   size_t tag_len = 256, clients_len = 4096, cookies_len = 4096, addrs_len = 4096;
   std::string tag(tag_len, '\0'), clients(clients_len, '\0'), cookies(cookies_len, '\0'), addrs(addrs_len, '\0');
-  const ssize_t n = rados_list_lockers(impl_->io, kRadosMarkerObject, kLockName, &exclusive, tag.data(), &tag_len,
+  const ssize_t n = rados_list_lockers(m.io, kRadosMarkerObject, kLockName, &exclusive, tag.data(), &tag_len,
                                        clients.data(), &clients_len, cookies.data(), &cookies_len, addrs.data(),
                                        &addrs_len);
   if (n == -ENOENT) return {};
   check(static_cast<int>(n), "list the writer lease holders");
-  std::vector<std::string> out;
-  size_t pos = 0;
-  for (ssize_t i = 0; i < n && pos < cookies_len; ++i) {
-    std::string c(cookies.data() + pos);
-    pos += c.size() + 1;
-    out.push_back(std::move(c));
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t cpos = 0, kpos = 0;
+  for (ssize_t i = 0; i < n && cpos < clients_len && kpos < cookies_len; ++i) {
+    std::string client(clients.data() + cpos), cookie(cookies.data() + kpos);
+    cpos += client.size() + 1;
+    kpos += cookie.size() + 1;
+    out.emplace_back(std::move(client), std::move(cookie));
   }
+  return out;
+}
+
+// A holder on this host whose process is gone (it failed to unlock, e.g. with the cluster
+// unreachable, or was killed) need not be waited out: its cookie names this host and its pid.
+// We hold the local writer lock, and the pid is checked, so no live writer is broken.
+bool break_dead_local_holder(RadosObjectStore::Impl& m) {
+  const std::string me = "host " + hostname() + " pid ";
+  for (const auto& [client, cookie] : lockers(m)) {
+    if (cookie.rfind(me, 0) != 0) continue;
+    const long pid = std::strtol(cookie.c_str() + me.size(), nullptr, 10);
+    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    spdlog::warn("backup pool {}: breaking the writer lease of dead process {} on this host", m.where.pool, pid);
+    if (rados_break_lock(m.io, kRadosMarkerObject, kLockName, client.c_str(), cookie.c_str()) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<std::string> RadosObjectStore::lease_holders() {
+  std::vector<std::string> out;
+  for (auto& [client, cookie] : lockers(*impl_)) out.push_back(std::move(cookie));
   return out;
 }
 
@@ -432,7 +461,8 @@ void RadosObjectStore::begin_writing(const std::string& holder, const std::files
   m.cookie = "host " + hostname() + " pid " + std::to_string(::getpid()) + " started " + when + ": " + holder;
   if (m.cookie.size() > 400) m.cookie.resize(400);
   const auto started = Clock::now();
-  const int r = m.lock_call(0);
+  int r = m.lock_call(0);
+  if ((r == -EBUSY || r == -EEXIST) && break_dead_local_holder(m)) r = m.lock_call(0);
   if (r == -EBUSY || r == -EEXIST) {
     const auto who = lease_holders();
     throw StoreError(StoreError::Kind::kLocked,

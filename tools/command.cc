@@ -46,6 +46,11 @@ std::optional<std::pair<store::RadosLocation, std::filesystem::path>> rados_stor
   where->conf = pick("store-conf", "conf");
   where->id = pick("store-id", "id");
   where->keyring = pick("store-keyring", "keyring");
+  // --op-timeout (commands talking to Ceph) bounds the backup cluster's operations too.
+  if (a.vm.count("op-timeout")) {
+    const int64_t t = duration_option(a, "op-timeout", agent::kOpTimeoutRange);
+    if (t > 0) where->op_timeout_seconds = static_cast<int>(t);
+  }
   const std::string dir = a.str("index-dir");
   return std::make_pair(*where, dir.empty() ? store::default_index_dir(*where) : std::filesystem::path(dir));
 }

@@ -177,7 +177,7 @@ def with_conf(args):
     args = list(args)
     if "--store" in args:
         i = args.index("--store")
-        if i + 1 < len(args) and is_rados(args[i + 1]):
+        if i + 1 < len(args) and is_rados(args[i + 1]) and "--index-dir" not in args:
             args[i + 2:i + 2] = ["--store-conf", STORE_CONF, "--index-dir", index_dir(args[i + 1])]
     return args + ["-c", CONF] if args and args[0] in CEPH_COMMANDS else args
 
