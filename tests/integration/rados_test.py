@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import cli_test
-from cli_test import (EXIT_LOCKED, EXIT_UNREACHABLE, FEATURES_FASTDIFF, RBDVAULT, STORE_CONF, TMP, check, log,
-                      new_store, rados_objects, rbd_export_sha, restore_file_sha, run, run_json, snap_name,
-                      start_held, wait_for)
+from cli_test import (EXIT_EXISTS, EXIT_LOCKED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, FEATURES_FASTDIFF,
+                      RBDVAULT, STORE_CONF, TMP, check, log, new_store, rados_objects, rbd_export_sha,
+                      restore_file_sha, run, run_json, snap_name, start_held, wait_for)
 
 
 def host(store, name):
@@ -161,10 +161,34 @@ def scenario_rados_osd_stop(c):
     c.remove("rbd", "os-img")
 
 
+def scenario_rados_bad_input(c):
+    """Bad RADOS store locations: one error line each and the documented exit code; init twice is
+    refused; a dead backup cluster is "unreachable"."""
+    store = new_store("bad_input", kind="rados")
+    idx = ["--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "bad-input.index")]
+    for spec, rc, text in (("rados:", EXIT_USAGE, "bad store"), ("rados:rbd/a/b", EXIT_USAGE, "bad store"),
+                           ("rados:nopool", EXIT_NOT_FOUND, "pool nopool does not exist"),
+                           ("rados:rbd/no-store-here", EXIT_USAGE, "is not an rbdvault store")):
+        _, err = run("ls", "--store", spec, *idx, rc=rc)
+        check(text in err and len(err.strip().splitlines()) == 1, "%s: %r" % (spec, err))
+    _, err = run("init", "--store", store, "--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "other.index"),
+                 rc=EXIT_EXISTS)
+    check("a store already exists in " + store in err, "init twice: %r" % err)
+    _, err = run("ls", "--store", os.path.join(TMP, "dir"), "--index-dir", "/tmp/x", rc=EXIT_USAGE)
+    check("--index-dir is only for a rados:POOL store" in err, "--index-dir with a directory: %r" % err)
+    dead = os.path.join(TMP, "dead.conf")
+    with open(dead, "w") as f:
+        f.write("[global]\nmon host = 127.0.0.1:1\n")
+    _, err = run("backup", "--store", store, "--store-conf", dead, "--index-dir", os.path.join(TMP, "dead.index"),
+                 "--op-timeout", "3", "rbd/whatever", rc=EXIT_UNREACHABLE)
+    check("backup cluster" in err.strip().splitlines()[-1], "dead backup cluster: %r" % err)
+
+
 SCENARIOS = {
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_lease": scenario_rados_lease,
     "rados_osd_stop": scenario_rados_osd_stop,
+    "rados_bad_input": scenario_rados_bad_input,
 }
 
 
