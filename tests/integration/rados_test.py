@@ -184,11 +184,44 @@ def scenario_rados_bad_input(c):
     check("backup cluster" in err.strip().splitlines()[-1], "dead backup cluster: %r" % err)
 
 
+def scenario_rados_batch(c):
+    """The batch config names a RADOS store ([store] path = rados:..., conf, index-dir): `run`
+    backs up into it, and the command line on another host sees the revisions."""
+    store = new_store("batch", kind="rados")
+    fresh_host_dirs("batch", "b")
+    for n in ("rb-0", "rb-1"):
+        c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", n) as img:
+            img.write(os.urandom(1 << 20), 0)
+    conf = os.path.join(TMP, "rados-batch.conf")
+    with open(conf, "w") as f:
+        f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\nconf = %s\nindex-dir = %s\n\n"
+                "[defaults]\nschedule = every 24h\n\n[job.rb]\npool = rbd\ninclude = rb-*\n"
+                % (cli_test.CONF, store, STORE_CONF, os.path.join(TMP, "host-batch")))
+    out, _ = run("run", "--config", conf, "--format", "json")
+    report = cli_test.json.loads(out)
+    check(len(report["images"]) == 2, "run report: %s" % report)
+    revs = run_json("ls", *host(store, "b"))
+    check(sorted(r["image"] for r in revs) == ["rbd/rb-0", "rbd/rb-1"], "host b after run: %s" % revs)
+    for r in revs:
+        name = r["image"].split("/")[1]
+        exp = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, r["id"])))
+        check(restore_file_sha(store, "%s@%d" % (r["image"], r["id"])) == exp, "restore of %s" % r["image"])
+    bad = os.path.join(TMP, "rados-batch-bad.conf")
+    with open(bad, "w") as f:
+        f.write("[store]\npath = %s\nindex-dir = /tmp/x\n\n[job.rb]\npool = rbd\n" % os.path.join(TMP, "dir"))
+    _, err = run("run", "--config", bad, rc=EXIT_USAGE)
+    check("only for path = rados:POOL" in err, "index-dir with a directory store: %r" % err)
+    for n in ("rb-0", "rb-1"):
+        c.remove("rbd", n)
+
+
 SCENARIOS = {
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_lease": scenario_rados_lease,
     "rados_osd_stop": scenario_rados_osd_stop,
     "rados_bad_input": scenario_rados_bad_input,
+    "rados_batch": scenario_rados_batch,
 }
 
 
