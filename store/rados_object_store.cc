@@ -65,7 +65,7 @@ struct WriteOp {
 struct Completion {
   rados_completion_t c = nullptr;
   std::string buf;  // the extent in flight; must outlive the write
-  Completion() { (void)rados_aio_create_completion2(nullptr, nullptr, &c); }
+  Completion() { check(rados_aio_create_completion2(nullptr, nullptr, &c), "create an aio completion"); }
   ~Completion() {
     if (c) {
       rados_aio_wait_for_complete(c);
