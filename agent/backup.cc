@@ -371,8 +371,18 @@ BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd:
     result.revision = writer->commit(info);
     result.cpu_index += store::thread_cpu_seconds() - commit_started;
   } catch (...) {
+    // A writer refused as kLocked mid-revision lost its store's lease (a RADOS store): the writer
+    // that took over may have reused its revision id, so a snapshot of this name may be that
+    // writer's now. It is not ours to remove; the next backup removes it if it is stale.
+    bool lost_store = false;
     try {
-      rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);
+      throw;
+    } catch (const store::StoreError& e) {
+      lost_store = e.kind() == store::StoreError::Kind::kLocked;
+    } catch (...) {
+    }
+    try {
+      if (!lost_store) rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);
     } catch (const std::exception& e) {
       spdlog::warn("backup {}: could not remove snapshot {} after failure: {}", image_name, snap_name, e.what());
     }

@@ -12,6 +12,7 @@
 #include "agent/numbers.h"
 #include "agent/restore.h"
 #include "store/format.h"
+#include "store/rados_cache.h"
 
 namespace rbdvault::agent {
 namespace {
@@ -254,6 +255,14 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
           c.metrics_file = l.value;
         else if (l.key == "log-file")
           c.log_file = l.value;
+        else if (l.key == "conf")
+          c.store_conf = l.value;
+        else if (l.key == "id")
+          c.store_id = l.value;
+        else if (l.key == "keyring")
+          c.store_keyring = l.value;
+        else if (l.key == "index-dir")
+          c.index_dir = l.value;
         else
           return false;
         return true;
@@ -375,6 +384,13 @@ BatchConfig parse_batch_config(const std::string& text, const std::string& path)
                           image + "' is selected by no [job.NAME]; a group member must be backed up by a job");
     }
   if (c.store.empty()) throw ConfigError(path + ": [store] needs 'path = DIR'");
+  try {
+    const bool rados = store::parse_rados_spec(c.store).has_value();
+    if (!rados && !(c.store_conf.empty() && c.store_id.empty() && c.store_keyring.empty() && c.index_dir.empty()))
+      throw ConfigError(path + ": [store] conf, id, keyring and index-dir are only for path = rados:POOL");
+  } catch (const store::StoreError& e) {
+    throw ConfigError(path + ": [store] path: " + e.what());
+  }
   if (c.jobs.empty()) throw ConfigError(path + ": no [job.NAME] sections: nothing to back up");
   return c;
 }
@@ -392,6 +408,24 @@ BatchConfig load_batch_config(const std::string& path) {
     throw ConfigError(path + ": larger than " + std::to_string(kMaxBatchConfigBytes >> 20) +
                       " MiB; not a batch config file");
   return parse_batch_config(text, path);
+}
+
+std::string BatchConfig::local_dir() const {
+  const auto where = store::parse_rados_spec(store);
+  if (!where) return store;
+  return index_dir.empty() ? store::default_index_dir(*where).string() : index_dir;
+}
+
+std::string BatchConfig::store_dir() const {
+  auto where = store::parse_rados_spec(store);
+  if (!where) return store;
+  where->conf = store_conf.empty() ? ceph_conf : store_conf;
+  where->id = store_id.empty() ? ceph_id : store_id;
+  where->keyring = store_keyring.empty() ? ceph_keyring : store_keyring;
+  if (op_timeout > 0) where->op_timeout_seconds = op_timeout;
+  const std::string dir = local_dir();
+  store::refresh_rados_cache(*where, dir);
+  return dir;
 }
 
 }  // namespace rbdvault::agent

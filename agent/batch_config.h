@@ -87,7 +87,14 @@ struct BatchConfig {
   std::string ceph_conf, ceph_id, ceph_keyring;
   int connect_timeout = 15, op_timeout = 0;
   // [store]
-  std::string store;
+  std::string store;  // path: a directory or rados:POOL[/NAMESPACE] (issue 13)
+  // A rados: store's backup cluster (conf, id, keyring; default: [ceph]'s) and index directory.
+  std::string store_conf, store_id, store_keyring, index_dir;
+  // What to open: `store`, or a rados: store's index directory brought up to date from the pool.
+  // Call it at every open (another host may have written since). Throws store::StoreError.
+  [[nodiscard]] std::string store_dir() const;
+  // The same directory without contacting the pool (for the local operation log).
+  [[nodiscard]] std::string local_dir() const;
   std::string metrics_file;  // Prometheus textfile; empty: none
   std::string log_file;      // extra log file; empty: stderr/journald only
   Limits limits;

@@ -86,7 +86,8 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   rbd::Cluster cluster(co);
   // Plan on a read-only view: a pass with nothing due (most of the agent's polls) neither takes
   // the writer lock nor writes anything, so manual commands are not refused meanwhile.
-  auto st = store::Store::open(c.store, store::OpenMode::kReadOnly);
+  const std::string store_dir = c.store_dir();
+  auto st = store::Store::open(store_dir, store::OpenMode::kReadOnly);
 
   // Plan: which images each job selects, and which of them are due.
   RunReport report;
@@ -186,13 +187,13 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
   // Back up, images in parallel. Every task's outcome starts as "cancelled" and is overwritten
   // when it runs, so a stop leaves the untouched ones correctly reported.
   RateLimiter read_limit(c.limits.read_bandwidth), write_limit(c.limits.write_bandwidth);
-  store::OpLog oplog(c.store);
+  store::OpLog oplog(store_dir);
   std::atomic<size_t> next{0}, running{0}, peak{0}, done{0};
   std::atomic<uint64_t> bytes_read{0};
   std::mutex progress_mu;
   if (!tasks.empty()) {
     st.reset();
-    st = store::Store::open(c.store, store::OpenMode::kWriter, "rbdvault run --config " + c.path);
+    st = store::Store::open(store_dir, store::OpenMode::kWriter, "rbdvault run --config " + c.path);
   }
   // Group snapshots first, each group's members back to back; the backups then read from them
   // in parallel like any other. A member without its snapshot does not run.

@@ -55,6 +55,8 @@ ErrorClass classify_store(store::StoreError::Kind kind) {
       return ErrorClass::kExists;
     case K::kNoSpace:
       return ErrorClass::kNoSpace;
+    case K::kUnreachable:
+      return ErrorClass::kUnreachable;
     case K::kIO:
       return ErrorClass::kFailed;
   }

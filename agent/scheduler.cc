@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <map>
+#include <optional>
 
 #include "agent/batch_config.h"
 #include "agent/batch_run.h"
@@ -52,20 +53,22 @@ int64_t last_success(const std::string& store_dir, const std::string& op) {
 // succeeded.
 bool maintenance(const BatchConfig& c, const std::string& op, const std::string& args,
                  const std::function<uint64_t(store::Store&)>& body) {
-  store::OpLog log(c.store);
   std::string id;
+  std::optional<store::OpLog> log;
   try {
-    id = log.begin(op, "", args);
-    auto st = store::Store::open(c.store, op == "gc" ? store::OpenMode::kWriter : store::OpenMode::kReadOnly,
+    const std::string dir = c.store_dir();
+    log.emplace(dir);
+    id = log->begin(op, "", args);
+    auto st = store::Store::open(dir, op == "gc" ? store::OpenMode::kWriter : store::OpenMode::kReadOnly,
                                  "rbdvault agent " + op);
     const uint64_t bytes = body(*st);
-    log.end(id, true, "", bytes);
+    log->end(id, true, "", bytes);
     return true;
   } catch (const std::exception& e) {
     spdlog::error("agent: {} failed: {}", op, e.what());
     if (!id.empty()) {
       try {
-        log.end(id, false, e.what(), 0);
+        log->end(id, false, e.what(), 0);
       } catch (const std::exception&) {
       }
     }
@@ -83,7 +86,7 @@ void run_agent(const AgentOptions& o) {
                o.time_scale != 1 ? " [time scale " + std::to_string(o.time_scale) + "]" : "");
   std::map<std::string, int64_t> not_before;  // images that failed: next try
   // Without history, maintenance waits for its first slot rather than starting with the agent.
-  int64_t last_gc = last_success(config.store, "gc"), last_scrub = last_success(config.store, "scrub");
+  int64_t last_gc = last_success(config.local_dir(), "gc"), last_scrub = last_success(config.local_dir(), "scrub");
   if (last_gc == 0) last_gc = clock.now();
   if (last_scrub == 0) last_scrub = clock.now();
   bool reload = false;

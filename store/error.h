@@ -17,6 +17,7 @@ class StoreError : public std::runtime_error {
     kIO,        // the operating system or RocksDB failed
     kExists,    // the target already exists (init on a store or a non-empty directory)
     kNoSpace,   // ENOSPC/EDQUOT from the file system
+    kUnreachable,  // a remote backend (a RADOS store's cluster) did not answer in time: retry later
   };
   StoreError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const { return kind_; }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +63,16 @@ class ObjectStore {
   // Deletes what sinks under `prefix` left when their process died before commit. Only a writer
   // (who holds the store's writer lock, so no sink of its own is open) may call it.
   virtual void remove_incomplete(const std::string& prefix) = 0;
+
+  // Backends shared between hosts (RADOS). A writer calls begin_writing once, holding the local
+  // writer lock of `cache_dir` (the directory of the index), before it changes anything: such a
+  // backend takes its own writer lock there (kLocked while another host holds it) and from then
+  // on refuses to commit once it no longer holds it. The local directory needs nothing.
+  virtual void begin_writing(const std::string& holder, const std::filesystem::path& cache_dir) {
+    (void)holder, (void)cache_dir;
+  }
+  // The largest pack a writer may build in this backend (a bound on object size).
+  [[nodiscard]] virtual uint64_t pack_target_cap() const { return UINT64_MAX; }
 
   // Conveniences built on the above.
   void put(const std::string& name, std::string_view bytes);

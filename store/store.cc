@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <random>
@@ -261,6 +262,11 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   }
   s->db_.reset(raw);
   s->objects_ = io.objects ? io.objects : open_object_store(dir);
+  if (mode == OpenMode::kWriter) {
+    s->objects_->begin_writing(holder.empty() ? "rbdvault" : holder, dir);
+    s->writer_options_.pack_target_bytes =
+        std::min(s->writer_options_.pack_target_bytes, s->objects_->pack_target_cap());
+  }
   s->packs_ = std::make_unique<PackReader>(*s->objects_);
   if (mode == OpenMode::kWriter) s->recover();
   return s;

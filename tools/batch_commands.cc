@@ -47,7 +47,7 @@ std::vector<agent::ImageStatus> image_status(const Args& a) {
   if (store_dir.empty() && config_path.empty()) throw UsageError(a.command + ": give --config FILE or --store DIR");
   std::optional<agent::BatchConfig> config;
   if (!config_path.empty()) config = agent::load_batch_config(config_path);
-  auto st = store::Store::open(store_dir.empty() ? config->store : store_dir, store::OpenMode::kReadOnly);
+  auto st = store::Store::open(store_dir.empty() ? config->store_dir() : require_store(a), store::OpenMode::kReadOnly);
   auto images = agent::collect_status(*st);
   if (config)
     std::erase_if(images, [&](const agent::ImageStatus& s) {

@@ -11,6 +11,7 @@
 #include "agent/group_backup.h"
 #include "rbd/error.h"
 #include "store/error.h"
+#include "store/rados_cache.h"
 #include "tools/command.h"
 #include "tools/human.h"
 #include "tools/progress.h"
@@ -36,9 +37,12 @@ int cmd_init(const Args& a) {
   store::StoreOptions o;
   o.block_size = numeric(a, "block-size", parse_block_size);
   no_positional(a);
-  store::Store::init(require_store(a), o);
+  if (const auto r = rados_store(a))
+    store::init_rados_store(r->first, r->second, o);
+  else
+    store::Store::init(require_store(a), o);
   if (!a.quiet())
-    std::cout << "initialised store " << require_store(a) << " (block size " << human_size(o.block_size) << ")\n";
+    std::cout << "initialised store " << a.str("store") << " (block size " << human_size(o.block_size) << ")\n";
   return 0;
 }
 

@@ -7,6 +7,7 @@
 
 #include "store/error.h"
 #include "store/oplog.h"
+#include "store/rados_cache.h"
 
 namespace rbdvault::tools {
 
@@ -25,7 +26,33 @@ double real_option(const Args& a, const char* name, const agent::RealRange& r) {
 std::string require_store(const Args& a) {
   std::string s = a.str("store");
   if (s.empty()) throw UsageError(a.command + ": --store DIR is required");
+  // A store in a pool is opened through its index directory, brought up to date first.
+  if (const auto r = rados_store(a)) {
+    store::refresh_rados_cache(r->first, r->second);
+    return r->second.string();
+  }
   return s;
+}
+
+std::optional<std::pair<store::RadosLocation, std::filesystem::path>> rados_store(const Args& a) {
+  auto where = store::parse_rados_spec(a.str("store"));
+  if (!where) {
+    for (const char* o : {"store-conf", "store-id", "store-keyring", "index-dir"})
+      if (!a.str(o).empty()) throw UsageError(a.command + ": --" + std::string(o) + " is only for a rados:POOL store");
+    return std::nullopt;
+  }
+  // The backup cluster is the one of -c/--id/--keyring unless named apart.
+  auto pick = [&](const char* own, const char* ceph) { return a.str(own).empty() ? a.str(ceph) : a.str(own); };
+  where->conf = pick("store-conf", "conf");
+  where->id = pick("store-id", "id");
+  where->keyring = pick("store-keyring", "keyring");
+  // --op-timeout (commands talking to Ceph) bounds the backup cluster's operations too.
+  if (a.vm.count("op-timeout")) {
+    const int64_t t = duration_option(a, "op-timeout", agent::kOpTimeoutRange);
+    if (t > 0) where->op_timeout_seconds = static_cast<int>(t);
+  }
+  const std::string dir = a.str("index-dir");
+  return std::make_pair(*where, dir.empty() ? store::default_index_dir(*where) : std::filesystem::path(dir));
 }
 
 std::string one_positional(const Args& a, const char* what) {

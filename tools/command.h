@@ -16,6 +16,7 @@
 #include "agent/numbers.h"
 #include "rbd/cluster.h"
 #include "rbd/image.h"
+#include "store/rados_object_store.h"
 #include "store/store.h"
 
 namespace rbdvault::tools {
@@ -87,7 +88,10 @@ auto numeric(const Args& a, const char* name, Parse parse) {
 [[nodiscard]] int64_t duration_option(const Args& a, const char* name, const agent::Range& r);
 [[nodiscard]] double real_option(const Args& a, const char* name, const agent::RealRange& r);
 
+// --store: a directory, or for rados:POOL[/NAMESPACE] its index directory, brought up to date.
 [[nodiscard]] std::string require_store(const Args& a);
+// For rados:POOL[/NAMESPACE]: where (with --store-conf/-id/-keyring) and the index directory.
+[[nodiscard]] std::optional<std::pair<store::RadosLocation, std::filesystem::path>> rados_store(const Args& a);
 [[nodiscard]] std::string one_positional(const Args& a, const char* what);
 void no_positional(const Args& a);
 void at_most_one_positional(const Args& a, const char* what);

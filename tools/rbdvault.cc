@@ -51,7 +51,14 @@ std::vector<po::options_description> option_groups(const Command& c) {
   po::options_description own("Options");
   if (c.options) c.options(own);
   if (c.groups & kStoreOption)
-    own.add_options()("store,s", po::value<std::string>()->value_name("DIR"), "the revision store");
+    // clang-format off
+    own.add_options()
+        ("store,s", po::value<std::string>()->value_name("DIR|rados:POOL[/NS]"), "the revision store")
+        ("store-conf", po::value<std::string>()->value_name("PATH"), "rados store: ceph.conf of the backup cluster (default: -c)")
+        ("store-id", po::value<std::string>()->value_name("NAME"), "rados store: client id on the backup cluster (default: --id)")
+        ("store-keyring", po::value<std::string>()->value_name("PATH"), "rados store: keyring for the backup cluster")
+        ("index-dir", po::value<std::string>()->value_name("DIR"), "rados store: the local index cache (default /var/lib/rbdvault/rados-POOL)");
+  // clang-format on
   if (c.groups & kFormatOption)
     own.add_options()("format", po::value<std::string>()->default_value("plain")->value_name("plain|json"),
                       "output: plain or json");

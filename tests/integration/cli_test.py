@@ -6,6 +6,9 @@ Run one scenario: cli_test.py NAME (see SCENARIOS). Environment, set by CTest:
   RBDVAULT           path of the rbdvault binary
   RBDVAULT_TEST_TMP  scratch directory for stores and exported files
   RBDVAULT_SEED      optional: replay a randomised run with this seed
+  RBDVAULT_TEST_STORE  optional: "rados" puts the stores of the core scenarios in RADOS (issue 13):
+                     namespace NAME of pool "rbd" of the backup cluster RBDVAULT_STORE_CONF, with
+                     its index directory in RBDVAULT_TEST_TMP/NAME.index
 
 The oracle is always `rbd export` of the backup's snapshot, taken while the snapshot exists.
 Uses Debian's python3-rbd / python3-rados, so it must run under /usr/bin/python3.
@@ -134,9 +137,48 @@ EXIT_INTERNAL = 70
 CEPH_COMMANDS = {"backup", "restore", "verify", "repair", "images"}
 
 
+# ---- RADOS stores (issue 13) ------------------------------------------------------------------
+STORE_KIND = os.environ.get("RBDVAULT_TEST_STORE", "dir")
+STORE_CONF = os.environ.get("RBDVAULT_STORE_CONF", "")
+STORE_POOL = "rbd"
+
+
+def is_rados(store):
+    return isinstance(store, str) and store.startswith("rados:")
+
+
+def index_dir(store):
+    """The local directory of a store: the store itself, or a RADOS store's index directory."""
+    return os.path.join(TMP, store.split("/", 1)[1] + ".index") if is_rados(store) else store
+
+
+def backup_ioctx(store):
+    """An ioctx on a RADOS store's namespace in the backup cluster (python3-rados)."""
+    r = rados.Rados(conffile=STORE_CONF)
+    r.connect(timeout=10)
+    io = r.open_ioctx(STORE_POOL)
+    io.set_namespace(store.split("/", 1)[1])
+    return r, io
+
+
+def rados_objects(store, prefix=""):
+    """{name: size} of the objects of a RADOS store's namespace whose name starts with prefix."""
+    r, io = backup_ioctx(store)
+    try:
+        return {o.key: io.stat(o.key)[0] for o in io.list_objects() if o.key.startswith(prefix)}
+    finally:
+        io.close()
+        r.shutdown()
+
+
 def with_conf(args):
-    """ARGS with -c CONF appended when its command talks to Ceph."""
+    """ARGS with -c CONF appended when its command talks to Ceph, and a RADOS store's own options
+    (the backup cluster, the index directory) after --store rados:..."""
     args = list(args)
+    if "--store" in args:
+        i = args.index("--store")
+        if i + 1 < len(args) and is_rados(args[i + 1]) and "--index-dir" not in args:
+            args[i + 2:i + 2] = ["--store-conf", STORE_CONF, "--index-dir", index_dir(args[i + 1])]
     return args + ["-c", CONF] if args and args[0] in CEPH_COMMANDS else args
 
 
@@ -157,16 +199,29 @@ def run_json(*args):
     return json.loads(out)
 
 
-def new_store(name, *extra):
+def new_store(name, *extra, kind=None):
+    """A new store NAME: a directory, or with RBDVAULT_TEST_STORE=rados (or kind="rados") the
+    namespace NAME of the backup cluster's pool, emptied first."""
+    os.makedirs(TMP, exist_ok=True)
+    if (kind or STORE_KIND) == "rados":
+        check(STORE_CONF, "RBDVAULT_STORE_CONF must name the backup cluster's ceph.conf")
+        store = "rados:%s/%s" % (STORE_POOL, name)
+        r, io = backup_ioctx(store)
+        for o in list(io.list_objects()):
+            io.remove_object(o.key)
+        io.close()
+        r.shutdown()
+        shutil.rmtree(index_dir(store), ignore_errors=True)
+        run("init", "--store", store, *extra)
+        return store
     path = os.path.join(TMP, name)
     shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(TMP, exist_ok=True)
     run("init", "--store", path, *extra)
     return path
 
 
 def store_id(store):
-    with open(os.path.join(store, "rbdvault.store")) as f:
+    with open(os.path.join(index_dir(store), "rbdvault.store")) as f:
         for line in f:
             k, _, v = line.strip().partition(" ")
             if k == "store_id":
@@ -798,6 +853,8 @@ def check_all_restore(store, name, history):
 
 
 def pack_bytes(store):
+    if is_rados(store):
+        return sum(rados_objects(store, "data/").values())
     d = os.path.join(store, "data")
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
 

@@ -1,0 +1,136 @@
+#include "store/rados_cache.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "store/error.h"
+#include "store/format.h"
+#include "store/store_internal.h"
+
+namespace fs = std::filesystem;
+
+namespace rbdvault::store {
+namespace {
+
+constexpr size_t kMaxSmallFile = 4096;
+
+// A small text file of ours, bounded; nullopt if absent.
+std::optional<std::string> read_small(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string text(kMaxSmallFile + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxSmallFile) throw StoreError(StoreError::Kind::kCorrupt, path.string() + " is too large");
+  return text;
+}
+
+// Written whole through a temporary file and a rename, like the marker.
+void write_small(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw StoreError(StoreError::Kind::kIO, "write " + tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw StoreError(StoreError::Kind::kIO, "rename " + tmp.string() + ": " + ec.message());
+}
+
+std::string spec_of(const RadosLocation& w) { return std::string(kRadosStoreScheme) + w.pool + (w.ns.empty() ? "" : "/" + w.ns); }
+
+}  // namespace
+
+std::optional<RadosLocation> read_backend_file(const fs::path& dir) {
+  const auto text = read_small(dir / kRadosBackendFile);
+  if (!text) return std::nullopt;
+  RadosLocation w;
+  std::istringstream in(*text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto sp = line.find(' ');
+    const std::string key = line.substr(0, sp), value = sp == std::string::npos ? "" : line.substr(sp + 1);
+    if (key == "pool") w.pool = value;
+    else if (key == "namespace") w.ns = value;
+    else if (key == "conf") w.conf = value;
+    else if (key == "id") w.id = value;
+    else if (key == "keyring") w.keyring = value;
+    else if (key == "op_timeout") {
+      try {
+        w.op_timeout_seconds = std::clamp(std::stoi(value), 1, 3600);
+      } catch (const std::exception&) {
+        throw StoreError(StoreError::Kind::kCorrupt, (dir / kRadosBackendFile).string() + ": bad op_timeout");
+      }
+    }
+  }
+  if (w.pool.empty()) throw StoreError(StoreError::Kind::kCorrupt, (dir / kRadosBackendFile).string() + " names no pool");
+  return w;
+}
+
+void write_backend_file(const fs::path& dir, const RadosLocation& w) {
+  const std::string text = "pool " + w.pool + "\nnamespace " + w.ns + "\nconf " + w.conf + "\nid " + w.id +
+                           "\nkeyring " + w.keyring +
+                           "\nop_timeout " + std::to_string(w.op_timeout_seconds) + "\n";
+  if (read_small(dir / kRadosBackendFile) == text) return;
+  write_small(dir / kRadosBackendFile, text);
+}
+
+std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
+  const auto text = read_small(dir / kRadosEpochFile);
+  if (!text) return std::nullopt;
+  try {
+    return std::stoull(*text);
+  } catch (const std::exception&) {
+    return std::nullopt;  // a damaged record only costs a rebuild
+  }
+}
+
+void write_cache_epoch(const fs::path& dir, uint64_t epoch) { write_small(dir / kRadosEpochFile, std::to_string(epoch) + "\n"); }
+
+fs::path default_index_dir(const RadosLocation& w) {
+  return fs::path(kDefaultIndexRoot) / ("rados-" + w.pool + (w.ns.empty() ? "" : "@" + w.ns));
+}
+
+void init_rados_store(const RadosLocation& where, const fs::path& index_dir, const StoreOptions& options) {
+  RadosObjectStore pool(where);
+  if (pool.size(kRadosMarkerObject))
+    throw StoreError(StoreError::Kind::kExists, "a store already exists in " + spec_of(where));
+  Store::init(index_dir, options);
+  write_backend_file(index_dir, where);
+  write_cache_epoch(index_dir, pool.epoch());
+  // The pool's marker is the commit point, created exclusively: of two concurrent inits one wins.
+  pool.put(kRadosMarkerObject, read_marker_text(index_dir));
+  spdlog::debug("initialised store {} (index in {})", spec_of(where), index_dir.string());
+}
+
+void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) {
+  RadosObjectStore pool(where);
+  if (!pool.size(kRadosMarkerObject))
+    throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
+                                                     kRadosMarkerObject + " object; create one with `rbdvault init`)");
+  const std::string marker = pool.read_all(kRadosMarkerObject, kMaxMarkerBytes);
+  (void)parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject);
+  std::error_code ec;
+  fs::create_directories(index_dir, ec);
+  if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());
+  write_backend_file(index_dir, where);
+  const uint64_t epoch = pool.epoch();
+  std::string local;
+  try {
+    local = read_marker_text(index_dir);
+  } catch (const StoreError&) {
+  }
+  if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
+  spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
+  if (local != marker) write_marker_durably(index_dir, marker);
+  (void)Store::rebuild_index(index_dir);
+  // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
+  if (pool.epoch() == epoch && (epoch % 2 == 0 || pool.lease_holders().empty())) write_cache_epoch(index_dir, epoch);
+}
+
+}  // namespace rbdvault::store

@@ -1,0 +1,229 @@
+#!/usr/bin/python3
+"""A store in RADOS (issue 13) against a second micro-ceph cluster, the backup cluster.
+
+Run one scenario: rados_test.py NAME. Environment as cli_test.py, plus RBDVAULT_STORE_CONF, the
+ceph.conf of the backup cluster (deploy/micro-ceph.sh; its OSD's pid file is DIR/run/osd.0.pid).
+Two "hosts" are two index directories of one store.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import cli_test
+from cli_test import (EXIT_EXISTS, EXIT_LOCKED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, FEATURES_FASTDIFF,
+                      RBDVAULT, STORE_CONF, TMP, check, log, new_store, rados_objects, rbd_export_sha,
+                      restore_file_sha, run, run_json, snap_name, start_held, wait_for)
+
+
+def host(store, name):
+    """The options of `store` as seen from host NAME: its own index directory."""
+    return ["--store", store, "--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "host-" + name)]
+
+
+def fresh_host_dirs(*names):
+    for n in names:
+        subprocess.run(["rm", "-rf", os.path.join(TMP, "host-" + n)], check=True)
+
+
+def uncommitted(store):
+    """Objects of the store's namespace that a killed or failed writer left (no rbdvault.size)."""
+    r, io = cli_test.backup_ioctx(store)
+    try:
+        out = []
+        for o in io.list_objects():
+            try:
+                io.get_xattr(o.key, "rbdvault.size")
+            except Exception:  # noqa: BLE001 - python3-rados raises NoData/ObjectNotFound
+                out.append(o.key)
+        return sorted(out)
+    finally:
+        io.close()
+        r.shutdown()
+
+
+def scenario_rados_two_hosts(c):
+    """Two hosts (own index directories) take turns writing one store; each sees the other's
+    revisions, incrementals cross hosts, and restores match rbd export."""
+    store = new_store("two_hosts", kind="rados")
+    fresh_host_dirs("a", "b")
+    c.create("rbd", "th-img", 32 << 20, FEATURES_FASTDIFF)
+    history = {}
+    for i, who in enumerate(["a", "b", "a", "b"]):
+        with c.image("rbd", "th-img") as img:
+            img.write(os.urandom(1 << 20), (i * 5) << 20)
+        r = run_json("backup", *host(store, who), "rbd/th-img")
+        check(r["kind"] == ("full" if i == 0 else "delta"), "backup %d on host %s: %s" % (i, who, r))
+        check(r["bytes_read"] <= 5 << 20, "host %s read more than the change: %s" % (who, r))
+        history[r["revision"]] = rbd_export_sha("rbd/th-img@" + snap_name(store, r["revision"]))
+        for other in ("a", "b"):
+            ids = [x["id"] for x in run_json("ls", *host(store, other))]
+            check(ids == sorted(history), "host %s after %s's backup %d sees %s" % (other, who, i, ids))
+    for rev, exp in history.items():
+        for who in ("a", "b"):
+            out, _ = run("restore", *host(store, who), "rbd/th-img@%d" % rev, "--to-file",
+                         os.path.join(TMP, "th-%s-%d" % (who, rev)), "-q")
+            check(cli_test.file_sha(os.path.join(TMP, "th-%s-%d" % (who, rev))) == exp,
+                  "host %s restores revision %d differently" % (who, rev))
+            os.unlink(os.path.join(TMP, "th-%s-%d" % (who, rev)))
+    check(run_json("scrub", *host(store, "b"), "--deep")["clean"], "scrub after turns")
+    # An index directory deleted outright is rebuilt from the pool.
+    fresh_host_dirs("a")
+    check([x["id"] for x in run_json("ls", *host(store, "a"))] == sorted(history), "rebuilt index")
+    c.remove("rbd", "th-img")
+
+
+def scenario_rados_lease(c):
+    """A live writer's lease is never broken: another host is refused naming it, readers work. A
+    writer that stops renewing (frozen past its lease) loses it: the other host takes over, and the
+    frozen one, continued, fails at its next commit point and commits nothing."""
+    store = new_store("lease", kind="rados")
+    fresh_host_dirs("a", "b")
+    c.create("rbd", "ls-img", 16 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "ls-img") as img:
+        img.write(os.urandom(6 << 20), 0)
+    r1 = run_json("backup", *host(store, "a"), "rbd/ls-img")
+    with c.image("rbd", "ls-img") as img:
+        img.write(os.urandom(6 << 20), 8 << 20)
+    held = start_held("revision.begun", "backup", *host(store, "a"), "rbd/ls-img")
+    try:
+        _, err = run("backup", *host(store, "b"), "rbd/ls-img", rc=EXIT_LOCKED)
+        last = err.strip().splitlines()[-1]  # before it, the info lines of bringing b's index up to date
+        check(last.startswith("rbdvault: error: ") and "locked by another writer" in last and
+              "pid %d" % held.pid in last and "rbdvault backup rbd/ls-img" in last,
+              "refusal must name the holder: %r" % err)
+        check([x["id"] for x in run_json("ls", *host(store, "b"))] == [r1["revision"]], "reader on host b")
+        # The held writer is frozen (SIGSTOP): it renews nothing; its lease runs out and b takes over.
+        got = {}
+
+        def b_succeeds():
+            p = subprocess.run([RBDVAULT] + cli_test.with_conf(["backup", *host(store, "b"), "rbd/ls-img",
+                                                                "--format", "json"]),
+                               capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+            check(p.returncode in (0, EXIT_LOCKED), "b: exit %d: %s" % (p.returncode, p.stderr))
+            if p.returncode == 0:
+                got["r"] = cli_test.json.loads(p.stdout)
+            return p.returncode == 0
+
+        wait_for(b_succeeds, "the frozen writer's lease to expire", timeout=180, interval=2)
+        log("host b took over: revision %d" % got["r"]["revision"])
+    finally:
+        held.send_signal(signal.SIGCONT)
+    out, err = held.communicate(timeout=300)
+    check(held.returncode == EXIT_LOCKED and "lease" in err, "the frozen writer: exit %d: %s" % (held.returncode, err))
+    ids = [x["id"] for x in run_json("ls", *host(store, "b"))]
+    check(ids == [r1["revision"], got["r"]["revision"]], "only b's revision was added: %s" % ids)
+    check([x["id"] for x in run_json("ls", *host(store, "a"))] == ids, "host a sees the same")
+    exp = rbd_export_sha("rbd/ls-img@" + snap_name(store, got["r"]["revision"]))
+    restore = os.path.join(TMP, "lease-restore")
+    run("restore", *host(store, "a"), "rbd/ls-img", "--to-file", restore, "-q")
+    check(cli_test.file_sha(restore) == exp, "restore after takeover")
+    os.unlink(restore)
+    check(run_json("scrub", *host(store, "a"), "--deep")["clean"], "scrub after takeover")
+    c.remove("rbd", "ls-img")
+
+
+def scenario_rados_osd_stop(c):
+    """The backup cluster's OSD stopped during a backup: a clear error, exit 6, no partial revision;
+    the OSD back, the retry succeeds and restores match."""
+    store = new_store("osd_stop", kind="rados")
+    fresh_host_dirs("a")
+    osd_pid_file = os.path.join(os.path.dirname(STORE_CONF), "run", "osd.0.pid")
+    with open(osd_pid_file) as f:
+        osd = int(f.read().strip())
+    c.create("rbd", "os-img", 32 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "os-img") as img:
+        img.write(os.urandom(4 << 20), 0)
+    r1 = run_json("backup", *host(store, "a"), "rbd/os-img")
+    with c.image("rbd", "os-img") as img:
+        img.write(os.urandom(12 << 20), 8 << 20)
+    before = sorted(rados_objects(store))
+    held = start_held("revision.begun", "backup", *host(store, "a"), "rbd/os-img", "--op-timeout", "5")
+    os.kill(osd, signal.SIGSTOP)
+    try:
+        held.send_signal(signal.SIGCONT)
+        out, err = held.communicate(timeout=600)
+    finally:
+        os.kill(osd, signal.SIGCONT)
+    lines = err.strip().splitlines()
+    check(held.returncode == EXIT_UNREACHABLE and "backup cluster" in lines[-1],
+          "backup with the OSD stopped: exit %d: %s" % (held.returncode, err))
+    log("with the OSD stopped: %s" % lines[-1])
+    check([x["id"] for x in run_json("ls", *host(store, "a"))] == [r1["revision"]], "a partial revision is visible")
+    check(run_json("scrub", *host(store, "a"))["clean"], "scrub after the failure")
+    r2 = run_json("backup", *host(store, "a"), "rbd/os-img")
+    check(r2["revision"] > r1["revision"], "retry: %s" % r2)
+    check(uncommitted(store) == [], "the retry left unfinished objects: %s" % uncommitted(store))
+    check(set(before) <= set(rados_objects(store)), "committed objects went missing")
+    exp = rbd_export_sha("rbd/os-img@" + snap_name(store, r2["revision"]))
+    check(restore_file_sha(store, "rbd/os-img@%d" % r2["revision"]) == exp, "restore after retry (another host)")
+    c.remove("rbd", "os-img")
+
+
+def scenario_rados_bad_input(c):
+    """Bad RADOS store locations: one error line each and the documented exit code; init twice is
+    refused; a dead backup cluster is "unreachable"."""
+    store = new_store("bad_input", kind="rados")
+    idx = ["--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "bad-input.index")]
+    for spec, rc, text in (("rados:", EXIT_USAGE, "bad store"), ("rados:rbd/a/b", EXIT_USAGE, "bad store"),
+                           ("rados:nopool", EXIT_NOT_FOUND, "pool nopool does not exist"),
+                           ("rados:rbd/no-store-here", EXIT_USAGE, "is not an rbdvault store")):
+        _, err = run("ls", "--store", spec, *idx, rc=rc)
+        check(text in err and len(err.strip().splitlines()) == 1, "%s: %r" % (spec, err))
+    _, err = run("init", "--store", store, "--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "other.index"),
+                 rc=EXIT_EXISTS)
+    check("a store already exists in " + store in err, "init twice: %r" % err)
+    _, err = run("ls", "--store", os.path.join(TMP, "dir"), "--index-dir", "/tmp/x", rc=EXIT_USAGE)
+    check("--index-dir is only for a rados:POOL store" in err, "--index-dir with a directory: %r" % err)
+    dead = os.path.join(TMP, "dead.conf")
+    with open(dead, "w") as f:
+        f.write("[global]\nmon host = 127.0.0.1:1\n")
+    _, err = run("backup", "--store", store, "--store-conf", dead, "--index-dir", os.path.join(TMP, "dead.index"),
+                 "--op-timeout", "3", "rbd/whatever", rc=EXIT_UNREACHABLE)
+    check("backup cluster" in err.strip().splitlines()[-1], "dead backup cluster: %r" % err)
+
+
+def scenario_rados_batch(c):
+    """The batch config names a RADOS store ([store] path = rados:..., conf, index-dir): `run`
+    backs up into it, and the command line on another host sees the revisions."""
+    store = new_store("batch", kind="rados")
+    fresh_host_dirs("batch", "b")
+    for n in ("rb-0", "rb-1"):
+        c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", n) as img:
+            img.write(os.urandom(1 << 20), 0)
+    conf = os.path.join(TMP, "rados-batch.conf")
+    with open(conf, "w") as f:
+        f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\nconf = %s\nindex-dir = %s\n\n"
+                "[defaults]\nschedule = every 24h\n\n[job.rb]\npool = rbd\ninclude = rb-*\n"
+                % (cli_test.CONF, store, STORE_CONF, os.path.join(TMP, "host-batch")))
+    out, _ = run("run", "--config", conf, "--format", "json")
+    report = cli_test.json.loads(out)
+    check(len(report["images"]) == 2, "run report: %s" % report)
+    revs = run_json("ls", *host(store, "b"))
+    check(sorted(r["image"] for r in revs) == ["rbd/rb-0", "rbd/rb-1"], "host b after run: %s" % revs)
+    for r in revs:
+        name = r["image"].split("/")[1]
+        exp = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, r["id"])))
+        check(restore_file_sha(store, "%s@%d" % (r["image"], r["id"])) == exp, "restore of %s" % r["image"])
+    bad = os.path.join(TMP, "rados-batch-bad.conf")
+    with open(bad, "w") as f:
+        f.write("[store]\npath = %s\nindex-dir = /tmp/x\n\n[job.rb]\npool = rbd\n" % os.path.join(TMP, "dir"))
+    _, err = run("run", "--config", bad, rc=EXIT_USAGE)
+    check("only for path = rados:POOL" in err, "index-dir with a directory store: %r" % err)
+    for n in ("rb-0", "rb-1"):
+        c.remove("rbd", n)
+
+
+SCENARIOS = {
+    "rados_two_hosts": scenario_rados_two_hosts,
+    "rados_lease": scenario_rados_lease,
+    "rados_osd_stop": scenario_rados_osd_stop,
+    "rados_bad_input": scenario_rados_bad_input,
+    "rados_batch": scenario_rados_batch,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(cli_test.main(SCENARIOS, "rados_test.py"))
