@@ -231,6 +231,11 @@ def scenario_serve_token(c):
     for extra in ([], ["--token-file", token]):
         _, err = refused("--store", store, "--listen", "0.0.0.0:0", *extra, rc=EXIT_USAGE)
         check(len(err.strip().splitlines()) == 1, "one error line, got %r" % err)
+        want = "accessible by group or others" if extra else "needs --token-file"
+        check(want in err, "refusal should say %r: %r" % (want, err))
+    # A token file others may read is refused on loopback too (the token leaks either way).
+    _, err = refused("--store", store, "--listen", "127.0.0.1:0", "--token-file", token, rc=EXIT_USAGE)
+    check("accessible by group or others" in err, "open token file on loopback: %r" % err)
     refused("--store", store, "--listen", "127.0.0.1", rc=EXIT_USAGE)
     refused("--store", store, "--listen", "127.0.0.1:70000", rc=EXIT_USAGE)
     refused("--store", store, "--listen", "::1:80", rc=EXIT_USAGE)

@@ -280,7 +280,7 @@ MUTATIONS = [
      "edits": [("view/http_auth.cc", "return diff == 0;", "return diff == 0 || true;")],
      "tests": ["gtest:HttpAuth.BearerMatches", "gtest:HttpServer.TokenRequiredOffLoopbackAndChecked", "serve:serve_token"]},
     {"id": "serve-open-token-file", "items": ["I14b"],
-     "edits": [("view/http_auth.cc", "  if (st.st_mode & 077)\n", "  if (false)\n")],
+     "edits": [("view/http_auth.cc", "const bool too_open = ok && (st.st_mode & 077) != 0;", "const bool too_open = false;")],
      "tests": ["gtest:TokenFile.RefusesOpenPermissionsAndShortTokens", "serve:serve_token"]},
     {"id": "serve-damage-as-zeros", "items": ["I14c"],
      "edits": [("view/http_server.cc", "first + offset, e.what());\n            return false;",
