@@ -55,7 +55,8 @@ std::string read_token_file(const std::string& path) {
   struct stat st {};
   std::string data;
   const bool ok = fstat(fd, &st) == 0;
-  if (ok && S_ISREG(st.st_mode) && (st.st_mode & 077) == 0 && st.st_size <= static_cast<off_t>(kMaxToken + 2)) {
+  const bool too_open = ok && (st.st_mode & 077) != 0;  // group or others may read or write it
+  if (ok && S_ISREG(st.st_mode) && !too_open && st.st_size <= static_cast<off_t>(kMaxToken + 2)) {
     data.resize(static_cast<size_t>(st.st_size));
     size_t got = 0;
     while (got < data.size()) {
@@ -67,7 +68,7 @@ std::string read_token_file(const std::string& path) {
   }
   ::close(fd);
   if (!ok || !S_ISREG(st.st_mode)) refuse("token file " + path + " is not a regular file");
-  if (st.st_mode & 077)
+  if (too_open)
     refuse("token file " + path + " is accessible by group or others (mode " +
            std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) +
            "); chmod 600 it");

@@ -208,6 +208,15 @@ def scenario_serve_http(c):
         c.remove("rbd", name)
 
 
+def refused(*args, rc):
+    """serve ARGS must exit at once with `rc`: one that starts serving instead is killed after 60 s
+    and fails the test (subprocess.run kills the child on its timeout)."""
+    try:
+        return run("serve", *args, rc=rc, timeout=60)
+    except subprocess.TimeoutExpired:
+        check(False, "serve %s started instead of exiting %d" % (" ".join(args), rc))
+
+
 def scenario_serve_token(c):
     store = new_store("serve-token")
     c.create("rbd", "serve-t", 1 << 20, cli_test.FEATURES_FASTDIFF)
@@ -220,14 +229,19 @@ def scenario_serve_token(c):
     os.chmod(token, 0o644)
     # Off loopback without a token, or with a token file others can read: refused, one line, exit 2.
     for extra in ([], ["--token-file", token]):
-        _, err = run("serve", "--store", store, "--listen", "0.0.0.0:0", *extra, rc=EXIT_USAGE)
+        _, err = refused("--store", store, "--listen", "0.0.0.0:0", *extra, rc=EXIT_USAGE)
         check(len(err.strip().splitlines()) == 1, "one error line, got %r" % err)
-    run("serve", "--store", store, "--listen", "127.0.0.1", rc=EXIT_USAGE)
-    run("serve", "--store", store, "--listen", "127.0.0.1:70000", rc=EXIT_USAGE)
-    run("serve", "--store", store, "--listen", "::1:80", rc=EXIT_USAGE)
-    run("serve", "--store", store, rc=EXIT_USAGE)
-    run("serve", "--store", store, "--listen", "127.0.0.1:0", "--token-file", token + ".missing", rc=EXIT_NOT_FOUND)
-    run("serve", "--store", os.path.join(TMP, "no-store-here"), "--listen", "127.0.0.1:0", rc=EXIT_USAGE)
+        want = "accessible by group or others" if extra else "needs --token-file"
+        check(want in err, "refusal should say %r: %r" % (want, err))
+    # A token file others may read is refused on loopback too (the token leaks either way).
+    _, err = refused("--store", store, "--listen", "127.0.0.1:0", "--token-file", token, rc=EXIT_USAGE)
+    check("accessible by group or others" in err, "open token file on loopback: %r" % err)
+    refused("--store", store, "--listen", "127.0.0.1", rc=EXIT_USAGE)
+    refused("--store", store, "--listen", "127.0.0.1:70000", rc=EXIT_USAGE)
+    refused("--store", store, "--listen", "::1:80", rc=EXIT_USAGE)
+    refused("--store", store, rc=EXIT_USAGE)
+    refused("--store", store, "--listen", "127.0.0.1:0", "--token-file", token + ".missing", rc=EXIT_NOT_FOUND)
+    refused("--store", os.path.join(TMP, "no-store-here"), "--listen", "127.0.0.1:0", rc=EXIT_USAGE)
     os.chmod(token, 0o600)
     s = Served(store, "0.0.0.0:0", "--token-file", token)
     try:

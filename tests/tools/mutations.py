@@ -13,6 +13,7 @@ A mutation is a dict:
            cli:SCENARIO     tests/integration/cli_test.py SCENARIO (cluster)
            batch:SCENARIO   tests/integration/batch_test.py SCENARIO (cluster)
            instant:SCENARIO tests/integration/instant_test.py SCENARIO (cluster)
+           serve:SCENARIO   tests/integration/serve_test.py SCENARIO (cluster, chromium)
   env    optional extra environment for the tests (e.g. fewer kills to save time)
 
 Anchors are kept short but unique; prefer stable files (agent/, rbd/, store/revision_writer.cc).
@@ -51,8 +52,13 @@ ITEMS = {
     "I15b": "issue 15: a damaged parent chunk makes the backup read the block whole, not fail",
     "I15c": "issue 15: incompressible blocks skip zstd, mixed blocks are still compressed",
     "I13c": "issue 13.3: a copied revision restores byte for byte as its source; only missing chunks are read",
-    "I14a": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
-    "I14b": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
+    "I14f": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
+    "I14g": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
+    "I14a": "issue 14: serve answers a Range with exactly those bytes of the revision (206)",
+    "I14b": "issue 14: serve checks the bearer token and refuses a token file others can read",
+    "I14c": "issue 14: serve never sends bytes of a chunk that failed its check",
+    "I14d": "issue 14: the status page shows each image's revision count (checked in Chromium)",
+    "I14e": "issue 14: a revision committed while serving appears without a restart",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -244,14 +250,14 @@ MUTATIONS = [
      "tests": ["gtest:RestoreTest.LostBlockMapEntryFailsTheRestore", "cli:restore_atomic"]},
 
     # ---- instant restore (issue 14.3) ------------------------------------------------------------
-    {"id": "instant-serves-another-revision", "items": ["I14a"],
+    {"id": "instant-serves-another-revision", "items": ["I14f"],
      "edits": [("agent/instant_restore.cc", "server->url_for(rev.pool, rev.name, rev.id)",
                 "server->url_for(rev.pool, rev.name, rev.id + 1)")],
      "tests": ["instant:instant_restore"]},
-    {"id": "instant-never-commits", "items": ["I14a"],
+    {"id": "instant-never-commits", "items": ["I14f"],
      "edits": [("agent/instant_restore.cc", "  migration->commit();\n", "")],
      "tests": ["instant:instant_restore"]},
-    {"id": "instant-abort-does-nothing", "items": ["I14b"],
+    {"id": "instant-abort-does-nothing", "items": ["I14g"],
      "edits": [("rbd/migration.cc", "  done_ = true;  // one attempt", "  done_ = true; return;  // one attempt")],
      "tests": ["instant:instant_failures"]},
 
@@ -298,4 +304,28 @@ MUTATIONS = [
     {"id": "copy-step-no-retention", "items": ["I13c"],
      "edits": [("agent/copy_step.cc", "    if (!c.retention.empty()) {", "    if (false) {")],
      "tests": ["batch:batch_copy"]},
+    # ---- issue 14: serve ------------------------------------------------------------------------------
+    {"id": "serve-range-from-zero", "items": ["I14a"],
+     "edits": [("view/http_server.cc", "read_at(*bytes, cache_, first + offset,", "read_at(*bytes, cache_, offset,")],
+     "tests": ["gtest:HttpServer.RawBytesHeadAndRanges", "serve:serve_http"]},
+    {"id": "serve-any-bearer", "items": ["I14b"],
+     "edits": [("view/http_auth.cc", "return diff == 0;", "return diff == 0 || true;")],
+     "tests": ["gtest:HttpAuth.BearerMatches", "gtest:HttpServer.TokenRequiredOffLoopbackAndChecked", "serve:serve_token"]},
+    {"id": "serve-open-token-file", "items": ["I14b"],
+     "edits": [("view/http_auth.cc", "const bool too_open = ok && (st.st_mode & 077) != 0;", "const bool too_open = false;")],
+     "tests": ["gtest:TokenFile.RefusesOpenPermissionsAndShortTokens", "serve:serve_token"]},
+    {"id": "serve-damage-as-zeros", "items": ["I14c"],
+     "edits": [("view/http_server.cc", "first + offset, e.what());\n            return false;",
+                "first + offset, e.what());\n            std::fill(buf.begin(), buf.end(), 0);\n"
+                "            return sink.write(buf.data(), std::min(want, kBodyChunk));")],
+     "tests": ["serve:serve_http"]},
+    {"id": "serve-page-count", "items": ["I14d"],
+     "edits": [("agent/status_page.cc", "std::to_string(s.revisions) +", "std::to_string(s.revisions + 1) +")],
+     "tests": ["gtest:StatusPage.ShowsEveryImageAndEscapesNames", "serve:serve_http"]},
+    {"id": "serve-no-refresh", "items": ["I14e"],
+     "edits": [("view/http_server.cc", "auto snap = view_.get(true);\n    return snap->revisions",
+                "auto snap = view_.get(false);\n    return snap->revisions"),
+               ("view/http_server.cc", "for (bool refresh : {false, true}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs",
+                "for (bool refresh : {false, false}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs")],
+     "tests": ["gtest:HttpServer.NewRevisionsAppearWhileServing", "serve:serve_http"]},
 ]

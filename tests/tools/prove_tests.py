@@ -61,7 +61,7 @@ def locate(edit):
 def test_exists(test):
     """None if the test named by `test` exists in the tree, else why not."""
     kind, _, name = test.partition(":")
-    if kind in ("cli", "batch", "instant"):
+    if kind in ("cli", "batch", "instant", "serve"):
         path = os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind)
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
