@@ -379,8 +379,17 @@ RunReport run_batch(const BatchConfig& c, const RunOptions& o) {
 
   // The offsite copy, after the backups it copies (only when some were due: a poll with nothing
   // new has nothing to copy; a failed copy is retried by the next run that backs something up).
-  if (c.copy && !o.dry_run && !report.stopped && !tasks.empty())
-    report.copy = run_copy_step(*st, *c.copy, o.command_line);
+  if (c.copy && !o.dry_run && !report.stopped && !tasks.empty()) {
+    CopyConfig copy = *c.copy;  // a rados: target's cluster: [copy]'s keys, else [store]'s, else [ceph]'s
+    auto pick = [](std::string& v, const std::string& store, const std::string& ceph) {
+      if (v.empty()) v = store.empty() ? ceph : store;
+    };
+    pick(copy.access.conf, c.store_conf, c.ceph_conf);
+    pick(copy.access.id, c.store_id, c.ceph_id);
+    pick(copy.access.keyring, c.store_keyring, c.ceph_keyring);
+    copy.access.op_timeout_seconds = c.op_timeout;
+    report.copy = run_copy_step(*st, copy, o.command_line);
+  }
 
   if (!o.dry_run && !c.metrics_file.empty() && (o.metrics_when_idle || !tasks.empty() || !report.ok())) {
     try {

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "store/error.h"
+#include "store/rados_cache.h"
 #include "store/revision_writer.h"
 
 namespace rbdvault::agent {
@@ -184,17 +185,28 @@ class RevisionCopier {
 
 }  // namespace
 
-std::unique_ptr<store::Store> open_store_location(const std::string& location, store::OpenMode mode,
-                                                  const std::string& holder) {
-  // Another backend's locations (rados:POOL[/NS]) are recognised here when it lands.
-  if (location.rfind("rados:", 0) == 0)
-    throw StoreError(StoreError::Kind::kInvalid, "store location '" + location + "': this build has no RADOS backend");
+std::string resolve_store_location(const std::string& location, const StoreAccess& access) {
+  if (auto where = store::parse_rados_spec(location)) {
+    where->conf = access.conf;
+    where->id = access.id;
+    where->keyring = access.keyring;
+    if (access.op_timeout_seconds > 0) where->op_timeout_seconds = access.op_timeout_seconds;
+    const std::filesystem::path dir =
+        access.index_dir.empty() ? store::default_index_dir(*where) : std::filesystem::path(access.index_dir);
+    store::refresh_rados_cache(*where, dir);
+    return dir.string();
+  }
   // Like --store: a missing directory is not found (3), something that is not a store is a usage
   // error (2, from Store::open).
   if (!std::filesystem::exists(location))
     throw StoreError(StoreError::Kind::kNotFound,
                      "no store at '" + location + "' (create one with rbdvault init --store " + location + ")");
-  return Store::open(location, mode, holder);
+  return location;
+}
+
+std::unique_ptr<store::Store> open_store_location(const std::string& location, store::OpenMode mode,
+                                                  const std::string& holder, const StoreAccess& access) {
+  return Store::open(resolve_store_location(location, access), mode, holder);
 }
 
 uint64_t CopyResult::copied() const {

@@ -14,10 +14,22 @@
 
 namespace rbdvault::agent {
 
-// Opens a store named by a location string, as --from/--to and the batch [copy] section give it:
-// today a directory; the place where another backend (rados:POOL[/NS]) is recognised.
+// How to reach a rados:POOL[/NS] location's cluster (unused for a directory): conf, id and
+// keyring of its cluster (empty: librados' defaults), and its local index directory (empty:
+// store::default_index_dir, one per pool and namespace).
+struct StoreAccess {
+  std::string conf, id, keyring, index_dir;
+  int op_timeout_seconds = 0;  // 0: the backend's default
+};
+
+// The directory Store::open takes for a location, as --from/--to and the batch [copy] section give
+// it: a store directory itself, or a rados: store's index directory, brought up to date from the
+// pool first (store/rados_cache.h). A missing directory is kNotFound (3).
+[[nodiscard]] std::string resolve_store_location(const std::string& location, const StoreAccess& access);
+// resolve_store_location, then Store::open.
 [[nodiscard]] std::unique_ptr<store::Store> open_store_location(const std::string& location, store::OpenMode mode,
-                                                                const std::string& holder);
+                                                                const std::string& holder,
+                                                                const StoreAccess& access = {});
 
 struct CopyOptions {
   // POOL/IMAGE pairs to copy; empty: every image of the source.

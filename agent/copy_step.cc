@@ -42,6 +42,14 @@ bool apply_copy_key(CopyConfig& c, const std::string& key, const std::string& v)
         throw std::invalid_argument("'" + item + "': expected POOL/NAME");
       c.images.push_back(item);
     }
+  } else if (key == "conf") {
+    c.access.conf = v;
+  } else if (key == "id") {
+    c.access.id = v;
+  } else if (key == "keyring") {
+    c.access.keyring = v;
+  } else if (key == "index-dir") {
+    c.access.index_dir = v;
   } else if (key == "keep-last") {
     c.retention.keep_last = static_cast<int>(parse_whole(v, kKeepRange));
   } else if (key == "keep-hourly") {
@@ -65,11 +73,12 @@ CopyStepOutcome run_copy_step(store::Store& source, const CopyConfig& c, const s
   std::optional<store::OpLog> log;
   std::string op_id;
   try {
-    if (store::Store::is_store(c.to)) {
-      log.emplace(c.to);
+    const std::string to_dir = resolve_store_location(c.to, c.access);
+    if (store::Store::is_store(to_dir)) {
+      log.emplace(to_dir);
       op_id = log->begin("copy", "", command_line);
     }
-    auto target = open_store_location(c.to, store::OpenMode::kWriter, "rbdvault run: copy step");
+    auto target = store::Store::open(to_dir, store::OpenMode::kWriter, "rbdvault run: copy step");
     CopyOptions o;
     for (const auto& spec : c.images) o.images.push_back(split_spec(spec));
     const CopyResult r = copy_store(source, *target, o);

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "agent/copy.h"
+#include "store/rados_object_store.h"
 #include "tools/command.h"
 #include "tools/human.h"
 #include "tools/progress.h"
@@ -35,11 +36,21 @@ int cmd_copy(const Args& a) {
   }
   std::string what;
   for (const auto& p : a.positional) what += (what.empty() ? "" : " ") + p;
+  // A rados: side is reached through --store-conf/--store-id/--store-keyring (one backup cluster
+  // for both sides) and its own index directory.
+  auto access = [&](const char* index_dir) {
+    return agent::StoreAccess{a.str("store-conf"), a.str("store-id"), a.str("store-keyring"), a.str(index_dir), 0};
+  };
+  for (const auto& [loc, opt] : {std::pair{from, "from-index-dir"}, std::pair{to, "to-index-dir"}})
+    if (!store::parse_rados_spec(loc) && !a.str(opt).empty())
+      throw UsageError(std::string("copy: --") + opt + " is only for a rados:POOL store");
+  const std::string from_dir = agent::resolve_store_location(from, access("from-index-dir"));
+  const std::string to_dir = agent::resolve_store_location(to, access("to-index-dir"));
   // Logged in the target: the store this operation writes.
-  return logged_at(to, a, "copy", what, [&](uint64_t& bytes) {
+  return logged_at(to_dir, a, "copy", what, [&](uint64_t& bytes) {
     // The source read-only (backups may be writing it), then the target's writer lock.
-    auto source = agent::open_store_location(from, store::OpenMode::kReadOnly, "");
-    auto target = agent::open_store_location(to, store::OpenMode::kWriter, "copy from " + from);
+    auto source = store::Store::open(from_dir, store::OpenMode::kReadOnly, "");
+    auto target = store::Store::open(to_dir, store::OpenMode::kWriter, "copy from " + from);
     Progress progress(!a.quiet() && !a.json());
     o.progress = progress.callback();
     const agent::CopyResult r = agent::copy_store(*source, *target, o);
@@ -72,7 +83,7 @@ int cmd_copy(const Args& a) {
 
 std::vector<Command> copy_commands() {
   std::vector<Command> c;
-  c.push_back({"copy", "--from STORE --to STORE [POOL/IMAGE...]",
+  c.push_back({"copy", "--from STORE --to STORE [POOL/IMAGE...] (STORE: DIR or rados:POOL[/NS])",
                "Copy the revisions the target store lacks from another store (an offsite copy): deduplicated "
                "against the target, hash-checked, one commit per revision (kill-safe, resumable).",
                kFormatOption,
@@ -80,7 +91,15 @@ std::vector<Command> copy_commands() {
                  // clang-format off
                  o.add_options()
                      ("from", po::value<std::string>()->value_name("STORE"), "the store to copy from (read only)")
-                     ("to", po::value<std::string>()->value_name("STORE"), "the store to copy to (created by init)");
+                     ("to", po::value<std::string>()->value_name("STORE"), "the store to copy to (created by init)")
+                     ("store-conf", po::value<std::string>()->value_name("PATH"),
+                      "rados: side: ceph.conf of its cluster (default: librados' search)")
+                     ("store-id", po::value<std::string>()->value_name("NAME"), "rados: side: client id")
+                     ("store-keyring", po::value<std::string>()->value_name("PATH"), "rados: side: keyring")
+                     ("from-index-dir", po::value<std::string>()->value_name("DIR"),
+                      "rados: source: its local index cache (default /var/lib/rbdvault/rados-POOL)")
+                     ("to-index-dir", po::value<std::string>()->value_name("DIR"),
+                      "rados: target: its local index cache (default /var/lib/rbdvault/rados-POOL)");
                  // clang-format on
                },
                cmd_copy});

@@ -216,12 +216,60 @@ def scenario_rados_batch(c):
         c.remove("rbd", n)
 
 
+def scenario_rados_copy(c):
+    """rbdvault copy between a directory store and a RADOS store, both ways: killed after a commit
+    and resumed; every copied revision restores as `rbd export` of its snapshot; a second copy
+    copies nothing; a batch [copy] step into the RADOS store."""
+    import random
+    rng = random.Random(int(os.environ.get("RBDVAULT_SEED", random.randrange(1 << 31))))
+    local = new_store("copy-local", kind="dir")
+    offsite = new_store("copy-offsite", kind="rados")
+    back = new_store("copy-back", kind="dir")
+    history = cli_test.make_history(c, local, "rc-img", 4, rng)
+    to_rados = ["copy", "--from", local, "--to", offsite, "--store-conf", STORE_CONF,
+                "--to-index-dir", cli_test.index_dir(offsite)]
+    cli_test.run_killed_at("revision.committed:2", *to_rados)
+    check(len(run_json("ls", "--store", offsite)) == 2, "a kill after 2 commits must leave 2 revisions")
+    out = run_json(*to_rados)
+    check(out["revisions_copied"] == 2, "the resumed copy: %s" % out)
+    check(run_json(*to_rados)["revisions_copied"] == 0, "a second copy copied something")
+    remote = run_json("ls", "--store", offsite)
+    check(len(remote) == 4, "offsite: %s" % remote)
+    exports = [history[k] for k in sorted(history)]
+    for r, exp in zip(remote, exports):
+        check(restore_file_sha(offsite, "rbd/rc-img@%d" % r["id"]) == exp, "offsite revision %d" % r["id"])
+    # And back: RADOS -> a directory, restoring the same bytes.
+    run_json("copy", "--from", offsite, "--to", back, "--store-conf", STORE_CONF,
+             "--from-index-dir", cli_test.index_dir(offsite))
+    for r, exp in zip(run_json("ls", "--store", back), exports):
+        check(restore_file_sha(back, "rbd/rc-img@%d" % r["id"]) == exp, "copied back revision %d" % r["id"])
+    _, err = run("copy", "--from", local, "--to", back, "--to-index-dir", "/tmp/x", rc=EXIT_USAGE)
+    check("only for a rados:POOL store" in err, "--to-index-dir for a directory: %r" % err)
+    # The batch step: [copy] to = rados:... with the target cluster's own conf (the [copy] keys).
+    conf = os.path.join(TMP, "rados-copy.conf")
+    batch_offsite = new_store("copy-batch", kind="rados")
+    with open(conf, "w") as f:
+        f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\n\n[defaults]\nschedule = every 24h\n\n"
+                "[job.rc]\npool = rbd\ninclude = rc-*\n\n[copy]\nto = %s\nconf = %s\nindex-dir = %s\n"
+                % (cli_test.CONF, local, batch_offsite, STORE_CONF, cli_test.index_dir(batch_offsite)))
+    out, _ = run("run", "--config", conf, "--force", "--format", "json")
+    report = cli_test.json.loads(out)
+    check(report["copy"]["result"] == "ok" and report["copy"]["revisions_copied"] == 5, "batch copy: %s" % report.get("copy"))
+    latest = run_json("ls", "--store", local)[-1]
+    got = run_json("ls", "--store", batch_offsite)
+    check(len(got) == 5, "batch offsite: %s" % got)
+    exp = rbd_export_sha("rbd/rc-img@%s" % snap_name(local, latest["id"]))
+    check(restore_file_sha(batch_offsite, "rbd/rc-img@%d" % got[-1]["id"]) == exp, "batch copy's newest revision")
+    c.remove("rbd", "rc-img")
+
+
 SCENARIOS = {
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_lease": scenario_rados_lease,
     "rados_osd_stop": scenario_rados_osd_stop,
     "rados_bad_input": scenario_rados_bad_input,
     "rados_batch": scenario_rados_batch,
+    "rados_copy": scenario_rados_copy,
 }
 
 
