@@ -3,8 +3,6 @@
 // revision and block-map records; reference counts are counted from the block map. The new index is
 // built beside the old one and swapped in by one atomic rename.
 #include <fcntl.h>
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 #include <stdio.h>
 
@@ -16,6 +14,7 @@
 #include <unordered_set>
 
 #include "store/chunk_codec.h"
+#include "store/index.h"
 #include "store/open_object_store.h"
 #include "store/lock.h"
 #include "store/manifest.h"
@@ -30,10 +29,6 @@ namespace rbdvault::store {
 namespace {
 
 constexpr size_t kBatch = 16384;
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 // "%08x.pack" -> the id; nullopt for any other name.
 std::optional<uint32_t> pack_of(std::string_view name) {
@@ -50,7 +45,7 @@ std::optional<uint32_t> pack_of(std::string_view name) {
 
 class Builder {
  public:
-  Builder(rocksdb::DB& db, ObjectStore& objects) : db_(db), objects_(objects) {}
+  Builder(Index& index, ObjectStore& objects) : index_(index), objects_(objects) {}
 
   // Chunk and pack records: the first intact copy of each chunk (content checked against its
   // SHA-256), refs 0 for now.
@@ -76,7 +71,7 @@ class Builder {
         if (e.kind() != StoreError::Kind::kCorrupt) throw;
         spdlog::warn("rebuild-index: {}: {}; its chunks from there on are left out", name, e.what());
       }
-      batch_.Put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
+      batch_.put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
       ++st.packs;
       maybe_write();
     }
@@ -120,15 +115,15 @@ class Builder {
       const ManifestReader m(*obj);
       const RevisionRecord& r = m.tail().rev;
       if (images.insert(r.image).second) {
-        batch_.Put(image_name_key(r.pool, r.name), encode_u64(r.image));
-        batch_.Put(image_key(r.image), encode(ImageRecord{r.image, r.pool, r.name}));
+        batch_.put(image_name_key(r.pool, r.name), encode_u64(r.image));
+        batch_.put(image_key(r.image), encode(ImageRecord{r.image, r.pool, r.name}));
         max_image_ = std::max(max_image_, r.image);
         ++st.images;
       }
-      batch_.Put(revision_key(r.id), encode(r));
-      batch_.Put(image_rev_key(r.image, r.id), rocksdb::Slice());
+      batch_.put(revision_key(r.id), encode(r));
+      batch_.put(image_rev_key(r.image, r.id), {});
       m.for_each_entry([&](uint64_t block, const std::optional<Hash>& h) {
-        batch_.Put(block_key(r.image, block, r.id), h ? as_view(*h) : std::string_view());
+        batch_.put(block_key(r.image, block, r.id), h ? as_view(*h) : std::string_view());
         if (h) ++refs_[*h];
         ++st.entries;
         maybe_write();
@@ -139,9 +134,9 @@ class Builder {
   }
 
   void write_counters() {
-    batch_.Put(counter_key(kCounterNextRevision), encode_u64(max_rev_ + 1));
-    batch_.Put(counter_key(kCounterNextImage), encode_u64(max_image_ + 1));
-    batch_.Put(counter_key(kCounterNextPack), encode_u64(uint64_t{max_pack_} + 1));
+    batch_.put(counter_key(kCounterNextRevision), encode_u64(max_rev_ + 1));
+    batch_.put(counter_key(kCounterNextImage), encode_u64(max_image_ + 1));
+    batch_.put(counter_key(kCounterNextPack), encode_u64(uint64_t{max_pack_} + 1));
     write(/*sync=*/true);
   }
 
@@ -163,7 +158,7 @@ class Builder {
     }
     if (recorded(h.hash)) return;  // a later copy (gc, repair); the first one serves
     pending_.insert(h.hash);
-    batch_.Put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0}));
+    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0}));
     ++st.chunks;
     maybe_write();
   }
@@ -173,33 +168,26 @@ class Builder {
   bool recorded(const Hash& h) {
     if (pending_.count(h)) return true;
     std::string v;
-    const auto s = db_.Get(rocksdb::ReadOptions(), chunk_key(h), &v);
-    if (!s.IsNotFound()) check(s, "read chunk record");
-    return s.ok();
+    return index_.get(chunk_key(h), v, "read chunk record");
   }
 
   void maybe_write() {
-    if (static_cast<size_t>(batch_.Count()) >= kBatch) write();
+    if (batch_.count() >= kBatch) write();
   }
 
   // Reference counts gathered since the last write are added to the records as the new index has
   // them; a hash with no intact copy gets none (scrub reports it).
   void write(bool sync = false) {
     for (const auto& [hash, n] : refs_) {
-      std::string v;
-      const auto s = db_.Get(rocksdb::ReadOptions(), chunk_key(hash), &v);
-      if (s.IsNotFound()) continue;
-      check(s, "read chunk record");
-      ChunkRecord rec = decode_chunk_record(v);
-      rec.refs += n;
-      batch_.Put(chunk_key(hash), encode(rec));
+      std::optional<ChunkRecord> rec = index_.chunk_record(hash);
+      if (!rec) continue;
+      rec->refs += n;
+      batch_.put(chunk_key(hash), encode(*rec));
     }
     refs_.clear();
     pending_.clear();
-    rocksdb::WriteOptions wo;
-    wo.sync = sync;
-    check(db_.Write(wo, &batch_), "write the new index");
-    batch_.Clear();
+    index_.write(batch_, sync ? Sync::kYes : Sync::kNo, "write the new index");
+    batch_.clear();
   }
 
   struct HashHasher {
@@ -209,9 +197,9 @@ class Builder {
       return v;
     }
   };
-  rocksdb::DB& db_;
+  Index& index_;
   ObjectStore& objects_;
-  rocksdb::WriteBatch batch_;
+  IndexBatch batch_;
   std::unordered_map<Hash, uint64_t, HashHasher> refs_;  // references since the last write
   std::unordered_set<Hash, HashHasher> pending_;         // chunks recorded in batch_
   uint64_t max_rev_ = 0, max_image_ = 0;
@@ -248,17 +236,12 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir) {
   if (ec) throw StoreError(StoreError::Kind::kIO, "remove " + fresh.string() + ": " + ec.message());
   RebuildStats st;
   {
-    rocksdb::Options o = index_db_options();
-    o.create_if_missing = true;
-    o.error_if_exists = true;
-    rocksdb::DB* raw = nullptr;
-    check(rocksdb::DB::Open(o, fresh.string(), &raw), "create new index in " + fresh.string());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    Builder b(*db, objects);
+    std::unique_ptr<Index> index = Index::create(fresh);
+    Builder b(*index, objects);
     b.scan_packs(st);
     b.read_manifests(st);
     b.write_counters();
-    check(db->Close(), "close the new index");
+    index->close("close the new index");
   }
   fsync_dir(fresh);
   swap_in(dir, fresh);

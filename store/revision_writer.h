@@ -12,12 +12,9 @@
 
 #include "store/chunk_codec.h"
 #include "store/format.h"
+#include "store/index.h"
 #include "store/sha256.h"
 
-namespace rocksdb {
-class Iterator;
-class WriteBatch;
-}  // namespace rocksdb
 
 namespace rbdvault::store {
 
@@ -114,8 +111,10 @@ class RevisionWriter {
   uint64_t stale_cursor_ = 0;
   std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared
   bool store_raw_ = false;               // likewise: store the raw bytes, do not compress
-  std::unique_ptr<rocksdb::WriteBatch> batch_;
-  std::unique_ptr<rocksdb::Iterator> lookup_;
+  IndexBatch batch_;
+  // Seeks the block map for the parent's content; re-created after each flush (a cursor pins the
+  // state it was created at).
+  std::optional<IndexCursor> lookup_;
   std::unique_ptr<PackWriter> pack_;
   // The revision's manifest (store/manifest.h), streamed as entries are recorded; put at commit.
   std::unique_ptr<ObjectSink> manifest_sink_;

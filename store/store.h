@@ -27,13 +27,12 @@
 #include "store/sha256.h"
 
 namespace rocksdb {
-class DB;
-class Env;
 class FileSystem;
 }  // namespace rocksdb
 
 namespace rbdvault::store {
 
+class Index;
 class ObjectStore;
 class PackReader;
 class RevisionWriter;
@@ -199,7 +198,9 @@ class Store {
 
   uint64_t blocks_for(uint64_t size) const { return (size + block_size_ - 1) / block_size_; }
 
-  rocksdb::DB& db() { return *db_; }
+  // The index (store/index.h), for the store's own operations in store/ and for tests; callers
+  // outside store/ use the methods above (or the capabilities of revision_store.h).
+  Index& index() { return *index_; }
   const WriterOptions& writer_options() const { return writer_options_; }
   PackReader& packs() { return *packs_; }
   // The data area (object_store.h): pack files and revision manifests go through it alone.
@@ -243,8 +244,7 @@ class Store {
   WriterOptions writer_options_;
   std::unique_ptr<WriterLock> lock_;
   std::unique_ptr<ReaderLock> reader_lock_;
-  std::unique_ptr<rocksdb::Env> index_env_;  // set when StoreIo names a file system; outlives db_
-  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<Index> index_;
   std::shared_ptr<ObjectStore> objects_;
   std::unique_ptr<PackReader> packs_;
   CrashPoints crash_points_;

@@ -7,14 +7,8 @@
 
 #include "store/error.h"
 
-namespace rocksdb {
-struct Options;
-}
-
 namespace rbdvault::store {
 
-// The options every open of an index uses (bloom filters, memtable size, no preallocation).
-[[nodiscard]] rocksdb::Options index_db_options();
 // The marker file's text (bounded); kInvalid if the directory has none.
 [[nodiscard]] std::string read_marker_text(const std::filesystem::path& dir);
 // The one-line error every command but `upgrade` gives for a format 1 store (kInvalid).
