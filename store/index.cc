@@ -57,7 +57,7 @@ rocksdb::Options db_options(rocksdb::Env* env) {
   return o;
 }
 
-std::unique_ptr<rocksdb::Env> env_for(const std::shared_ptr<rocksdb::FileSystem>& fs) {
+std::unique_ptr<rocksdb::Env> env_for(const IndexFileSystem& fs) {
   return fs ? rocksdb::NewCompositeEnv(fs) : nullptr;
 }
 
@@ -159,7 +159,7 @@ std::unique_ptr<Index> Index::create(const fs::path& path) {
 }
 
 std::unique_ptr<Index> Index::open(const fs::path& path, const std::string& what,
-                                   const std::shared_ptr<rocksdb::FileSystem>& fs) {
+                                   const IndexFileSystem& fs) {
   std::unique_ptr<Index> index(new Index());
   index->env_ = env_for(fs);
   rocksdb::DB* raw = nullptr;
@@ -169,7 +169,7 @@ std::unique_ptr<Index> Index::open(const fs::path& path, const std::string& what
 }
 
 std::unique_ptr<Index> Index::open_read_only(const fs::path& path, const std::string& what,
-                                             const std::shared_ptr<rocksdb::FileSystem>& fs) {
+                                             const IndexFileSystem& fs) {
   std::unique_ptr<Index> index(new Index());
   index->env_ = env_for(fs);
   index->db_.reset(open_db_read_only(path, what, index->env_.get()));

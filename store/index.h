@@ -19,11 +19,11 @@
 #include <string_view>
 
 #include "store/format.h"
+#include "store/index_fs.h"
 
 namespace rocksdb {
 class DB;
 class Env;
-class FileSystem;
 class Iterator;
 class WriteBatch;
 }  // namespace rocksdb
@@ -91,11 +91,11 @@ class Index {
   // Opens the index in `path` for writing (the caller holds the store's writer lock). `fs`, if set,
   // replaces RocksDB's file system (tests inject faults there). `what` names the store in errors.
   [[nodiscard]] static std::unique_ptr<Index> open(const std::filesystem::path& path, const std::string& what,
-                                                   const std::shared_ptr<rocksdb::FileSystem>& fs = nullptr);
+                                                   const IndexFileSystem& fs = nullptr);
   // Opens a read-only view of what was committed when it is opened, while a writer may flush and
   // compact (see index.cc for how the view is kept whole).
   [[nodiscard]] static std::unique_ptr<Index> open_read_only(const std::filesystem::path& path, const std::string& what,
-                                                             const std::shared_ptr<rocksdb::FileSystem>& fs = nullptr);
+                                                             const IndexFileSystem& fs = nullptr);
   ~Index();
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;

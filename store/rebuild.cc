@@ -223,6 +223,8 @@ void swap_in(const fs::path& dir, const fs::path& fresh) {
 
 }  // namespace
 
+RebuildStats rebuild_index(const fs::path& dir) { return Store::rebuild_index(dir); }
+
 Store::RebuildStats Store::rebuild_index(const fs::path& dir) {
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
   if (marker.version != kFormatVersion) throw format_1_error(dir);

@@ -154,13 +154,13 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-PreparedBlock prepare_block(Store& store, std::string_view data) {
+PreparedBlock prepare_block(AppendStore& store, std::string_view data) {
   if (data.size() > store.block_size()) throw std::invalid_argument("block data larger than the block size");
   if (all_zero(data)) return {};
   return prepare_block(store, std::string(data));
 }
 
-PreparedBlock prepare_block(Store& store, std::string&& data) {
+PreparedBlock prepare_block(AppendStore& store, std::string&& data) {
   const uint32_t bs = store.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
   PreparedBlock p;

@@ -18,6 +18,7 @@
 
 namespace rbdvault::store {
 
+class AppendStore;
 class ManifestEncoder;
 class ObjectSink;
 class PackWriter;
@@ -35,9 +36,9 @@ struct PreparedBlock {
 };
 // CPU seconds the calling thread has used so far (CLOCK_THREAD_CPUTIME_ID).
 [[nodiscard]] double thread_cpu_seconds();
-PreparedBlock prepare_block(Store& store, std::string_view data);
+PreparedBlock prepare_block(AppendStore& store, std::string_view data);
 // The same, taking over `data` (one copy less).
-PreparedBlock prepare_block(Store& store, std::string&& data);
+PreparedBlock prepare_block(AppendStore& store, std::string&& data);
 
 // What the caller knows about the revision; the writer fills in the rest.
 struct RevisionInfo {

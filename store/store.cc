@@ -174,6 +174,20 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
 
 Store::~Store() = default;
 
+std::unique_ptr<ReadOnlyStore> open_read_only(const fs::path& dir, const StoreIo& io) {
+  return Store::open(dir, OpenMode::kReadOnly, "", {}, io);
+}
+
+std::unique_ptr<AppendStore> open_for_append(const fs::path& dir, const std::string& holder,
+                                             const WriterOptions& options, const StoreIo& io) {
+  return Store::open(dir, OpenMode::kWriter, holder, options, io);
+}
+
+std::unique_ptr<MaintenanceStore> open_for_maintenance(const fs::path& dir, const std::string& holder,
+                                                       const WriterOptions& options, const StoreIo& io) {
+  return Store::open(dir, OpenMode::kWriter, holder, options, io);
+}
+
 uint64_t Store::counter(std::string_view name, uint64_t initial) {
   return index_->counter_value(name).value_or(initial);
 }
@@ -372,10 +386,9 @@ Store::Exclusive Store::exclusive(const char* operation) {
   return Exclusive(this);
 }
 
-Store::Exclusive::~Exclusive() {
-  if (!store_) return;
-  std::lock_guard<std::mutex> guard(store_->write_mu_);
-  store_->exclusive_op_ = nullptr;
+void Store::release_exclusive() {
+  std::lock_guard<std::mutex> guard(write_mu_);
+  exclusive_op_ = nullptr;
 }
 
 std::vector<ImageRecord> Store::images() {
