@@ -9,6 +9,10 @@
 
 namespace rbdvault::store {
 
+inline constexpr const char* kMarkerFileName = "rbdvault.store";
+// Throws kInvalid when `dir` exists and is not a directory (a file, a device): "does not exist" or
+// "not empty" would send the operator looking in the wrong place.
+void require_directory_or_absent(const std::filesystem::path& dir);
 // The marker file's text (bounded); kInvalid if the directory has none.
 [[nodiscard]] std::string read_marker_text(const std::filesystem::path& dir);
 // The one-line error every command but `upgrade` gives for a format 1 store (kInvalid).
