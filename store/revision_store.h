@@ -23,7 +23,8 @@
 // | a writer, other process   | yes                | no: one writer lock per | no (writer lock)        | no (writer lock)            | no (writer lock)        |
 // |                           |                    | store (kLocked at once) |                         |                             |                         |
 // | forget / gc / repair      | as above           | as above                | as above                | no: one Exclusive at a time | no (writer lock)        |
-// | set_protected, mark_verify_failed | yes        | yes (rewrites a committed record only) | yes      | yes                         | no (writer lock)        |
+// | set_protected,            | yes                | yes: it rewrites only a | yes                     | not guarded (it takes no    | no (writer lock)        |
+// | mark_verify_failed        |                    | committed record        |                         | claim): do not run it then  |                         |
 //
 // "Writer" means a store opened for append or maintenance: it holds the store's writer lock
 // (DIR/lock) for its life, and its open rolls back or forward what a killed writer left. Several
