@@ -69,7 +69,7 @@ void for_each_read(const BlockRun& r, uint64_t bs, uint64_t size, uint64_t per_r
   whole_until(r.end);
 }
 
-void check_after_backup(rbd::Cluster& cluster, store::Store& store, const BackupOptions& options,
+void check_after_backup(rbd::Cluster& cluster, store::AppendStore& store, const BackupOptions& options,
                         BackupResult& result) {
   VerifyOptions vo;
   vo.sample_percent = options.verify_sample_percent;
@@ -101,9 +101,9 @@ std::string verify_failure_message(const BackupResult& r) {
          std::to_string(r.verify_blocks_compared) + " sampled blocks (a wrong diff?); the next backup reads everything";
 }
 
-std::string snapshot_prefix(const store::Store& store) { return "rbdvault-" + store.store_id().substr(0, 8) + "-"; }
+std::string snapshot_prefix(const store::ReadOnlyStore& store) { return "rbdvault-" + store.store_id().substr(0, 8) + "-"; }
 
-BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd::ImageSpec& spec,
+BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, const rbd::ImageSpec& spec,
                           const BackupOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const std::string image_name = spec.pool + "/" + spec.image;

@@ -17,6 +17,9 @@ struct ImageSpec;
 }  // namespace rbdvault::rbd
 namespace rbdvault::store {
 class Store;
+class ReadOnlyStore;
+class AppendStore;
+class MaintenanceStore;
 }
 
 namespace rbdvault::agent {
@@ -111,13 +114,13 @@ struct BackupResult {
 
 // Backs up pool/image into `store` (opened as writer). Throws rbd::CephError or store::StoreError;
 // on failure nothing is committed and the new snapshot is removed again.
-BackupResult backup_image(rbd::Cluster& cluster, store::Store& store, const rbd::ImageSpec& spec,
+BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, const rbd::ImageSpec& spec,
                           const BackupOptions& options);
 
 // "revision N of POOL/IMAGE differs from its snapshot in M of K sampled blocks; ..." (one line).
 std::string verify_failure_message(const BackupResult& result);
 
 // The snapshot name prefix this store uses on Ceph images: "rbdvault-<store id prefix>-".
-std::string snapshot_prefix(const store::Store& store);
+std::string snapshot_prefix(const store::ReadOnlyStore& store);
 
 }  // namespace rbdvault::agent

@@ -25,7 +25,7 @@ struct BlockPipeline::Item {
   std::exception_ptr error;
 };
 
-BlockPipeline::BlockPipeline(store::Store& store, store::RevisionWriter& writer, size_t threads, size_t max_pending)
+BlockPipeline::BlockPipeline(store::AppendStore& store, store::RevisionWriter& writer, size_t threads, size_t max_pending)
     : store_(store), writer_(writer), max_pending_(max_pending ? max_pending : 1) {
   try {
     for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { worker(); });

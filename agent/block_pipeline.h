@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "agent/changed_bytes.h"
+#include "store/revision_store.h"
 #include "store/revision_writer.h"
 
 namespace rbdvault::agent {
@@ -21,7 +22,7 @@ namespace rbdvault::agent {
 class BlockPipeline {
  public:
   // threads 0: prepare on the calling thread (no workers).
-  BlockPipeline(store::Store& store, store::RevisionWriter& writer, size_t threads, size_t max_pending);
+  BlockPipeline(store::AppendStore& store, store::RevisionWriter& writer, size_t threads, size_t max_pending);
   ~BlockPipeline();  // stops workers; pending work is dropped (call finish() to keep it)
   BlockPipeline(const BlockPipeline&) = delete;
   BlockPipeline& operator=(const BlockPipeline&) = delete;
@@ -59,7 +60,7 @@ class BlockPipeline {
   void prepare(Item& item);  // on a worker, or on the calling thread without workers
   void enqueue(std::shared_ptr<Item> item);
 
-  store::Store& store_;
+  store::AppendStore& store_;
   store::RevisionWriter& writer_;
   size_t max_pending_;
   std::deque<std::shared_ptr<Item>> pending_;  // in block order; owned by the calling thread

@@ -6,7 +6,7 @@
 
 namespace rbdvault::agent {
 
-std::vector<ExpireDecision> expire_image(store::Store& store, uint64_t image, const RetentionPolicy& policy,
+std::vector<ExpireDecision> expire_image(store::MaintenanceStore& store, uint64_t image, const RetentionPolicy& policy,
                                          bool dry_run) {
   std::vector<RetentionInput> in;
   std::map<uint64_t, store::RevisionRecord> by_id;

@@ -9,6 +9,9 @@
 
 namespace rbdvault::store {
 class Store;
+class ReadOnlyStore;
+class AppendStore;
+class MaintenanceStore;
 }
 
 namespace rbdvault::agent {
@@ -21,7 +24,7 @@ struct ExpireDecision {
 // Decides per `policy` which revisions of `image` stay; unless `dry_run`, forgets the others, oldest
 // first so each forget merges into a revision that stays or goes next. Returns the decisions, oldest
 // first. Throws StoreError.
-std::vector<ExpireDecision> expire_image(store::Store& store, uint64_t image, const RetentionPolicy& policy,
+std::vector<ExpireDecision> expire_image(store::MaintenanceStore& store, uint64_t image, const RetentionPolicy& policy,
                                          bool dry_run);
 
 }  // namespace rbdvault::agent

@@ -1,6 +1,7 @@
 #include "agent/group_backup.h"
 
 #include "agent/group_snapshot.h"
+#include "store/store.h"  // Store is an AppendStore (backup_image)
 
 namespace rbdvault::agent {
 namespace {

@@ -39,7 +39,7 @@ constexpr auto kLeftoverImageWait = std::chrono::seconds(60);
 // decompressed and verified against their hash on worker threads (OrderedWriter). The digest sums
 // the terms of exactly the blocks handed out, so the check covers what was written, not a second
 // read of the map.
-void write_blocks(store::Store& store, const store::RevisionRecord& rev, const RestoreOptions& options,
+void write_blocks(store::ReadOnlyStore& store, const store::RevisionRecord& rev, const RestoreOptions& options,
                   RestoreResult& result, store::Hash& digest, const OrderedWriter::Sink& sink) {
   const uint64_t bs = store.block_size();
   OrderedWriterOptions wo;
@@ -242,7 +242,7 @@ std::string partial_path(const std::string& path) {
 
 }  // namespace
 
-RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
+RestoreResult restore_to_image(rbd::Cluster& cluster, store::ReadOnlyStore& store, const store::RevisionRecord& rev,
                                const std::string& pool, const std::string& name, const RestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const std::string target = pool + "/" + name, partial = partial_name(name);
@@ -279,7 +279,7 @@ RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const
   return result;
 }
 
-RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& rev, const std::string& path,
+RestoreResult restore_to_file(store::ReadOnlyStore& store, const store::RevisionRecord& rev, const std::string& path,
                               const RestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   struct stat st {};

@@ -13,6 +13,9 @@ class Cluster;
 }
 namespace rbdvault::store {
 class Store;
+class ReadOnlyStore;
+class AppendStore;
+class MaintenanceStore;
 }
 
 namespace rbdvault::agent {
@@ -51,11 +54,11 @@ bool is_partial_name(const std::string& name);
 
 // Creates pool/name with the revision's size (and the source's object size and features) and writes
 // its non-zero blocks.
-RestoreResult restore_to_image(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
+RestoreResult restore_to_image(rbd::Cluster& cluster, store::ReadOnlyStore& store, const store::RevisionRecord& rev,
                                const std::string& pool, const std::string& name, const RestoreOptions& options);
 
 // Writes the revision as a sparse raw file of exactly its size; fsyncs it and its directory.
-RestoreResult restore_to_file(store::Store& store, const store::RevisionRecord& rev, const std::string& path,
+RestoreResult restore_to_file(store::ReadOnlyStore& store, const store::RevisionRecord& rev, const std::string& path,
                               const RestoreOptions& options);
 
 }  // namespace rbdvault::agent

@@ -77,7 +77,7 @@ void apply_fsck_results(const std::vector<store::OpRecord>& ops, const std::map<
 
 }  // namespace
 
-std::vector<ImageStatus> collect_status(store::Store& store) {
+std::vector<ImageStatus> collect_status(store::ReadOnlyStore& store) {
   std::map<std::string, ImageStatus> by_name;
   std::map<std::string, uint64_t> newest;  // image -> its newest revision's id
   for (const store::ImageRecord& img : store.images()) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 namespace rbdvault::store {
+class ReadOnlyStore;
 class Store;
 }
 
@@ -43,7 +44,7 @@ struct ImageStatus {
   std::string fsck_error;
 };
 
-std::vector<ImageStatus> collect_status(store::Store& store);
+std::vector<ImageStatus> collect_status(store::ReadOnlyStore& store);
 
 // Nagios/Icinga plugin result: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; one line with perfdata.
 struct CheckResult {

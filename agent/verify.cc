@@ -32,7 +32,7 @@ rbd::Image open_source(rbd::Cluster& cluster, const store::RevisionRecord& rev) 
 
 }  // namespace
 
-VerifyResult verify_revision(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
+VerifyResult verify_revision(rbd::Cluster& cluster, store::ReadOnlyStore& store, const store::RevisionRecord& rev,
                              const VerifyOptions& options) {
   rbd::Image img = open_source(cluster, rev);
   const uint64_t bs = store.block_size();
@@ -81,8 +81,8 @@ VerifyResult verify_revision(rbd::Cluster& cluster, store::Store& store, const s
   return result;
 }
 
-RepairResult repair_store(rbd::Cluster* cluster, store::Store& store) {
-  const store::Store::Exclusive alone = store.exclusive("repair");  // no revision can begin meanwhile
+RepairResult repair_store(rbd::Cluster* cluster, store::MaintenanceStore& store) {
+  const store::MaintenanceStore::Exclusive alone = store.exclusive("repair");  // no revision can begin meanwhile
   RepairResult result;
   const uint64_t bs = store.block_size();
   std::map<uint64_t, std::vector<store::RevisionRecord>> revs_by_image;

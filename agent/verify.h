@@ -13,6 +13,9 @@ class Cluster;
 }
 namespace rbdvault::store {
 class Store;
+class ReadOnlyStore;
+class AppendStore;
+class MaintenanceStore;
 }
 
 namespace rbdvault::agent {
@@ -31,7 +34,7 @@ struct VerifyResult {
 
 // Compares revision `rev` block by block with the Ceph snapshot it was taken from. Throws CephError
 // when the snapshot is gone (or belongs to a re-created image).
-VerifyResult verify_revision(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
+VerifyResult verify_revision(rbd::Cluster& cluster, store::ReadOnlyStore& store, const store::RevisionRecord& rev,
                              const VerifyOptions& options);
 
 struct RepairResult {
@@ -43,6 +46,6 @@ struct RepairResult {
 };
 
 // `cluster` may be null (no source available): then only copies in the store are used.
-RepairResult repair_store(rbd::Cluster* cluster, store::Store& store);
+RepairResult repair_store(rbd::Cluster* cluster, store::MaintenanceStore& store);
 
 }  // namespace rbdvault::agent

@@ -1,33 +1,29 @@
 #include "store/chunk_scan.h"
 
-#include <rocksdb/db.h>
-
 #include <cstring>
 
 #include "store/error.h"
 
 namespace rbdvault::store {
 
-ChunkRecordCursor::ChunkRecordCursor(rocksdb::DB& db) {
-  rocksdb::ReadOptions ro;
-  ro.fill_cache = false;  // one pass over every record: keep the block cache for point lookups
-  it_.reset(db.NewIterator(ro));
-  it_->Seek(std::string(1, kKeyChunk));
+// One pass over every record: keep the block cache for point lookups.
+ChunkRecordCursor::ChunkRecordCursor(Index& index)
+    : it_(index.scan(std::string_view(&kKeyChunk, 1), Caching::kBypass)) {
   load();
 }
 
 ChunkRecordCursor::~ChunkRecordCursor() = default;
 
 void ChunkRecordCursor::load() {
-  valid_ = it_->Valid() && it_->key().starts_with(std::string_view(&kKeyChunk, 1));
+  valid_ = it_.valid();
   if (!valid_) {
-    if (!it_->status().ok()) throw StoreError(StoreError::Kind::kIO, "scan chunk records: " + it_->status().ToString());
+    it_.check("scan chunk records");
     return;
   }
-  hash_ = chunk_hash_of_key(it_->key().ToStringView());
+  hash_ = chunk_hash_of_key(it_.key());
   error_.clear();
   try {
-    record_ = decode_chunk_record(it_->value().ToStringView());
+    record_ = decode_chunk_record(it_.value());
   } catch (const StoreError& e) {
     if (e.kind() != StoreError::Kind::kCorrupt) throw;
     record_.reset();
@@ -36,7 +32,7 @@ void ChunkRecordCursor::load() {
 }
 
 void ChunkRecordCursor::next() {
-  it_->Next();
+  it_.next();
   load();
 }
 

@@ -7,17 +7,13 @@
 #include <string>
 
 #include "store/format.h"
-
-namespace rocksdb {
-class DB;
-class Iterator;
-}  // namespace rocksdb
+#include "store/index.h"
 
 namespace rbdvault::store {
 
 class ChunkRecordCursor {
  public:
-  explicit ChunkRecordCursor(rocksdb::DB& db);
+  explicit ChunkRecordCursor(Index& index);
   ~ChunkRecordCursor();
   ChunkRecordCursor(const ChunkRecordCursor&) = delete;
   ChunkRecordCursor& operator=(const ChunkRecordCursor&) = delete;
@@ -33,7 +29,7 @@ class ChunkRecordCursor {
 
  private:
   void load();
-  std::unique_ptr<rocksdb::Iterator> it_;
+  IndexCursor it_;
   bool valid_ = false;
   Hash hash_{};
   std::optional<ChunkRecord> record_;

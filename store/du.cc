@@ -1,5 +1,4 @@
 // Space accounting (du), docs/format.md §12.
-#include <rocksdb/db.h>
 
 #include <cstring>
 #include <map>
@@ -7,14 +6,11 @@
 #include "store/chunk_scan.h"
 #include "store/external_sort.h"
 #include "store/gc.h"
+#include "store/index.h"
 #include "store/store.h"
 
 namespace rbdvault::store {
 namespace {
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 // hash, then a be64 id (image key or revision id): block map entries naming a chunk, per image
 // and per revision, counted by external sorts so that memory does not grow with the store.
@@ -54,28 +50,25 @@ StoreUsage du(Store& store, const std::string& only_image) {
     image_index[image.key] = usage.images.size();
     usage.images.push_back(std::move(iu));
     // Forgetting R drops exactly R's entries that the next revision overwrites (see forget).
-    rocksdb::ReadOptions ro;
-    ro.fill_cache = false;
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(ro));
-    const std::string prefix = block_prefix(image.key);
+    IndexCursor it = store.index().scan(block_prefix(image.key), Caching::kBypass);
     std::optional<BlockKey> prev;
     std::string prev_value;
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      auto k = parse_block_key(it->key().ToStringView());
+    for (; it.valid(); it.next()) {
+      auto k = parse_block_key(it.key());
       if (!k) throw StoreError(StoreError::Kind::kCorrupt, "malformed block map key");
-      if (it->value().size() == 32) per_image.add(sort_key(it->value().data(), image.key));
+      if (it.value().size() == 32) per_image.add(sort_key(it.value().data(), image.key));
       if (prev && prev->block == k->block && prev_value.size() == 32) {
         auto n = next.find(prev->rev);
         if (n != next.end() && n->second == k->rev) per_dropped.add(sort_key(prev_value.data(), prev->rev));
       }
       prev = *k;
-      prev_value = it->value().ToString();
+      prev_value = std::string(it.value());
     }
-    check(it->status(), "scan block map");
+    it.check("scan block map");
   }
 
   // One pass over the chunk records, in hash order, settles both sums and the store totals.
-  ChunkRecordCursor cursor(store.db());
+  ChunkRecordCursor cursor(store.index());
   Sorter::Entry a{}, d{};
   bool have_a = per_image.next(a), have_d = per_dropped.next(d);
   auto before = [](const Sorter::Key& k, const Hash& h) { return std::memcmp(k.data(), h.data(), 32) < 0; };

@@ -1,20 +1,15 @@
 // Removing revisions: forget and protect.
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
 #include <cstring>
 #include <unordered_map>
 
+#include "store/index.h"
 #include "store/ref_updates.h"
 #include "store/store.h"
 
 namespace rbdvault::store {
 namespace {
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 constexpr uint64_t kForgetBatchEntries = 100000;
 
@@ -54,9 +49,7 @@ void Store::forget(uint64_t id) {
   // Step 1, durable: the revision disappears from view. Everything after is idempotent and is
   // completed by recover() if we are killed.
   rev->flags |= kRevisionForgetting;
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Put(wo, revision_key(id), encode(*rev)), "mark revision " + spec + " for removal");
+  index_->put(revision_key(id), encode(*rev), Sync::kYes, "mark revision " + spec + " for removal");
   crash_points_.reached("forget.marked");
   finish_forget(*rev);
   spdlog::info("forget {}: removed", spec);
@@ -76,10 +69,10 @@ void Store::finish_forget(RevisionRecord rev) {
   uint64_t child = 0;
   std::optional<RevisionRecord> c;
   {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     const std::string prefix = image_rev_prefix(rev.image);
-    for (it->Seek(image_rev_key(rev.image, rev.id + 1)); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      const auto id = parse_image_rev_key(it->key().ToStringView());
+    IndexCursor it = index_->cursor(prefix);
+    for (it.seek(image_rev_key(rev.image, rev.id + 1)); it.valid(); it.next()) {
+      const auto id = parse_image_rev_key(it.key());
       try {
         if (id) c = revision(*id);
       } catch (const StoreError& e) {
@@ -92,74 +85,72 @@ void Store::finish_forget(RevisionRecord rev) {
       spdlog::warn("forget revision {}: a later revision of its image is listed without a readable record; passed over",
                    rev.id);
     }
-    check(it->status(), "find next revision");
+    it.check("find next revision");
   }
   if (child == 0)
     spdlog::warn("forget revision {}: no later revision of its image is left; its block map entries serve no other "
                  "revision and are dropped",
                  rev.id);
 
-  rocksdb::WriteBatch batch;
-  ChunkRefUpdates chunks(*db_);  // reference counts lowered by this batch
+  IndexBatch batch;
+  ChunkRefUpdates chunks(*index_);  // reference counts lowered by this batch
   uint64_t moved = 0, dropped = 0;
   auto flush = [&](bool sync) {
     chunks.write_to(batch);
-    rocksdb::WriteOptions wo;
-    wo.sync = sync;
-    check(db_->Write(wo, &batch), "forget revision " + std::to_string(rev.id));
-    batch.Clear();
+    index_->write(batch, sync ? Sync::kYes : Sync::kNo, "forget revision " + std::to_string(rev.id));
+    batch.clear();
     crash_points_.reached(sync ? "forget.done" : "forget.batch");
   };
 
   // The scan reads a snapshot taken when it starts; our own batches do not disturb it.
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   const std::string prefix = block_prefix(rev.image);
+  IndexCursor it = index_->scan(prefix);
   std::optional<std::string> pending_key, pending_value;  // R's entry of the current block
   uint64_t pending_block = 0;
   bool child_has_entry = false;
   auto settle = [&] {
     if (!pending_key) return;
-    batch.Delete(*pending_key);
+    batch.remove(*pending_key);
     if (child == 0 || child_has_entry) {
       if (pending_value->size() == 32) chunks.unref(*pending_value);
       ++dropped;
     } else {
-      batch.Put(block_key(rev.image, pending_block, child), *pending_value);
+      batch.put(block_key(rev.image, pending_block, child), *pending_value);
       ++moved;
     }
     pending_key.reset();
-    if (batch.Count() >= kForgetBatchEntries) flush(false);
+    if (batch.count() >= kForgetBatchEntries) flush(false);
   };
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    auto k = parse_block_key(it->key().ToStringView());
+  for (; it.valid(); it.next()) {
+    auto k = parse_block_key(it.key());
     if (!k) throw StoreError(StoreError::Kind::kCorrupt, "malformed block map key");
     if (pending_key && k->block != pending_block) settle();
     if (k->rev == rev.id) {
-      pending_key = it->key().ToString();
-      pending_value = it->value().ToString();
+      pending_key = std::string(it.key());
+      pending_value = std::string(it.value());
       pending_block = k->block;
       child_has_entry = false;
     } else if (pending_key && k->rev > rev.id && k->rev <= child) {
       child_has_entry = true;  // the child reads this newer entry (of the child or a revision passed over)
     }
   }
-  check(it->status(), "scan block map");
+  it.check("scan block map");
   settle();
 
   // The data area's commit point: the successor's next manifest generation holds its entries as
   // they are now (the moved ones included) and names R as absorbed (docs/format.md §16.3).
   uint32_t child_generation = 0;
   if (c) {
-    if (batch.Count() > 0) flush(false);
+    if (batch.count() > 0) flush(false);
     c->parent = rev.parent;
     const std::vector<uint32_t> gens = manifest_generations(child);
     child_generation = gens.empty() ? 0 : gens.back() + 1;
     put_manifest_from_index(*c, child_generation, {rev.id});
     crash_points_.reached("forget.manifest_put");
-    batch.Put(revision_key(child), encode(*c));
+    batch.put(revision_key(child), encode(*c));
   }
-  batch.Delete(revision_key(rev.id));
-  batch.Delete(image_rev_key(rev.image, rev.id));
+  batch.remove(revision_key(rev.id));
+  batch.remove(image_rev_key(rev.image, rev.id));
   flush(true);
   remove_manifests(rev.id, UINT32_MAX);
   if (c) remove_manifests(child, child_generation);

@@ -1,9 +1,6 @@
 #include "store/format.h"
 
-#include <cctype>
-#include <charconv>
 #include <cstring>
-#include <vector>
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
@@ -357,80 +354,6 @@ PendingRecord decode_pending(std::string_view v) {
   rec.image = r.le(8);
   r.done();
   return rec;
-}
-
-namespace {
-
-std::vector<std::string_view> words_of(std::string_view line) {
-  std::vector<std::string_view> words;
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && std::isspace(static_cast<unsigned char>(line[i]))) ++i;
-    size_t j = i;
-    while (j < line.size() && !std::isspace(static_cast<unsigned char>(line[j]))) ++j;
-    if (j > i) words.push_back(line.substr(i, j - i));
-    i = j;
-  }
-  return words;
-}
-
-// Decimal digits only: from_chars alone would take a leading '-' for signed types, and istream
-// parses "-1" into an unsigned as 4294967295.
-template <typename T = uint32_t>
-std::optional<T> parse_decimal(std::string_view s) {
-  T v = 0;
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-}  // namespace
-
-StoreMarker parse_store_marker(std::string_view text, const std::string& where) {
-  auto invalid = [&](const std::string& msg) { return StoreError(StoreError::Kind::kInvalid, where + ": " + msg); };
-  auto corrupt = [&](const std::string& msg) { return StoreError(StoreError::Kind::kCorrupt, where + ": " + msg); };
-  if (text.size() > kMaxMarkerBytes) throw corrupt("marker file is too large to be a store marker");
-  StoreMarker m;
-  bool header = false, have_id = false, have_bs = false;
-  while (!text.empty()) {
-    const size_t nl = text.find('\n');
-    const std::vector<std::string_view> w = words_of(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
-    if (w.empty()) continue;
-    if (!header) {
-      // The first line: magic word and format version.
-      if (w.size() < 2 || w[0] != "rbdvault-store") throw invalid("not an rbdvault store marker");
-      auto version = parse_decimal(w[1]);
-      if (!version) throw invalid("not an rbdvault store marker");
-      m.version = *version;
-      if (m.version < kOldestFormatVersion || m.version > kFormatVersion)
-        throw invalid("store format " + std::to_string(m.version) + " is not supported (this rbdvault reads format " +
-                      std::to_string(kFormatVersion) + ")");
-      header = true;
-    } else if (w[0] == "store_id") {
-      const bool ok = w.size() >= 2 && w[1].size() == 16 && w[1].find_first_not_of("0123456789abcdef") == std::string_view::npos;
-      if (!ok) throw corrupt("store_id is not 16 lowercase hex digits");
-      m.store_id = std::string(w[1]);
-      have_id = true;
-    } else if (w[0] == "block_size") {
-      auto bs = w.size() >= 2 ? parse_decimal(w[1]) : std::nullopt;
-      if (!bs || !valid_block_size(*bs)) throw corrupt("block_size is not a power of two from 64 KiB to 4 MiB");
-      m.block_size = *bs;
-      have_bs = true;
-    } else if (w[0] == "oplog_segment_bytes") {
-      auto n = w.size() >= 2 ? parse_decimal<uint64_t>(w[1]) : std::nullopt;
-      if (!n || *n < 4096 || *n > (1ull << 40)) throw corrupt("oplog_segment_bytes is not a number from 4096 to 2^40");
-      m.oplog_segment_bytes = *n;
-    } else if (w[0] == "oplog_keep_segments") {
-      auto n = w.size() >= 2 ? parse_decimal(w[1]) : std::nullopt;
-      if (!n || *n > 1000) throw corrupt("oplog_keep_segments is not a number from 0 to 1000");
-      m.oplog_keep_segments = static_cast<uint32_t>(*n);
-    }  // other keys: the rest of the line is ignored (§3)
-  }
-  if (!header) throw invalid("not an rbdvault store marker");
-  if (!have_id || !have_bs) throw corrupt("marker lacks block_size or store_id");
-  return m;
 }
 
 Hash RevisionDigest::term(uint64_t block, const Hash& chunk) {

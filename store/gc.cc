@@ -1,7 +1,5 @@
 #include "store/gc.h"
 
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 
 #include "store/chunk_scan.h"
 #include "store/external_sort.h"
+#include "store/index.h"
 #include "store/lock.h"
 #include "store/pack.h"
 #include "store/store.h"
@@ -21,10 +20,6 @@ namespace fs = std::filesystem;
 
 namespace rbdvault::store {
 namespace {
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 // Memory does not grow with the number of chunks (docs/format.md §7.6): per pack, only counts are
 // kept; the chunks of the packs gc acts on reach it through an external sort by pack, and each
@@ -88,21 +83,21 @@ class PackRewrite {
 
   void add(const Hash& h, const ChunkRecord& c) {
     if (c.refs == 0) {
-      batch_.Delete(chunk_key(h));
+      batch_.remove(chunk_key(h));
       ++removed_;
     } else {
       if (!writer_) {
-        std::string v;
-        check(store_.db().Get(rocksdb::ReadOptions(), counter_key(kCounterNextPack), &v), "read pack counter");
-        writer_ = std::make_unique<PackWriter>(store_.objects(), static_cast<uint32_t>(decode_u64(v)));
+        const std::optional<uint64_t> next = store_.index().counter_value(kCounterNextPack);
+        if (!next) throw StoreError(StoreError::Kind::kCorrupt, "the pack counter is missing from the index");
+        writer_ = std::make_unique<PackWriter>(store_.objects(), static_cast<uint32_t>(*next));
       }
       std::string payload = store_.packs().read_payload(h, c);
       ChunkRecord moved = c;
       moved.pack = writer_->id();
       moved.offset = writer_->append(h, c.flags, c.raw_len, payload);
-      batch_.Put(chunk_key(h), encode(moved));
+      batch_.put(chunk_key(h), encode(moved));
     }
-    if (static_cast<uint64_t>(batch_.Count()) >= kBatchChunks ||
+    if (batch_.count() >= kBatchChunks ||
         (writer_ && writer_->size() >= store_.writer_options().pack_target_bytes))
       write(false);
   }
@@ -111,7 +106,7 @@ class PackRewrite {
   // unsealed new pack (its destructor removes the .tmp). What earlier batches moved stays moved,
   // and the old pack keeps its record and file for the chunks still in it: a consistent index.
   void abandon() {
-    batch_.Clear();
+    batch_.clear();
     writer_.reset();
   }
 
@@ -137,22 +132,20 @@ class PackRewrite {
       PackRecord sealed = writer_->seal();
       writer_.reset();
       store_.crash_points().reached("gc.pack_written");
-      batch_.Put(pack_key(new_id), encode(sealed));
-      batch_.Put(counter_key(kCounterNextPack), encode_u64(new_id + 1));
+      batch_.put(pack_key(new_id), encode(sealed));
+      batch_.put(counter_key(kCounterNextPack), encode_u64(new_id + 1));
     }
-    if (last) batch_.Delete(pack_key(id_));
-    if (batch_.Count() == 0) return;
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    check(store_.db().Write(wo, &batch_), (rewrite_ ? "rewrite pack " : "drop pack ") + pack_file_name(id_));
-    batch_.Clear();
+    if (last) batch_.remove(pack_key(id_));
+    if (batch_.count() == 0) return;
+    store_.index().write(batch_, Sync::kYes, (rewrite_ ? "rewrite pack " : "drop pack ") + pack_file_name(id_));
+    batch_.clear();
   }
 
   Store& store_;
   uint32_t id_;
   bool rewrite_;
   std::unique_ptr<PackWriter> writer_;
-  rocksdb::WriteBatch batch_;
+  IndexBatch batch_;
   uint64_t removed_ = 0;
 };
 
@@ -162,7 +155,7 @@ class PackRewrite {
 std::vector<uint32_t> rewrite_packs(Store& store, const std::map<uint32_t, bool>& act) {
   std::vector<uint32_t> skipped;
   PackOrder chunks;
-  for (ChunkRecordCursor cursor(store.db()); cursor.valid(); cursor.next())
+  for (ChunkRecordCursor cursor(store.index()); cursor.valid(); cursor.next())
     if (act.count(cursor.record()->pack)) chunks.add(pack_order_key(cursor.hash(), *cursor.record()));
   PackOrder::Entry e;
   bool have = chunks.next(e);
@@ -206,16 +199,15 @@ GcResult gc(Store& store, const GcOptions& options) {
   std::map<uint32_t, PackRecord> pack_records;
   std::map<uint32_t, PackStats> stats;
   {
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek(std::string(1, kKeyPack)); it->Valid() && it->key().starts_with(std::string(1, kKeyPack));
-         it->Next()) {
+    IndexCursor it = store.index().scan(std::string(1, kKeyPack));
+    for (; it.valid(); it.next()) {
       // Pack ids start at 1, so 0 means a malformed key; gc must not act on a pack it cannot name.
-      const uint32_t id = parse_pack_key(it->key().ToStringView());
+      const uint32_t id = parse_pack_key(it.key());
       if (id == 0) throw StoreError(StoreError::Kind::kCorrupt, "malformed pack key in index");
-      pack_records[id] = decode_pack(it->value().ToStringView());
+      pack_records[id] = decode_pack(it.value());
     }
-    check(it->status(), "scan pack records");
-    for (ChunkRecordCursor cursor(store.db()); cursor.valid(); cursor.next()) {
+    it.check("scan pack records");
+    for (ChunkRecordCursor cursor(store.index()); cursor.valid(); cursor.next()) {
       if (!cursor.record()) throw StoreError(StoreError::Kind::kCorrupt, cursor.error());
       const ChunkRecord& rec = *cursor.record();
       PackStats& p = stats[rec.pack];

@@ -1,24 +1,19 @@
 // Keeping the revision manifests of the data area in step with the index (docs/format.md §16):
 // the roll-forward of a commit whose manifest was put, new generations for forget and for flag
 // changes, and the clean-up of a step a crash interrupted.
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
 #include <map>
 
+#include "store/index.h"
 #include "store/manifest.h"
 #include "store/object_store.h"
 #include "store/store.h"
 
 namespace rbdvault::store {
 namespace {
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 std::string revision_prefix(uint64_t revision) {
   std::string name = manifest_name(revision, 0);
@@ -44,25 +39,22 @@ void Store::put_manifest_from_index(const RevisionRecord& rec, uint32_t generati
                                     const std::vector<uint64_t>& absorbed) {
   auto sink = objects_->create(manifest_name(rec.id, generation));
   ManifestEncoder enc(*sink);
-  rocksdb::ReadOptions ro;
-  ro.fill_cache = false;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-  const std::string prefix = block_prefix(rec.image);
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    auto k = parse_block_key(it->key().ToStringView());
+  IndexCursor it = index_->scan(block_prefix(rec.image), Caching::kBypass);
+  for (; it.valid(); it.next()) {
+    auto k = parse_block_key(it.key());
     if (!k) throw StoreError(StoreError::Kind::kCorrupt, "malformed block map key");
     if (k->rev != rec.id) continue;
     std::optional<Hash> h;
-    if (it->value().size() == 32) {
+    if (it.value().size() == 32) {
       h.emplace();
-      std::memcpy(h->data(), it->value().data(), 32);
-    } else if (!it->value().empty()) {
+      std::memcpy(h->data(), it.value().data(), 32);
+    } else if (!it.value().empty()) {
       throw StoreError(StoreError::Kind::kCorrupt,
                        "block map entry of revision " + std::to_string(rec.id) + " is neither a hash nor empty");
     }
     enc.add(k->block, h);
   }
-  check(it->status(), "scan block map");
+  it.check("scan block map");
   RevisionRecord r = rec;
   r.flags &= ~kRevisionForgetting;
   enc.finish(ManifestTail{r, generation, absorbed});
@@ -79,13 +71,11 @@ bool Store::roll_forward(const PendingRecord& p) {
     const RevisionRecord& rec = m.tail().rev;
     if (rec.id != p.revision || rec.image != p.image)
       throw StoreError(StoreError::Kind::kCorrupt, "it names revision " + std::to_string(rec.id));
-    rocksdb::WriteBatch batch;
-    batch.Put(revision_key(rec.id), encode(rec));
-    batch.Put(image_rev_key(rec.image, rec.id), rocksdb::Slice());
-    batch.Delete(pending_key(rec.id));
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    check(db_->Write(wo, &batch), "complete the commit of revision " + std::to_string(rec.id));
+    IndexBatch batch;
+    batch.put(revision_key(rec.id), encode(rec));
+    batch.put(image_rev_key(rec.image, rec.id), {});
+    batch.remove(pending_key(rec.id));
+    index_->write(batch, Sync::kYes, "complete the commit of revision " + std::to_string(rec.id));
     spdlog::warn("store {}: completed the commit of revision {} from its manifest", dir_.string(), rec.id);
     return true;
   } catch (const StoreError& e) {
@@ -122,9 +112,7 @@ void Store::tidy_manifests() {
     // A flag change whose index write did not happen: the manifest is its commit point.
     if (auto cur = revision(rev); cur && !(cur->flags & kRevisionForgetting) && cur->flags != tail.rev.flags) {
       cur->flags = tail.rev.flags;
-      rocksdb::WriteOptions wo;
-      wo.sync = true;
-      check(db_->Put(wo, revision_key(rev), encode(*cur)), "update revision " + std::to_string(rev));
+      index_->put(revision_key(rev), encode(*cur), Sync::kYes, "update revision " + std::to_string(rev));
     }
     remove_manifests(rev, newest);
     spdlog::warn("store {}: completed an interrupted manifest update of revision {}", dir_.string(), rev);
@@ -136,9 +124,7 @@ void Store::rewrite_flags(RevisionRecord rev, const char* crash_point) {
   const uint32_t next = gens.empty() ? 0 : gens.back() + 1;
   put_manifest_from_index(rev, next, {});
   crash_points_.reached(crash_point);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Put(wo, revision_key(rev.id), encode(rev)), "update revision " + std::to_string(rev.id));
+  index_->put(revision_key(rev.id), encode(rev), Sync::kYes, "update revision " + std::to_string(rev.id));
   remove_manifests(rev.id, next);
 }
 

@@ -3,10 +3,6 @@
 // revision and block-map records; reference counts are counted from the block map. The new index is
 // built beside the old one and swapped in by one atomic rename.
 #include <fcntl.h>
-#include <rocksdb/db.h>
-#include <rocksdb/env.h>
-#include <rocksdb/file_system.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 #include <stdio.h>
 
@@ -19,6 +15,8 @@
 #include <unordered_set>
 
 #include "store/chunk_codec.h"
+#include "store/index.h"
+#include "store/index_files.h"
 #include "store/open_object_store.h"
 #include "store/lock.h"
 #include "store/manifest.h"
@@ -33,10 +31,6 @@ namespace rbdvault::store {
 namespace {
 
 constexpr size_t kBatch = 16384;
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 // "%08x.pack" -> the id; nullopt for any other name.
 std::optional<uint32_t> pack_of(std::string_view name) {
@@ -53,7 +47,7 @@ std::optional<uint32_t> pack_of(std::string_view name) {
 
 class Builder {
  public:
-  Builder(rocksdb::DB& db, ObjectStore& objects) : db_(db), objects_(objects) {}
+  Builder(Index& index, ObjectStore& objects) : index_(index), objects_(objects) {}
 
   // Chunk and pack records: the first intact copy of each chunk (content checked against its
   // SHA-256), refs 0 for now.
@@ -80,7 +74,7 @@ class Builder {
         spdlog::warn("rebuild-index: {}: {}; its chunks from there on are left out", name, e.what());
         ++st.chunks_skipped;  // at least one: the command must not exit 0 with chunks missing
       }
-      batch_.Put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
+      batch_.put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
       ++st.packs;
       maybe_write();
     }
@@ -124,15 +118,15 @@ class Builder {
       const ManifestReader m(*obj);
       const RevisionRecord& r = m.tail().rev;
       if (images.insert(r.image).second) {
-        batch_.Put(image_name_key(r.pool, r.name), encode_u64(r.image));
-        batch_.Put(image_key(r.image), encode(ImageRecord{r.image, r.pool, r.name}));
+        batch_.put(image_name_key(r.pool, r.name), encode_u64(r.image));
+        batch_.put(image_key(r.image), encode(ImageRecord{r.image, r.pool, r.name}));
         max_image_ = std::max(max_image_, r.image);
         ++st.images;
       }
-      batch_.Put(revision_key(r.id), encode(r));
-      batch_.Put(image_rev_key(r.image, r.id), rocksdb::Slice());
+      batch_.put(revision_key(r.id), encode(r));
+      batch_.put(image_rev_key(r.image, r.id), {});
       m.for_each_entry([&](uint64_t block, const std::optional<Hash>& h) {
-        batch_.Put(block_key(r.image, block, r.id), h ? as_view(*h) : std::string_view());
+        batch_.put(block_key(r.image, block, r.id), h ? as_view(*h) : std::string_view());
         if (h) ++refs_[*h];
         ++st.entries;
         maybe_write();
@@ -143,9 +137,9 @@ class Builder {
   }
 
   void write_counters() {
-    batch_.Put(counter_key(kCounterNextRevision), encode_u64(max_rev_ + 1));
-    batch_.Put(counter_key(kCounterNextImage), encode_u64(max_image_ + 1));
-    batch_.Put(counter_key(kCounterNextPack), encode_u64(uint64_t{max_pack_} + 1));
+    batch_.put(counter_key(kCounterNextRevision), encode_u64(max_rev_ + 1));
+    batch_.put(counter_key(kCounterNextImage), encode_u64(max_image_ + 1));
+    batch_.put(counter_key(kCounterNextPack), encode_u64(uint64_t{max_pack_} + 1));
     write(/*sync=*/true);
   }
 
@@ -167,7 +161,7 @@ class Builder {
     }
     if (recorded(h.hash)) return;  // a later copy (gc, repair); the first one serves
     pending_.insert(h.hash);
-    batch_.Put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0}));
+    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0}));
     ++st.chunks;
     maybe_write();
   }
@@ -177,33 +171,26 @@ class Builder {
   bool recorded(const Hash& h) {
     if (pending_.count(h)) return true;
     std::string v;
-    const auto s = db_.Get(rocksdb::ReadOptions(), chunk_key(h), &v);
-    if (!s.IsNotFound()) check(s, "read chunk record");
-    return s.ok();
+    return index_.get(chunk_key(h), v, "read chunk record");
   }
 
   void maybe_write() {
-    if (static_cast<size_t>(batch_.Count()) >= kBatch) write();
+    if (batch_.count() >= kBatch) write();
   }
 
   // Reference counts gathered since the last write are added to the records as the new index has
   // them; a hash with no intact copy gets none (scrub reports it).
   void write(bool sync = false) {
     for (const auto& [hash, n] : refs_) {
-      std::string v;
-      const auto s = db_.Get(rocksdb::ReadOptions(), chunk_key(hash), &v);
-      if (s.IsNotFound()) continue;
-      check(s, "read chunk record");
-      ChunkRecord rec = decode_chunk_record(v);
-      rec.refs += n;
-      batch_.Put(chunk_key(hash), encode(rec));
+      std::optional<ChunkRecord> rec = index_.chunk_record(hash);
+      if (!rec) continue;
+      rec->refs += n;
+      batch_.put(chunk_key(hash), encode(*rec));
     }
     refs_.clear();
     pending_.clear();
-    rocksdb::WriteOptions wo;
-    wo.sync = sync;
-    check(db_.Write(wo, &batch_), "write the new index");
-    batch_.Clear();
+    index_.write(batch_, sync ? Sync::kYes : Sync::kNo, "write the new index");
+    batch_.clear();
   }
 
   struct HashHasher {
@@ -213,70 +200,18 @@ class Builder {
       return v;
     }
   };
-  rocksdb::DB& db_;
+  Index& index_;
   ObjectStore& objects_;
-  rocksdb::WriteBatch batch_;
+  IndexBatch batch_;
   std::unordered_map<Hash, uint64_t, HashHasher> refs_;  // references since the last write
   std::unordered_set<Hash, HashHasher> pending_;         // chunks recorded in batch_
   uint64_t max_rev_ = 0, max_image_ = 0;
   uint32_t max_pack_ = 0;
 };
 
-void check_io(const rocksdb::IOStatus& s, const std::string& what) {
-  if (s.IsNoSpace()) throw StoreError(StoreError::Kind::kNoSpace, what + ": " + s.ToString());
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
-
-// fsync of a directory through `files` (the index's file system), which makes renames in it durable.
-void sync_dir(rocksdb::FileSystem& files, const fs::path& dir) {
-  std::unique_ptr<rocksdb::FSDirectory> d;
-  check_io(files.NewDirectory(dir.string(), rocksdb::IOOptions(), &d, nullptr), "open directory " + dir.string());
-  check_io(d->Fsync(rocksdb::IOOptions(), nullptr), "fsync directory " + dir.string());
-}
-
-// Deletes an index directory (flat, as RocksDB writes it; a subdirectory is deleted too) through
-// `files`; nothing there is not an error.
-void remove_tree(rocksdb::FileSystem& files, const fs::path& dir) {
-  const rocksdb::IOOptions o;
-  if (files.FileExists(dir.string(), o, nullptr).IsNotFound()) return;
-  std::vector<std::string> children;
-  check_io(files.GetChildren(dir.string(), o, &children, nullptr), "list " + dir.string());
-  std::sort(children.begin(), children.end());  // a fixed order: the fault matrix numbers each delete
-  for (const std::string& c : children) {
-    const fs::path p = dir / c;
-    bool is_dir = false;
-    check_io(files.IsDirectory(p.string(), o, &is_dir, nullptr), "stat " + p.string());
-    if (is_dir)
-      remove_tree(files, p);
-    else
-      check_io(files.DeleteFile(p.string(), o, nullptr), "remove " + p.string());
-  }
-  check_io(files.DeleteDir(dir.string(), o, nullptr), "remove " + dir.string());
-}
-
-// Puts the new index in place of the old in one step: RENAME_EXCHANGE when there is an old one, so
-// that `index/` is never missing; the old one is then deleted under the new one's former name.
-// The exchange has no FileSystem call; the directory syncs just before and after it are fault
-// points, and between them lie the only two states a failed or killed exchange can leave.
-void swap_in(rocksdb::FileSystem& files, const fs::path& dir, const fs::path& fresh) {
-  const fs::path index = dir / "index";
-  std::error_code ec;
-  if (fs::exists(index, ec)) {
-    if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, index.c_str(), RENAME_EXCHANGE) != 0)
-      throw_errno("swap the new index into " + index.string());
-  } else {
-    check_io(files.RenameFile(fresh.string(), index.string(), rocksdb::IOOptions(), nullptr),
-             "move the new index to " + index.string());
-  }
-  sync_dir(files, dir);
-  try {
-    remove_tree(files, fresh);  // the old index; a leftover is removed by the next rebuild
-  } catch (const StoreError& e) {
-    spdlog::warn("rebuild-index: the old index is left in {}: {}", fresh.string(), e.what());
-  }
-}
-
 }  // namespace
+
+RebuildStats rebuild_index(const fs::path& dir, const StoreIo& io) { return Store::rebuild_index(dir, io); }
 
 Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io) {
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
@@ -285,30 +220,20 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io)
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
   ObjectStore& objects = *data_area;
-  const std::shared_ptr<rocksdb::FileSystem> files = io.index_fs ? io.index_fs : rocksdb::FileSystem::Default();
+  const IndexFileSystem& files = io.index_fs;  // null: RocksDB's own
   const fs::path fresh = dir / "index.rebuild";
-  remove_tree(*files, fresh);  // what a killed or failed rebuild left
+  remove_index_tree(files, fresh);  // what a killed or failed rebuild left
   RebuildStats st;
   {
-    rocksdb::Options o = index_db_options();
-    std::unique_ptr<rocksdb::Env> env;  // outlives the new index's DB
-    if (io.index_fs) {
-      env = rocksdb::NewCompositeEnv(io.index_fs);
-      o.env = env.get();
-    }
-    o.create_if_missing = true;
-    o.error_if_exists = true;
-    rocksdb::DB* raw = nullptr;
-    check(rocksdb::DB::Open(o, fresh.string(), &raw), "create new index in " + fresh.string());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    Builder b(*db, objects);
+    std::unique_ptr<Index> index = Index::create(fresh, files);
+    Builder b(*index, objects);
     b.scan_packs(st);
     b.read_manifests(st);
     b.write_counters();
-    check(db->Close(), "close the new index");
+    index->close("close the new index");
   }
-  sync_dir(*files, fresh);
-  swap_in(*files, dir, fresh);
+  sync_index_dir(files, fresh);
+  swap_in_index(files, dir, fresh);
   spdlog::info("rebuilt the index of {}: {} images, {} revisions, {} block map entries, {} packs, {} chunks",
                dir.string(), st.images, st.revisions, st.entries, st.packs, st.chunks);
   return st;

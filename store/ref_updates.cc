@@ -1,7 +1,5 @@
 #include "store/ref_updates.h"
 
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -27,16 +25,14 @@ void ChunkRefUpdates::unref(std::string_view hash) {
   auto found = chunks_.find(key);
   if (found == chunks_.end()) {
     std::string v;
-    auto st = db_.Get(rocksdb::ReadOptions(), key, &v);
     // A missing or unreadable record has no count to lower. Stopping here would stop the rollback
     // or forget for good, and with it every later writer: the damage is reported and left for
     // scrub and repair (which rewrites the record with the count of the entries still naming it).
-    if (st.IsNotFound()) {
+    if (!index_.get(key, v, "read chunk record")) {
       spdlog::warn("chunk {} has no index record; its reference count cannot be lowered (run scrub and repair)",
                    hex_of(hash));
       return;
     }
-    if (!st.ok()) throw StoreError(StoreError::Kind::kIO, "read chunk record: " + st.ToString());
     try {
       found = chunks_.emplace(key, decode_chunk_record(v)).first;
     } catch (const StoreError& e) {
@@ -49,8 +45,8 @@ void ChunkRefUpdates::unref(std::string_view hash) {
   if (found->second.refs > 0) --found->second.refs;
 }
 
-void ChunkRefUpdates::write_to(rocksdb::WriteBatch& batch) {
-  for (auto& [key, rec] : chunks_) batch.Put(key, encode(rec));
+void ChunkRefUpdates::write_to(IndexBatch& batch) {
+  for (auto& [key, rec] : chunks_) batch.put(key, encode(rec));
   chunks_.clear();
 }
 

@@ -1,4 +1,4 @@
-// Chunk reference counts to lower, gathered for one RocksDB write batch (forget, rollback).
+// Chunk reference counts to lower, gathered for one index write batch (forget, rollback).
 #pragma once
 
 #include <string>
@@ -6,24 +6,20 @@
 #include <unordered_map>
 
 #include "store/format.h"
-
-namespace rocksdb {
-class DB;
-class WriteBatch;
-}  // namespace rocksdb
+#include "store/index.h"
 
 namespace rbdvault::store {
 
 class ChunkRefUpdates {
  public:
-  explicit ChunkRefUpdates(rocksdb::DB& db) : db_(db) {}
+  explicit ChunkRefUpdates(Index& index) : index_(index) {}
   // One block map entry naming the chunk (32-byte hash) goes away.
   void unref(std::string_view hash);
   // Adds the updated chunk records to `batch` and forgets them.
-  void write_to(rocksdb::WriteBatch& batch);
+  void write_to(IndexBatch& batch);
 
  private:
-  rocksdb::DB& db_;
+  Index& index_;
   std::unordered_map<std::string, ChunkRecord> chunks_;  // chunk key -> updated record
 };
 

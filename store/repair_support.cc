@@ -1,33 +1,23 @@
 // Store-side pieces of repair: finding damaged chunks, finding intact copies, rewriting chunks.
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
-
 #include <cstring>
 #include <map>
 
 #include "store/chunk_codec.h"
 #include "store/chunk_scan.h"
 #include "store/external_sort.h"
+#include "store/index.h"
 #include "store/pack.h"
 #include "store/store.h"
 
 namespace rbdvault::store {
-namespace {
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
-
-}  // namespace
-
 std::optional<Hash> Store::block_content(uint64_t image, uint64_t block, uint64_t rev) {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  it->SeekForPrev(block_key(image, block, rev));
-  if (!it->Valid()) return std::nullopt;
-  auto k = parse_block_key(it->key().ToStringView());
-  if (!k || k->image != image || k->block != block || it->value().size() != 32) return std::nullopt;
+  IndexCursor it = index_->cursor({});
+  it.seek_for_prev(block_key(image, block, rev));
+  if (!it.valid()) return std::nullopt;
+  auto k = parse_block_key(it.key());
+  if (!k || k->image != image || k->block != block || it.value().size() != 32) return std::nullopt;
   Hash h;
-  std::memcpy(h.data(), it->value().data(), 32);
+  std::memcpy(h.data(), it.value().data(), 32);
   return h;
 }
 
@@ -36,24 +26,22 @@ std::optional<Hash> Store::block_content(uint64_t image, uint64_t block, uint64_
 // read in pack order. Only the damaged chunks are held, with their first 64 uses.
 std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
   ExternalSorter<32> counts;
-  rocksdb::ReadOptions scan;
-  scan.fill_cache = false;
   const std::string prefix(1, kKeyBlock);
   {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      if (it->value().size() != 32) continue;
+    IndexCursor it = index_->scan(prefix, Caching::kBypass);
+    for (; it.valid(); it.next()) {
+      if (it.value().size() != 32) continue;
       ExternalSorter<32>::Key k;
-      std::memcpy(k.data(), it->value().data(), 32);
+      std::memcpy(k.data(), it.value().data(), 32);
       counts.add(k);
     }
-    check(it->status(), "scan block maps");
+    it.check("scan block maps");
   }
   std::map<Hash, DamagedChunk> damaged;
   // pack (be32), offset (be64), hash, entries: the recorded chunks to read, in pack order.
   ExternalSorter<4 + 8 + 32 + 8> to_read;
   {
-    ChunkRecordCursor cursor(*db_);
+    ChunkRecordCursor cursor(*index_);
     ExternalSorter<32>::Entry e;
     while (counts.next(e)) {
       Hash h;
@@ -94,17 +82,17 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
   }
   if (damaged.empty()) return {};
   // The first uses of each damaged chunk, for repair to find good data.
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    if (it->value().size() != 32) continue;
+  IndexCursor it = index_->scan(prefix, Caching::kBypass);
+  for (; it.valid(); it.next()) {
+    if (it.value().size() != 32) continue;
     Hash h;
-    std::memcpy(h.data(), it->value().data(), 32);
+    std::memcpy(h.data(), it.value().data(), 32);
     auto d = damaged.find(h);
     if (d == damaged.end() || d->second.uses.size() >= 64) continue;
-    auto k = parse_block_key(it->key().ToStringView());
+    auto k = parse_block_key(it.key());
     if (k) d->second.uses.emplace_back(k->image, k->block, k->rev);
   }
-  check(it->status(), "scan block maps");
+  it.check("scan block maps");
   std::vector<DamagedChunk> out;
   for (auto& [h, d] : damaged) out.push_back(std::move(d));
   return out;
@@ -174,13 +162,11 @@ void Store::rewrite_chunk(const Hash& hash, std::string_view raw, uint64_t refs)
   rec.flags = enc.flags;
   rec.refs = refs;
   PackRecord p = writer.seal();
-  rocksdb::WriteBatch batch;
-  batch.Put(chunk_key(hash), encode(rec));
-  batch.Put(pack_key(id), encode(p));
-  batch.Put(counter_key(kCounterNextPack), encode_u64(id + 1));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(db_->Write(wo, &batch), "rewrite chunk " + to_hex(hash));
+  IndexBatch batch;
+  batch.put(chunk_key(hash), encode(rec));
+  batch.put(pack_key(id), encode(p));
+  batch.put(counter_key(kCounterNextPack), encode_u64(id + 1));
+  index_->write(batch, Sync::kYes, "rewrite chunk " + to_hex(hash));
   crash_points_.reached("repair.chunk_rewritten");
 }
 

@@ -1,7 +1,5 @@
 #include "store/revision_writer.h"
 
-#include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -19,10 +17,6 @@
 
 namespace rbdvault::store {
 namespace {
-
-void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 bool all_zero(std::string_view d) {
   if (d.empty()) return true;
@@ -44,8 +38,7 @@ RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64
       id_(id),
       image_(image),
       size_(size),
-      parent_(std::move(parent)),
-      batch_(std::make_unique<rocksdb::WriteBatch>()) {
+      parent_(std::move(parent)) {
   if (parent_) {
     parent_blocks_ = store_.blocks_for(parent_->size);
     digest_ = parent_->digest;
@@ -57,7 +50,7 @@ RevisionWriter::RevisionWriter(Store& store, uint64_t id, uint64_t image, uint64
                           });
   }
   stale_cursor_ = from_empty ? 0 : std::min(parent_blocks_, store_.blocks_for(size_));
-  lookup_.reset(store_.db().NewIterator(rocksdb::ReadOptions()));
+  lookup_.emplace(store_.index().cursor({}));
   chunk_generation_seen_ = store_.chunk_generation_;  // constructed under the write mutex
   manifest_sink_ = store_.objects().create(manifest_name(id_, 0));
   manifest_ = std::make_unique<ManifestEncoder>(*manifest_sink_);
@@ -99,14 +92,14 @@ RevisionWriter::~RevisionWriter() {
 // larger revision, which is why callers zero such blocks explicitly).
 std::optional<Hash> RevisionWriter::current_content(uint64_t block) {
   const std::string key = block_key(image_, block, id_ - 1);
-  lookup_->SeekForPrev(key);
-  if (!lookup_->Valid()) {
-    check(lookup_->status(), "look up block map");
+  lookup_->seek_for_prev(key);
+  if (!lookup_->valid()) {
+    lookup_->check("look up block map");
     return std::nullopt;
   }
-  auto k = parse_block_key(lookup_->key().ToStringView());
+  auto k = parse_block_key(lookup_->key());
   if (!k || k->image != image_ || k->block != block) return std::nullopt;
-  auto v = lookup_->value();
+  const std::string_view v = lookup_->value();
   if (v.size() != 32) return std::nullopt;
   Hash h;
   std::memcpy(h.data(), v.data(), 32);
@@ -161,13 +154,13 @@ double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-PreparedBlock prepare_block(Store& store, std::string_view data) {
+PreparedBlock prepare_block(AppendStore& store, std::string_view data) {
   if (data.size() > store.block_size()) throw std::invalid_argument("block data larger than the block size");
   if (all_zero(data)) return {};
   return prepare_block(store, std::string(data));
 }
 
-PreparedBlock prepare_block(Store& store, std::string&& data) {
+PreparedBlock prepare_block(AppendStore& store, std::string&& data) {
   const uint32_t bs = store.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
   PreparedBlock p;
@@ -262,9 +255,9 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
       dirty = dirty_chunks_.emplace(*content, d).first;
     }
     ++dirty->second.added_refs;
-    batch_->Put(block_key(image_, block, id_), as_view(*content));
+    batch_.put(block_key(image_, block, id_), as_view(*content));
   } else {
-    batch_->Put(block_key(image_, block, id_), rocksdb::Slice());
+    batch_.put(block_key(image_, block, id_), {});
   }
   manifest_->add(block, content);
   ++map_entries_;
@@ -281,7 +274,7 @@ void RevisionWriter::seal_pack() {
   if (!pack_) return;
   PackRecord p = pack_->seal();
   store_.crash_points().reached("pack.sealed");
-  batch_->Put(pack_key(pack_->id()), encode(p));
+  batch_.put(pack_key(pack_->id()), encode(p));
   pack_.reset();
 }
 
@@ -300,18 +293,16 @@ void RevisionWriter::flush(bool final) {
     if (reread)
       if (auto now = store_.chunk(hash)) rec = *now;
     rec.refs += d.added_refs;
-    batch_->Put(chunk_key(hash), encode(rec));
+    batch_.put(chunk_key(hash), encode(rec));
   }
   dirty_chunks_.clear();
-  rocksdb::WriteOptions wo;
-  wo.sync = final;
-  check(store_.db().Write(wo, batch_.get()), final ? "commit revision" : "write block map");
+  store_.index().write(batch_, final ? Sync::kYes : Sync::kNo, final ? "commit revision" : "write block map");
   chunk_generation_seen_ = ++store_.chunk_generation_;
   store_.crash_points().reached(final ? "revision.entries_synced" : "revision.flushed");
-  batch_->Clear();
+  batch_.clear();
   batch_entries_ = 0;
   // Iterators pin the state they were created at; refresh so lookups stay cheap.
-  lookup_.reset(store_.db().NewIterator(rocksdb::ReadOptions()));
+  lookup_.emplace(store_.index().cursor({}));
 }
 
 RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
@@ -321,11 +312,10 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   RevisionRecord rec;
   rec.id = id_;
   rec.image = image_;
-  std::string iv;
-  check(store_.db().Get(rocksdb::ReadOptions(), image_key(image_), &iv), "read image record");
-  ImageRecord img = decode_image(iv);
-  rec.pool = img.pool;
-  rec.name = img.name;
+  const std::optional<ImageRecord> img = store_.index().image_record(image_);
+  if (!img) throw StoreError(StoreError::Kind::kCorrupt, "image record " + std::to_string(image_) + " is missing");
+  rec.pool = img->pool;
+  rec.name = img->name;
   rec.ceph_image_id = info.ceph_image_id;
   rec.snap_name = info.snap_name;
   rec.snap_id = info.snap_id;
@@ -357,13 +347,11 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   manifest_put_ = true;
   store_.crash_points().reached("revision.manifest_put");
   // 3. The index commit: R, V, and the mark gone, in one synced write.
-  rocksdb::WriteBatch commit_batch;
-  commit_batch.Put(revision_key(id_), encode(rec));
-  commit_batch.Put(image_rev_key(image_, id_), rocksdb::Slice());
-  commit_batch.Delete(pending_key(id_));
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  check(store_.db().Write(wo, &commit_batch), "commit revision");
+  IndexBatch commit_batch;
+  commit_batch.put(revision_key(id_), encode(rec));
+  commit_batch.put(image_rev_key(image_, id_), {});
+  commit_batch.remove(pending_key(id_));
+  store_.index().write(commit_batch, Sync::kYes, "commit revision");
   store_.crash_points().reached("revision.committed");
   committed_ = true;
   store_.end_write(id_, image_);

@@ -12,15 +12,13 @@
 
 #include "store/chunk_codec.h"
 #include "store/format.h"
+#include "store/index.h"
 #include "store/sha256.h"
 
-namespace rocksdb {
-class Iterator;
-class WriteBatch;
-}  // namespace rocksdb
 
 namespace rbdvault::store {
 
+class AppendStore;
 class ManifestEncoder;
 class ObjectSink;
 class PackWriter;
@@ -38,9 +36,9 @@ struct PreparedBlock {
 };
 // CPU seconds the calling thread has used so far (CLOCK_THREAD_CPUTIME_ID).
 [[nodiscard]] double thread_cpu_seconds();
-PreparedBlock prepare_block(Store& store, std::string_view data);
+PreparedBlock prepare_block(AppendStore& store, std::string_view data);
 // The same, taking over `data` (one copy less).
-PreparedBlock prepare_block(Store& store, std::string&& data);
+PreparedBlock prepare_block(AppendStore& store, std::string&& data);
 
 // What the caller knows about the revision; the writer fills in the rest.
 struct RevisionInfo {
@@ -118,8 +116,10 @@ class RevisionWriter {
   uint64_t stale_cursor_ = 0;
   std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared
   bool store_raw_ = false;               // likewise: store the raw bytes, do not compress
-  std::unique_ptr<rocksdb::WriteBatch> batch_;
-  std::unique_ptr<rocksdb::Iterator> lookup_;
+  IndexBatch batch_;
+  // Seeks the block map for the parent's content; re-created after each flush (a cursor pins the
+  // state it was created at).
+  std::optional<IndexCursor> lookup_;
   std::unique_ptr<PackWriter> pack_;
   // The revision's manifest (store/manifest.h), streamed as entries are recorded; put at commit.
   std::unique_ptr<ObjectSink> manifest_sink_;

@@ -1,6 +1,5 @@
 #include "store/scrub.h"
 
-#include <rocksdb/db.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 
 #include "store/chunk_check.h"
 #include "store/chunk_scan.h"
+#include "store/index.h"
 #include "store/external_sort.h"
 #include "store/pack.h"
 #include "store/store.h"
@@ -63,10 +63,6 @@ struct RevisionState {
   std::vector<std::string> record_problems;  // image, parent, block size
   bool digest_ok = true;
 };
-
-void check_status(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
-}
 
 }  // namespace
 
@@ -122,18 +118,15 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
   // Every block map entry's hash, for the reference counts.
   HashSorter refs;
   {
-    rocksdb::ReadOptions ro;
-    ro.fill_cache = false;
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(ro));
-    const std::string prefix(1, kKeyBlock);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      if (it->value().size() == 32) {
+    IndexCursor it = store.index().scan(std::string(1, kKeyBlock), Caching::kBypass);
+    for (; it.valid(); it.next()) {
+      if (it.value().size() == 32) {
         HashSorter::Key k;
-        std::memcpy(k.data(), it->value().data(), 32);
+        std::memcpy(k.data(), it.value().data(), 32);
         refs.add(k);
       }
     }
-    check_status(it->status(), "scan block maps");
+    it.check("scan block maps");
   }
 
   // Merge, in hash order: reference counts against the chunk records; the chunks read go to the
@@ -150,7 +143,7 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
   uint64_t wrong_refs = 0, unrecorded = 0;
   std::map<uint32_t, uint64_t> pack_end;
   {
-    ChunkRecordCursor cursor(store.db());
+    ChunkRecordCursor cursor(store.index());
     HashSorter::Entry r{}, q{};
     bool have_r = refs.next(r), have_q = reads.next(q);
     auto referenced_by_reads = [&](const Hash& h) {
@@ -241,11 +234,10 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
   }
 
   {
-    std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
-    const std::string prefix(1, kKeyPack);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      const uint32_t id = parse_pack_key(it->key().ToStringView());
-      PackRecord p = decode_pack(it->value().ToStringView());
+    IndexCursor it = store.index().scan(std::string(1, kKeyPack));
+    for (; it.valid(); it.next()) {
+      const uint32_t id = parse_pack_key(it.key());
+      PackRecord p = decode_pack(it.value());
       const auto size = store.objects().size(pack_object_name(id));
       if (!size)
         add(nullptr, "pack " + pack_file_name(id) + " is missing");

@@ -7,14 +7,12 @@
 
 #include "store/error.h"
 
-namespace rocksdb {
-struct Options;
-}
-
 namespace rbdvault::store {
 
-// The options every open of an index uses (bloom filters, memtable size, no preallocation).
-[[nodiscard]] rocksdb::Options index_db_options();
+inline constexpr const char* kMarkerFileName = "rbdvault.store";
+// Throws kInvalid when `dir` exists and is not a directory (a file, a device): "does not exist" or
+// "not empty" would send the operator looking in the wrong place.
+void require_directory_or_absent(const std::filesystem::path& dir);
 // The marker file's text (bounded); kInvalid if the directory has none.
 [[nodiscard]] std::string read_marker_text(const std::filesystem::path& dir);
 // The one-line error every command but `upgrade` gives for a format 1 store (kInvalid).

@@ -28,6 +28,8 @@ std::string marker_v2(const std::string& text) {
 
 }  // namespace
 
+UpgradeStats upgrade_store(const fs::path& dir) { return Store::upgrade(dir); }
+
 Store::UpgradeStats Store::upgrade(const fs::path& dir) {
   UpgradeStats st;
   const std::string text = read_marker_text(dir);

@@ -104,7 +104,7 @@ int cmd_restore(const Args& a) {
   if (a.flag("instant")) return instant_restore(a, spec_text, *dst);
   const rbd::ConnectOptions connect = connect_options(a);
   return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
-    auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
+    auto st = store::open_read_only(require_store(a));
     const store::RevisionRecord rev = resolve_revision(*st, spec_text);
     Progress progress(!a.quiet());
     agent::RestoreOptions o;
@@ -143,7 +143,7 @@ int cmd_verify(const Args& a) {
   const rbd::ConnectOptions connect = connect_options(a);
   const std::string target = one_positional(a, "POOL/IMAGE[@REV]");
   return logged(a, "verify", target, [&](uint64_t& bytes) {
-    auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
+    auto st = store::open_read_only(require_store(a));
     const store::RevisionRecord rev = resolve_revision(*st, target);
     rbd::Cluster cluster(connect);
     const agent::VerifyResult r = agent::verify_revision(cluster, *st, rev, o);

@@ -63,7 +63,7 @@ int cmd_serve(const Args& a) {
     const agent::ErrorClass c = agent::classify(e);
     return std::make_pair(std::string(agent::class_name(c)), agent::exit_code(c));
   };
-  o.status_page = [](store::Store& st) {
+  o.status_page = [](store::ReadOnlyStore& st) {
     return agent::status_page(agent::collect_status(st), static_cast<int64_t>(std::time(nullptr)));
   };
   SignalFlags signals;  // before the server's threads start: they inherit the blocked mask

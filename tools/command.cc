@@ -86,7 +86,7 @@ rbd::ConnectOptions connect_options(const Args& a) {
   return o;
 }
 
-store::ImageRecord find_image(store::Store& st, const rbd::ImageSpec& spec) {
+store::ImageRecord find_image(store::ReadOnlyStore& st, const rbd::ImageSpec& spec) {
   auto image = st.find_image(spec.pool, spec.image);
   if (!image)
     throw store::StoreError(store::StoreError::Kind::kNotFound,
@@ -94,7 +94,7 @@ store::ImageRecord find_image(store::Store& st, const rbd::ImageSpec& spec) {
   return *image;
 }
 
-store::RevisionRecord resolve_revision(store::Store& st, const std::string& text) {
+store::RevisionRecord resolve_revision(store::ReadOnlyStore& st, const std::string& text) {
   const rbd::ImageSpec spec = parse_spec(text);
   const store::ImageRecord image = find_image(st, spec);
   if (spec.snap.empty()) {

@@ -99,9 +99,9 @@ void at_most_one_positional(const Args& a, const char* what);
 [[nodiscard]] rbd::ImageSpec parse_spec(const std::string& text);
 [[nodiscard]] rbd::ConnectOptions connect_options(const Args& a);
 // The store's record of POOL/IMAGE, or a not-found error.
-[[nodiscard]] store::ImageRecord find_image(store::Store& st, const rbd::ImageSpec& spec);
+[[nodiscard]] store::ImageRecord find_image(store::ReadOnlyStore& st, const rbd::ImageSpec& spec);
 // POOL/IMAGE[@REV] to a committed revision; REV defaults to the latest.
-[[nodiscard]] store::RevisionRecord resolve_revision(store::Store& st, const std::string& text);
+[[nodiscard]] store::RevisionRecord resolve_revision(store::ReadOnlyStore& st, const std::string& text);
 
 // Runs `body` as a logged operation: a start line in the store's operation log before, an end
 // line with the result after (also when it throws). Directories that are not stores get no log.

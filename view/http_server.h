@@ -20,6 +20,7 @@
 #include <utility>
 
 namespace rbdvault::store {
+class ReadOnlyStore;
 class Store;
 }
 
@@ -40,7 +41,7 @@ struct ServeOptions {
   // exit code. Unset: store errors by kind, anything else "failed" (tools/ passes agent::classify).
   std::function<std::pair<std::string, int>(const std::exception_ptr&)> classify;
   // The status page's HTML, built from the store the request sees. Unset: no page at `/`.
-  std::function<std::string(store::Store&)> status_page;
+  std::function<std::string(store::ReadOnlyStore&)> status_page;
 };
 
 class RevisionServer {

@@ -19,7 +19,7 @@ size_t read_at(const RevisionBytes& r, BlockCache& cache, uint64_t offset, char*
   if (offset >= r.length) return 0;
   len = static_cast<size_t>(std::min<uint64_t>(len, r.length - offset));
   std::memset(buf, 0, len);
-  store::Store& st = *r.store;
+  store::ReadOnlyStore& st = *r.store;
   const uint64_t bs = st.block_size();
   const uint64_t start = r.base + offset, end = start + len;
   // The block map first (one iterator), the chunks after: no RocksDB iterator is held across reads.
@@ -39,7 +39,7 @@ size_t read_at(const RevisionBytes& r, BlockCache& cache, uint64_t offset, char*
 
 std::optional<uint64_t> seek(const RevisionBytes& r, uint64_t offset, bool data) {
   if (offset >= r.length) return data ? std::nullopt : std::optional<uint64_t>(r.length);
-  store::Store& st = *r.store;
+  store::ReadOnlyStore& st = *r.store;
   const uint64_t bs = st.block_size();
   const uint64_t start = r.base + offset, end = r.base + r.length;
   const uint64_t end_block = (end + bs - 1) / bs;

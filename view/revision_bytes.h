@@ -11,14 +11,14 @@
 #include "view/block_cache.h"
 
 namespace rbdvault::store {
-class Store;
+class ReadOnlyStore;
 }
 
 namespace rbdvault::view {
 
 // A window [base, base + length) of a revision: the whole revision, or one of its partitions.
 struct RevisionBytes {
-  std::shared_ptr<store::Store> store;  // the snapshot the revision was found in; keeps it open
+  std::shared_ptr<store::ReadOnlyStore> store;  // the snapshot the revision was found in; keeps it open
   store::RevisionRecord rev;
   uint64_t base = 0;
   uint64_t length = 0;

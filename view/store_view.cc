@@ -23,7 +23,7 @@ StoreView::StoreView(std::string dir, std::optional<std::pair<std::string, std::
 
 std::shared_ptr<const Snapshot> StoreView::open() const {
   auto snap = std::make_shared<Snapshot>();
-  snap->store = store::Store::open(dir_, store::OpenMode::kReadOnly);
+  snap->store = store::open_read_only(dir_);
   std::map<uint64_t, std::pair<std::string, std::string>> names;
   for (const auto& image : snap->store->images()) names[image.key] = {image.pool, image.name};
   for (auto& rev : snap->store->revisions()) {

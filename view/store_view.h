@@ -1,4 +1,4 @@
-// The store as a mount sees it: a read-only Store and its images and revisions, reopened (at most
+// The store as a mount sees it: a read-only store (ReadOnlyStore) and its images and revisions, reopened (at most
 // once per `ttl`) when asked to refresh, because a read-only Store sees only what was committed when
 // it was opened (docs/format.md §9). A snapshot stays valid for as long as anyone holds it: open files
 // keep theirs, so a refresh never changes bytes being read.
@@ -17,13 +17,13 @@
 #include "store/format.h"
 
 namespace rbdvault::store {
-class Store;
+class ReadOnlyStore;
 }
 
 namespace rbdvault::view {
 
 struct Snapshot {
-  std::shared_ptr<store::Store> store;
+  std::shared_ptr<store::ReadOnlyStore> store;
   // (pool, image) -> committed revisions, ascending; only the image filter's one when there is one.
   std::map<std::pair<std::string, std::string>, std::vector<store::RevisionRecord>> images;
 

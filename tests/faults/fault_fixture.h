@@ -13,6 +13,7 @@
 #include <random>
 
 #include "fault_harness.h"
+#include "store/index.h"
 #include "store/format.h"
 
 namespace rbdvault::faults {
@@ -99,7 +100,7 @@ class FaultMatrix : public ::testing::Test {
     store->forget(b1_id);
     model_.revisions = {{a1_, {"a", a_[0]}}, {a2_, {"a", a_[1]}}, {a3_, {"a", a_[2]}}, {b2_, {"b", b2}}};
     // One sorted table and a short log: each run's copy opens the same way and starts no compaction.
-    ASSERT_TRUE(store->db().CompactRange(rocksdb::CompactRangeOptions(), nullptr, nullptr).ok());
+    ASSERT_TRUE(store->index().db_for_tests().CompactRange(rocksdb::CompactRangeOptions(), nullptr, nullptr).ok());
   }
   void TearDown() override { fs::remove_all(work_); }
 

@@ -11,6 +11,7 @@
 #include "fault_fs.h"
 #include "fault_object_store.h"
 #include "fault_plan.h"
+#include "store/index.h"
 #include "store/format.h"
 #include "store/open_object_store.h"
 #include "store/scrub.h"
@@ -89,7 +90,7 @@ void check_after_run(const fs::path& dir, const Model& model, const Operation& o
     // Recovery ran at the open: no pending mark is left, and every block-map entry belongs to a
     // revision that exists (scrub does not see orphan entries: they hold consistent references).
     {
-      std::unique_ptr<rocksdb::Iterator> it(store->db().NewIterator(rocksdb::ReadOptions()));
+      std::unique_ptr<rocksdb::Iterator> it(store->index().db_for_tests().NewIterator(rocksdb::ReadOptions()));
       uint64_t orphans = 0, marks = 0;
       for (it->Seek(std::string(1, store::kKeyBlock)); it->Valid() && it->key()[0] == store::kKeyBlock; it->Next()) {
         const auto key = store::parse_block_key(it->key().ToStringView());

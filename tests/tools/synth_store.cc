@@ -29,6 +29,7 @@
 #include "store/format.h"
 #include "store/pack.h"
 #include "store/revision_writer.h"
+#include "store/index.h"
 #include "store/store.h"
 
 using namespace rbdvault::store;
@@ -99,7 +100,7 @@ void write_image(Store& store, const std::string& name, uint64_t first_id, uint6
 }
 
 void damage_first_chunk(Store& store) {
-  std::unique_ptr<rocksdb::Iterator> it(store.db().NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(store.index().db_for_tests().NewIterator(rocksdb::ReadOptions()));
   it->Seek(std::string(1, kKeyChunk));
   if (!it->Valid()) return;
   ChunkRecord rec = decode_chunk_record(it->value().ToStringView());
@@ -118,7 +119,7 @@ void damage_first_chunk(Store& store) {
 // tests compare.
 void flush(Store& store) {
   rocksdb::FlushOptions fo;
-  if (!store.db().Flush(fo).ok()) throw std::runtime_error("flush the index");
+  if (!store.index().db_for_tests().Flush(fo).ok()) throw std::runtime_error("flush the index");
 }
 
 int create(const std::string& dir, uint64_t n, uint64_t images, bool damage) {
@@ -163,7 +164,7 @@ int kill_backup(const std::string& dir) {
   });
   // Die without committing or rolling back, as a kill would: what the writer flushed stays behind
   // (the entries still buffered are lost with the process).
-  store->db().FlushWAL(true);
+  store->index().db_for_tests().FlushWAL(true);
   std::fflush(nullptr);
   ::_exit(0);
 }

@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "store/index.h"
 #include "store/gc.h"
 #include "store/lock.h"
 #include "store/open_object_store.h"
@@ -202,14 +203,14 @@ TEST_F(StoreTest, ReaderKeepsItsViewWhileTheWriterCompacts) {
   for (int i = 0; i < 5; ++i) {
     const std::string img = random_bytes(6 * kBs, 10 + i);
     revs.emplace_back(put("img" + std::to_string(i % 2), img), img);
-    ASSERT_TRUE(store_->db().Flush(rocksdb::FlushOptions()).ok());  // one table file per revision
+    ASSERT_TRUE(store_->index().db_for_tests().Flush(rocksdb::FlushOptions()).ok());  // one table file per revision
   }
   const auto before = table_files(dir_ / "index");
   ASSERT_GE(before.size(), 2u);
   auto reader = Store::open(dir_, OpenMode::kReadOnly);
   rocksdb::CompactRangeOptions all;
   all.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-  ASSERT_TRUE(store_->db().CompactRange(all, nullptr, nullptr).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().CompactRange(all, nullptr, nullptr).ok());
   for (const auto& f : table_files(dir_ / "index"))
     ASSERT_EQ(before.count(f), 0u) << "compaction kept " << f << "; the test proves nothing";
   for (auto& [rev, img] : revs) EXPECT_EQ(read_with(*reader, rev), img) << "revision " << rev.id;
@@ -229,10 +230,10 @@ TEST_F(StoreTest, ConcurrentReadersOpenAndReadWhileTheWriterCompacts) {
     all.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
     for (int i = 0; i < 12; ++i) {
       put("churn", random_bytes(2 * kBs, 100 + i));
-      const rocksdb::Status flushed = store_->db().Flush(rocksdb::FlushOptions());
+      const rocksdb::Status flushed = store_->index().db_for_tests().Flush(rocksdb::FlushOptions());
       EXPECT_TRUE(flushed.ok()) << flushed.ToString();
       if (i % 3 == 2) {
-        const rocksdb::Status compacted = store_->db().CompactRange(all, nullptr, nullptr);
+        const rocksdb::Status compacted = store_->index().db_for_tests().CompactRange(all, nullptr, nullptr);
         EXPECT_TRUE(compacted.ok()) << compacted.ToString();
       }
     }

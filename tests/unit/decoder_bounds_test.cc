@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "agent/batch_config.h"
+#include "store/index.h"
 #include "store/chunk_codec.h"
 #include "store/gc.h"
 #include "store/oplog.h"
@@ -213,21 +214,21 @@ TEST_F(StoreTest, HostileChunkRecordIsCorruptOnRead) {
   ChunkRecord c = *store_->chunk(h);
   c.stored_len = 0xfffffff0u;
   c.flags = kChunkZstd;
-  ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), chunk_key(h), encode(c)).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Put(rocksdb::WriteOptions(), chunk_key(h), encode(c)).ok());
   EXPECT_EQ(kind_of([&] { (void)store_->read_chunk(h); }), StoreError::Kind::kCorrupt);
 }
 
 TEST_F(StoreTest, ShortChunkKeyIsCorruptInGcAndScrub) {
   put("a", random_bytes(kBs, 4));
   // gc and scrub copied 32 bytes from after the 'C' of any C key, whatever its length.
-  ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), "Cab", encode(valid_chunk())).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Put(rocksdb::WriteOptions(), "Cab", encode(valid_chunk())).ok());
   EXPECT_EQ(kind_of([&] { (void)gc(*store_, GcOptions{}); }), StoreError::Kind::kCorrupt);
   EXPECT_EQ(kind_of([&] { (void)scrub(*store_, ScrubOptions{}); }), StoreError::Kind::kCorrupt);
 }
 
 TEST_F(StoreTest, MalformedPackKeyIsCorruptInGc) {
   put("a", random_bytes(kBs, 5));
-  ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), "Pxy", encode(PackRecord{kPackHeaderSize, 0})).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Put(rocksdb::WriteOptions(), "Pxy", encode(PackRecord{kPackHeaderSize, 0})).ok());
   EXPECT_EQ(kind_of([&] { (void)gc(*store_, GcOptions{}); }), StoreError::Kind::kCorrupt);
 }
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 
+#include "store/index.h"
 #include "store/chunk_codec.h"
 #include "store/gc.h"
 #include "store/pack.h"
@@ -291,10 +292,10 @@ class ScrubTest : public HistoryTest {
   fs::path pack_path(uint32_t pack) { return dir_ / "data" / pack_file_name(pack); }
   static std::string le32(uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }
   void put_chunk_record(const Hash& h, const ChunkRecord& rec) {
-    ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), chunk_key(h), encode(rec)).ok());
+    ASSERT_TRUE(store_->index().db_for_tests().Put(rocksdb::WriteOptions(), chunk_key(h), encode(rec)).ok());
   }
   void put_revision(const RevisionRecord& r) {
-    ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), revision_key(r.id), encode(r)).ok());
+    ASSERT_TRUE(store_->index().db_for_tests().Put(rocksdb::WriteOptions(), revision_key(r.id), encode(r)).ok());
   }
   // A chunk of the newest revision stored with the given flags (raw: random data; zstd: a
   // compressible block written as an extra revision of the image for this purpose).
@@ -364,7 +365,7 @@ TEST_F(ScrubTest, PackFileLongerThanItsRecord) {
 
 TEST_F(ScrubTest, DeletedChunk) {
   auto [hash, rec] = some_chunk();
-  ASSERT_TRUE(store_->db().Delete(rocksdb::WriteOptions(), chunk_key(hash)).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Delete(rocksdb::WriteOptions(), chunk_key(hash)).ok());
   auto rep = scrub(*store_, ScrubOptions{});
   expect_damaged(rep, readers_of(hash));
   expect_kinds(rep, {"block:no-record", "unindexed"});
@@ -469,7 +470,7 @@ TEST_F(ScrubTest, ManyWrongReferenceCountsAreSummarised) {
 
 TEST_F(ScrubTest, ChunkInAnUnlistedPack) {
   auto [hash, rec] = some_chunk();
-  ASSERT_TRUE(store_->db().Delete(rocksdb::WriteOptions(), pack_key(rec.pack)).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Delete(rocksdb::WriteOptions(), pack_key(rec.pack)).ok());
   auto rep = scrub(*store_, ScrubOptions{{}, {}, true});
   EXPECT_TRUE(rep.damaged_revisions().empty());
   expect_kinds(rep, {"no-pack-record"});
@@ -478,7 +479,7 @@ TEST_F(ScrubTest, ChunkInAnUnlistedPack) {
 
 TEST_F(ScrubTest, DeletedIndexEntry) {
   // Remove the newest revision's own entry for one block it wrote.
-  std::unique_ptr<rocksdb::Iterator> it(store_->db().NewIterator(rocksdb::ReadOptions()));
+  std::unique_ptr<rocksdb::Iterator> it(store_->index().db_for_tests().NewIterator(rocksdb::ReadOptions()));
   std::string victim;
   for (it->Seek(block_prefix(revs_.back().image)); it->Valid(); it->Next()) {
     auto k = parse_block_key(it->key().ToStringView());
@@ -486,7 +487,7 @@ TEST_F(ScrubTest, DeletedIndexEntry) {
   }
   it.reset();
   ASSERT_FALSE(victim.empty());
-  ASSERT_TRUE(store_->db().Delete(rocksdb::WriteOptions(), victim).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Delete(rocksdb::WriteOptions(), victim).ok());
   auto rep = scrub(*store_, ScrubOptions{});
   expect_damaged(rep, {revs_.back().id});
   // The block now reads its older content (checksum), and its chunk has one reference too many.
@@ -566,7 +567,7 @@ TEST_F(ScrubTest, RepairWithoutSourceUsesAnIntactCopyInTheStore) {
 TEST_F(ScrubTest, RepairReportsWhatItCannotFix) {
   auto [hash, rec] = some_chunk();
   const std::set<uint64_t> readers = readers_of(hash);
-  ASSERT_TRUE(store_->db().Delete(rocksdb::WriteOptions(), chunk_key(hash)).ok());
+  ASSERT_TRUE(store_->index().db_for_tests().Delete(rocksdb::WriteOptions(), chunk_key(hash)).ok());
   fs::remove(dir_ / "data" / pack_file_name(rec.pack));
   agent::RepairResult r = agent::repair_store(nullptr, *store_);
   EXPECT_GE(r.unrepaired.size(), 1u);

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "store/index.h"
 #include "store/error.h"
 #include "store/format.h"
 #include "store/pack.h"
@@ -37,10 +38,10 @@ class RestoreTest : public StoreTest {
   std::string partial() const { return (dir_ / "out.raw.rbdvault-partial").string(); }
 
   void put_entry(uint64_t block, const RevisionRecord& rev, std::string_view value) {
-    ASSERT_TRUE(store_->db().Put(rocksdb::WriteOptions(), block_key(rev.image, block, rev.id), value).ok());
+    ASSERT_TRUE(store_->index().db_for_tests().Put(rocksdb::WriteOptions(), block_key(rev.image, block, rev.id), value).ok());
   }
   void delete_entry(uint64_t block, const RevisionRecord& rev) {
-    ASSERT_TRUE(store_->db().Delete(rocksdb::WriteOptions(), block_key(rev.image, block, rev.id)).ok());
+    ASSERT_TRUE(store_->index().db_for_tests().Delete(rocksdb::WriteOptions(), block_key(rev.image, block, rev.id)).ok());
   }
 
   // Restoring r2 must fail as corrupt, leaving neither the target nor a partial file.
