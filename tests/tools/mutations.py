@@ -66,6 +66,7 @@ NOT_MUTABLE = {}
 
 LOCK = "store/lock.cc"
 STORE = "store/store.cc"
+RECOVERY = "store/recovery.cc"
 SCRUB = "store/*.cc"  # scrub.cc and chunk_check.cc (the per-chunk checks)
 WRITER = "store/revision_writer.cc"
 TOOLS = "tools/**/*.cc"
@@ -117,14 +118,14 @@ MUTATIONS = [
 
     # ---- crash recovery and the checker -------------------------------------------------------
     {"id": "recovery-keeps-orphan-packs", "items": ["W4", "C1"],
-     "edits": [(STORE, "    if (stale) {\n", "    if (false) {\n")],
+     "edits": [(RECOVERY, "    if (stale) {\n", "    if (false) {\n")],
      "tests": ["cli:crash"], "env": FEW_KILLS},
     {"id": "rollback-keeps-refs", "items": ["W4", "W13"],
-     "edits": [(STORE, "if (it->value().size() == 32) chunks.unref(", "if (false) chunks.unref(")],
+     "edits": [(RECOVERY, "if (it.value().size() == 32) chunks.unref(", "if (false) chunks.unref(")],
      "tests": ["gtest:StoreTest.AbandonedRevisionLeavesNothingBehind:StoreTest.RecoveryAfterKilledWriter",
                "cli:crash"], "env": FEW_KILLS},
     {"id": "rollback-keeps-entries", "items": ["W4"],
-     "edits": [(STORE, "    batch.Delete(it->key());\n    ++removed;", "    ++removed;")],
+     "edits": [(RECOVERY, "    batch.remove(it.key());\n    ++removed;", "    ++removed;")],
      "tests": ["cli:crash"], "env": FEW_KILLS},
     # The store writes one reference too many and scrub is blinded to reference counts: only the
     # independent checker (tests/tools/check_store.py) can catch it.
@@ -230,9 +231,9 @@ MUTATIONS = [
      "edits": [(WRITER, "  if (committed_) return;\n  lookup_.reset();", "  if (true) return;\n  lookup_.reset();")],
      "tests": ["cli:promises_backup"]},
     {"id": "rolled-back-id-reused", "items": ["P11"],
-     "edits": [(STORE, "  batch.Delete(pending_key(p.revision));\n",
-                "  batch.Delete(pending_key(p.revision));\n"
-                "  batch.Put(counter_key(kCounterNextRevision), encode_u64(p.revision));\n")],
+     "edits": [(RECOVERY, "      batch.remove(pending_key(p.revision));\n",
+                "      batch.remove(pending_key(p.revision));\n"
+                "      batch.put(counter_key(kCounterNextRevision), encode_u64(p.revision));\n")],
      "tests": ["gtest:StoreTest.RolledBackRevisionIdIsNeverReused", "cli:promises_damage"]},
 
     # ---- restores -----------------------------------------------------------------------------------
