@@ -178,7 +178,7 @@ def scenario_ops_completion(c):
     c.create("rbd", "ops-comp-only-in-cluster", 1 << 20, FEATURES_FASTDIFF)
     expect_completion("rbdvault ba", ["backup"], exact=True)
     expect_completion("rbdvault ", ["init", "backup", "restore", "ls", "check", "run"])
-    expect_completion("rbdvault backup --st", ["--store"], exact=True)
+    expect_completion("rbdvault backup --st", ["--store", "--store-conf", "--store-id", "--store-keyring"], exact=True)
     expect_completion("rbdvault ls --format ", ["plain", "json"], exact=True)
     expect_completion("rbdvault restore --store %s rbd/ops-comp-0@" % store,
                       ["rbd/%s@1" % image, "rbd/%s@2" % image], exact=True)
