@@ -164,16 +164,18 @@ std::string abort_target(rbd::ImportMigration& migration) {
 
 }  // namespace
 
-bool is_local_listen_address(const std::string& host) { return view::is_loopback(host); }
+bool is_wildcard_listen_address(const std::string& host) {
+  return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]";
+}
 
 InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store, const store::RevisionRecord& rev,
                                      const std::string& pool, const std::string& name,
                                      const InstantRestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const std::string target = pool + "/" + name;
-  if (!is_local_listen_address(options.listen_host))
-    throw StoreError(StoreError::Kind::kInvalid, "instant restore serves on loopback only (" + options.listen_host +
-                                                     " is not): librbd's http source sends no credentials");
+  if (is_wildcard_listen_address(options.listen_host))
+    throw StoreError(StoreError::Kind::kInvalid, "instant restore needs the address the clients reach, not " +
+                                                     options.listen_host);
   if (name_taken(cluster, pool, name)) refuse_existing(cluster, pool, name);
   check_block_map(store, rev, options.check_digest);
   auto& crash = store.crash_points();
@@ -181,6 +183,11 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   view::ServeOptions serve;
   serve.host = options.listen_host;
   serve.port = options.listen_port;
+  // librbd's http source sends no credentials: the revision is reachable through a fresh secret in
+  // its URL (known to this process and, through the migration's source spec, to clients that may
+  // open the target anyway); every other path needs a token nobody has.
+  serve.path_secret = view::random_secret_hex();
+  serve.token = view::random_secret_hex();
   // The server is declared before the migration: an abort (the migration's destructor) runs while it
   // still serves, and needs nothing from it anyway.
   ScopedTap tap;  // before the server's threads, after them (declared first, destroyed last)

@@ -52,7 +52,8 @@ struct InstantRestoreResult {
                                                    const store::RevisionRecord& rev, const std::string& pool,
                                                    const std::string& name, const InstantRestoreOptions& options);
 
-// True for addresses only this host reaches (127.0.0.0/8, ::1, localhost): what --listen accepts.
-[[nodiscard]] bool is_local_listen_address(const std::string& host);
+// True for a wildcard address (0.0.0.0, ::): the source URL must name an address the clients
+// reach, so --listen refuses these (loopback serves this host only; this host's address, others too).
+[[nodiscard]] bool is_wildcard_listen_address(const std::string& host);
 
 }  // namespace rbdvault::agent

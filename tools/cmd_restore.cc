@@ -45,10 +45,10 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
   const rbd::ConnectOptions connect = connect_options(a);
   agent::InstantRestoreOptions o;
   if (!a.str("listen").empty()) std::tie(o.listen_host, o.listen_port) = parse_listen(a.str("listen"));
-  if (!agent::is_local_listen_address(o.listen_host))
+  if (agent::is_wildcard_listen_address(o.listen_host))
     throw UsageError("restore: --listen " + o.listen_host +
-                     " is not a loopback address: librbd's http source sends no credentials, so the revision is "
-                     "served to this host only (clients elsewhere open the target after the commit)");
+                     " is a wildcard: name the address the clients reach (127.0.0.1 for this host only, or this "
+                     "host's address on the storage network)");
   o.store_dir = require_store(a);
   o.check_digest = !a.flag("skip-digest-check");
   SignalFlags signals;  // before any thread starts: librados' and the server's threads inherit the mask
@@ -60,9 +60,8 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
     o.progress = progress.callback();
     o.on_usable = [&](const std::string& target) {
       if (a.json() || a.quiet()) return;
-      std::cout << target << " is usable now (reads go to revision " << rev.id
-                << " through this process until the copy is committed; open it on this host only until then)"
-                << std::endl;
+      std::cout << target << " is usable now (reads go to revision " << rev.id << " through this process until the "
+                << "copy is committed; clients must reach " << o.listen_host << " until then)" << std::endl;
     };
     rbd::Cluster cluster(connect);
     const agent::InstantRestoreResult r = agent::instant_restore(cluster, *st, rev, dst.pool, dst.image, o);

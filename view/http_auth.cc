@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,16 +35,20 @@ bool is_loopback(std::string_view host) {
   return false;
 }
 
+bool secret_matches(std::string_view given, std::string_view secret) {
+  // Digests have a fixed length: the comparison below takes the same time whatever was sent.
+  const store::Hash a = store::sha256(given), b = store::sha256(secret);
+  unsigned diff = given.empty() ? 1u : 0u;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
 bool bearer_matches(std::string_view authorization, std::string_view token) {
   constexpr std::string_view kScheme = "Bearer ";
   std::string_view given;
   if (authorization.size() > kScheme.size() && authorization.substr(0, kScheme.size()) == kScheme)
     given = authorization.substr(kScheme.size());
-  // Digests have a fixed length: the comparison below takes the same time whatever was sent.
-  const store::Hash a = store::sha256(given), b = store::sha256(token);
-  unsigned diff = given.empty() ? 1u : 0u;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned>(a[i] ^ b[i]);
-  return diff == 0;
+  return secret_matches(given, token);
 }
 
 std::string read_token_file(const std::string& path) {
@@ -79,6 +84,22 @@ std::string read_token_file(const std::string& path) {
   if (data.size() < kMinToken || data.size() > kMaxToken)
     refuse("token file " + path + ": the token must be 16 to 4096 characters on its first line");
   return data;
+}
+
+std::string random_secret_hex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  for (size_t got = 0; got < bytes;) {
+    const ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw store::StoreError(store::StoreError::Kind::kIO, std::string("getrandom: ") + std::strerror(errno));
+    }
+    got += static_cast<size_t>(n);
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : raw) out += kHex[c >> 4], out += kHex[c & 15];
+  return out;
 }
 
 }  // namespace rbdvault::view

@@ -85,6 +85,19 @@ class RevisionServer::Impl {
       // httplib would apply the Range header again to what we answer (and, for a streamed body,
       // without 416): ranges are ours alone. The request is a non-const local of httplib's.
       const_cast<httplib::Request&>(req).ranges.clear();
+      if (o_.path_secret) {
+        // /s/SECRET/v1/raw/...: authorised by the path; routed as the path without the prefix.
+        const std::string prefix = "/s/" + *o_.path_secret + "/";
+        if (req.path.size() > prefix.size() && secret_matches(std::string_view(req.path).substr(0, prefix.size()), prefix)) {
+          std::string rest = req.path.substr(prefix.size() - 1);
+          if (rest.rfind("/v1/raw/", 0) != 0) {
+            error(res, 404, "not-found", 3, "no such endpoint");
+            return httplib::Server::HandlerResponse::Handled;
+          }
+          const_cast<httplib::Request&>(req).path = std::move(rest);
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+      }
       if (o_.token && !bearer_matches(req.get_header_value("Authorization"), *o_.token)) {
         res.set_header("WWW-Authenticate", "Bearer realm=\"rbdvault\"");
         error(res, 401, "unauthorized", 2, "a bearer token is required (Authorization: Bearer TOKEN)");
@@ -252,7 +265,8 @@ std::string RevisionServer::url_for(const std::string& pool, const std::string& 
   if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
   if (host == "::") host = "::1";
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
-  return "http://" + host + ":" + std::to_string(impl_->port_) + "/v1/raw/" + pct_encode(pool) + "/" +
+  const std::string secret = impl_->o_.path_secret ? "/s/" + *impl_->o_.path_secret : "";
+  return "http://" + host + ":" + std::to_string(impl_->port_) + secret + "/v1/raw/" + pct_encode(pool) + "/" +
          pct_encode(image) + "/" + std::to_string(rev);
 }
 

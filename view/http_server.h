@@ -32,6 +32,11 @@ struct ServeOptions {
   // Required by start() when `host` is not loopback. With a token every request needs
   // `Authorization: Bearer TOKEN` (else 401), loopback included.
   std::optional<std::string> token;
+  // A capability path for clients that cannot send a header (librbd's http migration source): a
+  // request for `/s/SECRET/v1/raw/...` is authorised by the secret in its path alone, for the raw
+  // endpoint only; url_for() names it. Instant restore sets a fresh one per run (and a random
+  // token, which locks every other path). Unset: no such paths.
+  std::optional<std::string> path_secret;
   uint64_t cache_bytes = 64ull << 20;  // the verified-chunk cache shared by every request
   std::chrono::milliseconds ttl{1000};
   // Worker threads, each serving one connection (one request per connection, see setup()). Reads
@@ -55,8 +60,8 @@ class RevisionServer {
   RevisionServer& operator=(const RevisionServer&) = delete;
 
   [[nodiscard]] uint16_t port() const;
-  // http://HOST:PORT/v1/raw/POOL/IMAGE/REV, names percent-encoded; a wildcard host (0.0.0.0, ::)
-  // becomes loopback, the address this process can always reach.
+  // http://HOST:PORT[/s/SECRET]/v1/raw/POOL/IMAGE/REV, names percent-encoded; a wildcard host
+  // (0.0.0.0, ::) becomes loopback, the address this process can always reach.
   [[nodiscard]] std::string url_for(const std::string& pool, const std::string& image, uint64_t rev) const;
   // Stops accepting, ends open connections (after the request in progress) and joins the threads.
   // Idempotent.

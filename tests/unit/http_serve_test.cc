@@ -236,3 +236,44 @@ TEST_F(HttpServer, NamesArePercentEncodedAndDecoded) {
 
 }  // namespace
 }  // namespace rbdvault::view
+
+namespace rbdvault::view {
+namespace {
+
+// Instant restore's source: librbd sends no header, so the raw bytes are reachable by a secret in
+// the path alone, and nothing else is (the token locks the rest).
+TEST_F(HttpServer, PathSecretOpensTheRawEndpointOnly) {
+  const std::string image = random_bytes(3000, 11);
+  const auto rev = put("disk", image);
+  ServeOptions o;
+  o.token = random_secret_hex();
+  o.path_secret = random_secret_hex();
+  ASSERT_EQ(o.path_secret->size(), 64u);
+  EXPECT_NE(*o.path_secret, *o.token);
+  auto server = start(o);
+  const std::string url = server->url_for("rbd", "disk", rev.id);
+  const std::string path = url.substr(url.find("/s/"));
+  EXPECT_EQ(path, "/s/" + *o.path_secret + "/v1/raw/rbd/disk/" + std::to_string(rev.id));
+  httplib::Client cli("127.0.0.1", server->port());
+  auto ok = cli.Get(path.c_str(), {{"Range", "bytes=10-19"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 206);
+  EXPECT_TRUE(ok->body == image.substr(10, 10));
+  auto head = cli.Head(path.c_str());
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->get_header_value("Content-Length"), std::to_string(image.size()));
+  std::string wrong = path;
+  wrong[4] = wrong[4] == 'a' ? 'b' : 'a';  // one character of the secret
+  for (const std::string& p : {wrong, "/v1/raw/rbd/disk/" + std::to_string(rev.id), std::string("/v1/images")}) {
+    auto res = cli.Get(p.c_str());
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << p;
+  }
+  auto list = cli.Get(("/s/" + *o.path_secret + "/v1/images").c_str());  // the secret opens raw bytes only
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->status, 404);
+}
+
+}  // namespace
+}  // namespace rbdvault::view
