@@ -61,7 +61,9 @@ set_paths() {
 live_pid() {
   local pidfile=$1 daemon=$2 pid cmdline state
   [ -r "$pidfile" ] || return 1
-  pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 1
+  # The daemon removes its pid file as it exits: the file may vanish between the test above and
+  # this read, and the shell's own "No such file" for the redirection must not reach the user.
+  pid=$( (tr -dc '0-9' <"$pidfile") 2>/dev/null) || return 1
   [ -n "$pid" ] || return 1
   cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   case "$cmdline" in
