@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/copy_step.h"
+#include "agent/copy_config.h"
 #include "agent/hooks.h"
 #include "agent/retention.h"
 #include "agent/schedule.h"
@@ -107,7 +107,7 @@ struct BatchConfig {
   };
   std::map<std::string, Override> image_overrides;
   std::vector<GroupConfig> groups;
-  // [copy]: an offsite copy after the backups (agent/copy_step.h); none: no copy step.
+  // [copy]: an offsite copy after the backups (agent/copy_config.h, copy_step.h); none: no copy step.
   std::optional<CopyConfig> copy;
 
   // The group pool/name belongs to, if any (an image is in at most one group).

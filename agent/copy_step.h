@@ -7,8 +7,7 @@
 #include <vector>
 
 #include "agent/error_class.h"
-#include "agent/copy.h"
-#include "agent/retention.h"
+#include "agent/copy_config.h"
 
 namespace rbdvault::store {
 class Store;
@@ -16,17 +15,6 @@ class Store;
 
 namespace rbdvault::agent {
 
-struct CopyConfig {
-  std::string to;                   // the target store's location
-  std::vector<std::string> images;  // POOL/NAME; empty: every image of the store
-  RetentionPolicy retention;        // applied to the target's copied images; empty: none
-  // For a rados: target: keys conf, id, keyring (its cluster; each defaults to [store]'s, then
-  // [ceph]'s) and index-dir (default: the pool's under /var/lib/rbdvault).
-  StoreAccess access;
-};
-
-// Applies one [copy] key; false if `key` is not one. Throws std::invalid_argument on a bad value.
-bool apply_copy_key(CopyConfig& c, const std::string& key, const std::string& value);
 
 struct CopyStepOutcome {
   bool ran = false, ok = false;

@@ -73,10 +73,17 @@ run_tsan() {
   (cd build-tsan && ctest --output-on-failure -j "$JOBS" -L unit -R "$TSAN_FILTER")
 }
 
+# A stage that fails (a build that does not link, a test that fails) fails the whole run: `set -e`
+# does not apply inside && lists and functions called from them.
+status=0
 case "${SANITIZE_ONLY:-all}" in
-  asan) run_asan ;;
-  fuzz) run_fuzz ;;
-  tsan) run_tsan ;;
-  *) run_asan && run_fuzz && run_tsan ;;
+  asan) run_asan || status=$? ;;
+  fuzz) run_fuzz || status=$? ;;
+  tsan) run_tsan || status=$? ;;
+  *) { run_asan && run_fuzz && run_tsan; } || status=$? ;;
 esac
+if [ "$status" -ne 0 ]; then
+  echo "sanitize-tests: failed (exit $status)" >&2
+  exit "$status"
+fi
 step "done"
