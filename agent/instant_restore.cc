@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "agent/restore.h"
 #include "rbd/cluster.h"
 #include "rbd/error.h"
 #include "rbd/migration.h"
@@ -139,18 +140,6 @@ class ScopedTap {
   std::shared_ptr<ErrorTap> tap_;
 };
 
-void check_block_map(store::Store& store, const store::RevisionRecord& rev, bool enforce) {
-  if (store.compute_digest(rev) == rev.digest) return;
-  if (!enforce) {
-    spdlog::warn("revision {} does not match its recorded digest; serving it anyway (--skip-digest-check)", rev.id);
-    return;
-  }
-  throw StoreError(StoreError::Kind::kCorrupt,
-                   "revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
-                       " does not match its recorded digest (block map entries missing or extra); restore "
-                       "abandoned, run `rbdvault scrub`");
-}
-
 // Aborts the migration (removing the target); empty when that worked, else what the operator does.
 std::string abort_target(rbd::ImportMigration& migration) {
   try {
@@ -177,7 +166,7 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
     throw StoreError(StoreError::Kind::kInvalid, "instant restore needs the address the clients reach, not " +
                                                      options.listen_host);
   if (name_taken(cluster, pool, name)) refuse_existing(cluster, pool, name);
-  check_block_map(store, rev, options.check_digest);
+  check_revision_digest(rev, store.compute_digest(rev), options.check_digest, "served");
   auto& crash = store.crash_points();
 
   view::ServeOptions serve;
