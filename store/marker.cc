@@ -25,6 +25,8 @@ namespace {
 constexpr const char* kMarkerFile = kMarkerFileName;
 constexpr const char* kMarkerMagic = "rbdvault-store";
 
+}  // namespace
+
 void write_file_durably(const fs::path& path, const std::string& content) {
   fs::path tmp = path;
   tmp += ".tmp";
@@ -40,8 +42,6 @@ void write_file_durably(const fs::path& path, const std::string& content) {
   if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp.string());
   fsync_dir(path.parent_path());
 }
-
-}  // namespace
 
 // "does not exist" or "non-empty directory" would send the operator looking in the wrong place
 // when --store names a file (or a device, a socket...).

@@ -71,6 +71,14 @@ class ObjectStore {
   virtual void begin_writing(const std::string& holder, const std::filesystem::path& cache_dir) {
     (void)holder, (void)cache_dir;
   }
+  // A token that differs between any two objects ever committed under `name` (one removed and
+  // another created under its name later), so that a host-local cache may keep what it read from an
+  // object whose identity has not changed (rados_cache.h). nullopt: the backend has none (the local
+  // directory, whose index is not a cache), or no committed object has the name.
+  [[nodiscard]] virtual std::optional<std::string> identity(const std::string& name) {
+    (void)name;
+    return std::nullopt;
+  }
   // The largest pack a writer may build in this backend (a bound on object size).
   [[nodiscard]] virtual uint64_t pack_target_cap() const { return UINT64_MAX; }
 

@@ -128,7 +128,7 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) write_marker_durably(index_dir, marker);
-  (void)Store::rebuild_index(index_dir);
+  (void)Store::rebuild_index(index_dir, {}, /*reuse=*/true);
   // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
   if (pool.epoch() == epoch && (epoch % 2 == 0 || pool.lease_holders().empty())) write_cache_epoch(index_dir, epoch);
 }

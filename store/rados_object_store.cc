@@ -496,4 +496,28 @@ void RadosObjectStore::begin_writing(const std::string& holder, const std::files
   write_cache_epoch(cache_dir, std::stoull(v));
 }
 
+std::optional<std::string> RadosObjectStore::identity(const std::string& name) {
+  const auto committed = size(name);
+  if (!committed) return std::nullopt;
+  // A stat through an asynchronous op: its completion carries the object's version, which the
+  // synchronous calls leave only in the shared ioctx (racing with other threads' ops).
+  rados_read_op_t op = rados_create_read_op();
+  uint64_t bytes = 0;
+  time_t mtime = 0;
+  int stat_r = 0;
+  rados_read_op_stat(op, &bytes, &mtime, &stat_r);
+  Completion c;
+  int r = rados_aio_read_op_operate(op, impl_->io, c.c, name.c_str(), 0);
+  if (r == 0) {
+    rados_aio_wait_for_complete(c.c);
+    r = rados_aio_get_return_value(c.c);
+  }
+  const uint64_t version = r == 0 ? rados_aio_get_version(c.c) : 0;
+  rados_release_read_op(op);
+  if (r == -ENOENT || stat_r == -ENOENT) return std::nullopt;
+  check(r, "stat " + name);
+  check(stat_r, "stat " + name);
+  return "v" + std::to_string(version) + "/" + std::to_string(*committed);
+}
+
 }  // namespace rbdvault::store

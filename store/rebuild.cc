@@ -21,6 +21,7 @@
 #include "store/lock.h"
 #include "store/manifest.h"
 #include "store/pack.h"
+#include "store/pack_identities.h"
 #include "store/posix_file.h"
 #include "store/store.h"
 #include "store/store_internal.h"
@@ -45,38 +46,88 @@ std::optional<uint32_t> pack_of(std::string_view name) {
   return id;
 }
 
+// The index a refresh replaces, and the identities of the packs its build read whole.
+struct PreviousBuild {
+  std::unique_ptr<Index> index;
+  PackIdentities identities;
+  [[nodiscard]] bool same_pack(uint32_t id, const std::string& identity) const {
+    const auto it = identities.find(id);
+    return it != identities.end() && it->second == identity && index->pack_record(id).has_value();
+  }
+};
+
 class Builder {
  public:
   Builder(Index& index, ObjectStore& objects) : index_(index), objects_(objects) {}
 
   // Chunk and pack records: the first intact copy of each chunk (content checked against its
-  // SHA-256), refs 0 for now.
-  void scan_packs(Store::RebuildStats& st) {
+  // SHA-256), refs 0 for now. With `previous` (a refresh), a pack that is still the object the
+  // previous build read whole is not read again: its records come from the previous index, after
+  // every pack that is read (so a copy read now, checked, wins over one remembered).
+  void scan_packs(Store::RebuildStats& st, const PreviousBuild* previous) {
+    std::vector<uint32_t> reused;
     for (const std::string& name : objects_.list("data/")) {
       const auto id = pack_of(std::string_view(name).substr(5));
       if (!id) continue;
       max_pack_ = std::max(max_pack_, *id);
-      auto obj = objects_.open(name);
-      if (obj->size() < kPackHeaderSize) {
-        spdlog::warn("rebuild-index: {} is shorter than a pack header; left out", name);
+      const std::optional<std::string> identity = objects_.identity(name);
+      if (previous && identity && previous->same_pack(*id, *identity)) {
+        reused.push_back(*id);
+        identities_[*id] = *identity;
         continue;
       }
-      uint64_t chunks = 0;
-      const ReadAt read = [&](uint64_t off, char* buf, size_t n) { return obj->read_at(off, buf, n); };
-      try {
-        scan_pack(obj->size(), read, *id, [&](uint64_t off, const ChunkHeader& h) {
-          ++chunks;
-          add_chunk(*obj, *id, off, h, st);
-          return true;
-        });
-      } catch (const StoreError& e) {
-        if (e.kind() != StoreError::Kind::kCorrupt) throw;
-        spdlog::warn("rebuild-index: {}: {}; its chunks from there on are left out", name, e.what());
-        ++st.chunks_skipped;  // at least one: the command must not exit 0 with chunks missing
-      }
-      batch_.put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
-      ++st.packs;
+      const uint64_t skipped_before = st.chunks_skipped;
+      read_pack(name, *id, st);
+      // Remembered only when read whole and intact: a damaged pack is read (and reported) again.
+      if (identity && st.chunks_skipped == skipped_before && valid_identity(*identity)) identities_[*id] = *identity;
+    }
+    write();
+    if (previous) reuse_packs(*previous, reused, st);
+  }
+
+  void read_pack(const std::string& name, uint32_t id, Store::RebuildStats& st) {
+  auto obj = objects_.open(name);
+  if (obj->size() < kPackHeaderSize) {
+    spdlog::warn("rebuild-index: {} is shorter than a pack header; left out", name);
+    return;
+  }
+  uint64_t chunks = 0;
+  const ReadAt read = [&](uint64_t off, char* buf, size_t n) { return obj->read_at(off, buf, n); };
+  try {
+    scan_pack(obj->size(), read, id, [&](uint64_t off, const ChunkHeader& h) {
+      ++chunks;
+      add_chunk(*obj, id, off, h, st);
+      return true;
+    });
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+    spdlog::warn("rebuild-index: {}: {}; its chunks from there on are left out", name, e.what());
+    ++st.chunks_skipped;  // at least one: the command must not exit 0 with chunks missing
+  }
+  batch_.put(pack_key(id), encode(PackRecord{obj->size(), chunks}));
+  ++st.packs;
+  maybe_write();
+  }
+
+  // The previous index's records of the reused packs, for chunks no pack read now holds.
+  void reuse_packs(const PreviousBuild& previous, const std::vector<uint32_t>& packs, Store::RebuildStats& st) {
+    const std::unordered_set<uint32_t> reused(packs.begin(), packs.end());
+    IndexCursor c = previous.index->scan(std::string_view(&kKeyChunk, 1), Caching::kBypass);
+    for (; c.valid(); c.next()) {
+      ChunkRecord rec = decode_chunk_record(c.value());
+      const Hash hash = chunk_hash_of_key(c.key());
+      if (!reused.count(rec.pack) || recorded(hash)) continue;
+      rec.refs = 0;  // counted again from the manifests
+      pending_.insert(hash);
+      batch_.put(chunk_key(hash), encode(rec));
+      ++st.chunks;
       maybe_write();
+    }
+    c.check("read the previous index");
+    for (uint32_t id : packs) {
+      batch_.put(pack_key(id), encode(*previous.index->pack_record(id)));
+      ++st.packs;
+      ++st.packs_reused;
     }
     write();
   }
@@ -136,6 +187,10 @@ class Builder {
     write();
   }
 
+  // Block map entries naming a chunk no pack holds intact (0 for a sound store).
+  [[nodiscard]] uint64_t unrecorded() const { return unrecorded_; }
+  [[nodiscard]] const PackIdentities& identities() const { return identities_; }
+
   void write_counters() {
     batch_.put(counter_key(kCounterNextRevision), encode_u64(max_rev_ + 1));
     batch_.put(counter_key(kCounterNextImage), encode_u64(max_image_ + 1));
@@ -183,7 +238,10 @@ class Builder {
   void write(bool sync = false) {
     for (const auto& [hash, n] : refs_) {
       std::optional<ChunkRecord> rec = index_.chunk_record(hash);
-      if (!rec) continue;
+      if (!rec) {
+        unrecorded_ += n;
+        continue;
+      }
       rec->refs += n;
       batch_.put(chunk_key(hash), encode(*rec));
     }
@@ -207,35 +265,75 @@ class Builder {
   std::unordered_set<Hash, HashHasher> pending_;         // chunks recorded in batch_
   uint64_t max_rev_ = 0, max_image_ = 0;
   uint32_t max_pack_ = 0;
+  uint64_t unrecorded_ = 0;
+  PackIdentities identities_;  // of the packs read whole and intact, or reused
 };
+
+// The previous build of a refresh: nullopt (read every pack) without an index or identities.
+std::optional<PreviousBuild> open_previous(const fs::path& dir, const std::string& store_id,
+                                           const IndexFileSystem& files) {
+  auto identities = read_pack_identities(dir, store_id);
+  if (!identities || identities->empty() || !fs::exists(dir / "index" / "CURRENT")) return std::nullopt;
+  try {
+    return PreviousBuild{Index::open_read_only(dir / "index", dir.string(), files), std::move(*identities)};
+  } catch (const StoreError& e) {
+    spdlog::warn("{}: the previous index cannot be read ({}); reading every pack", dir.string(), e.what());
+    return std::nullopt;
+  }
+}
 
 }  // namespace
 
-RebuildStats rebuild_index(const fs::path& dir, const StoreIo& io) { return Store::rebuild_index(dir, io); }
+RebuildStats rebuild_index(const fs::path& dir, const StoreIo& io, bool reuse_unchanged_packs) {
+  return Store::rebuild_index(dir, io, reuse_unchanged_packs);
+}
 
-Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io) {
+Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io, bool reuse) {
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
   if (marker.version != kFormatVersion) throw format_1_error(dir);
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
-  ObjectStore& objects = *data_area;
   const IndexFileSystem& files = io.index_fs;  // null: RocksDB's own
   const fs::path fresh = dir / "index.rebuild";
-  remove_index_tree(files, fresh);  // what a killed or failed rebuild left
+  std::optional<PreviousBuild> previous = reuse ? open_previous(dir, marker.store_id, files) : std::nullopt;
   RebuildStats st;
-  {
+  PackIdentities identities;
+  for (;;) {
+    remove_index_tree(files, fresh);  // what a killed or failed rebuild left
+    st = RebuildStats{};
     std::unique_ptr<Index> index = Index::create(fresh, files);
-    Builder b(*index, objects);
-    b.scan_packs(st);
+    Builder b(*index, *data_area);
+    b.scan_packs(st, previous ? &*previous : nullptr);
     b.read_manifests(st);
+    if (previous && b.unrecorded() > 0) {
+      // A remembered pack lacks a chunk the block map needs (a store changed in a way the
+      // identities did not show): the refresh is not trusted, every pack is read.
+      spdlog::warn("{}: {} block map entries name chunks the reused packs do not hold; reading every pack",
+                   dir.string(), b.unrecorded());
+      index->close("close the new index");
+      previous.reset();
+      continue;
+    }
     b.write_counters();
     index->close("close the new index");
+    identities = b.identities();
+    break;
   }
+  previous.reset();  // the old index is closed before it is swapped out
   sync_index_dir(files, fresh);
   swap_in_index(files, dir, fresh);
-  spdlog::info("rebuilt the index of {}: {} images, {} revisions, {} block map entries, {} packs, {} chunks",
-               dir.string(), st.images, st.revisions, st.entries, st.packs, st.chunks);
+  if (!identities.empty()) {
+    try {
+      write_pack_identities(dir, marker.store_id, identities);
+    } catch (const StoreError& e) {  // only a cache: the next refresh reads more
+      spdlog::warn("{}", e.what());
+    }
+  }
+  spdlog::info("rebuilt the index of {}: {} images, {} revisions, {} block map entries, {} packs ({} read, {} "
+               "unchanged since the last build), {} chunks",
+               dir.string(), st.images, st.revisions, st.entries, st.packs, st.packs - st.packs_reused,
+               st.packs_reused, st.chunks);
   return st;
 }
 

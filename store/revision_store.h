@@ -212,8 +212,14 @@ class MaintenanceStore : public AppendStore {
 // atomically; kill-safe: a killed rebuild leaves the old index or the new one.
 struct RebuildStats {
   uint64_t images = 0, revisions = 0, entries = 0, packs = 0, chunks = 0, chunks_skipped = 0, manifests_skipped = 0;
+  uint64_t packs_reused = 0;  // chunk records taken from the previous index (a cache refresh)
 };
-RebuildStats rebuild_index(const std::filesystem::path& dir, const StoreIo& io = {});
+// A refresh (reuse_unchanged_packs, for a host's cache of a shared store: rados_cache.h) takes the
+// chunk records of every pack the previous build read whole and that is still the same object
+// (ObjectStore::identity) from the previous index instead of reading the pack again; everything
+// else is as a full rebuild, to which it falls back when the result names a chunk it has no record
+// of. The backend must provide identities for any pack to be reused.
+RebuildStats rebuild_index(const std::filesystem::path& dir, const StoreIo& io = {}, bool reuse_unchanged_packs = false);
 // Upgrades a format 1 store in place to format 2 (store/upgrade.cc, docs/format.md §14): writes
 // every revision's manifest from the index, then the new marker (the commit point). Kill-safe: a
 // killed upgrade is run again. `upgraded` is false if the store was already format 2.

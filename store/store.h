@@ -90,7 +90,7 @@ class Store final : public MaintenanceStore {
   using UpgradeStats = store::UpgradeStats;
   // `io` as for open(): the new index's files go through io.index_fs, the data area is read
   // through io.objects (the fault matrix injects faults there).
-  static RebuildStats rebuild_index(const std::filesystem::path& dir, const StoreIo& io = {});
+  static RebuildStats rebuild_index(const std::filesystem::path& dir, const StoreIo& io = {}, bool reuse = false);
   static UpgradeStats upgrade(const std::filesystem::path& dir);
 
   // Manifests (docs/format.md §16). Writes generation `generation` of `rec`'s manifest with the

@@ -19,5 +19,7 @@ void require_directory_or_absent(const std::filesystem::path& dir);
 [[nodiscard]] StoreError format_1_error(const std::filesystem::path& dir);
 // Replaces the marker atomically and durably (temporary file, fsync, rename, fsync of the directory).
 void write_marker_durably(const std::filesystem::path& dir, const std::string& text);
+// Any small file of the store's directory the same way (PATH.tmp, fsync, rename, fsync of the directory).
+void write_file_durably(const std::filesystem::path& path, const std::string& content);
 
 }  // namespace rbdvault::store

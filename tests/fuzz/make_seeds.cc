@@ -15,6 +15,7 @@
 #include "store/open_object_store.h"
 #include "store/oplog.h"
 #include "store/pack.h"
+#include "store/pack_identities.h"
 
 namespace fs = std::filesystem;
 using namespace rbdvault::store;
@@ -117,6 +118,8 @@ int main(int argc, char** argv) {
   oplog_seeds(out / "oplog", tmp);
   put(out / "batch_config", "example.conf", slurp(src / "deploy/rbdvault.conf.example"));
   put(out / "store_marker", "marker", "rbdvault-store 1\nstore_id 3f09c2a4d17be580\nblock_size 65536\n");
+  put(out / "pack_identities", "ids",
+      encode_pack_identities("0123456789abcdef", {{1, "v17/67108912"}, {0x2a, "v9/4096"}}));
   {
     ManifestTail t;
     t.rev.id = 7;

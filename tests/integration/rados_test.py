@@ -7,6 +7,7 @@ Two "hosts" are two index directories of one store.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,71 @@ def scenario_rados_two_hosts(c):
     fresh_host_dirs("a")
     check([x["id"] for x in run_json("ls", *host(store, "a"))] == sorted(history), "rebuilt index")
     c.remove("rbd", "th-img")
+
+
+def refresh_counts(store, who):
+    """(packs read, packs unchanged) of host WHO's index refresh before an `ls` (None: no refresh)."""
+    _, err = run("ls", *host(store, who))
+    m = re.search(r"packs \((\d+) read, (\d+) unchanged since the last build\)", err)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def scenario_rados_refresh(c):
+    """A host's index refresh reads only the packs it has not read before (store/rebuild.cc with
+    reuse, docs/format.md 16.5): the others are the same RADOS objects (their versions say so). A
+    pack rewritten under its name, even with the same bytes, is read again; a damaged one is read and
+    reported again by every refresh. Every revision restores as rbd export on both hosts."""
+    store = new_store("refresh", kind="rados")
+    fresh_host_dirs("a", "b")
+    c.create("rbd", "rf-img", 64 << 20, FEATURES_FASTDIFF)
+    history = {}
+
+    def backup_on_a(offset):
+        with c.image("rbd", "rf-img") as img:
+            img.write(os.urandom(2 << 20), offset)
+        r = run_json("backup", *host(store, "a"), "rbd/rf-img")
+        history[r["revision"]] = rbd_export_sha("rbd/rf-img@" + snap_name(store, r["revision"]))
+
+    backup_on_a(0)
+    backup_on_a(8 << 20)
+    check(refresh_counts(store, "b") == (2, 0), "b's first refresh reads both packs")
+    check(refresh_counts(store, "b") is None, "nothing changed: no refresh")
+    backup_on_a(16 << 20)
+    counts = refresh_counts(store, "b")
+    check(counts == (1, 2), "after one more backup on a, b reads only its pack: %s" % (counts,))
+    packs = sorted(k for k in rados_objects(store, "data/"))
+    # Rewritten under its name with the very same bytes: a new object as far as b can know.
+    r, io = cli_test.backup_ioctx(store)
+    try:
+        data = io.read(packs[0], 1 << 30)
+        io.write_full(packs[0], data)
+        # What a writer does when it changes the pool (even: settled), so that b refreshes.
+        epoch = int(io.get_xattr("rbdvault.store", "rbdvault.epoch"))
+        io.set_xattr("rbdvault.store", "rbdvault.epoch", str(epoch + 2).encode())
+    finally:
+        io.close()
+        r.shutdown()
+    counts = refresh_counts(store, "b")
+    check(counts == (1, 2), "a pack rewritten under its name is read again: %s" % (counts,))
+    for rev, exp in history.items():
+        for who in ("a", "b"):
+            path = os.path.join(TMP, "rf-%s-%d" % (who, rev))
+            run("restore", *host(store, who), "rbd/rf-img@%d" % rev, "--to-file", path, "-q")
+            check(cli_test.file_sha(path) == exp, "host %s restores revision %d differently" % (who, rev))
+            os.unlink(path)
+    # forget and gc on a (packs rewritten and removed): b's refresh still gives every byte.
+    first = min(history)
+    run("forget", *host(store, "a"), "rbd/rf-img@%d" % first)
+    del history[first]
+    run("gc", *host(store, "a"))
+    check(refresh_counts(store, "b") is not None, "b refreshes after a's gc")
+    for rev, exp in history.items():
+        path = os.path.join(TMP, "rf-b-%d" % rev)
+        run("restore", *host(store, "b"), "rbd/rf-img@%d" % rev, "--to-file", path, "-q")
+        check(cli_test.file_sha(path) == exp, "after gc on a, b restores revision %d differently" % rev)
+        os.unlink(path)
+    check(run_json("scrub", *host(store, "b"), "--deep")["clean"], "scrub on b after the refreshes")
+    c.remove("rbd", "rf-img")
 
 
 def scenario_rados_lease(c):
@@ -265,6 +331,7 @@ def scenario_rados_copy(c):
 
 SCENARIOS = {
     "rados_two_hosts": scenario_rados_two_hosts,
+    "rados_refresh": scenario_rados_refresh,
     "rados_lease": scenario_rados_lease,
     "rados_osd_stop": scenario_rados_osd_stop,
     "rados_bad_input": scenario_rados_bad_input,
