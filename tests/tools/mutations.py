@@ -55,6 +55,8 @@ ITEMS = {
     "I14f": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
     "I14g": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
     "I14h": "issue 14.3: off loopback the instant source is readable only with its per-run secret",
+    "I13e": "issue 13.1: a host's index refresh reads only packs that are new or no longer the same object",
+    "I14i": "issue 14.3: the server tells its owner (instant restore) about a failed read",
     "I14a": "issue 14: serve answers a Range with exactly those bytes of the revision (206)",
     "I14b": "issue 14: serve checks the bearer token and refuses a token file others can read",
     "I14c": "issue 14: serve never sends bytes of a chunk that failed its check",
@@ -72,7 +74,7 @@ SCRUB = "store/*.cc"  # scrub.cc and chunk_check.cc (the per-chunk checks)
 WRITER = "store/revision_writer.cc"
 TOOLS = "tools/**/*.cc"
 BACKUP = "agent/backup.cc"
-BATCH = "agent/batch_run.cc"
+BATCH = "agent/batch_*.cc"  # batch_plan.cc (what is due) and batch_run.cc (doing it)
 RESTORE = "agent/restore.cc"
 FEW_KILLS = {"RBDVAULT_KILLS": "6"}  # one planned kill per backup step of cli_test.py's crash scenario
 
@@ -193,23 +195,21 @@ MUTATIONS = [
     # One backup too many at once, and the tool's own figures hide it (peak capped, intervals
     # empty when no host slots are used): only the test's outside view can see it.
     {"id": "parallel-limit-plus-one-hidden", "items": ["W5"],
-     "edits": [(BATCH, "std::min(c.limits.images_in_parallel, tasks.size());",
-                "std::min(c.limits.images_in_parallel + 1, tasks.size());"),
-               (BATCH, "report.peak_parallel = peak.load();",
-                "report.peak_parallel = std::min(peak.load(), c.limits.images_in_parallel);\n"
-                "  if (!c.limits.host_slots) for (auto& im : report.images) im.finished_ns = im.started_ns;")],
+     "edits": [(BATCH, "std::min(c_.limits.images_in_parallel, plan_.tasks.size());",
+                "std::min(c_.limits.images_in_parallel + 1, plan_.tasks.size());"),
+               (BATCH, "report_.peak_parallel = peak_.load();",
+                "report_.peak_parallel = std::min(peak_.load(), c_.limits.images_in_parallel);\n"
+                "    if (!c_.limits.host_slots) for (auto& im : report_.images) im.finished_ns = im.started_ns;")],
      "tests": ["batch:batch_many"]},
     {"id": "missing-image-not-reported", "items": ["W6"],
      "edits": [(BATCH, "out.result = ImageResult::kMissing;", "continue;")],
      "tests": ["batch:batch_many"]},
     {"id": "listing-not-retried", "items": ["W7"],
-     "edits": [(BATCH, "if (!transient(e.code()) || attempt > job.settings.retries || stop()) break;", "break;")],
+     "edits": [(BATCH, "if (!transient_ceph_error(e.code()) || attempt > job.settings.retries || stop_()) break;", "break;")],
      "tests": ["batch:batch_retry"]},
     {"id": "backup-retry-reports-ok", "items": ["W7"],
-     "edits": [(BATCH, "        out.result = ImageResult::kFailed;\n        out.error = e.what();\n"
-                       "        out.error_class = classify(std::current_exception());\n"
-                       "        if (!transient(e.code()) || attempt > retries || stop()) break;",
-                "        out.result = ImageResult::kOk;\n        out.error.clear();\n        break;")],
+     "edits": [(BATCH, "      record_failure(out, e.what());\n      return transient_ceph_error(e.code()) && !last && !stop_();",
+                "      out.result = ImageResult::kOk;\n      out.error.clear();\n      return false;")],
      "tests": ["batch:batch_retry"]},
 
     # ---- backups ----------------------------------------------------------------------------------
@@ -321,8 +321,8 @@ MUTATIONS = [
      "edits": [("view/http_auth.cc", "const bool too_open = ok && (st.st_mode & 077) != 0;", "const bool too_open = false;")],
      "tests": ["gtest:TokenFile.RefusesOpenPermissionsAndShortTokens", "serve:serve_token"]},
     {"id": "serve-damage-as-zeros", "items": ["I14c"],
-     "edits": [("view/http_server.cc", "first + offset, e.what());\n            return false;",
-                "first + offset, e.what());\n            std::fill(buf.begin(), buf.end(), 0);\n"
+     "edits": [("view/http_server.cc", "if (o_.on_failure) o_.on_failure(what);\n            return false;",
+                "if (o_.on_failure) o_.on_failure(what);\n            std::fill(buf.begin(), buf.end(), 0);\n"
                 "            return sink.write(buf.data(), std::min(want, kBodyChunk));")],
      "tests": ["serve:serve_http"]},
     {"id": "serve-page-count", "items": ["I14d"],
@@ -334,4 +334,14 @@ MUTATIONS = [
                ("view/http_server.cc", "for (bool refresh : {false, true}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs",
                 "for (bool refresh : {false, false}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs")],
      "tests": ["gtest:HttpServer.NewRevisionsAppearWhileServing", "serve:serve_http"]},
+    {"id": "refresh-ignores-identity", "items": ["I13e"],
+     "edits": [("store/rebuild.cc", "it->second == identity && index->pack_record(id)", "index->pack_record(id)")],
+     "tests": ["gtest:RefreshTest.AnObjectNoLongerTheSameIsReadAgain"]},
+    {"id": "refresh-trusts-a-short-pack", "items": ["I13e"],
+     "edits": [("store/rebuild.cc", "if (previous && b.unrecorded() > 0) {", "if (false) {")],
+     "tests": ["gtest:RefreshTest.AReusedPackMissingAChunkFallsBackToReadingEverything"]},
+    {"id": "serve-failure-not-reported", "items": ["I14i"],
+     "edits": [("view/http_server.cc", "if (o_.on_failure) o_.on_failure(what);\n            return false;",
+                "return false;")],
+     "tests": ["gtest:HttpServer.AFailedReadIsReportedToTheOwner"]},
 ]
