@@ -92,6 +92,14 @@ std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
 
 void write_cache_epoch(const fs::path& dir, uint64_t epoch) { write_small(dir / kRadosEpochFile, std::to_string(epoch) + "\n"); }
 
+std::string store_option_text(const fs::path& dir) {
+  try {
+    if (const auto where = read_backend_file(dir)) return spec_of(*where) + " --index-dir " + dir.string();
+  } catch (const StoreError&) {  // a hint never replaces the error it is part of
+  }
+  return dir.string();
+}
+
 fs::path default_index_dir(const RadosLocation& w) {
   return fs::path(kDefaultIndexRoot) / ("rados-" + w.pool + (w.ns.empty() ? "" : "@" + w.ns));
 }
@@ -128,7 +136,13 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) write_marker_durably(index_dir, marker);
-  (void)Store::rebuild_index(index_dir);
+  const Store::RebuildStats r = Store::rebuild_index(index_dir);
+  // A chunk or manifest that fails its check is left out of the rebuilt index: the command goes on
+  // (other revisions stay usable), but the operator must hear of it, as from `rebuild-index`.
+  if (r.chunks_skipped || r.manifests_skipped)
+    spdlog::warn("{}: {} damaged chunk(s) and {} damaged manifest(s) left out of the index in {}: run rbdvault "
+                 "scrub --deep and repair",
+                 spec_of(where), r.chunks_skipped, r.manifests_skipped, index_dir.string());
   // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
   if (pool.epoch() == epoch && (epoch % 2 == 0 || pool.lease_holders().empty())) write_cache_epoch(index_dir, epoch);
 }

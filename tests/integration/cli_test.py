@@ -199,6 +199,57 @@ def run_json(*args):
     return json.loads(out)
 
 
+def copy_store(store, name):
+    """A copy NAME of `store` that commands may change without touching it: a directory tree, or
+    every object (bytes and xattrs) of a RADOS store's namespace in namespace NAME with a copy of
+    its index directory pointing there (the same host's view, so no command rebuilds it)."""
+    if not is_rados(store):
+        copy = os.path.join(TMP, name)
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(store, copy)
+        return copy
+    copy = "rados:%s/%s" % (STORE_POOL, name)
+    remove_store(copy)
+    r, src = backup_ioctx(store)
+    dst = r.open_ioctx(STORE_POOL)
+    dst.set_namespace(name)
+    try:
+        for o in list(src.list_objects()):
+            size = src.stat(o.key)[0]
+            dst.write_full(o.key, src.read(o.key, size) if size else b"")
+            for k, v in src.get_xattrs(o.key):
+                dst.set_xattr(o.key, k, v)
+    finally:
+        dst.close()
+        src.close()
+        r.shutdown()
+    shutil.copytree(index_dir(store), index_dir(copy))
+    backend = os.path.join(index_dir(copy), "rados.backend")
+    with open(backend) as f:
+        text = f.read()
+    with open(backend, "w") as f:
+        f.write(re.sub(r"^namespace .*$", "namespace " + name, text, count=1, flags=re.M))
+    return copy
+
+
+def remove_store(store):
+    """Removes a store: its directory, or a RADOS store's objects and index directory."""
+    if is_rados(store):
+        r, io = backup_ioctx(store)
+        for o in list(io.list_objects()):
+            io.remove_object(o.key)
+        io.close()
+        r.shutdown()
+    shutil.rmtree(index_dir(store), ignore_errors=True)
+
+
+def store_conf_lines(store):
+    """The [store] keys of a batch config naming `store` (a RADOS store's cluster and index dir too)."""
+    if is_rados(store):
+        return "path = %s\nconf = %s\nindex-dir = %s\n" % (store, STORE_CONF, index_dir(store))
+    return "path = %s\n" % store
+
+
 def new_store(name, *extra, kind=None):
     """A new store NAME: a directory, or with RBDVAULT_TEST_STORE=rados (or kind="rados") the
     namespace NAME of the backup cluster's pool, emptied first."""
@@ -344,7 +395,11 @@ def run_checker(store, *extra):
 def independent_check(store, *extra):
     """Fails the test with the checker's output unless it finds the store consistent. Checks of
     a killed writer's leftovers pass --before-recovery --shallow: sealed packs never change, so
-    the strict check after the next writer still reads and hashes every payload."""
+    the strict check after the next writer still reads and hashes every payload. The checker
+    reads a directory: a RADOS store is not checked (said once per call)."""
+    if is_rados(store):
+        log("independent checker skipped: it reads directory stores only, %s is in RADOS" % store)
+        return
     rc, out = run_checker(store, *extra)
     check(rc == 0, "independent checker (exit %d) on %s:\n%s" % (rc, store, out[-4000:]))
 
@@ -924,7 +979,18 @@ def scenario_history_expire_gc(c):
 
 
 def corrupt_first_chunk(store):
-    """Flips a bit in the payload of the first chunk of the oldest pack file."""
+    """Flips a bit in the payload of the first chunk of the oldest pack file (for a RADOS store: of
+    the oldest pack object, overwritten in place with python3-rados)."""
+    if is_rados(store):
+        first = sorted(k for k in rados_objects(store, "data/") if k.endswith(".pack"))[0]
+        r, io = backup_ioctx(store)
+        try:
+            b = io.read(first, 1, 16 + 48 + 100)
+            io.write(first, bytes([b[0] ^ 0x04]), 16 + 48 + 100)
+        finally:
+            io.close()
+            r.shutdown()
+        return first
     d = os.path.join(store, "data")
     first = sorted(f for f in os.listdir(d) if f.endswith(".pack"))[0]
     path = os.path.join(d, first)
@@ -988,8 +1054,9 @@ def scenario_history_repair(c):
     check(scrub_json(store, "--deep")["clean"], "scrub before the fault")
     independent_check(store)
     corrupt_first_chunk(store)
-    rc, out = run_checker(store)
-    check(rc == 1 and "content does not match its SHA-256" in out, "the checker must see the flipped bit:\n" + out)
+    if not is_rados(store):  # the checker reads directory stores only
+        rc, out = run_checker(store)
+        check(rc == 1 and "content does not match its SHA-256" in out, "the checker must see the flipped bit:\n" + out)
     shallow = scrub_json(store)
     deep = scrub_json(store, "--deep")
     check(shallow["clean"], "a payload bit flip is only visible to --deep: %s" % shallow)
@@ -997,19 +1064,30 @@ def scenario_history_repair(c):
     out, _ = run("scrub", "--store", store, "--deep", rc=EXIT_DAMAGE)
     for rev in history:
         check("rbd/hr-img@%d:" % rev in out, "scrub output does not name revision %d: %s" % (rev, out))
+    if is_rados(store):
+        # Another host's first command rebuilds its index from the damaged pool: it says so, and
+        # its deep scrub names the same revisions (the damaged chunk has no index record there).
+        other = os.path.join(TMP, "history_repair.other-host")
+        shutil.rmtree(other, ignore_errors=True)
+        out, err = run("scrub", "--store", store, "--store-conf", STORE_CONF, "--index-dir", other, "--deep",
+                       rc=EXIT_DAMAGE)
+        check("1 damaged chunk(s) and 0 damaged manifest(s) left out of the index" in err,
+              "a rebuild from the damaged pool must warn: %r" % err)
+        for rev in history:
+            check("rbd/hr-img@%d:" % rev in out, "other host's scrub does not name revision %d: %s" % (rev, out))
+        shutil.rmtree(other)
     out, _ = run("verify", "--store", store, "rbd/hr-img", rc=EXIT_DAMAGE)
     blocks = (8 << 20) // (64 << 10)
     check(re.search(r": %d blocks compared with \S+, 1 mismatch\(es\): blocks 0$" % blocks, out.strip()),
           "verify must compare every block and see exactly the damaged block 0: %s" % out)
     # gc on a copy that has something to rewrite in the damaged pack: it skips that pack, says so,
     # exits "damage found" and goes on; the damage is left for repair (issue 11, point 2).
-    copy = store + "-gc"
-    shutil.copytree(store, copy)
+    copy = copy_store(store, "history_repair-gc")
     run("forget", "--store", copy, "rbd/hr-img@%d" % min(history), "-q")
     out, _ = run("gc", "--store", copy, "--max-unused", "0", rc=EXIT_DAMAGE)
     check(re.search(r"^1 pack\(s\) with damaged chunks left as they are", out, re.M), "gc output: %s" % out)
     check(not scrub_json(copy, "--deep")["clean"], "gc hid or lost the damage")
-    shutil.rmtree(copy)
+    remove_store(copy)
     out, _ = run("repair", "--store", store)
     check("1 re-read from Ceph" in out, "repair: %s" % out)
     independent_check(store)
@@ -1929,6 +2007,8 @@ def scenario_promises_damage(c):
 
 
 def manifest_bytes(store):
+    if is_rados(store):
+        return sum(rados_objects(store, "manifests/").values())
     d = os.path.join(store, "manifests")
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) if os.path.isdir(d) else 0
 
@@ -1956,19 +2036,27 @@ def scenario_rebuild_index(c):
     check(overhead <= 0.005, "manifests cost %.3f%% of the stored bytes" % (100 * overhead))
     independent_check(store)
 
-    def rebuilt(damage, expected):
+    def rebuilt(damage, expected, lost=False):
         damage()
-        _, err = run("ls", "--store", store, rc=EXIT_DAMAGE)
-        one_line_naming(err, "rbdvault rebuild-index --store")
+        if lost and is_rados(store):
+            # A RADOS store's index is a host-local cache: a lost one is rebuilt from the pool by
+            # the next command, which then works (rebuild-index below still may be run by hand).
+            check(run_json("ls", "--store", store) == expected, "ls after the index was lost")
+        else:
+            _, err = run("ls", "--store", store, rc=EXIT_DAMAGE)
+            # The hint names the store as the operator gave it (rados:POOL/NS --index-dir DIR).
+            one_line_naming(err, "rbdvault rebuild-index --store %s" % store)
         r = run_json("rebuild-index", "--store", store)
         check(r["revisions"] == len(expected) and r["chunks_skipped"] == 0, "rebuild: %s" % r)
         check(run_json("ls", "--store", store) == expected, "ls differs after rebuild")
 
+    idx = os.path.join(index_dir(store), "index")
+
     def garble():
-        with open(os.path.join(store, "index", "CURRENT"), "w") as f:
+        with open(os.path.join(idx, "CURRENT"), "w") as f:
             f.write("garbage")
     rebuilt(garble, before)
-    rebuilt(lambda: shutil.rmtree(os.path.join(store, "index")), before)
+    rebuilt(lambda: shutil.rmtree(idx), before, lost=True)
     # Each rebuild is in the operation log (issue 12, point 5), ended and ok.
     rebuilds = [o for o in run_json("log", "--store", store) if o["op"] == "rebuild-index"]
     check([o["result"] for o in rebuilds] == ["ok", "ok"] and all(o["end"] for o in rebuilds),
@@ -1986,9 +2074,20 @@ def scenario_rebuild_index(c):
               "%s: the next backup is not an incremental from revision %d: %s" % (name, newest, r))
         check(r["bytes_read"] < 1 << 20, "%s: the incremental read %d bytes" % (name, r["bytes_read"]))
     independent_check(store)
+    now = run_json("ls", "--store", store)
+    if is_rados(store):
+        # No format 1 store exists in RADOS (init and copy write format 2): upgrade has nothing to
+        # do, as on any format 2 store, and says so (docs/usage.md, "A store in RADOS").
+        check(not run_json("upgrade", "--store", store)["upgraded"], "upgrade of a RADOS store")
+        out, _ = run("upgrade", "--store", store)
+        check(out.strip() == "already format 2; nothing to do", "upgrade of a RADOS store: %r" % out)
+        rebuilt(lambda: shutil.rmtree(idx), now, lost=True)
+        check(run_json("ls", "--store", store) == now, "ls after the last rebuild")
+        for name in hist:
+            c.remove("rbd", name)
+        return
 
     # Format 1: the same store without manifests and with marker version 1.
-    now = run_json("ls", "--store", store)
     shutil.rmtree(os.path.join(store, "manifests"))
     marker = os.path.join(store, "rbdvault.store")
     with open(marker) as f:
