@@ -28,7 +28,7 @@ class Served:
     """`rbdvault serve` in the foreground as a child; the URL it prints tells the port."""
 
     def __init__(self, store, listen="127.0.0.1:0", *extra):
-        self.p = subprocess.Popen([RBDVAULT, "serve", "--store", store, "--listen", listen, *extra],
+        self.p = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["serve", "--store", store, "--listen", listen, *extra]),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         line = self.p.stdout.readline()
         if not line:
