@@ -136,7 +136,17 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) write_marker_durably(index_dir, marker);
-  const Store::RebuildStats r = Store::rebuild_index(index_dir);
+  Store::RebuildStats r;
+  try {
+    r = Store::rebuild_index(index_dir);
+  } catch (const StoreError& e) {
+    // A reader on this host (serve, mount, a restore) keeps the index open: it cannot be swapped
+    // under it, and a view older than the pool is not shown (`latest` would be wrong): refused.
+    if (e.kind() != StoreError::Kind::kLocked) throw;
+    throw StoreError(StoreError::Kind::kLocked, spec_of(where) + ": another host wrote since this host's index was "
+                                                                 "brought up to date, and it cannot be now: " +
+                                                    e.what());
+  }
   // A chunk or manifest that fails its check is left out of the rebuilt index: the command goes on
   // (other revisions stay usable), but the operator must hear of it, as from `rebuild-index`.
   if (r.chunks_skipped || r.manifests_skipped)

@@ -263,7 +263,43 @@ def scenario_rados_copy(c):
     c.remove("rbd", "rc-img")
 
 
+def scenario_rados_serving_host(c):
+    """A host serving the store (a long reader holds its index) while another host backs up: the
+    serving host keeps answering from what it opened; its other commands cannot bring the index up
+    to date under the server and are refused (exit 4, one line naming the server's pid) rather than
+    shown a view without the newest revision; once the server ends they see it, byte for byte."""
+    import serve_test  # noqa: PLC0415 - its Served helper, only for this scenario
+    store = new_store("serving_host", kind="rados")
+    fresh_host_dirs("sa", "sb")
+    c.create("rbd", "sh-img", 8 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "sh-img") as img:
+        img.write(os.urandom(1 << 20), 0)
+    r1 = run_json("backup", *host(store, "sa"), "rbd/sh-img")["revision"]
+    s = serve_test.Served(store, "127.0.0.1:0", *host(store, "sb")[2:])
+    try:
+        with c.image("rbd", "sh-img") as img:
+            img.write(os.urandom(1 << 20), 4 << 20)
+        r2 = run_json("backup", *host(store, "sa"), "rbd/sh-img")["revision"]
+        _, err = run("ls", *host(store, "sb"), rc=cli_test.EXIT_LOCKED)
+        errors = [l for l in err.splitlines() if l.startswith("rbdvault: error:")]
+        check(len(errors) == 1 and "another host wrote" in errors[0] and "pid %d" % s.p.pid in errors[0],
+              "ls on the serving host: %r" % err)
+        st, _, _ = s.request("HEAD", "/v1/raw/rbd/sh-img/%d" % r1)
+        check(st == 200, "the server must keep answering: %d" % st)
+        s.stop()
+    finally:
+        s.abandon()
+    check([r["id"] for r in run_json("ls", *host(store, "sb"))] == [r1, r2], "host sb after the server ended")
+    exp = rbd_export_sha("rbd/sh-img@" + snap_name(store, r2))
+    path = os.path.join(TMP, "sh-%d.raw" % r2)
+    run("restore", *host(store, "sb"), "rbd/sh-img@%d" % r2, "--to-file", path, "-q")
+    check(cli_test.file_sha(path) == exp, "host sb restores revision %d differently from rbd export" % r2)
+    os.unlink(path)
+    c.remove("rbd", "sh-img")
+
+
 SCENARIOS = {
+    "rados_serving_host": scenario_rados_serving_host,
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_lease": scenario_rados_lease,
     "rados_osd_stop": scenario_rados_osd_stop,

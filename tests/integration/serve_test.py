@@ -93,6 +93,7 @@ def check_raw(s, store, spec, rev, work):
     check(int(h["content-length"]) == len(want), "HEAD length %s, export %d" % (h["content-length"], len(want)))
     check(h.get("accept-ranges") == "bytes", "HEAD without Accept-Ranges: %s" % h)
     st, h, body = s.request("GET", path)
+    check(body is not None, "GET %s: the server cut the body (a stored chunk failed its check)" % path)
     check(st == 200 and hashlib.sha256(body).digest() == hashlib.sha256(want).digest(),
           "GET %s: %d, %d bytes, differs from rbd export (%d bytes)" % (path, st, len(body), len(want)))
     n = len(want)
