@@ -1101,6 +1101,11 @@ def scenario_history_repair(c):
     verify_restores(c, store, "rbd/hr-img@%d" % newest, history[newest])
 
     ops = run_json("log", "--store", store)
+    if is_rados(store):
+        # The log is this host's (its index directory): read without the backup cluster.
+        out, _ = run("log", "--store", store, "--store-conf", "/nonexistent/ceph.conf", "--index-dir",
+                     index_dir(store), "--format", "json")
+        check(json.loads(out) == ops, "log without the backup cluster differs: %s" % out[:300])
     seen = {o["op"] for o in ops}
     for op in ("backup", "restore", "scrub", "verify", "repair"):
         check(op in seen, "operation log lacks %s: %s" % (op, seen))
