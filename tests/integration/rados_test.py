@@ -174,6 +174,22 @@ def scenario_rados_bad_input(c):
     _, err = run("init", "--store", store, "--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "other.index"),
                  rc=EXIT_EXISTS)
     check("a store already exists in " + store in err, "init twice: %r" % err)
+    # A format 1 marker put into a pool by hand: every command, upgrade too, says what to do instead.
+    old = new_store("format1", kind="rados")
+    r, io = cli_test.backup_ioctx(old)
+    try:
+        text = io.read("rbdvault.store", 4096)
+        check(text.startswith(b"rbdvault-store 2\n"), "marker text: %r" % text)
+        io.write_full("rbdvault.store", text.replace(b"rbdvault-store 2", b"rbdvault-store 1", 1))
+    finally:
+        io.close()
+        r.shutdown()
+    for cmd in ("ls", "upgrade", "scrub"):
+        _, err = run(cmd, "--store", old, "--index-dir", os.path.join(TMP, "format1-other.index"), "--store-conf",
+                     STORE_CONF, rc=EXIT_USAGE)
+        lines = err.strip().splitlines()
+        check(len(lines) == 1 and "format 1 store, which RADOS does not take" in lines[0] and "copy" in lines[0],
+              "%s of a format 1 pool: %r" % (cmd, err))
     _, err = run("ls", "--store", os.path.join(TMP, "dir"), "--index-dir", "/tmp/x", rc=EXIT_USAGE)
     check("--index-dir is only for a rados:POOL store" in err, "--index-dir with a directory: %r" % err)
     dead = os.path.join(TMP, "dead.conf")
