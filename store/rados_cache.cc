@@ -122,7 +122,12 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
                                                      kRadosMarkerObject + " object; create one with `rbdvault init`)");
   const std::string marker = pool.read_all(kRadosMarkerObject, kMaxMarkerBytes);
-  (void)parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject);
+  // Only format 2 is written to a pool (init, copy): a format 1 marker there was put by hand, and
+  // `upgrade` (which works on a directory's index) cannot help; say what can.
+  if (parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject).version != kFormatVersion)
+    throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " holds a format 1 store, which RADOS does not take: "
+                                                 "upgrade it in a directory (rbdvault upgrade), then rbdvault copy it "
+                                                 "into the pool");
   std::error_code ec;
   fs::create_directories(index_dir, ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());

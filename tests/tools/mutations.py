@@ -14,6 +14,9 @@ A mutation is a dict:
            batch:SCENARIO   tests/integration/batch_test.py SCENARIO (cluster)
            instant:SCENARIO tests/integration/instant_test.py SCENARIO (cluster)
            serve:SCENARIO   tests/integration/serve_test.py SCENARIO (cluster, chromium)
+           mount:SCENARIO   tests/integration/mount_test.py SCENARIO (cluster, FUSE, root)
+           rados:SCENARIO   tests/integration/rados_test.py SCENARIO (cluster + backup cluster)
+           rados-KIND:SCENARIO  KIND's scenario on a RADOS store (RBDVAULT_TEST_STORE=rados; backup cluster)
   env    optional extra environment for the tests (e.g. fewer kills to save time)
 
 Anchors are kept short but unique; prefer stable files (agent/, rbd/, store/revision_writer.cc).
@@ -60,6 +63,7 @@ ITEMS = {
     "I14c": "issue 14: serve never sends bytes of a chunk that failed its check",
     "I14d": "issue 14: the status page shows each image's revision count (checked in Chromium)",
     "I14e": "issue 14: a revision committed while serving appears without a restart",
+    "I13d": "issue 13: every command works on a rados: store (or refuses with one line where it cannot)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -334,4 +338,33 @@ MUTATIONS = [
                ("view/http_server.cc", "for (bool refresh : {false, true}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs",
                 "for (bool refresh : {false, false}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs")],
      "tests": ["gtest:HttpServer.NewRevisionsAppearWhileServing", "serve:serve_http"]},
+    # ---- issue 13: every command on a rados: store ---------------------------------------------------
+    {"id": "deep-scrub-skips-a-pack", "items": ["I13d"],
+     "edits": [("store/chunk_check.cc", "  const ObjectReader* pack = reader_for(rec.pack);\n  if (!pack)",
+                "  if (deep_ && rec.pack == 1) return \"\";\n  const ObjectReader* pack = reader_for(rec.pack);\n  if (!pack)")],
+     "tests": ["rados-cli:history_repair", "cli:history_repair"]},
+    {"id": "rados-rebuild-hides-damage", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", "if (r.chunks_skipped || r.manifests_skipped)", "if (false)")],
+     "tests": ["rados-cli:history_repair"]},
+    {"id": "rados-hint-names-index-dir", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", "return spec_of(*where) + \" --index-dir \" + dir.string();", "return dir.string();")],
+     "tests": ["rados-cli:rebuild_index"]},
+    {"id": "rados-log-needs-backup-cluster", "items": ["I13d"],
+     "edits": [(TOOLS, "    dir = r->second.string();\n    if (!store::Store::is_store(dir))",
+                "    dir = require_store(a);\n    if (!store::Store::is_store(dir))")],
+     "tests": ["rados-cli:history_repair"]},
+    {"id": "rados-refresh-under-reader-says-gc", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", "    if (e.kind() != StoreError::Kind::kLocked) throw;", "    throw;")],
+     "tests": ["rados:rados_serving_host"]},
+    {"id": "serve-signals-after-store", "items": ["I13d"],
+     "edits": [(TOOLS, "  SignalFlags signals;\n  const std::string store_dir = require_store(a);",
+                "  const std::string store_dir = require_store(a);\n  SignalFlags signals;")],
+     "tests": ["rados:rados_serving_host"]},
+    {"id": "rados-format1-loops-to-upgrade", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", ".version != kFormatVersion)\n", ".version != kFormatVersion && false)\n")],
+     "tests": ["rados:rados_bad_input"]},
+    {"id": "view-mount-not-rados", "items": ["I13d"],
+     "edits": [(TOOLS, "  o.store_dir = require_store(a);\n  if (a.positional.empty() || a.positional.size() > 2)",
+                "  o.store_dir = a.str(\"store\");\n  if (a.positional.empty() || a.positional.size() > 2)")],
+     "tests": ["rados-mount:mount_file_back"]},
 ]
