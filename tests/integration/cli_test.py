@@ -975,6 +975,15 @@ def scenario_history_expire_gc(c):
     for i in forget:
         del history[i]
     check_all_restore(store, "hx-img", history)
+    # The protected revision: forget refuses it until unprotect (then the next expire takes it).
+    _, err = run("forget", "--store", store, "rbd/hx-img@%d" % ids[1], rc=EXIT_USAGE)
+    check("is protected; unprotect it first" in err, "forget of a protected revision: %r" % err)
+    check(ids[1] in [r["id"] for r in run_json("ls", "--store", store)], "forget removed a protected revision")
+    run("unprotect", "--store", store, "rbd/hx-img@%d" % ids[1], "-q")
+    run("expire", "--store", store, "rbd/hx-img", "--keep-last", "3", "-q")
+    check(sorted(r["id"] for r in run_json("ls", "--store", store)) == ids[-3:], "expire after unprotect")
+    del history[ids[1]]
+    check_all_restore(store, "hx-img", history)
     c.remove("rbd", "hx-img")
 
 
