@@ -956,6 +956,15 @@ def scenario_history_expire_gc(c):
     plan = run_json("expire", "--store", store, "rbd/hx-img", "--keep-last", "3", "--dry-run")
     forget = sorted(p["id"] for p in plan if p["action"] == "forget")
     check(forget == [i for i in ids[:-3] if i != ids[1]], "expire plan: %s" % plan)
+    if is_rados(store):
+        # The flag lives in the pool (the revision's manifest), not only in this host's index:
+        # another host, its index rebuilt from the pool, plans the same.
+        other = os.path.join(TMP, "history_expire_gc.other-host")
+        shutil.rmtree(other, ignore_errors=True)
+        out, _ = run("expire", "--store", store, "--store-conf", STORE_CONF, "--index-dir", other, "rbd/hx-img",
+                     "--keep-last", "3", "--dry-run", "--format", "json")
+        check(json.loads(out) == plan, "another host's expire plan: %s" % out)
+        shutil.rmtree(other)
     check(sorted(r["id"] for r in run_json("ls", "--store", store)) == ids, "dry run removed something")
     usage = run_json("du", "--store", store)
     unique = {r["id"]: r["unique_bytes"] for r in usage["images"][0]["per_revision"]}
