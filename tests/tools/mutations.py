@@ -367,4 +367,8 @@ MUTATIONS = [
      "edits": [(TOOLS, "  o.store_dir = require_store(a);\n  if (a.positional.empty() || a.positional.size() > 2)",
                 "  o.store_dir = a.str(\"store\");\n  if (a.positional.empty() || a.positional.size() > 2)")],
      "tests": ["rados-mount:mount_file_back"]},
+    {"id": "protect-only-in-local-index", "items": ["I13d"],
+     "edits": [("store/manifest_ops.cc", "  put_manifest_from_index(rev, next, {});\n  crash_points_.reached(crash_point);",
+                "  crash_points_.reached(crash_point);")],
+     "tests": ["rados-cli:history_expire_gc"]},
 ]
