@@ -95,7 +95,8 @@ MUTATIONS = [
      "tests": ["gtest:StoreTest.SecondWriterIsRefusedWithHolderPid", "cli:bad_input"]},
     {"id": "gc-lock-shared", "items": ["W10", "P4"],
      "edits": [(LOCK, "const short type = exclusive ? F_WRLCK : F_RDLCK;", "const short type = F_RDLCK;")],
-     "tests": ["gtest:HistoryTest.GcRefusesWhileSomeoneReads", "cli:promises_lock_matrix"]},
+     "tests": ["gtest:HistoryTest.GcRefusesWhileSomeoneReads", "cli:promises_lock_matrix",
+               "rados-cli:promises_lock_matrix"]},
 
     # ---- exit codes ----------------------------------------------------------------------------
     {"id": "failure-exits-0", "items": ["W2"],
@@ -371,4 +372,8 @@ MUTATIONS = [
      "edits": [("store/manifest_ops.cc", "  put_manifest_from_index(rev, next, {});\n  crash_points_.reached(crash_point);",
                 "  crash_points_.reached(crash_point);")],
      "tests": ["rados-cli:history_expire_gc"]},
+    {"id": "whole-numbers-unbounded", "items": ["I13d"],
+     "edits": [("agent/numbers.cc", "  if (v < r.min || v > r.max) throw bad;\n  return v;\n}\n\nint64_t parse_duration_in",
+                "  return v;\n}\n\nint64_t parse_duration_in")],
+     "tests": ["rados-cli:bad_numbers", "cli:bad_numbers"]},
 ]
