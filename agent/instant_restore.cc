@@ -1,6 +1,5 @@
 #include "agent/instant_restore.h"
 
-#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <optional>
 #include <thread>
 
+#include "agent/restore.h"
 #include "rbd/cluster.h"
 #include "rbd/error.h"
 #include "rbd/migration.h"
@@ -100,56 +100,24 @@ class StopWatcher {
   std::thread thread_;
 };
 
-// The server reports a failed read (a chunk failing its check, an unreadable pack) only in its log,
-// and librbd answers a cut connection by retrying the same read for ever: an instant restore would
-// hang on a damaged chunk. This sink on the process's logger notes the first error-level message
-// while the restore serves, so the restore can stop serving, abort and say why.
-// (A failure callback in view::ServeOptions would be the cleaner seam; the server has none yet.)
-class ErrorTap : public spdlog::sinks::base_sink<std::mutex> {
+// librbd answers a cut connection by retrying the same read for ever: an instant restore would
+// hang on a damaged chunk. The server tells this about the first failed read or request, so the
+// restore can stop serving, abort and say why.
+class FirstFailure {
  public:
-  std::optional<std::string> first() {
-    std::lock_guard<std::mutex> l(mutex_);
+  void note(const std::string& what) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!first_) first_ = what;
+  }
+  std::optional<std::string> get() {
+    std::lock_guard<std::mutex> l(mu_);
     return first_;
   }
 
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    if (msg.level >= spdlog::level::err && !first_) first_ = std::string(msg.payload.data(), msg.payload.size());
-  }
-  void flush_() override {}
-
  private:
+  std::mutex mu_;
   std::optional<std::string> first_;
 };
-
-// Adds the tap to the default logger for its lifetime. Added before the server starts and removed
-// after it stopped: no other thread logs while the logger's sink list changes.
-class ScopedTap {
- public:
-  ScopedTap() : tap_(std::make_shared<ErrorTap>()) { spdlog::default_logger()->sinks().push_back(tap_); }
-  ~ScopedTap() {
-    auto& sinks = spdlog::default_logger()->sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), tap_), sinks.end());
-  }
-  ScopedTap(const ScopedTap&) = delete;
-  ScopedTap& operator=(const ScopedTap&) = delete;
-  std::optional<std::string> first_error() { return tap_->first(); }
-
- private:
-  std::shared_ptr<ErrorTap> tap_;
-};
-
-void check_block_map(store::Store& store, const store::RevisionRecord& rev, bool enforce) {
-  if (store.compute_digest(rev) == rev.digest) return;
-  if (!enforce) {
-    spdlog::warn("revision {} does not match its recorded digest; serving it anyway (--skip-digest-check)", rev.id);
-    return;
-  }
-  throw StoreError(StoreError::Kind::kCorrupt,
-                   "revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
-                       " does not match its recorded digest (block map entries missing or extra); restore "
-                       "abandoned, run `rbdvault scrub`");
-}
 
 // Aborts the migration (removing the target); empty when that worked, else what the operator does.
 std::string abort_target(rbd::ImportMigration& migration) {
@@ -177,7 +145,7 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
     throw StoreError(StoreError::Kind::kInvalid, "instant restore needs the address the clients reach, not " +
                                                      options.listen_host);
   if (name_taken(cluster, pool, name)) refuse_existing(cluster, pool, name);
-  check_block_map(store, rev, options.check_digest);
+  check_revision_digest(rev, store.compute_digest(rev), options.check_digest, "served");
   auto& crash = store.crash_points();
 
   view::ServeOptions serve;
@@ -188,9 +156,11 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   // open the target anyway); every other path needs a token nobody has.
   serve.path_secret = view::random_secret_hex();
   serve.token = view::random_secret_hex();
+  // Shared with the server's threads, which may still report while the restore unwinds.
+  auto failure = std::make_shared<FirstFailure>();
+  serve.on_failure = [failure](const std::string& what) { failure->note(what); };
   // The server is declared before the migration: an abort (the migration's destructor) runs while it
   // still serves, and needs nothing from it anyway.
-  ScopedTap tap;  // before the server's threads, after them (declared first, destroyed last)
   std::unique_ptr<view::RevisionServer> server = view::RevisionServer::start(options.store_dir, serve);
   InstantRestoreResult result;
   result.source_url = server->url_for(rev.pool, rev.name, rev.id);
@@ -198,13 +168,13 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   const auto stop = options.stop;
   const auto source_error = [&](const std::string& removed) {
     return StoreError(StoreError::Kind::kCorrupt, "serving revision " + std::to_string(rev.id) + " of " + rev.pool +
-                                                      "/" + rev.name + " failed (" + tap.first_error().value_or("") +
+                                                      "/" + rev.name + " failed (" + failure->get().value_or("") +
                                                       "); " + removed + "; run `rbdvault scrub`");
   };
   StopWatcher watcher(
       [&] {
         if (stop && stop()) return true;
-        source_failed = tap.first_error().has_value();
+        source_failed = failure->get().has_value();
         return source_failed.load();
       },
       [&server] {

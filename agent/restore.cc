@@ -64,18 +64,6 @@ void write_blocks(store::ReadOnlyStore& store, const store::RevisionRecord& rev,
 
 // A block map entry lost or added since the commit changes what a restore writes without any chunk
 // failing its own hash; only the whole-revision digest notices.
-void check_digest(const store::RevisionRecord& rev, const store::Hash& written, const RestoreOptions& options) {
-  if (written == rev.digest) return;
-  if (!options.check_digest) {
-    spdlog::warn("revision {} does not match its recorded digest; restored anyway (--skip-digest-check)", rev.id);
-    return;
-  }
-  throw StoreError(StoreError::Kind::kCorrupt,
-                   "revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
-                       " does not match its recorded digest (block map entries missing or extra); restore "
-                       "abandoned, run `rbdvault scrub`");
-}
-
 void log_result(const store::RevisionRecord& rev, const std::string& target, const RestoreResult& r) {
   spdlog::info("restore {}/{}@{} -> {}: {} bytes written, {} zero blocks skipped ({:.1f}s)", rev.pool, rev.name, rev.id,
                target, r.bytes_written, r.zero_blocks_skipped, r.seconds);
@@ -242,6 +230,19 @@ std::string partial_path(const std::string& path) {
 
 }  // namespace
 
+void check_revision_digest(const store::RevisionRecord& rev, const store::Hash& actual, bool enforce,
+                           const char* use) {
+  if (actual == rev.digest) return;
+  if (!enforce) {
+    spdlog::warn("revision {} does not match its recorded digest; {} anyway (--skip-digest-check)", rev.id, use);
+    return;
+  }
+  throw StoreError(StoreError::Kind::kCorrupt,
+                   "revision " + std::to_string(rev.id) + " of " + rev.pool + "/" + rev.name +
+                       " does not match its recorded digest (block map entries missing or extra); restore "
+                       "abandoned, run `rbdvault scrub`");
+}
+
 RestoreResult restore_to_image(rbd::Cluster& cluster, store::ReadOnlyStore& store, const store::RevisionRecord& rev,
                                const std::string& pool, const std::string& name, const RestoreOptions& options) {
   const auto started = std::chrono::steady_clock::now();
@@ -264,7 +265,7 @@ RestoreResult restore_to_image(rbd::Cluster& cluster, store::ReadOnlyStore& stor
                  crash.reached("restore.write");
                  if (options.progress) options.progress(offset + bytes, rev.size);
                });
-  check_digest(rev, digest, options);
+  check_revision_digest(rev, digest, options.check_digest, "restored");
   writer.flush();
   crash.reached("restore.before_rename");
   try {
@@ -299,7 +300,7 @@ RestoreResult restore_to_file(store::ReadOnlyStore& store, const store::Revision
                  crash.reached("restore.write");
                  if (options.progress) options.progress(offset + bytes, rev.size);
                });
-  check_digest(rev, digest, options);
+  check_revision_digest(rev, digest, options.check_digest, "restored");
   file.sync();
   crash.reached("restore.before_rename");
   file.publish(path);

@@ -52,6 +52,12 @@ bool is_partial_name(const std::string& name);
 // StoreError kCorrupt), make the data durable, then rename; an existing target is refused before
 // anything is written and again at the rename. A failed restore removes what it wrote.
 
+// Throws StoreError kCorrupt unless `actual` (the digest of the block map about to be read) is the
+// revision's recorded digest; with enforce false only warns that the revision is used anyway
+// (`--skip-digest-check`). `use` says what happens to it: "restored", "served".
+void check_revision_digest(const store::RevisionRecord& rev, const store::Hash& actual, bool enforce,
+                           const char* use);
+
 // Creates pool/name with the revision's size (and the source's object size and features) and writes
 // its non-zero blocks.
 RestoreResult restore_to_image(rbd::Cluster& cluster, store::ReadOnlyStore& store, const store::RevisionRecord& rev,

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "view/presentation.h"
+
 namespace rbdvault::agent {
 namespace {
 
@@ -19,19 +21,6 @@ std::string esc(const std::string& s) {
     }
   }
   return out;
-}
-
-std::string size_text(uint64_t bytes) {  // as tools/human.h prints them
-  static const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) v /= 1024, ++u;
-  char buf[32];
-  if (u == 0)
-    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
-  return buf;
 }
 
 std::string time_text(int64_t t) {
@@ -69,7 +58,7 @@ std::string status_page(const std::vector<ImageStatus>& images, int64_t now) {
     h += "<tr class=\"image\"><td class=\"name\">" + esc(s.image) + "</td><td>" + time_text(s.last_success) +
          "</td><td>" + age_text(s.last_success ? now - s.last_success : -1) + "</td><td class=\"result " +
          esc(s.last_result) + "\">" + esc(result) + "</td><td class=\"n revisions\">" + std::to_string(s.revisions) +
-         "</td><td class=\"n\">" + size_text(s.size) + "</td><td class=\"n\">" + size_text(s.stored_bytes) +
+         "</td><td class=\"n\">" + view::human_size(s.size) + "</td><td class=\"n\">" + view::human_size(s.stored_bytes) +
          "</td><td>" + esc(s.consistency.empty() ? "-" : s.consistency) + (s.verify_failed ? ", differs from snapshot" : "") +
          "</td><td>" + esc(s.last_error) + "</td></tr>\n";
   }

@@ -19,7 +19,7 @@
 #include "agent/status.h"
 #include "store/store.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 #include "tools/signals.h"
 
 namespace rbdvault::tools {
@@ -165,14 +165,14 @@ void print_run_table(const Args& a, const agent::RunReport& r) {
     std::snprintf(secs, sizeof(secs), "%.1fs", m.seconds);
     std::printf("%-40s %-13s %8s %-5s %10s %10s %7s %s\n", m.image.c_str(), agent::result_name(m.result),
                 ran ? std::to_string(m.revision).c_str() : "-", ran ? m.kind.c_str() : "-",
-                ran ? human_size(m.bytes_read).c_str() : "-", ran ? human_size(m.bytes_stored).c_str() : "-",
+                ran ? view::human_size(m.bytes_read).c_str() : "-", ran ? view::human_size(m.bytes_stored).c_str() : "-",
                 ran ? secs : "-", note.c_str());
   }
   print_group_table(r);
   if (r.copy.ran)
     std::printf("copy to %s: %s\n", r.copy.to.c_str(),
                 r.copy.ok ? (std::to_string(r.copy.revisions_copied) + " revision(s) copied, " +
-                             std::to_string(r.copy.revisions_skipped) + " skipped, " + human_size(r.copy.bytes_read) +
+                             std::to_string(r.copy.revisions_skipped) + " skipped, " + view::human_size(r.copy.bytes_read) +
                              " read, " + std::to_string(r.copy.expired) + " expired")
                                 .c_str()
                           : (std::string("failed: ") + agent::class_name(r.copy.error_class) + ": " + r.copy.error).c_str());
@@ -204,8 +204,8 @@ int cmd_run(const Args& a) {
     o.progress = [&](size_t done, size_t total, uint64_t bytes) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double eta = done ? secs / static_cast<double>(done) * static_cast<double>(total - done) : 0;
-      std::fprintf(stderr, "\r\033[K%zu/%zu images  %s read  %s/s  ETA %s", done, total, human_size(bytes).c_str(),
-                   human_size(static_cast<uint64_t>(secs > 0 ? static_cast<double>(bytes) / secs : 0)).c_str(),
+      std::fprintf(stderr, "\r\033[K%zu/%zu images  %s read  %s/s  ETA %s", done, total, view::human_size(bytes).c_str(),
+                   view::human_size(static_cast<uint64_t>(secs > 0 ? static_cast<double>(bytes) / secs : 0)).c_str(),
                    done ? age_text(static_cast<int64_t>(eta)).c_str() : "-");
     };
   }
@@ -245,7 +245,7 @@ int cmd_status(const Args& a) {
     Json list = Json::array();
     for (const auto& s : images)
       list.push_back(Json{{"image", s.image},
-                          {"last_success", s.last_success ? Json(iso_time(s.last_success)) : Json(nullptr)},
+                          {"last_success", s.last_success ? Json(view::iso_time(s.last_success)) : Json(nullptr)},
                           {"age_seconds", s.last_success ? Json(now - s.last_success) : Json(nullptr)},
                           {"last_result", s.last_result},
                           {"last_error", s.last_error},
@@ -269,10 +269,10 @@ int cmd_status(const Args& a) {
               "REVS", "SIZE", "STORED", "CONSISTENCY", "GROUP", "RUNNING", "LAST ERROR");
   for (const auto& s : images)
     std::printf("%-40s %-20s %6s %-7s %5llu %10s %10s %-11s %-16s %-7s %s\n", s.image.c_str(),
-                s.last_success ? iso_time(s.last_success).c_str() : "never",
+                s.last_success ? view::iso_time(s.last_success).c_str() : "never",
                 age_text(s.last_success ? now - s.last_success : -1).c_str(),
                 s.last_result.empty() ? "-" : s.last_result.c_str(), static_cast<unsigned long long>(s.revisions),
-                human_size(s.size).c_str(), human_size(s.stored_bytes).c_str(),
+                view::human_size(s.size).c_str(), view::human_size(s.stored_bytes).c_str(),
                 s.consistency.empty() ? "-" : s.consistency.c_str(),
                 s.group.empty() ? "-" : (s.group + "#" + std::to_string(s.group_run)).c_str(), s.running ? "yes" : "no",
                 s.last_error.c_str());

@@ -13,7 +13,7 @@
 #include "store/error.h"
 #include "store/rados_cache.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 #include "tools/progress.h"
 
 namespace rbdvault::tools {
@@ -42,7 +42,7 @@ int cmd_init(const Args& a) {
   else
     store::Store::init(require_store(a), o);
   if (!a.quiet())
-    std::cout << "initialised store " << a.str("store") << " (block size " << human_size(o.block_size) << ")\n";
+    std::cout << "initialised store " << a.str("store") << " (block size " << view::human_size(o.block_size) << ")\n";
   return 0;
 }
 
@@ -54,8 +54,8 @@ rbd::ImageSpec image_spec(const std::string& text) {
 
 void print_backup(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
   const auto& rev = r.revision;
-  std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << human_size(rev.size) << ", read "
-            << human_size(rev.bytes_read) << ", stored " << human_size(rev.bytes_stored) << "\n"
+  std::cout << spec.str() << ": " << kind_name(rev.kind) << " backup, size " << view::human_size(rev.size) << ", read "
+            << view::human_size(rev.bytes_read) << ", stored " << view::human_size(rev.bytes_stored) << "\n"
             << "revision " << rev.id << " (" << store::consistency_name(rev.flags) << "-consistent)\n";
 }
 
@@ -207,7 +207,7 @@ int cmd_images(const Args& a) {
                           {"object_size", info.object_size},
                           {"features", info.features}});
     else
-      std::printf("%-32s %-16s %10s\n", e.name.c_str(), e.id.c_str(), human_size(info.size).c_str());
+      std::printf("%-32s %-16s %10s\n", e.name.c_str(), e.id.c_str(), view::human_size(info.size).c_str());
   }
   if (a.json()) print_json(list);
   return 0;

@@ -4,7 +4,7 @@
 #include "agent/copy.h"
 #include "store/rados_object_store.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 #include "tools/progress.h"
 
 namespace rbdvault::tools {
@@ -69,9 +69,9 @@ int cmd_copy(const Args& a) {
     } else if (!a.quiet()) {
       for (const auto& i : r.images) {
         std::cout << i.pool << "/" << i.name << ": " << i.copied.size() << " copied, " << i.present
-                  << " already there, " << i.skipped.size() << " skipped; read " << human_size(i.bytes_read)
-                  << ", wrote " << human_size(i.bytes_written) << ", deduplicated "
-                  << human_size(i.bytes_deduplicated) << "\n";
+                  << " already there, " << i.skipped.size() << " skipped; read " << view::human_size(i.bytes_read)
+                  << ", wrote " << view::human_size(i.bytes_written) << ", deduplicated "
+                  << view::human_size(i.bytes_deduplicated) << "\n";
         for (const auto& s : i.skipped) std::cout << "  skipped @" << s.source_revision << ": " << s.reason << "\n";
       }
     }

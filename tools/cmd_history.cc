@@ -6,38 +6,12 @@
 #include "agent/retention.h"
 #include "store/error.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 
 namespace rbdvault::tools {
 namespace {
 
 const char* kind_name(store::RevisionKind k) { return k == store::RevisionKind::kFull ? "full" : "delta"; }
-
-Json revision_json(const store::RevisionRecord& r) {
-  Json j;
-  j["id"] = r.id;
-  j["image"] = r.pool + "/" + r.name;
-  j["created"] = iso_time(r.created);
-  j["size"] = r.size;
-  j["parent"] = r.parent ? Json(r.parent) : Json(nullptr);
-  j["kind"] = kind_name(r.kind);
-  j["bytes_read"] = r.bytes_read;
-  j["bytes_stored"] = r.bytes_stored;
-  j["new_chunks"] = r.new_chunks;
-  j["map_entries"] = r.map_entries;
-  j["ceph_image_id"] = r.ceph_image_id;
-  j["snapshot"] = r.snap_name;
-  j["snapshot_id"] = r.snap_id;
-  j["digest"] = store::to_hex(r.digest);
-  j["protected"] = (r.flags & store::kRevisionProtected) != 0;
-  j["verify_failed"] = (r.flags & store::kRevisionVerifyFailed) != 0;
-  j["consistency"] = store::consistency_name(r.flags);
-  // Revisions snapshotted together share the group run.
-  j["group"] = (r.flags & store::kRevisionGroup)
-                   ? Json{{"name", r.group}, {"run", r.group_run}, {"gap_us", r.group_gap_us}}
-                   : Json(nullptr);
-  return j;
-}
 
 // "NAME#RUN" (the revisions of one group run share it), "-" outside a group.
 std::string group_text(const store::RevisionRecord& r) {
@@ -51,7 +25,7 @@ int cmd_ls(const Args& a) {
       a.positional.empty() ? st->revisions() : st->revisions(find_image(*st, parse_spec(a.positional.front())).key);
   if (a.json()) {
     Json list = Json::array();
-    for (const auto& r : revs) list.push_back(revision_json(r));
+    for (const auto& r : revs) list.push_back(view::revision_json(r));
     print_json(list);
     return 0;
   }
@@ -62,9 +36,9 @@ int cmd_ls(const Args& a) {
     if (r.flags & store::kRevisionVerifyFailed)
       note += note.empty() ? "differs-from-snapshot" : ",differs-from-snapshot";
     std::printf("%-8llu %-32s %-20s %10s %8s %-5s %10s %10s %-11s %-16s %s\n", static_cast<unsigned long long>(r.id),
-                (r.pool + "/" + r.name).c_str(), iso_time(r.created).c_str(), human_size(r.size).c_str(),
-                r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind), human_size(r.bytes_read).c_str(),
-                human_size(r.bytes_stored).c_str(), store::consistency_name(r.flags), group_text(r).c_str(),
+                (r.pool + "/" + r.name).c_str(), view::iso_time(r.created).c_str(), view::human_size(r.size).c_str(),
+                r.parent ? std::to_string(r.parent).c_str() : "-", kind_name(r.kind), view::human_size(r.bytes_read).c_str(),
+                view::human_size(r.bytes_stored).c_str(), store::consistency_name(r.flags), group_text(r).c_str(),
                 note.c_str());
   }
   return 0;
@@ -129,12 +103,12 @@ int cmd_expire(const Args& a) {
         if (a.json()) {
           list.push_back(Json{{"image", img.pool + "/" + img.name},
                               {"id", d.id},
-                              {"created", iso_time(r.created)},
+                              {"created", view::iso_time(r.created)},
                               {"action", d.keep ? "keep" : "forget"},
                               {"reasons", d.reasons}});
         } else if (!a.quiet()) {
           std::printf("%-32s %-8llu %-20s %-6s %s\n", (img.pool + "/" + img.name).c_str(),
-                      static_cast<unsigned long long>(d.id), iso_time(r.created).c_str(), d.keep ? "keep" : "forget",
+                      static_cast<unsigned long long>(d.id), view::iso_time(r.created).c_str(), d.keep ? "keep" : "forget",
                       d.reasons.c_str());
         }
         if (!d.keep && !dry) ++forgotten;

@@ -11,7 +11,7 @@
 #include "store/oplog.h"
 #include "store/scrub.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 
 namespace rbdvault::tools {
 namespace {
@@ -38,7 +38,7 @@ int cmd_gc(const Args& a) {
     } else if (!a.quiet()) {
       std::cout << (o.dry_run ? "would remove " : "removed ") << r.chunks_removed << " chunks; packs deleted "
                 << r.packs_deleted << ", rewritten " << r.packs_rewritten << "; pack data "
-                << human_size(r.bytes_before) << " -> " << human_size(r.bytes_after) << "\n";
+                << view::human_size(r.bytes_before) << " -> " << view::human_size(r.bytes_after) << "\n";
       if (r.packs_skipped)
         std::cout << r.packs_skipped << " pack(s) with damaged chunks left as they are: run scrub --deep and repair\n";
     }
@@ -82,14 +82,14 @@ int cmd_du(const Args& a) {
   std::printf("%-32s %9s %10s %10s\n", "IMAGE", "REVISIONS", "SIZE", "STORED");
   for (const auto& im : u.images) {
     std::printf("%-32s %9llu %10s %10s\n", im.image.c_str(), static_cast<unsigned long long>(im.revisions),
-                human_size(im.logical_bytes).c_str(), human_size(im.stored_bytes).c_str());
+                view::human_size(im.logical_bytes).c_str(), view::human_size(im.stored_bytes).c_str());
     for (const auto& r : im.per_revision)
       std::printf("  @%-29llu %9s %10s %10s unique\n", static_cast<unsigned long long>(r.revision), "", "",
-                  human_size(r.unique_bytes).c_str());
+                  view::human_size(r.unique_bytes).c_str());
   }
-  std::printf("pack data %s (referenced %s, reclaimable by gc %s), index %s\n", human_size(u.pack_bytes).c_str(),
-              human_size(u.referenced_bytes).c_str(), human_size(u.unreferenced_bytes).c_str(),
-              human_size(u.index_bytes).c_str());
+  std::printf("pack data %s (referenced %s, reclaimable by gc %s), index %s\n", view::human_size(u.pack_bytes).c_str(),
+              view::human_size(u.referenced_bytes).c_str(), view::human_size(u.unreferenced_bytes).c_str(),
+              view::human_size(u.index_bytes).c_str());
   return 0;
 }
 
@@ -111,7 +111,7 @@ void print_scrub(const Args& a, const store::ScrubReport& r, bool deep) {
               << "\n";
   if (!a.quiet())
     std::cout << (r.clean() ? "clean: " : "DAMAGED: ") << r.revisions_checked << " revisions, " << r.chunks_checked
-              << " chunks" << (deep ? ", " + human_size(r.bytes_verified) + " re-hashed" : "") << ", "
+              << " chunks" << (deep ? ", " + view::human_size(r.bytes_verified) + " re-hashed" : "") << ", "
               << r.issues.size() << " issue(s)\n";
 }
 
@@ -190,8 +190,8 @@ int cmd_log(const Args& a) {
       list.push_back(Json{{"id", r.id},
                           {"op", r.op},
                           {"image", r.image},
-                          {"start", iso_time(r.start_ms / 1000)},
-                          {"end", r.end_ms ? Json(iso_time(r.end_ms / 1000)) : Json(nullptr)},
+                          {"start", view::iso_time(r.start_ms / 1000)},
+                          {"end", r.end_ms ? Json(view::iso_time(r.end_ms / 1000)) : Json(nullptr)},
                           {"seconds", secs},
                           {"result", result},
                           {"bytes", r.bytes},
@@ -201,9 +201,9 @@ int cmd_log(const Args& a) {
                           {"pid", r.pid},
                           {"args", r.args}});
     } else {
-      std::printf("%-20s %-8s %-28s %-10s %8.1fs %10s %s@%s pid %lld%s%s\n", iso_time(r.start_ms / 1000).c_str(),
+      std::printf("%-20s %-8s %-28s %-10s %8.1fs %10s %s@%s pid %lld%s%s\n", view::iso_time(r.start_ms / 1000).c_str(),
                   r.op.c_str(), r.image.empty() ? "-" : r.image.c_str(), result.c_str(), secs,
-                  human_size(r.bytes).c_str(), r.user.c_str(), r.host.c_str(), static_cast<long long>(r.pid),
+                  view::human_size(r.bytes).c_str(), r.user.c_str(), r.host.c_str(), static_cast<long long>(r.pid),
                   r.error.empty() ? "" : ": ", r.error.c_str());
     }
   }

@@ -4,7 +4,7 @@
 
 #include "store/error.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 #include "view/fsck.h"
 #include "view/revision_fs.h"
 
@@ -73,7 +73,7 @@ int cmd_fsck(const Args& a) {
       const std::string name = rev.pool + "/" + rev.name + "@" + std::to_string(rev.id);
       for (const auto& e : r.entries)
         std::cout << view::state_name(e.state) << " " << name << " " << e.where << " ("
-                  << human_size(e.size) << (e.type.empty() ? "" : ", " + e.type)
+                  << view::human_size(e.size) << (e.type.empty() ? "" : ", " + e.type)
                   << (e.label.empty() ? "" : " '" + e.label + "'") << "): " << e.summary << "\n";
       if (r.entries.empty()) std::cout << "UNKNOWN " << name << ": nothing to check\n";
     }

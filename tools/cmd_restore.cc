@@ -9,7 +9,7 @@
 #include "agent/verify.h"
 #include "store/error.h"
 #include "tools/command.h"
-#include "tools/human.h"
+#include "view/presentation.h"
 #include "tools/progress.h"
 #include "tools/signals.h"
 
@@ -22,29 +22,11 @@ std::string fixed_seconds(double s) {
   return buf;
 }
 
-// HOST:PORT, [IPv6]:PORT; port 0: any free port.
-std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) throw UsageError("bad --listen '" + text + "': expected HOST:PORT");
-  std::string host = text.substr(0, colon);
-  if (host.front() == '[') {
-    if (host.size() < 3 || host.back() != ']') throw UsageError("bad --listen '" + text + "': unclosed [");
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string::npos) {
-    throw UsageError("bad --listen '" + text + "': write an IPv6 address as [ADDR]:PORT");
-  }
-  const std::string port = text.substr(colon + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoul(port) > 65535)
-    throw UsageError("bad --listen '" + text + "': the port must be 0 to 65535");
-  return {host, static_cast<uint16_t>(std::stoul(port))};
-}
-
 // --instant: the target is usable at once, filled in the background (agent/instant_restore.h).
 int instant_restore(const Args& a, const std::string& spec_text, const rbd::ImageSpec& dst) {
   const rbd::ConnectOptions connect = connect_options(a);
   agent::InstantRestoreOptions o;
-  if (!a.str("listen").empty()) std::tie(o.listen_host, o.listen_port) = parse_listen(a.str("listen"));
+  if (!a.str("listen").empty()) std::tie(o.listen_host, o.listen_port) = listen_option(a);
   if (agent::is_wildcard_listen_address(o.listen_host))
     throw UsageError("restore: --listen " + o.listen_host +
                      " is a wildcard: name the address the clients reach (127.0.0.1 for this host only, or this "
@@ -83,7 +65,7 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
                       {"seconds", r.seconds}});
     } else if (!a.quiet()) {
       std::cout << "restored " << rev.pool << "/" << rev.name << "@" << rev.id << " to " << dst.str() << " ("
-                << human_size(rev.size) << ", usable after " << fixed_seconds(r.usable_seconds)
+                << view::human_size(rev.size) << ", usable after " << fixed_seconds(r.usable_seconds)
                 << ", copy committed after " << fixed_seconds(r.seconds) << ")\n";
     }
     bytes = rev.size;
@@ -131,7 +113,7 @@ int cmd_restore(const Args& a) {
                       {"seconds", r.seconds}});
     } else if (!a.quiet()) {
       std::cout << "restored " << rev.pool << "/" << rev.name << "@" << rev.id << " to " << target << " ("
-                << human_size(rev.size) << ", " << human_size(r.bytes_written) << " written)\n";
+                << view::human_size(rev.size) << ", " << view::human_size(r.bytes_written) << " written)\n";
     }
     bytes = r.bytes_written;
     return 0;

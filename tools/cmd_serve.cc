@@ -16,37 +16,15 @@ namespace rbdvault::tools {
 namespace {
 
 constexpr agent::Range kCacheMibRange{0, 4096};
-constexpr agent::Range kPortRange{0, 65535};
 // How often the main thread looks at the signal flags: the latency of a clean stop, nothing else.
 constexpr auto kSignalPoll = std::chrono::milliseconds(100);
-
-// HOST:PORT, with [V6]:PORT for IPv6 literals.
-std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
-    throw UsageError("bad --listen '" + text + "': expected HOST:PORT (IPv6: [ADDR]:PORT)");
-  std::string host = text.substr(0, colon);
-  if (host.front() == '[') {
-    if (host.back() != ']' || host.size() < 3) throw UsageError("bad --listen '" + text + "': unclosed [");
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string::npos) {
-    throw UsageError("bad --listen '" + text + "': write an IPv6 address as [ADDR]:PORT");
-  }
-  int64_t port = 0;
-  try {
-    port = agent::parse_whole(text.substr(colon + 1), kPortRange);
-  } catch (const std::invalid_argument& e) {
-    throw UsageError("bad --listen '" + text + "': port " + e.what());
-  }
-  return {host, static_cast<uint16_t>(port)};
-}
 
 int cmd_serve(const Args& a) {
   no_positional(a);
   view::ServeOptions o;
   o.cache_bytes = static_cast<uint64_t>(whole_option(a, "cache-size", kCacheMibRange)) << 20;
   if (a.str("listen").empty()) throw UsageError("serve: --listen HOST:PORT is required");
-  std::tie(o.host, o.port) = parse_listen(a.str("listen"));
+  std::tie(o.host, o.port) = listen_option(a);
   // Before any thread starts: the server's, librados' and RocksDB's (a rados: store's index is
   // brought up to date by require_store) all inherit the blocked mask, else SIGTERM may kill.
   SignalFlags signals;

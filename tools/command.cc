@@ -23,6 +23,26 @@ double real_option(const Args& a, const char* name, const agent::RealRange& r) {
   return numeric(a, name, [&](const std::string& t) { return agent::parse_real(t, r); });
 }
 
+std::pair<std::string, uint16_t> listen_option(const Args& a) {
+  constexpr agent::Range kPortRange{0, 65535};
+  const std::string text = a.str("listen");
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    throw UsageError("bad --listen '" + text + "': expected HOST:PORT (IPv6: [ADDR]:PORT)");
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 3) throw UsageError("bad --listen '" + text + "': unclosed [");
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    throw UsageError("bad --listen '" + text + "': write an IPv6 address as [ADDR]:PORT");
+  }
+  try {
+    return {host, static_cast<uint16_t>(agent::parse_whole(text.substr(colon + 1), kPortRange))};
+  } catch (const std::invalid_argument& e) {
+    throw UsageError("bad --listen '" + text + "': port " + e.what());
+  }
+}
+
 std::string require_store(const Args& a) {
   std::string s = a.str("store");
   if (s.empty()) throw UsageError(a.command + ": --store DIR is required");

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/error_class.h"
@@ -87,6 +88,8 @@ auto numeric(const Args& a, const char* name, Parse parse) {
 [[nodiscard]] int64_t whole_option(const Args& a, const char* name, const agent::Range& r);
 [[nodiscard]] int64_t duration_option(const Args& a, const char* name, const agent::Range& r);
 [[nodiscard]] double real_option(const Args& a, const char* name, const agent::RealRange& r);
+// --listen HOST:PORT ([ADDR]:PORT for IPv6; port 0: any free port) as (host, port).
+[[nodiscard]] std::pair<std::string, uint16_t> listen_option(const Args& a);
 
 // --store: a directory, or for rados:POOL[/NAMESPACE] its index directory, brought up to date.
 [[nodiscard]] std::string require_store(const Args& a);

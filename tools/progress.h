@@ -10,7 +10,7 @@
 #include <functional>
 #include <string>
 
-#include "tools/human.h"
+#include "view/presentation.h"
 
 namespace rbdvault::tools {
 
@@ -34,8 +34,8 @@ class Progress {
     const std::string eta = rate > 0 && total > done
                                 ? std::to_string(static_cast<int>(static_cast<double>(total - done) / rate)) + "s"
                                 : "-";
-    std::fprintf(stderr, "\r\033[K%3d%%  %s / %s  %s/s  ETA %s", pct, human_size(done).c_str(),
-                 human_size(total).c_str(), human_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str());
+    std::fprintf(stderr, "\r\033[K%3d%%  %s / %s  %s/s  ETA %s", pct, view::human_size(done).c_str(),
+                 view::human_size(total).c_str(), view::human_size(static_cast<uint64_t>(rate)).c_str(), eta.c_str());
     shown_ = true;
   }
   // For agent options' progress callbacks; empty when disabled (the agent then skips the calls).

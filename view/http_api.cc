@@ -2,43 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include <ctime>
-
-#include "store/sha256.h"
+#include "view/presentation.h"
 
 namespace rbdvault::view {
-namespace {
-
 using Json = nlohmann::ordered_json;
-
-std::string iso_time(int64_t unix_seconds) {
-  std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-Json revision_json(const store::RevisionRecord& r) {
-  Json j;
-  j["id"] = r.id;
-  j["created"] = iso_time(r.created);
-  j["size"] = r.size;
-  j["parent"] = r.parent ? Json(r.parent) : Json(nullptr);
-  j["kind"] = r.kind == store::RevisionKind::kFull ? "full" : "delta";
-  j["bytes_read"] = r.bytes_read;
-  j["bytes_stored"] = r.bytes_stored;
-  j["snapshot"] = r.snap_name;
-  j["digest"] = store::to_hex(r.digest);
-  j["protected"] = (r.flags & store::kRevisionProtected) != 0;
-  j["verify_failed"] = (r.flags & store::kRevisionVerifyFailed) != 0;
-  j["consistency"] = store::consistency_name(r.flags);
-  j["group"] = (r.flags & store::kRevisionGroup) ? Json{{"name", r.group}, {"run", r.group_run}} : Json(nullptr);
-  return j;
-}
-
-}  // namespace
 
 std::string images_json(const Snapshot& snap) {
   Json list = Json::array();

@@ -176,8 +176,10 @@ class RevisionServer::Impl {
             return sink.write(buf.data(), n);
           } catch (const std::exception& e) {
             // Headers are gone already: cutting the connection is the only way to say "not this".
-            spdlog::error("serving {}/{}@{} at {}: {}", bytes->rev.pool, bytes->rev.name, bytes->rev.id,
-                          first + offset, e.what());
+            const std::string what = fmt::format("serving {}/{}@{} at {}: {}", bytes->rev.pool, bytes->rev.name,
+                                                 bytes->rev.id, first + offset, e.what());
+            spdlog::error("{}", what);
+            if (o_.on_failure) o_.on_failure(what);
             return false;
           }
         });
@@ -214,6 +216,7 @@ class RevisionServer::Impl {
     } catch (...) {
     }
     spdlog::error("{} {}: {}", req.method, req.path, what);
+    if (o_.on_failure) o_.on_failure(req.method + " " + req.path + ": " + what);
     const int status = cls == "not-found" ? 404 : cls == "locked" || cls == "unreachable" ? 503 : 500;
     error(res, status, cls, code, what);
   }

@@ -47,6 +47,10 @@ struct ServeOptions {
   std::function<std::pair<std::string, int>(const std::exception_ptr&)> classify;
   // The status page's HTML, built from the store the request sees. Unset: no page at `/`.
   std::function<std::string(store::ReadOnlyStore&)> status_page;
+  // Called, on a server thread, with what went wrong whenever a request fails or a body is cut
+  // short (a chunk failing its check, an unreadable pack): the one way a client that only retries,
+  // like librbd's migration source, lets its owner learn that the source is broken. Must not block.
+  std::function<void(const std::string& what)> on_failure;
 };
 
 class RevisionServer {

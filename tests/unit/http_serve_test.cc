@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <mutex>
 
+#include "store/pack.h"
 #include "store_fixture.h"
 #include "view/http_auth.h"
 #include "view/http_range.h"
@@ -273,6 +275,49 @@ TEST_F(HttpServer, PathSecretOpensTheRawEndpointOnly) {
   auto list = cli.Get(("/s/" + *o.path_secret + "/v1/images").c_str());  // the secret opens raw bytes only
   ASSERT_TRUE(list);
   EXPECT_EQ(list->status, 404);
+}
+
+TEST_F(HttpServer, AFailedReadIsReportedToTheOwner) {
+  // Instant restore learns of a damaged source only through on_failure (librbd just retries).
+  const auto rev = put("disk", random_bytes(3 * store::testing::kBs, 9));
+  const auto hash = store_->block_content(rev.image, 1, rev.id);
+  ASSERT_TRUE(hash.has_value());
+  const auto rec = store_->chunk(*hash);
+  ASSERT_TRUE(rec.has_value());
+  {
+    std::fstream pack(dir_ / "data" / store::pack_file_name(rec->pack), std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(rec->offset + store::kChunkHeaderSize + rec->stored_len / 2);
+    pack.seekg(at);
+    char c = 0;
+    pack.get(c);
+    pack.seekp(at);
+    pack.put(static_cast<char>(c ^ 0x40));
+  }
+  store_.reset();
+  std::mutex mu;
+  std::vector<std::string> failures;
+  ServeOptions o;
+  o.on_failure = [&](const std::string& what) {
+    std::lock_guard<std::mutex> l(mu);
+    failures.push_back(what);
+  };
+  auto server = start(std::move(o));
+  httplib::Client cli("127.0.0.1", server->port());
+  const std::string path = "/v1/raw/rbd/disk/" + std::to_string(rev.id);
+  auto first = cli.Get(path.c_str(), {{"Range", "bytes=0-4095"}});  // block 0 is sound
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 206);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_TRUE(failures.empty());
+  }
+  auto all = cli.Get(path.c_str());
+  EXPECT_TRUE(!all || all->body.size() < 3 * store::testing::kBs);  // cut, never wrong bytes
+  server->stop();
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_NE(failures[0].find("rbd/disk@" + std::to_string(rev.id)), std::string::npos) << failures[0];
+  EXPECT_NE(failures[0].find("SHA-256"), std::string::npos) << failures[0];
 }
 
 }  // namespace
