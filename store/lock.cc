@@ -79,7 +79,7 @@ WriterLock::WriterLock(const std::filesystem::path& path, const std::string& hol
   }
 }
 
-ReaderLock::ReaderLock(const std::filesystem::path& path, bool exclusive) {
+ReaderLock::ReaderLock(const std::filesystem::path& path, bool exclusive, const char* exclusive_for) {
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0 && !exclusive) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // read-only media
   if (fd_ < 0) {
@@ -101,7 +101,7 @@ ReaderLock::ReaderLock(const std::filesystem::path& path, bool exclusive) {
   fd_ = -1;
   throw StoreError(StoreError::Kind::kLocked,
                    exclusive ? "store " + path.parent_path().string() + " is being read by " + holder +
-                                   " (restore, scrub or verify); gc needs it alone, try again later"
+                                   " (restore, scrub, verify, mount or serve); " + exclusive_for + " needs it alone, try again later"
                              : "store " + path.parent_path().string() + " is being garbage-collected by " + holder +
                                    "; try again later");
 }

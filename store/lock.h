@@ -21,11 +21,12 @@ class WriterLock {
   int fd_ = -1;
 };
 
-// Readers (restore, scrub, verify) hold DIR/readers.lock shared; gc, which deletes pack files,
-// holds it exclusive. Either side is refused at once, naming a holder, when the other has it.
+// Readers (restore, scrub, verify, mount, serve) hold DIR/readers.lock shared; gc, which deletes
+// pack files, and rebuild-index, which swaps the index, hold it exclusive (`exclusive_for` names
+// which, in the refusal). Either side is refused at once, naming a holder, when the other has it.
 class ReaderLock {
  public:
-  ReaderLock(const std::filesystem::path& path, bool exclusive);
+  ReaderLock(const std::filesystem::path& path, bool exclusive, const char* exclusive_for = "gc");
   ~ReaderLock();
   ReaderLock(const ReaderLock&) = delete;
   ReaderLock& operator=(const ReaderLock&) = delete;

@@ -92,6 +92,14 @@ std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
 
 void write_cache_epoch(const fs::path& dir, uint64_t epoch) { write_small(dir / kRadosEpochFile, std::to_string(epoch) + "\n"); }
 
+std::string store_option_text(const fs::path& dir) {
+  try {
+    if (const auto where = read_backend_file(dir)) return spec_of(*where) + " --index-dir " + dir.string();
+  } catch (const StoreError&) {  // a hint never replaces the error it is part of
+  }
+  return dir.string();
+}
+
 fs::path default_index_dir(const RadosLocation& w) {
   return fs::path(kDefaultIndexRoot) / ("rados-" + w.pool + (w.ns.empty() ? "" : "@" + w.ns));
 }
@@ -114,7 +122,12 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
                                                      kRadosMarkerObject + " object; create one with `rbdvault init`)");
   const std::string marker = pool.read_all(kRadosMarkerObject, kMaxMarkerBytes);
-  (void)parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject);
+  // Only format 2 is written to a pool (init, copy): a format 1 marker there was put by hand, and
+  // `upgrade` (which works on a directory's index) cannot help; say what can.
+  if (parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject).version != kFormatVersion)
+    throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " holds a format 1 store, which RADOS does not take: "
+                                                 "upgrade it in a directory (rbdvault upgrade), then rbdvault copy it "
+                                                 "into the pool");
   std::error_code ec;
   fs::create_directories(index_dir, ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());
@@ -128,7 +141,23 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) write_marker_durably(index_dir, marker);
-  (void)Store::rebuild_index(index_dir, {}, /*reuse=*/true);
+  Store::RebuildStats r;
+  try {
+    r = Store::rebuild_index(index_dir, {}, /*reuse=*/true);
+  } catch (const StoreError& e) {
+    // A reader on this host (serve, mount, a restore) keeps the index open: it cannot be swapped
+    // under it, and a view older than the pool is not shown (`latest` would be wrong): refused.
+    if (e.kind() != StoreError::Kind::kLocked) throw;
+    throw StoreError(StoreError::Kind::kLocked, spec_of(where) + ": another host wrote since this host's index was "
+                                                                 "brought up to date, and it cannot be now: " +
+                                                    e.what());
+  }
+  // A chunk or manifest that fails its check is left out of the rebuilt index: the command goes on
+  // (other revisions stay usable), but the operator must hear of it, as from `rebuild-index`.
+  if (r.chunks_skipped || r.manifests_skipped)
+    spdlog::warn("{}: {} damaged chunk(s) and {} damaged manifest(s) left out of the index in {}: run rbdvault "
+                 "scrub --deep and repair",
+                 spec_of(where), r.chunks_skipped, r.manifests_skipped, index_dir.string());
   // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
   if (pool.epoch() == epoch && (epoch % 2 == 0 || pool.lease_holders().empty())) write_cache_epoch(index_dir, epoch);
 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <string>
 
 #include "store/rados_object_store.h"
 #include "store/store.h"
@@ -28,6 +29,10 @@ inline constexpr const char* kDefaultIndexRoot = "/var/lib/rbdvault";
 void write_backend_file(const std::filesystem::path& dir, const RadosLocation& where);
 [[nodiscard]] std::optional<uint64_t> read_cache_epoch(const std::filesystem::path& dir);
 void write_cache_epoch(const std::filesystem::path& dir, uint64_t epoch);
+
+// How a command names the store of `dir` in a hint: "rados:POOL[/NS] --index-dir DIR" for a
+// RADOS store's index directory (what the operator typed), else DIR.
+[[nodiscard]] std::string store_option_text(const std::filesystem::path& dir);
 
 // /var/lib/rbdvault/rados-POOL[@NAMESPACE]: the index directory when --index-dir is not given.
 [[nodiscard]] std::filesystem::path default_index_dir(const RadosLocation& where);

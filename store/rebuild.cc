@@ -292,7 +292,7 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io,
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
   if (marker.version != kFormatVersion) throw format_1_error(dir);
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
-  ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
+  ReaderLock readers(dir / "readers.lock", /*exclusive=*/true, "rebuild-index");
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
   const IndexFileSystem& files = io.index_fs;  // null: RocksDB's own
   const fs::path fresh = dir / "index.rebuild";

@@ -10,6 +10,7 @@
 #include "store/lock.h"
 #include "store/manifest.h"
 #include "store/pack.h"
+#include "store/rados_cache.h"
 #include "store/revision_writer.h"
 #include "store/store_internal.h"
 
@@ -54,7 +55,7 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
     throw StoreError(StoreError::Kind::kCorrupt, what +
                                                      "; if the index is lost or damaged, rebuild it from the "
                                                      "data area with `rbdvault rebuild-index --store " +
-                                                     dir.string() + "`");
+                                                     store_option_text(dir) + "`");
   }
   s->objects_ = io.objects ? io.objects : open_object_store(dir);
   if (mode == OpenMode::kWriter) {

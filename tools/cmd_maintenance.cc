@@ -161,8 +161,18 @@ int cmd_repair(const Args& a) {
 
 int cmd_log(const Args& a) {
   at_most_one_positional(a, "POOL/IMAGE");
-  const std::string dir = require_store(a);
-  (void)store::Store::open(dir, store::OpenMode::kReadOnly);  // validates the directory
+  std::string dir;
+  if (const auto r = rados_store(a)) {
+    // A rados: store's log is this host's, in its index directory: read it without the backup
+    // cluster, which may be the very thing the logged failures were about.
+    dir = r->second.string();
+    if (!store::Store::is_store(dir))
+      throw store::StoreError(store::StoreError::Kind::kNotFound,
+                              "no operation log of " + a.str("store") + " on this host (" + dir + " holds none)");
+  } else {
+    dir = require_store(a);
+    (void)store::Store::open(dir, store::OpenMode::kReadOnly);  // validates the directory
+  }
   std::string only;
   if (!a.positional.empty()) {
     const rbd::ImageSpec spec = parse_spec(a.positional.front());

@@ -31,9 +31,11 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
     throw UsageError("restore: --listen " + o.listen_host +
                      " is a wildcard: name the address the clients reach (127.0.0.1 for this host only, or this "
                      "host's address on the storage network)");
+  // Before any thread starts: librados', RocksDB's (require_store may rebuild a rados: store's
+  // index) and the server's threads inherit the blocked mask.
+  SignalFlags signals;
   o.store_dir = require_store(a);
   o.check_digest = !a.flag("skip-digest-check");
-  SignalFlags signals;  // before any thread starts: librados' and the server's threads inherit the mask
   o.stop = [&] { return signals.stop_requested(); };
   return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
     auto st = store::Store::open(o.store_dir, store::OpenMode::kReadOnly);

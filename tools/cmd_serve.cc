@@ -25,6 +25,9 @@ int cmd_serve(const Args& a) {
   o.cache_bytes = static_cast<uint64_t>(whole_option(a, "cache-size", kCacheMibRange)) << 20;
   if (a.str("listen").empty()) throw UsageError("serve: --listen HOST:PORT is required");
   std::tie(o.host, o.port) = listen_option(a);
+  // Before any thread starts: the server's, librados' and RocksDB's (a rados: store's index is
+  // brought up to date by require_store) all inherit the blocked mask, else SIGTERM may kill.
+  SignalFlags signals;
   const std::string store_dir = require_store(a);
   if (!a.str("token-file").empty()) {
     try {
@@ -44,7 +47,6 @@ int cmd_serve(const Args& a) {
   o.status_page = [](store::ReadOnlyStore& st) {
     return agent::status_page(agent::collect_status(st), static_cast<int64_t>(std::time(nullptr)));
   };
-  SignalFlags signals;  // before the server's threads start: they inherit the blocked mask
   auto server = view::RevisionServer::start(store_dir, o);
   std::string shown = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
   // The URL on stdout (with the port chosen when --listen asked for port 0), the rest on stderr.

@@ -199,6 +199,57 @@ def run_json(*args):
     return json.loads(out)
 
 
+def copy_store(store, name):
+    """A copy NAME of `store` that commands may change without touching it: a directory tree, or
+    every object (bytes and xattrs) of a RADOS store's namespace in namespace NAME with a copy of
+    its index directory pointing there (the same host's view, so no command rebuilds it)."""
+    if not is_rados(store):
+        copy = os.path.join(TMP, name)
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(store, copy)
+        return copy
+    copy = "rados:%s/%s" % (STORE_POOL, name)
+    remove_store(copy)
+    r, src = backup_ioctx(store)
+    dst = r.open_ioctx(STORE_POOL)
+    dst.set_namespace(name)
+    try:
+        for o in list(src.list_objects()):
+            size = src.stat(o.key)[0]
+            dst.write_full(o.key, src.read(o.key, size) if size else b"")
+            for k, v in src.get_xattrs(o.key):
+                dst.set_xattr(o.key, k, v)
+    finally:
+        dst.close()
+        src.close()
+        r.shutdown()
+    shutil.copytree(index_dir(store), index_dir(copy))
+    backend = os.path.join(index_dir(copy), "rados.backend")
+    with open(backend) as f:
+        text = f.read()
+    with open(backend, "w") as f:
+        f.write(re.sub(r"^namespace .*$", "namespace " + name, text, count=1, flags=re.M))
+    return copy
+
+
+def remove_store(store):
+    """Removes a store: its directory, or a RADOS store's objects and index directory."""
+    if is_rados(store):
+        r, io = backup_ioctx(store)
+        for o in list(io.list_objects()):
+            io.remove_object(o.key)
+        io.close()
+        r.shutdown()
+    shutil.rmtree(index_dir(store), ignore_errors=True)
+
+
+def store_conf_lines(store):
+    """The [store] keys of a batch config naming `store` (a RADOS store's cluster and index dir too)."""
+    if is_rados(store):
+        return "path = %s\nconf = %s\nindex-dir = %s\n" % (store, STORE_CONF, index_dir(store))
+    return "path = %s\n" % store
+
+
 def new_store(name, *extra, kind=None):
     """A new store NAME: a directory, or with RBDVAULT_TEST_STORE=rados (or kind="rados") the
     namespace NAME of the backup cluster's pool, emptied first."""
@@ -290,6 +341,8 @@ def crash_steps(*args):
 def store_fingerprint(store):
     """What must not change when a command fails: the revisions and the pack files."""
     revs, _ = run("ls", "--store", store, "--format", "json")
+    if is_rados(store):
+        return revs, sorted(rados_objects(store, "data/").items())
     packs = sorted((f, os.path.getsize(os.path.join(store, "data", f)))
                    for f in os.listdir(os.path.join(store, "data")))
     return revs, packs
@@ -344,7 +397,11 @@ def run_checker(store, *extra):
 def independent_check(store, *extra):
     """Fails the test with the checker's output unless it finds the store consistent. Checks of
     a killed writer's leftovers pass --before-recovery --shallow: sealed packs never change, so
-    the strict check after the next writer still reads and hashes every payload."""
+    the strict check after the next writer still reads and hashes every payload. The checker
+    reads a directory: a RADOS store is not checked (said once per call)."""
+    if is_rados(store):
+        log("independent checker skipped: it reads directory stores only, %s is in RADOS" % store)
+        return
     rc, out = run_checker(store, *extra)
     check(rc == 0, "independent checker (exit %d) on %s:\n%s" % (rc, store, out[-4000:]))
 
@@ -474,7 +531,7 @@ def scenario_dedup(c):
     b = backup(store, "rbd2/dd-b")
     check(a["bytes_stored"] >= len(data), "first copy stored %d" % a["bytes_stored"])
     check(b["bytes_stored"] == 0 and b["new_chunks"] == 0, "second copy stored again: %s" % b)
-    packs = sum(os.path.getsize(os.path.join(store, "data", f)) for f in os.listdir(os.path.join(store, "data")))
+    packs = pack_bytes(store)
     check(packs < len(data) * 1.05, "pack files hold %d bytes for %d of unique data" % (packs, len(data)))
     exp = rbd_export_sha("rbd2/dd-b@" + snap_name(store, b["revision"]))
     verify_restores(c, store, "rbd2/dd-b", exp)
@@ -901,6 +958,15 @@ def scenario_history_expire_gc(c):
     plan = run_json("expire", "--store", store, "rbd/hx-img", "--keep-last", "3", "--dry-run")
     forget = sorted(p["id"] for p in plan if p["action"] == "forget")
     check(forget == [i for i in ids[:-3] if i != ids[1]], "expire plan: %s" % plan)
+    if is_rados(store):
+        # The flag lives in the pool (the revision's manifest), not only in this host's index:
+        # another host, its index rebuilt from the pool, plans the same.
+        other = os.path.join(TMP, "history_expire_gc.other-host")
+        shutil.rmtree(other, ignore_errors=True)
+        out, _ = run("expire", "--store", store, "--store-conf", STORE_CONF, "--index-dir", other, "rbd/hx-img",
+                     "--keep-last", "3", "--dry-run", "--format", "json")
+        check(json.loads(out) == plan, "another host's expire plan: %s" % out)
+        shutil.rmtree(other)
     check(sorted(r["id"] for r in run_json("ls", "--store", store)) == ids, "dry run removed something")
     usage = run_json("du", "--store", store)
     unique = {r["id"]: r["unique_bytes"] for r in usage["images"][0]["per_revision"]}
@@ -920,11 +986,31 @@ def scenario_history_expire_gc(c):
     for i in forget:
         del history[i]
     check_all_restore(store, "hx-img", history)
+    # The protected revision: forget refuses it until unprotect (then the next expire takes it).
+    _, err = run("forget", "--store", store, "rbd/hx-img@%d" % ids[1], rc=EXIT_USAGE)
+    check("is protected; unprotect it first" in err, "forget of a protected revision: %r" % err)
+    check(ids[1] in [r["id"] for r in run_json("ls", "--store", store)], "forget removed a protected revision")
+    run("unprotect", "--store", store, "rbd/hx-img@%d" % ids[1], "-q")
+    run("expire", "--store", store, "rbd/hx-img", "--keep-last", "3", "-q")
+    check(sorted(r["id"] for r in run_json("ls", "--store", store)) == ids[-3:], "expire after unprotect")
+    del history[ids[1]]
+    check_all_restore(store, "hx-img", history)
     c.remove("rbd", "hx-img")
 
 
 def corrupt_first_chunk(store):
-    """Flips a bit in the payload of the first chunk of the oldest pack file."""
+    """Flips a bit in the payload of the first chunk of the oldest pack file (for a RADOS store: of
+    the oldest pack object, overwritten in place with python3-rados)."""
+    if is_rados(store):
+        first = sorted(k for k in rados_objects(store, "data/") if k.endswith(".pack"))[0]
+        r, io = backup_ioctx(store)
+        try:
+            b = io.read(first, 1, 16 + 48 + 100)
+            io.write(first, bytes([b[0] ^ 0x04]), 16 + 48 + 100)
+        finally:
+            io.close()
+            r.shutdown()
+        return first
     d = os.path.join(store, "data")
     first = sorted(f for f in os.listdir(d) if f.endswith(".pack"))[0]
     path = os.path.join(d, first)
@@ -988,8 +1074,9 @@ def scenario_history_repair(c):
     check(scrub_json(store, "--deep")["clean"], "scrub before the fault")
     independent_check(store)
     corrupt_first_chunk(store)
-    rc, out = run_checker(store)
-    check(rc == 1 and "content does not match its SHA-256" in out, "the checker must see the flipped bit:\n" + out)
+    if not is_rados(store):  # the checker reads directory stores only
+        rc, out = run_checker(store)
+        check(rc == 1 and "content does not match its SHA-256" in out, "the checker must see the flipped bit:\n" + out)
     shallow = scrub_json(store)
     deep = scrub_json(store, "--deep")
     check(shallow["clean"], "a payload bit flip is only visible to --deep: %s" % shallow)
@@ -997,19 +1084,30 @@ def scenario_history_repair(c):
     out, _ = run("scrub", "--store", store, "--deep", rc=EXIT_DAMAGE)
     for rev in history:
         check("rbd/hr-img@%d:" % rev in out, "scrub output does not name revision %d: %s" % (rev, out))
+    if is_rados(store):
+        # Another host's first command rebuilds its index from the damaged pool: it says so, and
+        # its deep scrub names the same revisions (the damaged chunk has no index record there).
+        other = os.path.join(TMP, "history_repair.other-host")
+        shutil.rmtree(other, ignore_errors=True)
+        out, err = run("scrub", "--store", store, "--store-conf", STORE_CONF, "--index-dir", other, "--deep",
+                       rc=EXIT_DAMAGE)
+        check("1 damaged chunk(s) and 0 damaged manifest(s) left out of the index" in err,
+              "a rebuild from the damaged pool must warn: %r" % err)
+        for rev in history:
+            check("rbd/hr-img@%d:" % rev in out, "other host's scrub does not name revision %d: %s" % (rev, out))
+        shutil.rmtree(other)
     out, _ = run("verify", "--store", store, "rbd/hr-img", rc=EXIT_DAMAGE)
     blocks = (8 << 20) // (64 << 10)
     check(re.search(r": %d blocks compared with \S+, 1 mismatch\(es\): blocks 0$" % blocks, out.strip()),
           "verify must compare every block and see exactly the damaged block 0: %s" % out)
     # gc on a copy that has something to rewrite in the damaged pack: it skips that pack, says so,
     # exits "damage found" and goes on; the damage is left for repair (issue 11, point 2).
-    copy = store + "-gc"
-    shutil.copytree(store, copy)
+    copy = copy_store(store, "history_repair-gc")
     run("forget", "--store", copy, "rbd/hr-img@%d" % min(history), "-q")
     out, _ = run("gc", "--store", copy, "--max-unused", "0", rc=EXIT_DAMAGE)
     check(re.search(r"^1 pack\(s\) with damaged chunks left as they are", out, re.M), "gc output: %s" % out)
     check(not scrub_json(copy, "--deep")["clean"], "gc hid or lost the damage")
-    shutil.rmtree(copy)
+    remove_store(copy)
     out, _ = run("repair", "--store", store)
     check("1 re-read from Ceph" in out, "repair: %s" % out)
     independent_check(store)
@@ -1023,6 +1121,11 @@ def scenario_history_repair(c):
     verify_restores(c, store, "rbd/hr-img@%d" % newest, history[newest])
 
     ops = run_json("log", "--store", store)
+    if is_rados(store):
+        # The log is this host's (its index directory): read without the backup cluster.
+        out, _ = run("log", "--store", store, "--store-conf", "/nonexistent/ceph.conf", "--index-dir",
+                     index_dir(store), "--format", "json")
+        check(json.loads(out) == ops, "log without the backup cluster differs: %s" % out[:300])
     seen = {o["op"] for o in ops}
     for op in ("backup", "restore", "scrub", "verify", "repair"):
         check(op in seen, "operation log lacks %s: %s" % (op, seen))
@@ -1257,14 +1360,14 @@ def scenario_bad_numbers(c):
         check(err.strip() == "rbdvault: error: %s is a file, not a store directory" % a_file, "%s: %r" % (args, err))
 
     # 6. A torn last line of the operation log does not hide the next operation.
-    with open(os.path.join(store, "oplog"), "a") as f:
+    with open(os.path.join(index_dir(store), "oplog"), "a") as f:
         f.write("torn")
     run("scrub", "--store", store)
     ops, err = run("log", "--store", store, "--format", "json")
     ops = json.loads(ops)
     check(ops[-1]["op"] == "scrub" and ops[-1]["result"] == "ok", "the scrub after a torn line is hidden: %s" % ops[-1])
     check("skipped 1 torn line(s)" in err and len(err.strip().splitlines()) == 1, "log's warning: %r" % err)
-    with open(os.path.join(store, "oplog")) as f:
+    with open(os.path.join(index_dir(store), "oplog")) as f:
         lines = f.read().splitlines()
     check("torn" in lines and all(l == "torn" or l.startswith(("start ", "end ")) for l in lines),
           "oplog lines: %s" % [l for l in lines if not l.startswith(("start ", "end "))])
@@ -1790,6 +1893,13 @@ def scenario_promises_lock_matrix(c):
                    ["verify", "--store", store, "rbd/lm-a"],
                    ["expire", "--store", store, "--keep-last", "1", "--dry-run"]]
         for args in readers:
+            if args[0] == "log" and is_rados(store):
+                # A rados: store's log is only this host's log file (no store opened): it runs, and
+                # shows the held gc as unfinished (docs/usage.md, log).
+                ops = run_json("log", "--store", store)
+                gcs = [o for o in ops if o["op"] == "gc"]
+                check(gcs and gcs[-1]["result"] == "unfinished", "log during gc: %s" % gcs)
+                continue
             _, err = run(*args, rc=EXIT_LOCKED)
             check(refused_line(err, gc_holder, "try again later"), "%s during gc: %r" % (args[0], err))
             check(store_files(store) == fp, "refused %s changed the store" % args[0])
@@ -1811,7 +1921,7 @@ def scenario_promises_lock_matrix(c):
     independent_check(store)
     for n in ("lm-a", "lm-b"):
         c.remove("rbd", n)
-    shutil.rmtree(store)
+    remove_store(store) if is_rados(store) else shutil.rmtree(store)
 
 
 def scenario_promises_damage(c):
@@ -1929,6 +2039,8 @@ def scenario_promises_damage(c):
 
 
 def manifest_bytes(store):
+    if is_rados(store):
+        return sum(rados_objects(store, "manifests/").values())
     d = os.path.join(store, "manifests")
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) if os.path.isdir(d) else 0
 
@@ -1956,19 +2068,27 @@ def scenario_rebuild_index(c):
     check(overhead <= 0.005, "manifests cost %.3f%% of the stored bytes" % (100 * overhead))
     independent_check(store)
 
-    def rebuilt(damage, expected):
+    def rebuilt(damage, expected, lost=False):
         damage()
-        _, err = run("ls", "--store", store, rc=EXIT_DAMAGE)
-        one_line_naming(err, "rbdvault rebuild-index --store")
+        if lost and is_rados(store):
+            # A RADOS store's index is a host-local cache: a lost one is rebuilt from the pool by
+            # the next command, which then works (rebuild-index below still may be run by hand).
+            check(run_json("ls", "--store", store) == expected, "ls after the index was lost")
+        else:
+            _, err = run("ls", "--store", store, rc=EXIT_DAMAGE)
+            # The hint names the store as the operator gave it (rados:POOL/NS --index-dir DIR).
+            one_line_naming(err, "rbdvault rebuild-index --store %s" % store)
         r = run_json("rebuild-index", "--store", store)
         check(r["revisions"] == len(expected) and r["chunks_skipped"] == 0, "rebuild: %s" % r)
         check(run_json("ls", "--store", store) == expected, "ls differs after rebuild")
 
+    idx = os.path.join(index_dir(store), "index")
+
     def garble():
-        with open(os.path.join(store, "index", "CURRENT"), "w") as f:
+        with open(os.path.join(idx, "CURRENT"), "w") as f:
             f.write("garbage")
     rebuilt(garble, before)
-    rebuilt(lambda: shutil.rmtree(os.path.join(store, "index")), before)
+    rebuilt(lambda: shutil.rmtree(idx), before, lost=True)
     # Each rebuild is in the operation log (issue 12, point 5), ended and ok.
     rebuilds = [o for o in run_json("log", "--store", store) if o["op"] == "rebuild-index"]
     check([o["result"] for o in rebuilds] == ["ok", "ok"] and all(o["end"] for o in rebuilds),
@@ -1986,9 +2106,20 @@ def scenario_rebuild_index(c):
               "%s: the next backup is not an incremental from revision %d: %s" % (name, newest, r))
         check(r["bytes_read"] < 1 << 20, "%s: the incremental read %d bytes" % (name, r["bytes_read"]))
     independent_check(store)
+    now = run_json("ls", "--store", store)
+    if is_rados(store):
+        # No format 1 store exists in RADOS (init and copy write format 2): upgrade has nothing to
+        # do, as on any format 2 store, and says so (docs/usage.md, "A store in RADOS").
+        check(not run_json("upgrade", "--store", store)["upgraded"], "upgrade of a RADOS store")
+        out, _ = run("upgrade", "--store", store)
+        check(out.strip() == "already format 2; nothing to do", "upgrade of a RADOS store: %r" % out)
+        rebuilt(lambda: shutil.rmtree(idx), now, lost=True)
+        check(run_json("ls", "--store", store) == now, "ls after the last rebuild")
+        for name in hist:
+            c.remove("rbd", name)
+        return
 
     # Format 1: the same store without manifests and with marker version 1.
-    now = run_json("ls", "--store", store)
     shutil.rmtree(os.path.join(store, "manifests"))
     marker = os.path.join(store, "rbdvault.store")
     with open(marker) as f:

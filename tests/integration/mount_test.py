@@ -103,7 +103,8 @@ class Mounted:
     def __init__(self, store, mp, *extra):
         os.makedirs(mp, exist_ok=True)
         self.mp = mp
-        self.p = subprocess.Popen([RBDVAULT, "mount", "--store", store, mp, *extra], stdout=subprocess.PIPE,
+        self.p = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["mount", "--store", store, mp, *extra]),
+                                  stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         wait_for(lambda: self.p.poll() is not None or os.path.ismount(mp), "the mount on " + mp)
         if self.p.poll() is not None:
@@ -204,6 +205,10 @@ def check_mounted(c, store, m, work, rev1, rev2):
     check(sorted(os.listdir(os.path.join(img, "%d.parts" % r1))) == ["1", "2"], "partitions of r1")
     for rev, want in ((r1, v1), (r2, v2)):
         check(sha(file_bytes(os.path.join(img, str(rev)))) == sha(want), "revision %d reads differently" % rev)
+    # The oracle outside rbdvault: the newest revision's snapshot still exists; rbd export of it.
+    exported = cli_test.rbd_export_sha("rbd/mount-img@" + cli_test.snap_name(store, r2))
+    check((sha(file_bytes(os.path.join(img, str(r2)))), os.path.getsize(os.path.join(img, str(r2)))) == exported,
+          "revision %d through the mount differs from rbd export of its snapshot" % r2)
     check(os.path.getsize(os.path.join(img, "%d.parts/1" % r1)) == P1_SECTORS * SECTOR, "size of partition 1")
     # The issue's "done when": a file copied out of the OLD revision's ext4 partition with mount + cp.
     os.makedirs(loop_mp, exist_ok=True)
@@ -281,11 +286,11 @@ def scenario_fsck_batch(c):
     work = os.path.join(TMP, "fsckb-work")
     v1, r1 = setup_disk(c, store, "fsckb-img", work)
     c.create("rbd", "fsckb-other", 4 << 20, cli_test.FEATURES_FASTDIFF)  # no fsck asked: none runs
-    conf = os.path.join(TMP, "fsckb.conf")
+    conf, prom = os.path.join(TMP, "fsckb.conf"), os.path.join(TMP, "fsckb-store.prom")
     with open(conf, "w") as f:
-        f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\nmetrics-file = %s.prom\n\n"
+        f.write("[ceph]\nconf = %s\n\n[store]\n%smetrics-file = %s\n\n"
                 "[defaults]\nschedule = every 24h\nretries = 0\n\n[job.disks]\npool = rbd\n"
-                "include = fsckb-*\n\n[image.rbd/fsckb-img]\nfsck = yes\n" % (CONF, store, store))
+                "include = fsckb-*\n\n[image.rbd/fsckb-img]\nfsck = yes\n" % (CONF, cli_test.store_conf_lines(store), prom))
 
     def batch(rc):
         out, _ = run("run", "--config", conf, "--force", "--format", "json", rc=rc)
@@ -314,7 +319,7 @@ def scenario_fsck_batch(c):
           "status: %s" % st)
     out, _ = run("check", "--store", store, "--max-age", "1d", rc=2)
     check(out.startswith("RBDVAULT CRITICAL") and "fsck" in out, "check after a failed fsck: %r" % out)
-    with open(store + ".prom") as f:
+    with open(prom) as f:
         prom = f.read()
     check('rbdvault_fsck_state{image="rbd/fsckb-img"} 2' in prom and "fsckb-other\"} " not in
           "".join(l for l in prom.splitlines() if l.startswith("rbdvault_fsck_state")), "metrics: %s" % prom)

@@ -48,30 +48,30 @@ def scenario_rados_two_hosts(c):
     """Two hosts (own index directories) take turns writing one store; each sees the other's
     revisions, incrementals cross hosts, and restores match rbd export."""
     store = new_store("two_hosts", kind="rados")
-    fresh_host_dirs("a", "b")
+    fresh_host_dirs("th-a", "th-b")
     c.create("rbd", "th-img", 32 << 20, FEATURES_FASTDIFF)
     history = {}
-    for i, who in enumerate(["a", "b", "a", "b"]):
+    for i, who in enumerate(["th-a", "th-b", "th-a", "th-b"]):
         with c.image("rbd", "th-img") as img:
             img.write(os.urandom(1 << 20), (i * 5) << 20)
         r = run_json("backup", *host(store, who), "rbd/th-img")
         check(r["kind"] == ("full" if i == 0 else "delta"), "backup %d on host %s: %s" % (i, who, r))
         check(r["bytes_read"] <= 5 << 20, "host %s read more than the change: %s" % (who, r))
         history[r["revision"]] = rbd_export_sha("rbd/th-img@" + snap_name(store, r["revision"]))
-        for other in ("a", "b"):
+        for other in ("th-a", "th-b"):
             ids = [x["id"] for x in run_json("ls", *host(store, other))]
             check(ids == sorted(history), "host %s after %s's backup %d sees %s" % (other, who, i, ids))
     for rev, exp in history.items():
-        for who in ("a", "b"):
+        for who in ("th-a", "th-b"):
             out, _ = run("restore", *host(store, who), "rbd/th-img@%d" % rev, "--to-file",
                          os.path.join(TMP, "th-%s-%d" % (who, rev)), "-q")
             check(cli_test.file_sha(os.path.join(TMP, "th-%s-%d" % (who, rev))) == exp,
                   "host %s restores revision %d differently" % (who, rev))
             os.unlink(os.path.join(TMP, "th-%s-%d" % (who, rev)))
-    check(run_json("scrub", *host(store, "b"), "--deep")["clean"], "scrub after turns")
+    check(run_json("scrub", *host(store, "th-b"), "--deep")["clean"], "scrub after turns")
     # An index directory deleted outright is rebuilt from the pool.
-    fresh_host_dirs("a")
-    check([x["id"] for x in run_json("ls", *host(store, "a"))] == sorted(history), "rebuilt index")
+    fresh_host_dirs("th-a")
+    check([x["id"] for x in run_json("ls", *host(store, "th-a"))] == sorted(history), "rebuilt index")
     c.remove("rbd", "th-img")
 
 
@@ -88,22 +88,22 @@ def scenario_rados_refresh(c):
     pack rewritten under its name, even with the same bytes, is read again; a damaged one is read and
     reported again by every refresh. Every revision restores as rbd export on both hosts."""
     store = new_store("refresh", kind="rados")
-    fresh_host_dirs("a", "b")
+    fresh_host_dirs("rf-a", "rf-b")  # own names: scenarios run in parallel
     c.create("rbd", "rf-img", 64 << 20, FEATURES_FASTDIFF)
     history = {}
 
     def backup_on_a(offset):
         with c.image("rbd", "rf-img") as img:
             img.write(os.urandom(2 << 20), offset)
-        r = run_json("backup", *host(store, "a"), "rbd/rf-img")
+        r = run_json("backup", *host(store, "rf-a"), "rbd/rf-img")
         history[r["revision"]] = rbd_export_sha("rbd/rf-img@" + snap_name(store, r["revision"]))
 
     backup_on_a(0)
     backup_on_a(8 << 20)
-    check(refresh_counts(store, "b") == (2, 0), "b's first refresh reads both packs")
-    check(refresh_counts(store, "b") is None, "nothing changed: no refresh")
+    check(refresh_counts(store, "rf-b") == (2, 0), "b's first refresh reads both packs")
+    check(refresh_counts(store, "rf-b") is None, "nothing changed: no refresh")
     backup_on_a(16 << 20)
-    counts = refresh_counts(store, "b")
+    counts = refresh_counts(store, "rf-b")
     check(counts == (1, 2), "after one more backup on a, b reads only its pack: %s" % (counts,))
     packs = sorted(k for k in rados_objects(store, "data/"))
     # Rewritten under its name with the very same bytes: a new object as far as b can know.
@@ -117,26 +117,26 @@ def scenario_rados_refresh(c):
     finally:
         io.close()
         r.shutdown()
-    counts = refresh_counts(store, "b")
+    counts = refresh_counts(store, "rf-b")
     check(counts == (1, 2), "a pack rewritten under its name is read again: %s" % (counts,))
     for rev, exp in history.items():
-        for who in ("a", "b"):
+        for who in ("rf-a", "rf-b"):
             path = os.path.join(TMP, "rf-%s-%d" % (who, rev))
             run("restore", *host(store, who), "rbd/rf-img@%d" % rev, "--to-file", path, "-q")
             check(cli_test.file_sha(path) == exp, "host %s restores revision %d differently" % (who, rev))
             os.unlink(path)
     # forget and gc on a (packs rewritten and removed): b's refresh still gives every byte.
     first = min(history)
-    run("forget", *host(store, "a"), "rbd/rf-img@%d" % first)
+    run("forget", *host(store, "rf-a"), "rbd/rf-img@%d" % first)
     del history[first]
-    run("gc", *host(store, "a"))
-    check(refresh_counts(store, "b") is not None, "b refreshes after a's gc")
+    run("gc", *host(store, "rf-a"))
+    check(refresh_counts(store, "rf-b") is not None, "b refreshes after a's gc")
     for rev, exp in history.items():
         path = os.path.join(TMP, "rf-b-%d" % rev)
-        run("restore", *host(store, "b"), "rbd/rf-img@%d" % rev, "--to-file", path, "-q")
+        run("restore", *host(store, "rf-b"), "rbd/rf-img@%d" % rev, "--to-file", path, "-q")
         check(cli_test.file_sha(path) == exp, "after gc on a, b restores revision %d differently" % rev)
         os.unlink(path)
-    check(run_json("scrub", *host(store, "b"), "--deep")["clean"], "scrub on b after the refreshes")
+    check(run_json("scrub", *host(store, "rf-b"), "--deep")["clean"], "scrub on b after the refreshes")
     c.remove("rbd", "rf-img")
 
 
@@ -145,26 +145,26 @@ def scenario_rados_lease(c):
     writer that stops renewing (frozen past its lease) loses it: the other host takes over, and the
     frozen one, continued, fails at its next commit point and commits nothing."""
     store = new_store("lease", kind="rados")
-    fresh_host_dirs("a", "b")
+    fresh_host_dirs("ls-a", "ls-b")
     c.create("rbd", "ls-img", 16 << 20, FEATURES_FASTDIFF)
     with c.image("rbd", "ls-img") as img:
         img.write(os.urandom(6 << 20), 0)
-    r1 = run_json("backup", *host(store, "a"), "rbd/ls-img")
+    r1 = run_json("backup", *host(store, "ls-a"), "rbd/ls-img")
     with c.image("rbd", "ls-img") as img:
         img.write(os.urandom(6 << 20), 8 << 20)
-    held = start_held("revision.begun", "backup", *host(store, "a"), "rbd/ls-img")
+    held = start_held("revision.begun", "backup", *host(store, "ls-a"), "rbd/ls-img")
     try:
-        _, err = run("backup", *host(store, "b"), "rbd/ls-img", rc=EXIT_LOCKED)
+        _, err = run("backup", *host(store, "ls-b"), "rbd/ls-img", rc=EXIT_LOCKED)
         last = err.strip().splitlines()[-1]  # before it, the info lines of bringing b's index up to date
         check(last.startswith("rbdvault: error: ") and "locked by another writer" in last and
               "pid %d" % held.pid in last and "rbdvault backup rbd/ls-img" in last,
               "refusal must name the holder: %r" % err)
-        check([x["id"] for x in run_json("ls", *host(store, "b"))] == [r1["revision"]], "reader on host b")
+        check([x["id"] for x in run_json("ls", *host(store, "ls-b"))] == [r1["revision"]], "reader on host b")
         # The held writer is frozen (SIGSTOP): it renews nothing; its lease runs out and b takes over.
         got = {}
 
         def b_succeeds():
-            p = subprocess.run([RBDVAULT] + cli_test.with_conf(["backup", *host(store, "b"), "rbd/ls-img",
+            p = subprocess.run([RBDVAULT] + cli_test.with_conf(["backup", *host(store, "ls-b"), "rbd/ls-img",
                                                                 "--format", "json"]),
                                capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
             check(p.returncode in (0, EXIT_LOCKED), "b: exit %d: %s" % (p.returncode, p.stderr))
@@ -178,15 +178,15 @@ def scenario_rados_lease(c):
         held.send_signal(signal.SIGCONT)
     out, err = held.communicate(timeout=300)
     check(held.returncode == EXIT_LOCKED and "lease" in err, "the frozen writer: exit %d: %s" % (held.returncode, err))
-    ids = [x["id"] for x in run_json("ls", *host(store, "b"))]
+    ids = [x["id"] for x in run_json("ls", *host(store, "ls-b"))]
     check(ids == [r1["revision"], got["r"]["revision"]], "only b's revision was added: %s" % ids)
-    check([x["id"] for x in run_json("ls", *host(store, "a"))] == ids, "host a sees the same")
+    check([x["id"] for x in run_json("ls", *host(store, "ls-a"))] == ids, "host a sees the same")
     exp = rbd_export_sha("rbd/ls-img@" + snap_name(store, got["r"]["revision"]))
     restore = os.path.join(TMP, "lease-restore")
-    run("restore", *host(store, "a"), "rbd/ls-img", "--to-file", restore, "-q")
+    run("restore", *host(store, "ls-a"), "rbd/ls-img", "--to-file", restore, "-q")
     check(cli_test.file_sha(restore) == exp, "restore after takeover")
     os.unlink(restore)
-    check(run_json("scrub", *host(store, "a"), "--deep")["clean"], "scrub after takeover")
+    check(run_json("scrub", *host(store, "ls-a"), "--deep")["clean"], "scrub after takeover")
     c.remove("rbd", "ls-img")
 
 
@@ -194,18 +194,18 @@ def scenario_rados_osd_stop(c):
     """The backup cluster's OSD stopped during a backup: a clear error, exit 6, no partial revision;
     the OSD back, the retry succeeds and restores match."""
     store = new_store("osd_stop", kind="rados")
-    fresh_host_dirs("a")
+    fresh_host_dirs("os-a")
     osd_pid_file = os.path.join(os.path.dirname(STORE_CONF), "run", "osd.0.pid")
     with open(osd_pid_file) as f:
         osd = int(f.read().strip())
     c.create("rbd", "os-img", 32 << 20, FEATURES_FASTDIFF)
     with c.image("rbd", "os-img") as img:
         img.write(os.urandom(4 << 20), 0)
-    r1 = run_json("backup", *host(store, "a"), "rbd/os-img")
+    r1 = run_json("backup", *host(store, "os-a"), "rbd/os-img")
     with c.image("rbd", "os-img") as img:
         img.write(os.urandom(12 << 20), 8 << 20)
     before = sorted(rados_objects(store))
-    held = start_held("revision.begun", "backup", *host(store, "a"), "rbd/os-img", "--op-timeout", "5")
+    held = start_held("revision.begun", "backup", *host(store, "os-a"), "rbd/os-img", "--op-timeout", "5")
     os.kill(osd, signal.SIGSTOP)
     try:
         held.send_signal(signal.SIGCONT)
@@ -216,9 +216,9 @@ def scenario_rados_osd_stop(c):
     check(held.returncode == EXIT_UNREACHABLE and "backup cluster" in lines[-1],
           "backup with the OSD stopped: exit %d: %s" % (held.returncode, err))
     log("with the OSD stopped: %s" % lines[-1])
-    check([x["id"] for x in run_json("ls", *host(store, "a"))] == [r1["revision"]], "a partial revision is visible")
-    check(run_json("scrub", *host(store, "a"))["clean"], "scrub after the failure")
-    r2 = run_json("backup", *host(store, "a"), "rbd/os-img")
+    check([x["id"] for x in run_json("ls", *host(store, "os-a"))] == [r1["revision"]], "a partial revision is visible")
+    check(run_json("scrub", *host(store, "os-a"))["clean"], "scrub after the failure")
+    r2 = run_json("backup", *host(store, "os-a"), "rbd/os-img")
     check(r2["revision"] > r1["revision"], "retry: %s" % r2)
     check(uncommitted(store) == [], "the retry left unfinished objects: %s" % uncommitted(store))
     check(set(before) <= set(rados_objects(store)), "committed objects went missing")
@@ -240,6 +240,22 @@ def scenario_rados_bad_input(c):
     _, err = run("init", "--store", store, "--store-conf", STORE_CONF, "--index-dir", os.path.join(TMP, "other.index"),
                  rc=EXIT_EXISTS)
     check("a store already exists in " + store in err, "init twice: %r" % err)
+    # A format 1 marker put into a pool by hand: every command, upgrade too, says what to do instead.
+    old = new_store("format1", kind="rados")
+    r, io = cli_test.backup_ioctx(old)
+    try:
+        text = io.read("rbdvault.store", 4096)
+        check(text.startswith(b"rbdvault-store 2\n"), "marker text: %r" % text)
+        io.write_full("rbdvault.store", text.replace(b"rbdvault-store 2", b"rbdvault-store 1", 1))
+    finally:
+        io.close()
+        r.shutdown()
+    for cmd in ("ls", "upgrade", "scrub"):
+        _, err = run(cmd, "--store", old, "--index-dir", os.path.join(TMP, "format1-other.index"), "--store-conf",
+                     STORE_CONF, rc=EXIT_USAGE)
+        lines = err.strip().splitlines()
+        check(len(lines) == 1 and "format 1 store, which RADOS does not take" in lines[0] and "copy" in lines[0],
+              "%s of a format 1 pool: %r" % (cmd, err))
     _, err = run("ls", "--store", os.path.join(TMP, "dir"), "--index-dir", "/tmp/x", rc=EXIT_USAGE)
     check("--index-dir is only for a rados:POOL store" in err, "--index-dir with a directory: %r" % err)
     dead = os.path.join(TMP, "dead.conf")
@@ -254,7 +270,7 @@ def scenario_rados_batch(c):
     """The batch config names a RADOS store ([store] path = rados:..., conf, index-dir): `run`
     backs up into it, and the command line on another host sees the revisions."""
     store = new_store("batch", kind="rados")
-    fresh_host_dirs("batch", "b")
+    fresh_host_dirs("batch", "bt-b")
     for n in ("rb-0", "rb-1"):
         c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF)
         with c.image("rbd", n) as img:
@@ -267,7 +283,7 @@ def scenario_rados_batch(c):
     out, _ = run("run", "--config", conf, "--format", "json")
     report = cli_test.json.loads(out)
     check(len(report["images"]) == 2, "run report: %s" % report)
-    revs = run_json("ls", *host(store, "b"))
+    revs = run_json("ls", *host(store, "bt-b"))
     check(sorted(r["image"] for r in revs) == ["rbd/rb-0", "rbd/rb-1"], "host b after run: %s" % revs)
     for r in revs:
         name = r["image"].split("/")[1]
@@ -329,7 +345,43 @@ def scenario_rados_copy(c):
     c.remove("rbd", "rc-img")
 
 
+def scenario_rados_serving_host(c):
+    """A host serving the store (a long reader holds its index) while another host backs up: the
+    serving host keeps answering from what it opened; its other commands cannot bring the index up
+    to date under the server and are refused (exit 4, one line naming the server's pid) rather than
+    shown a view without the newest revision; once the server ends they see it, byte for byte."""
+    import serve_test  # noqa: PLC0415 - its Served helper, only for this scenario
+    store = new_store("serving_host", kind="rados")
+    fresh_host_dirs("sa", "sb")
+    c.create("rbd", "sh-img", 8 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "sh-img") as img:
+        img.write(os.urandom(1 << 20), 0)
+    r1 = run_json("backup", *host(store, "sa"), "rbd/sh-img")["revision"]
+    s = serve_test.Served(store, "127.0.0.1:0", *host(store, "sb")[2:])
+    try:
+        with c.image("rbd", "sh-img") as img:
+            img.write(os.urandom(1 << 20), 4 << 20)
+        r2 = run_json("backup", *host(store, "sa"), "rbd/sh-img")["revision"]
+        _, err = run("ls", *host(store, "sb"), rc=cli_test.EXIT_LOCKED)
+        errors = [l for l in err.splitlines() if l.startswith("rbdvault: error:")]
+        check(len(errors) == 1 and "another host wrote" in errors[0] and "pid %d" % s.p.pid in errors[0],
+              "ls on the serving host: %r" % err)
+        st, _, _ = s.request("HEAD", "/v1/raw/rbd/sh-img/%d" % r1)
+        check(st == 200, "the server must keep answering: %d" % st)
+        s.stop()
+    finally:
+        s.abandon()
+    check([r["id"] for r in run_json("ls", *host(store, "sb"))] == [r1, r2], "host sb after the server ended")
+    exp = rbd_export_sha("rbd/sh-img@" + snap_name(store, r2))
+    path = os.path.join(TMP, "sh-%d.raw" % r2)
+    run("restore", *host(store, "sb"), "rbd/sh-img@%d" % r2, "--to-file", path, "-q")
+    check(cli_test.file_sha(path) == exp, "host sb restores revision %d differently from rbd export" % r2)
+    os.unlink(path)
+    c.remove("rbd", "sh-img")
+
+
 SCENARIOS = {
+    "rados_serving_host": scenario_rados_serving_host,
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_refresh": scenario_rados_refresh,
     "rados_lease": scenario_rados_lease,

@@ -28,7 +28,7 @@ class Served:
     """`rbdvault serve` in the foreground as a child; the URL it prints tells the port."""
 
     def __init__(self, store, listen="127.0.0.1:0", *extra):
-        self.p = subprocess.Popen([RBDVAULT, "serve", "--store", store, "--listen", listen, *extra],
+        self.p = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["serve", "--store", store, "--listen", listen, *extra]),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         line = self.p.stdout.readline()
         if not line:
@@ -93,6 +93,7 @@ def check_raw(s, store, spec, rev, work):
     check(int(h["content-length"]) == len(want), "HEAD length %s, export %d" % (h["content-length"], len(want)))
     check(h.get("accept-ranges") == "bytes", "HEAD without Accept-Ranges: %s" % h)
     st, h, body = s.request("GET", path)
+    check(body is not None, "GET %s: the server cut the body (a stored chunk failed its check)" % path)
     check(st == 200 and hashlib.sha256(body).digest() == hashlib.sha256(want).digest(),
           "GET %s: %d, %d bytes, differs from rbd export (%d bytes)" % (path, st, len(body), len(want)))
     n = len(want)

@@ -14,6 +14,9 @@ A mutation is a dict:
            batch:SCENARIO   tests/integration/batch_test.py SCENARIO (cluster)
            instant:SCENARIO tests/integration/instant_test.py SCENARIO (cluster)
            serve:SCENARIO   tests/integration/serve_test.py SCENARIO (cluster, chromium)
+           mount:SCENARIO   tests/integration/mount_test.py SCENARIO (cluster, FUSE, root)
+           rados:SCENARIO   tests/integration/rados_test.py SCENARIO (cluster + backup cluster)
+           rados-KIND:SCENARIO  KIND's scenario on a RADOS store (RBDVAULT_TEST_STORE=rados; backup cluster)
   env    optional extra environment for the tests (e.g. fewer kills to save time)
 
 Anchors are kept short but unique; prefer stable files (agent/, rbd/, store/revision_writer.cc).
@@ -55,13 +58,14 @@ ITEMS = {
     "I14f": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
     "I14g": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
     "I14h": "issue 14.3: off loopback the instant source is readable only with its per-run secret",
-    "I13e": "issue 13.1: a host's index refresh reads only packs that are new or no longer the same object",
+    "I13f": "issue 13.1: a host's index refresh reads only packs that are new or no longer the same object",
     "I14i": "issue 14.3: the server tells its owner (instant restore) about a failed read",
     "I14a": "issue 14: serve answers a Range with exactly those bytes of the revision (206)",
     "I14b": "issue 14: serve checks the bearer token and refuses a token file others can read",
     "I14c": "issue 14: serve never sends bytes of a chunk that failed its check",
     "I14d": "issue 14: the status page shows each image's revision count (checked in Chromium)",
     "I14e": "issue 14: a revision committed while serving appears without a restart",
+    "I13d": "issue 13: every command works on a rados: store (or refuses with one line where it cannot)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -93,7 +97,8 @@ MUTATIONS = [
      "tests": ["gtest:StoreTest.SecondWriterIsRefusedWithHolderPid", "cli:bad_input"]},
     {"id": "gc-lock-shared", "items": ["W10", "P4"],
      "edits": [(LOCK, "const short type = exclusive ? F_WRLCK : F_RDLCK;", "const short type = F_RDLCK;")],
-     "tests": ["gtest:HistoryTest.GcRefusesWhileSomeoneReads", "cli:promises_lock_matrix"]},
+     "tests": ["gtest:HistoryTest.GcRefusesWhileSomeoneReads", "cli:promises_lock_matrix",
+               "rados-cli:promises_lock_matrix"]},
 
     # ---- exit codes ----------------------------------------------------------------------------
     {"id": "failure-exits-0", "items": ["W2"],
@@ -334,14 +339,51 @@ MUTATIONS = [
                ("view/http_server.cc", "for (bool refresh : {false, true}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs",
                 "for (bool refresh : {false, false}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs")],
      "tests": ["gtest:HttpServer.NewRevisionsAppearWhileServing", "serve:serve_http"]},
-    {"id": "refresh-ignores-identity", "items": ["I13e"],
+    {"id": "refresh-ignores-identity", "items": ["I13f"],
      "edits": [("store/rebuild.cc", "it->second == identity && index->pack_record(id)", "index->pack_record(id)")],
      "tests": ["gtest:RefreshTest.AnObjectNoLongerTheSameIsReadAgain"]},
-    {"id": "refresh-trusts-a-short-pack", "items": ["I13e"],
+    {"id": "refresh-trusts-a-short-pack", "items": ["I13f"],
      "edits": [("store/rebuild.cc", "if (previous && b.unrecorded() > 0) {", "if (false) {")],
      "tests": ["gtest:RefreshTest.AReusedPackMissingAChunkFallsBackToReadingEverything"]},
     {"id": "serve-failure-not-reported", "items": ["I14i"],
      "edits": [("view/http_server.cc", "if (o_.on_failure) o_.on_failure(what);\n            return false;",
                 "return false;")],
      "tests": ["gtest:HttpServer.AFailedReadIsReportedToTheOwner"]},
+    # ---- issue 13: every command on a rados: store ---------------------------------------------------
+    {"id": "deep-scrub-skips-a-pack", "items": ["I13d"],
+     "edits": [("store/chunk_check.cc", "  const ObjectReader* pack = reader_for(rec.pack);\n  if (!pack)",
+                "  if (deep_ && rec.pack == 1) return \"\";\n  const ObjectReader* pack = reader_for(rec.pack);\n  if (!pack)")],
+     "tests": ["rados-cli:history_repair", "cli:history_repair"]},
+    {"id": "rados-rebuild-hides-damage", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", "if (r.chunks_skipped || r.manifests_skipped)", "if (false)")],
+     "tests": ["rados-cli:history_repair"]},
+    {"id": "rados-hint-names-index-dir", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", "return spec_of(*where) + \" --index-dir \" + dir.string();", "return dir.string();")],
+     "tests": ["rados-cli:rebuild_index"]},
+    {"id": "rados-log-needs-backup-cluster", "items": ["I13d"],
+     "edits": [(TOOLS, "    dir = r->second.string();\n    if (!store::Store::is_store(dir))",
+                "    dir = require_store(a);\n    if (!store::Store::is_store(dir))")],
+     "tests": ["rados-cli:history_repair"]},
+    {"id": "rados-refresh-under-reader-says-gc", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", "    if (e.kind() != StoreError::Kind::kLocked) throw;", "    throw;")],
+     "tests": ["rados:rados_serving_host"]},
+    {"id": "serve-signals-after-store", "items": ["I13d"],
+     "edits": [(TOOLS, "  SignalFlags signals;\n  const std::string store_dir = require_store(a);",
+                "  const std::string store_dir = require_store(a);\n  SignalFlags signals;")],
+     "tests": ["rados:rados_serving_host"]},
+    {"id": "rados-format1-loops-to-upgrade", "items": ["I13d"],
+     "edits": [("store/rados_cache.cc", ".version != kFormatVersion)\n", ".version != kFormatVersion && false)\n")],
+     "tests": ["rados:rados_bad_input"]},
+    {"id": "view-mount-not-rados", "items": ["I13d"],
+     "edits": [(TOOLS, "  o.store_dir = require_store(a);\n  if (a.positional.empty() || a.positional.size() > 2)",
+                "  o.store_dir = a.str(\"store\");\n  if (a.positional.empty() || a.positional.size() > 2)")],
+     "tests": ["rados-mount:mount_file_back"]},
+    {"id": "protect-only-in-local-index", "items": ["I13d"],
+     "edits": [("store/manifest_ops.cc", "  put_manifest_from_index(rev, next, {});\n  crash_points_.reached(crash_point);",
+                "  crash_points_.reached(crash_point);")],
+     "tests": ["rados-cli:history_expire_gc"]},
+    {"id": "whole-numbers-unbounded", "items": ["I13d"],
+     "edits": [("agent/numbers.cc", "  if (v < r.min || v > r.max) throw bad;\n  return v;\n}\n\nint64_t parse_duration_in",
+                "  return v;\n}\n\nint64_t parse_duration_in")],
+     "tests": ["rados-cli:bad_numbers", "cli:bad_numbers"]},
 ]

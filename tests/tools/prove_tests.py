@@ -9,7 +9,8 @@ tests named for it to fail. The mutations are in tests/tools/mutations.py; docs/
 
 --run works in place on a clean tree (it refuses a dirty one) and always restores every file it
 touched with `git checkout --`, also on an error or a signal. It uses the build directory
-(--build, default ./build); cluster tests need CEPH_CONF (RBDVAULT_TEST_TMP optional).
+(--build, default ./build); cluster tests need CEPH_CONF (RBDVAULT_TEST_TMP optional); rados:SCENARIO (rados_test.py) and
+rados-KIND:SCENARIO (KIND_test.py on a RADOS store) also RBDVAULT_STORE_CONF, a second cluster.
 
 Results per (mutation, test): PASS the test failed, as it must; FAIL the test still passed (a weak
 test); STALE an anchor is missing or not unique (update the mutation); BUILD the mutated tree does
@@ -58,10 +59,21 @@ def locate(edit):
     return hits[0], None
 
 
+def script_kind(kind):
+    """The scenario script of a test kind: "rados-cli" is cli_test.py run on a RADOS store."""
+    return kind[len("rados-"):] if kind.startswith("rados-") else kind
+
+
+def on_rados(kind):
+    """Tests that need the backup cluster (RBDVAULT_STORE_CONF): rados_test.py and rados-KIND."""
+    return kind == "rados" or kind.startswith("rados-")
+
+
 def test_exists(test):
     """None if the test named by `test` exists in the tree, else why not."""
     kind, _, name = test.partition(":")
-    if kind in ("cli", "batch", "instant", "serve"):
+    kind = script_kind(kind)
+    if kind in ("cli", "batch", "instant", "serve", "mount", "rados"):
         path = os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind)
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
@@ -140,7 +152,7 @@ def command_for(test, build_dir):
         return [os.path.join(build_dir, "tests", "unit_tests"), "--gtest_filter=" + name]
     if kind == "rbd":
         return [os.path.join(build_dir, "tests", "rbd_integration_tests"), "--gtest_filter=" + name]
-    return ["/usr/bin/python3", os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind), name]
+    return ["/usr/bin/python3", os.path.join(ROOT, "tests", "integration", "%s_test.py" % script_kind(kind)), name]
 
 
 def why_failed(output):
@@ -161,6 +173,10 @@ def run_test(test, build_dir, env_extra, timeout, log):
     env.setdefault("RBDVAULT_TEST_TMP", os.path.join(build_dir, "prove-tmp"))
     if test.partition(":")[0] != "gtest" and "CEPH_CONF" not in env:
         raise SystemExit("prove_tests.py: %s needs CEPH_CONF (a test cluster: deploy/micro-ceph.sh start DIR)" % test)
+    if on_rados(test.partition(":")[0]):
+        if "RBDVAULT_STORE_CONF" not in env:
+            raise SystemExit("prove_tests.py: %s needs RBDVAULT_STORE_CONF (a second cluster, the backup one)" % test)
+        env["RBDVAULT_TEST_STORE"] = "rados"
     try:
         p = subprocess.run(command_for(test, build_dir), capture_output=True, text=True, env=env, timeout=timeout,
                            stdin=subprocess.DEVNULL)
