@@ -72,10 +72,11 @@ struct Completion {
   rados_completion_t c = nullptr;
   std::string buf;  // the extent in flight; must outlive the write
   WriteOp op;       // released only once the write completed
+  bool submitted = false;  // never waited for otherwise: an op never sent never completes
   Completion() { check(rados_aio_create_completion2(nullptr, nullptr, &c), "create an aio completion"); }
   ~Completion() {
     if (c) {
-      rados_aio_wait_for_complete(c);
+      if (submitted) rados_aio_wait_for_complete(c);
       rados_aio_release(c);
     }
   }
@@ -329,10 +330,10 @@ void RadosSink::wait_oldest() {
 // on the existing object: nothing is written over it, and no round trip is spent before streaming.
 void RadosSink::flush_extent() {
   if (in_flight_.size() >= kMaxInFlight) wait_oldest();
+  if (!created_) m_->require_lease("create " + oid_);  // a writer that lost its lease writes nothing more
   auto c = std::make_unique<Completion>();
   c->buf = std::move(pending_);
   if (!created_) {
-    m_->require_lease("create " + oid_);  // a writer that lost its lease writes nothing more
     rados_write_op_create(c->op.op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
     rados_write_op_setxattr(c->op.op, kSinkXattr, token_.data(), token_.size());
   } else {
@@ -341,7 +342,7 @@ void RadosSink::flush_extent() {
   rados_write_op_write(c->op.op, c->buf.data(), c->buf.size(), written_);
   check(rados_aio_write_op_operate(c->op.op, m_->io, c->c, oid_.c_str(), nullptr, 0),
         (created_ ? "write " : "create ") + oid_);
-  created_ = true;
+  c->submitted = created_ = true;
   written_ += c->buf.size();
   in_flight_.push_back(std::move(c));
   pending_.clear();
