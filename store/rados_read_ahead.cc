@@ -14,6 +14,32 @@ bool ReadAheadBudget::take(uint64_t n) {
   return true;
 }
 
+void ReadAheadBudget::enrol(RadosReadAhead* r) {
+  std::lock_guard g(registry_mu_);
+  readers_.push_back(r);
+}
+
+void ReadAheadBudget::leave(RadosReadAhead* r) {
+  std::lock_guard g(registry_mu_);
+  readers_.erase(std::remove(readers_.begin(), readers_.end(), r), readers_.end());
+}
+
+// Out of line: RadosReadAhead::Range is complete only below.
+void ReadAheadBudget::reclaim(const RadosReadAhead* self) {
+  std::vector<std::shared_ptr<RadosReadAhead::Range>> dropped;  // destroyed after the locks
+  {
+    std::lock_guard g(registry_mu_);
+    const uint64_t now = reads_.load();
+    for (RadosReadAhead* r : readers_) {
+      if (r == self || now - r->last_read_.load() < kIdleReads) continue;
+      std::unique_lock lock(r->mu_, std::try_to_lock);
+      if (!lock.owns_lock()) continue;
+      dropped.insert(dropped.end(), r->ranges_.begin(), r->ranges_.end());
+      r->ranges_.clear();
+    }
+  }
+}
+
 // One asynchronous read of [off, off + len). Destroyed only once the read completed.
 struct RadosReadAhead::Range {
   uint64_t off = 0;
@@ -42,14 +68,19 @@ RadosReadAhead::RadosReadAhead(rados_ioctx_t io, std::string oid, uint64_t size,
                                std::shared_ptr<ReadAheadBudget> budget)
     : io_(io), oid_(std::move(oid)), size_(size), budget_(std::move(budget)) {
   recent_ends_.fill(UINT64_MAX);
+  last_read_ = budget_->tick();
+  budget_->enrol(this);
 }
 
-RadosReadAhead::~RadosReadAhead() = default;  // each Range waits for its read
+RadosReadAhead::~RadosReadAhead() { budget_->leave(this); }  // then each Range waits for its read
 
 void RadosReadAhead::top_up(size_t from) {
   while (ranges_.size() < from + kReadAheadRanges && next_ < size_) {
     const size_t len = static_cast<size_t>(std::min<uint64_t>(kReadAheadRange, size_ - next_));
-    if (!budget_->take(len)) return;
+    if (!budget_->take(len)) {
+      budget_->reclaim(this);
+      if (!budget_->take(len)) return;
+    }
     auto r = std::make_shared<Range>();
     r->budget = budget_;
     r->off = next_;
@@ -73,6 +104,7 @@ void RadosReadAhead::top_up(size_t from) {
 bool RadosReadAhead::try_read(uint64_t offset, char* buf, size_t n) {
   if (n == 0 || n > kReadAheadRange || offset > size_ || size_ - offset < n) return false;
   std::vector<std::shared_ptr<Range>> use, drop;  // waited for and destroyed outside the lock
+  last_read_ = budget_->tick();
   {
     std::lock_guard g(mu_);
     const bool sequential = std::find(recent_ends_.begin(), recent_ends_.end(), offset) != recent_ends_.end();

@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace rbdvault::store {
 
@@ -30,9 +31,17 @@ inline constexpr size_t kReadAheadRange = 4 << 20;  // one aio read
 inline constexpr size_t kReadAheadRanges = 4;       // issued ahead of the read being served, per reader
 inline constexpr uint64_t kReadAheadBudgetBytes = 64ull << 20;  // per store, every reader together
 
+class RadosReadAhead;
+
 // The bytes of read-ahead buffers of one store, all its readers together. Thread safe.
+//
+// A reader left with ranges it will not read (a pack read with gaps, then no more: PackReader
+// keeps up to 128 readers open) would hold its share until closed and, a few such packs later,
+// leave none for the pack being read. So readers enrol here, and one that finds the budget spent
+// takes back the ranges of readers idle for kIdleReads reads.
 class ReadAheadBudget {
  public:
+  static constexpr uint64_t kIdleReads = 64;
   explicit ReadAheadBudget(uint64_t limit) : limit_(limit) {}
   // Takes n bytes; false (nothing taken) if that would pass the limit.
   [[nodiscard]] bool take(uint64_t n);
@@ -41,9 +50,19 @@ class ReadAheadBudget {
   // Bytes served from read-ahead ranges, and ranges issued (tests, benchmarks).
   std::atomic<uint64_t> served{0}, issued{0};
 
+  void enrol(RadosReadAhead* r);
+  void leave(RadosReadAhead* r);
+  // Drops the ranges of enrolled readers other than `self` idle for kIdleReads reads. Other
+  // readers' locks are only tried (never waited for) under the registry's, so it cannot deadlock.
+  void reclaim(const RadosReadAhead* self);
+  // A tick per read, the clock of idleness.
+  uint64_t tick() { return reads_.fetch_add(1) + 1; }
+
  private:
   const uint64_t limit_;
-  std::atomic<uint64_t> used_{0};
+  std::atomic<uint64_t> used_{0}, reads_{0};
+  std::mutex registry_mu_;
+  std::vector<RadosReadAhead*> readers_;
 };
 
 // The read-ahead state of one open object. Thread safe: several threads read through one reader.
@@ -59,7 +78,9 @@ class RadosReadAhead {
   [[nodiscard]] bool try_read(uint64_t offset, char* buf, size_t n);
 
  private:
+  friend class ReadAheadBudget;
   struct Range;
+  std::atomic<uint64_t> last_read_{0};  // the budget's tick at this reader's last read
   // Under mu_: issues ranges from next_ until kReadAheadRanges lie at or after `from` (or the
   // object or the budget ends).
   void top_up(size_t from);

@@ -190,6 +190,29 @@ TEST(RadosObjectStore, ReadAheadServesTheRightBytesAcrossRangesObjectsAndEnds) {
   for (const auto& n : s->list("")) s->remove(n);
 }
 
+// Readers left with ranges they will not read (each read only the start of a pack, then nothing
+// more, as a restore with gaps leaves packs behind) hold the whole budget; a reader that then
+// reads a pack through still gets read-ahead, taking back the idle readers' ranges.
+TEST(RadosObjectStore, ReadAheadTakesBackTheRangesOfIdleReaders) {
+  auto s = open_fresh();
+  REQUIRE_CLUSTER(s);
+  const std::string data = random_bytes(24 << 20, 8);
+  s->put("data/0000000d.pack", data);
+  const size_t piece = 65536 + 48;
+  std::vector<std::unique_ptr<ObjectReader>> idle;
+  std::string got(piece, '\0');
+  for (int i = 0; i < 8; ++i) {  // 8 x 16 MiB read ahead: twice the budget
+    idle.push_back(s->open("data/0000000d.pack"));
+    for (uint64_t off = 16; off < 16 + 3 * piece; off += piece) ASSERT_TRUE(idle.back()->read_at(off, got.data(), piece));
+  }
+  const uint64_t before = s->read_ahead_bytes_served();
+  auto r = s->open("data/0000000d.pack");
+  read_in_order(*r, data, 16, piece);
+  EXPECT_GT(s->read_ahead_bytes_served() - before, data.size() / 2)
+      << "the idle readers' ranges were not taken back: no read-ahead for the pack being read";
+  for (const auto& n : s->list("")) s->remove(n);
+}
+
 // An object removed under a reader: every read returns its own bytes (read ahead before the
 // removal) or fails with kNotFound (a read ahead after it failed, the synchronous read then
 // reports it); never other bytes, and the reads that reach past what was read ahead do fail.

@@ -54,7 +54,8 @@ ITEMS = {
     "I15b": "issue 15: a damaged parent chunk makes the backup read the block whole, not fail",
     "I15c": "issue 15: incompressible blocks skip zstd, mixed blocks are still compressed",
     "I13c": "issue 13.3: a copied revision restores byte for byte as its source; only missing chunks are read",
-    "I13e": "issue 13.5: a RADOS sink never writes over a taken name; read-ahead never serves other bytes",
+    "I13e": "issue 13.5: a RADOS sink never writes over a taken name; read-ahead never serves other bytes "
+            "and its memory stays bounded without starving the pack being read",
     "I14f": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
     "I14g": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
     "I14h": "issue 14.3: off loopback the instant source is readable only with its per-run secret",
@@ -322,6 +323,9 @@ MUTATIONS = [
     {"id": "rados-read-ahead-ignores-errors", "items": ["I13e"],
      "edits": [("store/rados_read_ahead.cc", "    if (!r->wait()) return false;", "    (void)r->wait();")],
      "tests": ["rados:RadosObjectStore.ReadAheadOfAVanishedObjectIsNotFoundNeverWrongBytes"]},
+    {"id": "rados-read-ahead-never-reclaims", "items": ["I13e"],
+     "edits": [("store/rados_read_ahead.cc", "      budget_->reclaim(this);\n", "")],
+     "tests": ["rados:RadosObjectStore.ReadAheadTakesBackTheRangesOfIdleReaders"]},
     # ---- issue 14: serve ------------------------------------------------------------------------------
     {"id": "serve-range-from-zero", "items": ["I14a"],
      "edits": [("view/http_server.cc", "read_at(*bytes, cache_, first + offset,", "read_at(*bytes, cache_, offset,")],
