@@ -21,9 +21,15 @@ Cases (medians of --runs runs):
                with the bytes each read from Ceph next to Ceph's exact diff; and the CPU seconds
                (user+sys, wait4) per GiB of data of the full backup before it, with its split
                (hash, compress, index) from the backup's JSON
+  rados        (--rados-runs, default --runs; image --rados-size-gib, default --size-gib) the full
+               backup into a RADOS store (a second pool, "backup", of the same fresh cluster) vs into
+               a local store, of the same image in the same run (which goes first alternates), and a
+               restore to a file on tmpfs from each; every restored file must equal `rbd export` of
+               the backup's snapshot (SHA-256), else the benchmark fails
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -39,7 +45,7 @@ import rados
 import rbd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RBDVAULT = os.path.join(ROOT, "build", "rbdvault")
+RBDVAULT = os.environ.get("RBDVAULT_BENCH_BINARY", os.path.join(ROOT, "build", "rbdvault"))  # another build to compare
 MICRO = os.path.join(ROOT, "deploy", "micro-ceph.sh")
 
 
@@ -75,8 +81,11 @@ def main():
     ap.add_argument("--steady-runs", type=int, default=5)
     ap.add_argument("--steady-size-gib", type=int, default=2)
     ap.add_argument("--restore-runs", type=int, default=5, help="runs of the restore rows (one cluster, interleaved)")
-    ap.add_argument("--only", choices=["all", "steady", "restore"], default="all",
-                    help="steady/restore: only the steady-state incremental or the restore-of-a-chain rows")
+    ap.add_argument("--rados-runs", type=int, default=None, help="runs of the RADOS store rows (default: --runs)")
+    ap.add_argument("--rados-size-gib", type=float, default=None, help="image of the RADOS rows (default: --size-gib)")
+    ap.add_argument("--only", choices=["all", "steady", "restore", "rados"], default="all",
+                    help="steady/restore/rados: only the steady-state incremental, the restore-of-a-chain "
+                         "or the RADOS store rows")
     args = ap.parse_args()
     if not os.access(RBDVAULT, os.X_OK):
         raise SystemExit("build first: deploy/build.sh")
@@ -89,6 +98,8 @@ def main():
             report += "\n\n" + steady_state(args, work)
         if args.only in ("all", "restore"):
             report += "\n\n" + "\n".join(run_restore_rows(args, work))
+        if args.only in ("all", "rados"):
+            report += "\n\n" + "\n".join(run_rados_rows(args, work))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
@@ -453,6 +464,114 @@ def run_restore_rows(args, work):
         "| load average at the end (1 / 5 / 15 min) | %.1f / %.1f / %.1f | |" % os.getloadavg(),
         "",
         "Raw restore runs (s): " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
+    ]
+
+
+# ---- a store in RADOS (issue 13, point 5) -------------------------------------------------------
+
+RADOS_STORE_POOL = "backup"
+
+
+def sha256_of_cmd(*cmd):
+    """SHA-256 of what cmd writes to stdout (streamed: nothing lands on disk)."""
+    h = hashlib.sha256()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for piece in iter(lambda: p.stdout.read(4 << 20), b""):
+        h.update(piece)
+    err = p.stderr.read().decode()
+    if p.wait() != 0:
+        raise SystemExit("failed: %s\n%s" % (" ".join(cmd), err))
+    return h.hexdigest()
+
+
+def sha256_of_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(4 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def run_rados_rows(args, work):
+    """Full backup of one image into a local store and into a RADOS store (a second pool of the same
+    cluster), then a restore to a file on tmpfs from each; a fresh cluster per run. Each restored
+    file is compared with `rbd export` of the snapshot its backup took: a fast wrong result fails."""
+    R = rbd.RBD()
+    size = int((args.rados_size_gib if args.rados_size_gib is not None else args.size_gib) * (1 << 30)) & ~((4 << 20) - 1)
+    data_bytes = size // 2
+    runs = args.rados_runs if args.rados_runs is not None else args.runs
+    res = {k: [] for k in ("full_local", "full_rados", "restore_local", "restore_rados", "restore_local_cpu",
+                           "restore_rados_cpu")}
+    shm = tempfile.mkdtemp(prefix="rbdvault-bench.", dir="/dev/shm")
+    try:
+        for i in range(runs):
+            # The image, the RADOS store's copy, and a restore's RBD reads: all in this OSD's RAM.
+            c = Cluster(work, "rados-%d" % i, 4 * size + (2 << 30))
+            conf, io = c.conf, c.io
+            rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+            rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
+            try:
+                subprocess.run(["ceph", "-c", conf, "osd", "pool", "create", RADOS_STORE_POOL, "8", "8"], check=True,
+                               capture_output=True)
+                R.create(io, "bench", size, old_format=False)
+                with rbd.Image(io, "bench") as img:
+                    for off in range(0, data_bytes, 4 << 20):
+                        img.write(os.urandom(4 << 20), off)
+                local = os.path.join(work, "rados-local-store-%d" % i)
+                remote = "rados:%s/run%d" % (RADOS_STORE_POOL, i)
+                index_dir = os.path.join(work, "rados-index-%d" % i)
+                stores = {"local": [local], "rados": [remote, "--index-dir", index_dir, "--store-conf", conf]}
+                for where in stores.values():
+                    sh(RBDVAULT, "init", "--store", *where, "-q")
+                # Which store goes first alternates, so a slow moment of the shared machine (or a
+                # warm cache) does not always favour the same one.
+                order = ["local", "rados"] if i % 2 == 0 else ["rados", "local"]
+                for k in order:
+                    res["full_" + k].append(timed(*rv("backup", "--store", *stores[k], "rbd/bench"))[0])
+                raw = os.path.join(shm, "restored.raw")
+                for k in order:
+                    secs, cpu = timed_cpu(*rv("restore", "--store", *stores[k], "rbd/bench", "--to-file", raw))
+                    res["restore_" + k].append(secs)
+                    res["restore_%s_cpu" % k].append(cpu)
+                    # The oracle: rbd export of the snapshot this store's backup took.
+                    revs = json.loads(subprocess.run([RBDVAULT, "ls", "--store", *stores[k], "rbd/bench", "--format", "json"],
+                                                     check=True, capture_output=True, text=True).stdout)
+                    snap = revs[-1]["snapshot"]
+                    want = sha256_of_cmd(*rbdc("export", "bench@" + snap, "-"))
+                    got = sha256_of_file(raw)
+                    os.unlink(raw)
+                    if got != want:
+                        raise SystemExit("run %d: the restore from the %s store differs from rbd export of %s "
+                                         "(%s != %s)" % (i, k, snap, got, want))
+                shutil.rmtree(local)
+                shutil.rmtree(index_dir)
+            finally:
+                c.close()
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    m = {k: median(v) for k, v in res.items()}
+    ratio_b = m["full_rados"] / m["full_local"]
+    ratio_r = m["restore_rados"] / m["restore_local"]
+    # Both stores were measured in each run on the same cluster: the median of the runs' own ratios
+    # is less exposed to a run that the shared machine slowed as a whole.
+    per_run = lambda a, b: median([x / y for x, y in zip(res[a], res[b])])
+    return [
+        "RADOS store: image %.2f GiB (half random data, half unallocated), one micro-ceph cluster (memstore) per run "
+        "holding the image (pool rbd) and the RADOS store (pool %s); the local store on %s; restores to a file on "
+        "tmpfs, each checked against `rbd export` of its backup's snapshot (SHA-256); %d runs, medians."
+        % (size / (1 << 30), RADOS_STORE_POOL, work, runs),
+        "",
+        "| case | RADOS store | local store | ratio of medians (median of per-run ratios) | target |",
+        "|---|---|---|---|---|",
+        "| full backup | %s | %s | %.2fx (per run: %.2fx) | <= 1.2x: %s |"
+        % (fmt_s(m["full_rados"]), fmt_s(m["full_local"]), ratio_b, per_run("full_rados", "full_local"),
+           "met" if ratio_b <= 1.2 else "not met"),
+        "| restore to a file on tmpfs | %s | %s | %.2fx (per run: %.2fx) | |"
+        % (fmt_s(m["restore_rados"]), fmt_s(m["restore_local"]), ratio_r, per_run("restore_rados", "restore_local")),
+        "| CPU seconds of that restore | %.2f s | %.2f s | | |" % (m["restore_rados_cpu"], m["restore_local_cpu"]),
+        "| load average at the end (1 / 5 / 15 min) | %.1f / %.1f / %.1f | | | |" % os.getloadavg(),
+        "",
+        "Raw RADOS runs (s): " + ", ".join("%s=%s" % (k, [round(x, 2) for x in v]) for k, v in res.items()),
     ]
 
 

@@ -10,14 +10,17 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "store/error.h"
 #include "store/rados_cache.h"
+#include "store/rados_read_ahead.h"
 
 namespace rbdvault::store {
 namespace {
@@ -26,8 +29,11 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kSizeXattr = "rbdvault.size";
 constexpr const char* kEpochXattr = "rbdvault.epoch";
 constexpr const char* kLockName = "rbdvault.writer";
+constexpr const char* kSinkXattr = "rbdvault.sink";  // an unfinished sink's token on its object
 constexpr size_t kExtentBytes = 4 << 20;  // one write op; far below osd_max_write_size (90 MiB)
-constexpr size_t kMaxInFlight = 4;        // asynchronous extent writes per sink
+// Asynchronous extent writes per sink (the create included): 32 MiB in flight keeps the OSD busy
+// while the backup prepares the next blocks (4 left the writer waiting on acks, docs/benchmarks.md).
+constexpr size_t kMaxInFlight = 8;
 
 [[noreturn]] void fail(int r, const std::string& what) {
   const std::string msg = what + ": " + std::strerror(-r);
@@ -65,16 +71,26 @@ struct WriteOp {
 struct Completion {
   rados_completion_t c = nullptr;
   std::string buf;  // the extent in flight; must outlive the write
+  WriteOp op;       // released only once the write completed
+  bool submitted = false;  // never waited for otherwise: an op never sent never completes
   Completion() { check(rados_aio_create_completion2(nullptr, nullptr, &c), "create an aio completion"); }
   ~Completion() {
     if (c) {
-      rados_aio_wait_for_complete(c);
+      if (submitted) rados_aio_wait_for_complete(c);
       rados_aio_release(c);
     }
   }
   Completion(const Completion&) = delete;
   Completion& operator=(const Completion&) = delete;
 };
+
+// 128 random bits as hex: names one sink's unfinished object.
+std::string sink_token() {
+  std::random_device rd;
+  char out[33];
+  for (int i = 0; i < 4; ++i) std::snprintf(out + 8 * i, 9, "%08x", static_cast<unsigned>(rd()));
+  return std::string(out, 32);
+}
 
 std::string decimal(uint64_t v) { return std::to_string(v); }
 
@@ -105,6 +121,7 @@ struct RadosObjectStore::Impl {
   RadosLocation where;
   rados_t cluster = nullptr;
   rados_ioctx_t io = nullptr;
+  std::shared_ptr<ReadAheadBudget> read_ahead = std::make_shared<ReadAheadBudget>(kReadAheadBudgetBytes);
 
   // The writer lease; all under mu.
   std::mutex mu;
@@ -220,12 +237,14 @@ RadosObjectStore::~RadosObjectStore() {
 
 const RadosLocation& RadosObjectStore::location() const { return impl_->where; }
 
+uint64_t RadosObjectStore::read_ahead_bytes_served() const { return impl_->read_ahead->served.load(); }
+
 namespace {
 
 class RadosReader final : public ObjectReader {
  public:
   RadosReader(std::shared_ptr<RadosObjectStore::Impl> m, std::string oid, uint64_t size)
-      : m_(std::move(m)), oid_(std::move(oid)), size_(size) {}
+      : m_(std::move(m)), oid_(std::move(oid)), size_(size), ahead_(m_->io, oid_, size_, m_->read_ahead) {}
   bool read_at(uint64_t offset, char* buf, size_t n) const override;
   uint64_t size() const override { return size_; }
 
@@ -233,11 +252,13 @@ class RadosReader final : public ObjectReader {
   std::shared_ptr<RadosObjectStore::Impl> m_;
   std::string oid_;
   uint64_t size_;
+  mutable RadosReadAhead ahead_;  // declared last: destroyed (its reads waited for) before m_ goes
 };
 
 class RadosSink final : public ObjectSink {
  public:
-  RadosSink(std::shared_ptr<RadosObjectStore::Impl> m, std::string oid) : m_(std::move(m)), oid_(std::move(oid)) {}
+  RadosSink(std::shared_ptr<RadosObjectStore::Impl> m, std::string oid)
+      : m_(std::move(m)), oid_(std::move(oid)), token_(sink_token()) {}
   ~RadosSink() override;
   void append(std::string_view bytes) override;
   uint64_t size() const override { return size_; }
@@ -248,15 +269,17 @@ class RadosSink final : public ObjectSink {
   void wait_oldest();
   std::shared_ptr<RadosObjectStore::Impl> m_;
   std::string oid_;
+  std::string token_;  // in kSinkXattr from the create on: every later op asserts it
   std::string pending_;
   uint64_t size_ = 0, written_ = 0;
-  bool created_ = false, committed_ = false;
+  bool created_ = false, committed_ = false;  // created_: the create was sent
   std::deque<std::unique_ptr<Completion>> in_flight_;
 };
 
 }  // namespace
 
 bool RadosReader::read_at(uint64_t offset, char* buf, size_t n) const {
+  if (ahead_.try_read(offset, buf, n)) return true;
   size_t got = 0;
   while (got < n) {
     const size_t want = std::min(n - got, kExtentBytes);
@@ -271,9 +294,15 @@ bool RadosReader::read_at(uint64_t offset, char* buf, size_t n) const {
 RadosSink::~RadosSink() {
   in_flight_.clear();  // waits for every write in flight
   if (created_ && !committed_) {
-    // What a failed sink wrote goes; a leftover (the process died) is for remove_incomplete.
-    const int r = rados_remove(m_->io, oid_.c_str());
-    if (r < 0 && r != -ENOENT) spdlog::warn("remove unfinished object {}: {}", oid_, std::strerror(-r));
+    // What a failed sink wrote goes; a leftover (the process died) is for remove_incomplete. Only
+    // an object holding this sink's token is removed: if the create found the name taken, the
+    // object there is someone else's and stays.
+    WriteOp op;
+    rados_write_op_cmpxattr(op.op, kSinkXattr, LIBRADOS_CMPXATTR_OP_EQ, token_.data(), token_.size());
+    rados_write_op_remove(op.op);
+    const int r = rados_write_op_operate(op.op, m_->io, oid_.c_str(), nullptr, 0);
+    if (r < 0 && r != -ENOENT && r != -ECANCELED && r != -ENODATA)
+      spdlog::warn("remove unfinished object {}: {}", oid_, std::strerror(-r));
   }
 }
 
@@ -294,24 +323,28 @@ void RadosSink::wait_oldest() {
   check(rados_aio_get_return_value(c->c), "write " + oid_);
 }
 
-// The first extent creates the object exclusively and synchronously: a taken name fails here
-// before anything is written over it. The rest go asynchronously, at most kMaxInFlight at once.
+// Every extent goes asynchronously, at most kMaxInFlight at once, the first one too: it creates
+// the object exclusively and stores the sink's token; each later write asserts the token in the
+// same op. RADOS applies one client's ops on one object in order, so if the name was taken the
+// create fails (kExists, reported by the first wait) and every write after it fails its assertion
+// on the existing object: nothing is written over it, and no round trip is spent before streaming.
 void RadosSink::flush_extent() {
+  if (in_flight_.size() >= kMaxInFlight) wait_oldest();
+  if (!created_) m_->require_lease("create " + oid_);  // a writer that lost its lease writes nothing more
+  auto c = std::make_unique<Completion>();
+  c->buf = std::move(pending_);
   if (!created_) {
-    m_->require_lease("create " + oid_);  // a writer that lost its lease writes nothing more
-    WriteOp op;
-    rados_write_op_create(op.op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
-    rados_write_op_write(op.op, pending_.data(), pending_.size(), 0);
-    check(rados_write_op_operate(op.op, m_->io, oid_.c_str(), nullptr, 0), "create " + oid_);
-    created_ = true;
+    rados_write_op_create(c->op.op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
+    rados_write_op_setxattr(c->op.op, kSinkXattr, token_.data(), token_.size());
   } else {
-    if (in_flight_.size() >= kMaxInFlight) wait_oldest();
-    auto c = std::make_unique<Completion>();
-    c->buf = std::move(pending_);
-    check(rados_aio_write(m_->io, oid_.c_str(), c->c, c->buf.data(), c->buf.size(), written_), "write " + oid_);
-    in_flight_.push_back(std::move(c));
+    rados_write_op_cmpxattr(c->op.op, kSinkXattr, LIBRADOS_CMPXATTR_OP_EQ, token_.data(), token_.size());
   }
-  written_ += kExtentBytes;
+  rados_write_op_write(c->op.op, c->buf.data(), c->buf.size(), written_);
+  check(rados_aio_write_op_operate(c->op.op, m_->io, c->c, oid_.c_str(), nullptr, 0),
+        (created_ ? "write " : "create ") + oid_);
+  c->submitted = created_ = true;
+  written_ += c->buf.size();
+  in_flight_.push_back(std::move(c));
   pending_.clear();
 }
 
@@ -324,16 +357,11 @@ void RadosSink::commit() {
     rados_write_op_create(op.op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
     if (!pending_.empty()) rados_write_op_write(op.op, pending_.data(), pending_.size(), 0);
   } else {
-    if (!pending_.empty()) {
-      if (in_flight_.size() >= kMaxInFlight) wait_oldest();
-      auto c = std::make_unique<Completion>();
-      c->buf = std::move(pending_);
-      check(rados_aio_write(m_->io, oid_.c_str(), c->c, c->buf.data(), c->buf.size(), written_), "write " + oid_);
-      in_flight_.push_back(std::move(c));
-      pending_.clear();
-    }
+    if (!pending_.empty()) flush_extent();
+    // Durable before marked complete: every extent acknowledged, the create's kExists first.
     while (!in_flight_.empty()) wait_oldest();
-    rados_write_op_assert_exists(op.op);
+    rados_write_op_cmpxattr(op.op, kSinkXattr, LIBRADOS_CMPXATTR_OP_EQ, token_.data(), token_.size());
+    rados_write_op_rmxattr(op.op, kSinkXattr);
   }
   rados_write_op_setxattr(op.op, kSizeXattr, size.data(), size.size());
   m_->require_lease("commit " + oid_);  // the commit point: never without the lease

@@ -81,6 +81,8 @@ class RadosObjectStore final : public ObjectStore {
   // Descriptions of the current holders of the writer lease (empty: none).
   [[nodiscard]] std::vector<std::string> lease_holders();
   const RadosLocation& location() const;
+  // Bytes that readers served from read-ahead (rados_read_ahead.h) instead of a read of their own.
+  [[nodiscard]] uint64_t read_ahead_bytes_served() const;
 
   struct Impl;
 

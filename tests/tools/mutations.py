@@ -10,6 +10,8 @@ A mutation is a dict:
   tests  what must fail with the mutation applied:
            gtest:FILTER     build/tests/unit_tests --gtest_filter=FILTER (no cluster)
            rbd:FILTER       build/tests/rbd_integration_tests --gtest_filter=FILTER (cluster)
+           rados:FILTER     build/tests/rados_store_integration_tests --gtest_filter=FILTER (backup
+                            cluster: RBDVAULT_STORE_CONF)
            cli:SCENARIO     tests/integration/cli_test.py SCENARIO (cluster)
            batch:SCENARIO   tests/integration/batch_test.py SCENARIO (cluster)
            instant:SCENARIO tests/integration/instant_test.py SCENARIO (cluster)
@@ -55,6 +57,8 @@ ITEMS = {
     "I15b": "issue 15: a damaged parent chunk makes the backup read the block whole, not fail",
     "I15c": "issue 15: incompressible blocks skip zstd, mixed blocks are still compressed",
     "I13c": "issue 13.3: a copied revision restores byte for byte as its source; only missing chunks are read",
+    "I13e": "issue 13.5: a RADOS sink never writes over a taken name; read-ahead never serves other bytes "
+            "and its memory stays bounded without starving the pack being read",
     "I14f": "issue 14.3: an instant restore serves the restored revision's bytes and commits the migration",
     "I14g": "issue 14.3: a failed or stopped instant restore aborts the migration (no target left)",
     "I14h": "issue 14.3: off loopback the instant source is readable only with its per-run secret",
@@ -311,6 +315,22 @@ MUTATIONS = [
     {"id": "copy-step-no-retention", "items": ["I13c"],
      "edits": [("agent/copy_step.cc", "    if (!c.retention.empty()) {", "    if (false) {")],
      "tests": ["batch:batch_copy"]},
+    # ---- issue 13 point 5: the RADOS backend's pipelined sink and read-ahead -------------------------
+    {"id": "rados-sink-unguarded-write", "items": ["I13e"],
+     "edits": [("store/rados_object_store.cc",
+                "  } else {\n    rados_write_op_cmpxattr(c->op.op, kSinkXattr, LIBRADOS_CMPXATTR_OP_EQ",
+                "  } else if (false) {\n    rados_write_op_cmpxattr(c->op.op, kSinkXattr, LIBRADOS_CMPXATTR_OP_EQ")],
+     "tests": ["radosgtest:RadosObjectStore.BigObjectIsInvisibleUntilCommitThenWholeAndNeverReplaced"]},
+    {"id": "rados-read-ahead-offset", "items": ["I13e"],
+     "edits": [("store/rados_read_ahead.cc", "r->buf.data() + (pos - r->off), take);",
+                "r->buf.data() + (pos - r->off) + (r->off > 0 ? 1 : 0), take);")],
+     "tests": ["radosgtest:RadosObjectStore.ReadAheadServesTheRightBytesAcrossRangesObjectsAndEnds"]},
+    {"id": "rados-read-ahead-ignores-errors", "items": ["I13e"],
+     "edits": [("store/rados_read_ahead.cc", "    if (!r->wait()) return false;", "    (void)r->wait();")],
+     "tests": ["radosgtest:RadosObjectStore.ReadAheadOfAVanishedObjectIsNotFoundNeverWrongBytes"]},
+    {"id": "rados-read-ahead-never-reclaims", "items": ["I13e"],
+     "edits": [("store/rados_read_ahead.cc", "      budget_->reclaim(this);\n", "")],
+     "tests": ["radosgtest:RadosObjectStore.ReadAheadTakesBackTheRangesOfIdleReaders"]},
     # ---- issue 14: serve ------------------------------------------------------------------------------
     {"id": "serve-range-from-zero", "items": ["I14a"],
      "edits": [("view/http_server.cc", "read_at(*bytes, cache_, first + offset,", "read_at(*bytes, cache_, offset,")],

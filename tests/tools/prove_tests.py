@@ -10,7 +10,8 @@ tests named for it to fail. The mutations are in tests/tools/mutations.py; docs/
 --run works in place on a clean tree (it refuses a dirty one) and always restores every file it
 touched with `git checkout --`, also on an error or a signal. It uses the build directory
 (--build, default ./build); cluster tests need CEPH_CONF (RBDVAULT_TEST_TMP optional); rados:SCENARIO (rados_test.py) and
-rados-KIND:SCENARIO (KIND_test.py on a RADOS store) also RBDVAULT_STORE_CONF, a second cluster.
+rados-KIND:SCENARIO (KIND_test.py on a RADOS store) and radosgtest:FILTER (rados_store_integration_tests)
+also RBDVAULT_STORE_CONF, a second cluster.
 
 Results per (mutation, test): PASS the test failed, as it must; FAIL the test still passed (a weak
 test); STALE an anchor is missing or not unique (update the mutation); BUILD the mutated tree does
@@ -66,7 +67,7 @@ def script_kind(kind):
 
 def on_rados(kind):
     """Tests that need the backup cluster (RBDVAULT_STORE_CONF): rados_test.py and rados-KIND."""
-    return kind == "rados" or kind.startswith("rados-")
+    return kind in ("rados", "radosgtest") or kind.startswith("rados-")
 
 
 def test_exists(test):
@@ -78,7 +79,7 @@ def test_exists(test):
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
         return None if ok else "no scenario %s in %s" % (name, os.path.relpath(path, ROOT))
-    if kind in ("gtest", "rbd"):
+    if kind in ("gtest", "rbd", "radosgtest"):
         sources = glob.glob(os.path.join(ROOT, "tests", "unit" if kind == "gtest" else "integration", "*.cc"))
         text = "".join(open(s, encoding="utf-8").read() for s in sources)
         for one in name.split(":"):
@@ -142,7 +143,8 @@ def targets_for(tests):
     t = set()
     for test in tests:
         kind = test.partition(":")[0]
-        t.add({"gtest": "unit_tests", "rbd": "rbd_integration_tests"}.get(kind, "rbdvault"))
+        t.add({"gtest": "unit_tests", "rbd": "rbd_integration_tests",
+               "radosgtest": "rados_store_integration_tests"}.get(kind, "rbdvault"))
     return sorted(t)
 
 
@@ -152,6 +154,8 @@ def command_for(test, build_dir):
         return [os.path.join(build_dir, "tests", "unit_tests"), "--gtest_filter=" + name]
     if kind == "rbd":
         return [os.path.join(build_dir, "tests", "rbd_integration_tests"), "--gtest_filter=" + name]
+    if kind == "radosgtest":
+        return [os.path.join(build_dir, "tests", "rados_store_integration_tests"), "--gtest_filter=" + name]
     return ["/usr/bin/python3", os.path.join(ROOT, "tests", "integration", "%s_test.py" % script_kind(kind)), name]
 
 
