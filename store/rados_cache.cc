@@ -80,8 +80,10 @@ void write_backend_file(const fs::path& dir, const RadosLocation& w) {
   write_small(dir / kRadosBackendFile, text);
 }
 
-std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
-  const auto text = read_small(dir / kRadosEpochFile);
+namespace {
+
+std::optional<uint64_t> read_number(const fs::path& path) {
+  const auto text = read_small(path);
   if (!text) return std::nullopt;
   try {
     return std::stoull(*text);
@@ -90,7 +92,17 @@ std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
   }
 }
 
+}  // namespace
+
+std::optional<uint64_t> read_cache_epoch(const fs::path& dir) { return read_number(dir / kRadosEpochFile); }
+
 void write_cache_epoch(const fs::path& dir, uint64_t epoch) { write_small(dir / kRadosEpochFile, std::to_string(epoch) + "\n"); }
+
+std::optional<uint64_t> read_cache_removals(const fs::path& dir) { return read_number(dir / kRadosRemovalsFile); }
+
+void write_cache_removals(const fs::path& dir, uint64_t removals) {
+  write_small(dir / kRadosRemovalsFile, std::to_string(removals) + "\n");
+}
 
 fs::path default_index_dir(const RadosLocation& w) {
   return fs::path(kDefaultIndexRoot) / ("rados-" + w.pool + (w.ns.empty() ? "" : "@" + w.ns));
@@ -103,34 +115,42 @@ void init_rados_store(const RadosLocation& where, const fs::path& index_dir, con
   Store::init(index_dir, options);
   write_backend_file(index_dir, where);
   write_cache_epoch(index_dir, pool.epoch());
+  write_cache_removals(index_dir, pool.removals());
   // The pool's marker is the commit point, created exclusively: of two concurrent inits one wins.
   pool.put(kRadosMarkerObject, read_marker_text(index_dir));
   spdlog::debug("initialised store {} (index in {})", spec_of(where), index_dir.string());
 }
 
 void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) {
-  RadosObjectStore pool(where);
-  if (!pool.size(kRadosMarkerObject))
+  const auto pool = std::make_shared<RadosObjectStore>(where);
+  if (!pool->size(kRadosMarkerObject))
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
                                                      kRadosMarkerObject + " object; create one with `rbdvault init`)");
-  const std::string marker = pool.read_all(kRadosMarkerObject, kMaxMarkerBytes);
+  const std::string marker = pool->read_all(kRadosMarkerObject, kMaxMarkerBytes);
   (void)parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject);
   std::error_code ec;
   fs::create_directories(index_dir, ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());
   write_backend_file(index_dir, where);
-  const uint64_t epoch = pool.epoch();
+  const uint64_t epoch = pool->epoch();
   std::string local;
   try {
     local = read_marker_text(index_dir);
   } catch (const StoreError&) {
   }
-  if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
+  if (local == marker && read_cache_epoch(index_dir) == epoch &&
+      read_cache_removals(index_dir).value_or(0) == pool->removals() && fs::exists(index_dir / "index" / "CURRENT"))
+    return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) write_marker_durably(index_dir, marker);
-  (void)Store::rebuild_index(index_dir);
+  // Under a reader lease no gc removes what the rebuild reads, so the index names only objects
+  // that exist as long as the removals counter read here is the pool's (checked at each open).
+  const auto reading = pool->lease_readers("rbdvault (index refresh)", false, {});
+  const uint64_t removals = pool->removals();
+  (void)Store::rebuild_index(index_dir, StoreIo{{}, pool});
+  write_cache_removals(index_dir, removals);
   // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
-  if (pool.epoch() == epoch && (epoch % 2 == 0 || pool.lease_holders().empty())) write_cache_epoch(index_dir, epoch);
+  if (pool->epoch() == epoch && (epoch % 2 == 0 || pool->lease_holders().empty())) write_cache_epoch(index_dir, epoch);
 }
 
 }  // namespace rbdvault::store

@@ -21,6 +21,7 @@ namespace rbdvault::store {
 
 inline constexpr const char* kRadosBackendFile = "rados.backend";
 inline constexpr const char* kRadosEpochFile = "rados.epoch";
+inline constexpr const char* kRadosRemovalsFile = "rados.removals";
 inline constexpr const char* kDefaultIndexRoot = "/var/lib/rbdvault";
 
 // DIR/rados.backend; nullopt if absent (a local store).
@@ -28,6 +29,9 @@ inline constexpr const char* kDefaultIndexRoot = "/var/lib/rbdvault";
 void write_backend_file(const std::filesystem::path& dir, const RadosLocation& where);
 [[nodiscard]] std::optional<uint64_t> read_cache_epoch(const std::filesystem::path& dir);
 void write_cache_epoch(const std::filesystem::path& dir, uint64_t epoch);
+// DIR/rados.removals: the pool's removals counter (RadosObjectStore::removals) the index reflects.
+[[nodiscard]] std::optional<uint64_t> read_cache_removals(const std::filesystem::path& dir);
+void write_cache_removals(const std::filesystem::path& dir, uint64_t removals);
 
 // /var/lib/rbdvault/rados-POOL[@NAMESPACE]: the index directory when --index-dir is not given.
 [[nodiscard]] std::filesystem::path default_index_dir(const RadosLocation& where);

@@ -220,6 +220,8 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io)
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
   ObjectStore& objects = *data_area;
+  // The rebuild reads every pack: in a pool, as a reader, so that no gc elsewhere removes them.
+  const auto pool_readers = objects.lease_readers("rbdvault rebuild-index", false, {});
   const IndexFileSystem& files = io.index_fs;  // null: RocksDB's own
   const fs::path fresh = dir / "index.rebuild";
   remove_index_tree(files, fresh);  // what a killed or failed rebuild left
