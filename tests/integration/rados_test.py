@@ -290,6 +290,13 @@ def readers_lockers(store):
     return [l["cookie"] for l in info.get("lockers", [])]
 
 
+def backup_with_sha(store, name):
+    """Backs up rbd/NAME on host a; returns (revision, sha of rbd export of its snapshot): the
+    snapshot goes with the next backup."""
+    rev = run_json("backup", *host(store, "a"), "rbd/" + name)["revision"]
+    return rev, rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, rev)))
+
+
 def gc_readers_history(c, store, name):
     """Three revisions of a 64 MiB image; r1's first 4 MiB are overwritten by r2, so once r1 is
     forgotten its pack holds dead and live chunks (gc rewrites it). The live ones sit at the end of
@@ -299,13 +306,13 @@ def gc_readers_history(c, store, name):
     with c.image("rbd", name) as img:
         img.write(os.urandom(8 << 20), 0)
         img.write(os.urandom(16 << 20), 48 << 20)
-    revs.append(run_json("backup", *host(store, "a"), "rbd/" + name)["revision"])
+    revs.append(backup_with_sha(store, name))
     with c.image("rbd", name) as img:
         img.write(os.urandom(4 << 20), 0)
-    revs.append(run_json("backup", *host(store, "a"), "rbd/" + name)["revision"])
+    revs.append(backup_with_sha(store, name))
     with c.image("rbd", name) as img:
         img.write(os.urandom(1 << 20), 20 << 20)
-    revs.append(run_json("backup", *host(store, "a"), "rbd/" + name)["revision"])
+    revs.append(backup_with_sha(store, name))
     return revs
 
 
@@ -315,8 +322,7 @@ def scenario_rados_gc_readers(c):
     outright: gc is refused until its lease expires, then runs."""
     store = new_store("gc_readers", kind="rados")
     fresh_host_dirs("a", "b")
-    r1, r2, r3 = gc_readers_history(c, store, "gr-img")
-    exp2 = rbd_export_sha("rbd/gr-img@" + snap_name(store, r2))
+    (r1, _), (r2, exp2), (r3, _) = gc_readers_history(c, store, "gr-img")
     run("forget", *host(store, "a"), "rbd/gr-img@%d" % r1, "-q")
     out = os.path.join(TMP, "gr-restore")
     reader, pause = start_paused("restore.write", "restore", *host(store, "b"), "rbd/gr-img@%d" % r2,
@@ -350,8 +356,8 @@ def scenario_rados_gc_readers(c):
     # A reader killed outright renews nothing; its lease (RBDVAULT_RADOS_LEASE_SECONDS, long enough
     # that the first gc surely comes before it ends) expires and gc goes on.
     with c.image("rbd", "gr-img") as img:
-        img.write(os.urandom(4 << 20), 48 << 20)
-    r4 = run_json("backup", *host(store, "a"), "rbd/gr-img")["revision"]
+        img.write(os.urandom(1 << 20), 20 << 20)  # what r3 alone held: its pack goes with r3
+    r4, exp4 = backup_with_sha(store, "gr-img")
     run("forget", *host(store, "a"), "rbd/gr-img@%d" % r3, "-q")
     reader, pause = start_paused("restore.write", "restore", *host(store, "b"), "rbd/gr-img@%d" % r4, "--to-file",
                                  out, "-q", env_extra={"RBDVAULT_RADOS_LEASE_SECONDS": "60"})
@@ -378,7 +384,6 @@ def scenario_rados_gc_readers(c):
 
     wait_for(gc_runs, "the killed reader's lease to expire", timeout=300, interval=2)
     check(got["gc"]["packs_deleted"] + got["gc"]["packs_rewritten"] > 0, "gc after expiry: %s" % got["gc"])
-    exp4 = rbd_export_sha("rbd/gr-img@" + snap_name(store, r4))
     run("restore", *host(store, "b"), "rbd/gr-img@%d" % r4, "--to-file", out, "-q")
     check(cli_test.file_sha(out) == exp4, "restore after the last gc differs from rbd export")
     os.unlink(out)
@@ -392,7 +397,7 @@ def scenario_rados_reader_lease_lost(c):
     missing or damaged, and publishes nothing."""
     store = new_store("reader_lost", kind="rados")
     fresh_host_dirs("a", "b")
-    r1, r2, _ = gc_readers_history(c, store, "rl-img")
+    (r1, _), (r2, exp2), _ = gc_readers_history(c, store, "rl-img")
     run("forget", *host(store, "a"), "rbd/rl-img@%d" % r1, "-q")
     out = os.path.join(TMP, "rl-restore")
     short = {"RBDVAULT_RADOS_LEASE_SECONDS": "6"}
@@ -424,7 +429,6 @@ def scenario_rados_reader_lease_lost(c):
     check(reader.returncode == EXIT_LOCKED and last.startswith("rbdvault: error: ") and "reader lease" in last,
           "the frozen reader: exit %d: %r" % (reader.returncode, err))
     check(not os.path.exists(out), "the reader that lost its lease published a restore")
-    exp2 = rbd_export_sha("rbd/rl-img@" + snap_name(store, r2))
     check(restore_file_sha(store, "rbd/rl-img@%d" % r2) == exp2, "restore after gc")
     c.remove("rbd", "rl-img")
 
