@@ -14,6 +14,8 @@ A mutation is a dict:
            batch:SCENARIO   tests/integration/batch_test.py SCENARIO (cluster)
            instant:SCENARIO tests/integration/instant_test.py SCENARIO (cluster)
            serve:SCENARIO   tests/integration/serve_test.py SCENARIO (cluster, chromium)
+           rados:SCENARIO   tests/integration/rados_test.py SCENARIO (cluster + RBDVAULT_STORE_CONF)
+           radosgt:FILTER   build/tests/rados_store_integration_tests --gtest_filter=FILTER (same)
   env    optional extra environment for the tests (e.g. fewer kills to save time)
 
 Anchors are kept short but unique; prefer stable files (agent/, rbd/, store/revision_writer.cc).
@@ -60,6 +62,7 @@ ITEMS = {
     "I14c": "issue 14: serve never sends bytes of a chunk that failed its check",
     "I14d": "issue 14: the status page shows each image's revision count (checked in Chromium)",
     "I14e": "issue 14: a revision committed while serving appears without a restart",
+    "I13r": "issue 13: gc on one host removes no pack while a reader on another host reads (reader lease)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -334,4 +337,15 @@ MUTATIONS = [
                ("view/http_server.cc", "for (bool refresh : {false, true}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs",
                 "for (bool refresh : {false, false}) {\n      auto snap = view_.get(refresh);\n      if (auto* revs")],
      "tests": ["gtest:HttpServer.NewRevisionsAppearWhileServing", "serve:serve_http"]},
+    # ---- a store in RADOS: readers on other hosts against gc ---------------------------------
+    {"id": "gc-ignores-pool-readers", "items": ["I13r"],
+     "edits": [("store/gc.cc", 'const auto pool_readers = store.objects().lease_readers("rbdvault gc", true, store.dir());',
+                "const std::unique_ptr<ObjectStore::Lease> pool_readers;")],
+     "tests": ["rados:rados_gc_readers"]},
+    {"id": "reader-reads-without-lease", "items": ["I13r"],
+     "edits": [("store/rados_object_store.cc", '  m_->require_lease("read " + oid_);', "  (void)m_;")],
+     "tests": ["rados:rados_reader_lease_lost", "radosgt:RadosLease.AReaderThatLostItsLeaseReadsNothingMore"]},
+    {"id": "reader-ignores-removals", "items": ["I13r"],
+     "edits": [("store/rados_lease.cc", "read_cache_removals(cache_dir).value_or(0) != now", "false")],
+     "tests": ["radosgt:RadosLease.AReaderWhoseIndexPredatesARemovalIsRefused"]},
 ]

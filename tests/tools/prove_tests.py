@@ -61,12 +61,12 @@ def locate(edit):
 def test_exists(test):
     """None if the test named by `test` exists in the tree, else why not."""
     kind, _, name = test.partition(":")
-    if kind in ("cli", "batch", "instant", "serve"):
+    if kind in ("cli", "batch", "instant", "serve", "rados"):
         path = os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind)
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
         return None if ok else "no scenario %s in %s" % (name, os.path.relpath(path, ROOT))
-    if kind in ("gtest", "rbd"):
+    if kind in ("gtest", "rbd", "radosgt"):
         sources = glob.glob(os.path.join(ROOT, "tests", "unit" if kind == "gtest" else "integration", "*.cc"))
         text = "".join(open(s, encoding="utf-8").read() for s in sources)
         for one in name.split(":"):
@@ -130,7 +130,8 @@ def targets_for(tests):
     t = set()
     for test in tests:
         kind = test.partition(":")[0]
-        t.add({"gtest": "unit_tests", "rbd": "rbd_integration_tests"}.get(kind, "rbdvault"))
+        t.add({"gtest": "unit_tests", "rbd": "rbd_integration_tests",
+               "radosgt": "rados_store_integration_tests"}.get(kind, "rbdvault"))
     return sorted(t)
 
 
@@ -140,6 +141,8 @@ def command_for(test, build_dir):
         return [os.path.join(build_dir, "tests", "unit_tests"), "--gtest_filter=" + name]
     if kind == "rbd":
         return [os.path.join(build_dir, "tests", "rbd_integration_tests"), "--gtest_filter=" + name]
+    if kind == "radosgt":
+        return [os.path.join(build_dir, "tests", "rados_store_integration_tests"), "--gtest_filter=" + name]
     return ["/usr/bin/python3", os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind), name]
 
 
@@ -161,6 +164,11 @@ def run_test(test, build_dir, env_extra, timeout, log):
     env.setdefault("RBDVAULT_TEST_TMP", os.path.join(build_dir, "prove-tmp"))
     if test.partition(":")[0] != "gtest" and "CEPH_CONF" not in env:
         raise SystemExit("prove_tests.py: %s needs CEPH_CONF (a test cluster: deploy/micro-ceph.sh start DIR)" % test)
+    if test.partition(":")[0] in ("rados", "radosgt"):
+        # A store in RADOS: the backup cluster is a second micro-ceph cluster.
+        if "RBDVAULT_STORE_CONF" not in env:
+            raise SystemExit("prove_tests.py: %s needs RBDVAULT_STORE_CONF (the backup cluster's ceph.conf)" % test)
+        env["RBDVAULT_TEST_STORE"] = "rados"
     try:
         p = subprocess.run(command_for(test, build_dir), capture_output=True, text=True, env=env, timeout=timeout,
                            stdin=subprocess.DEVNULL)
