@@ -165,7 +165,7 @@ class RadosSink final : public ObjectSink {
 }  // namespace
 
 bool RadosReader::read_at(uint64_t offset, char* buf, size_t n) const {
-  m_->require_lease("read " + oid_);  // never a read gc may already have removed data under
+  m_->require_lease("read " + oid_);  // a reader whose lease lapsed reads nothing gc may have removed
   size_t got = 0;
   while (got < n) {
     const size_t want = std::min(n - got, kExtentBytes);
