@@ -132,7 +132,7 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   fs::create_directories(index_dir, ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());
   write_backend_file(index_dir, where);
-  const uint64_t epoch = pool->epoch();
+  uint64_t epoch = pool->epoch();
   std::string local;
   try {
     local = read_marker_text(index_dir);
@@ -147,7 +147,25 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   // that exist as long as the removals counter read here is the pool's (checked at each open).
   const auto reading = pool->lease_readers("rbdvault (index refresh)", false, {});
   const uint64_t removals = pool->removals();
-  (void)Store::rebuild_index(index_dir, StoreIo{{}, pool});
+  for (int attempt = 1;; ++attempt) {
+    try {
+      (void)Store::rebuild_index(index_dir, StoreIo{{}, pool});
+      break;
+    } catch (const StoreError& e) {
+      // A writer on another host (forget, protect) may have replaced a manifest the rebuild had
+      // listed and removed the old generation: not damage, the pool moved on. Listed again, the
+      // new generation is there. A missing object in a pool no writer touched is damage: thrown.
+      const uint64_t now = pool->epoch();
+      if (e.kind() != StoreError::Kind::kNotFound || (now == epoch && now % 2 == 0)) throw;
+      if (attempt == 3)
+        throw StoreError(StoreError::Kind::kLocked, spec_of(where) + " kept changing while the index in " +
+                                                        index_dir.string() +
+                                                        " was brought up to date (a writer on another host); "
+                                                        "run the command again");
+      spdlog::info("{}: changed while the index was rebuilt ({}); rebuilding again", spec_of(where), e.what());
+      epoch = now;
+    }
+  }
   write_cache_removals(index_dir, removals);
   // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
   if (pool->epoch() == epoch && (epoch % 2 == 0 || pool->lease_holders().empty())) write_cache_epoch(index_dir, epoch);

@@ -83,7 +83,7 @@ class Builder {
 
   // Image, revision and block-map records from the newest intact manifest of each revision that no
   // newer manifest names as absorbed.
-  void read_manifests(Store::RebuildStats& st) {
+  void read_manifests(Store::RebuildStats& st, CrashPoints& crash) {
     std::map<uint64_t, std::vector<uint32_t>> gens;
     for (const std::string& name : objects_.list(std::string(kManifestPrefix))) {
       if (auto p = parse_manifest_name(name)) {
@@ -91,6 +91,7 @@ class Builder {
         max_rev_ = std::max(max_rev_, p->first);
       }
     }
+    crash.reached("rebuild.manifests_listed");
     std::map<uint64_t, std::string> chosen;  // revision -> manifest name
     std::set<uint64_t> absorbed;
     for (auto& [rev, g] : gens) {
@@ -230,7 +231,9 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io)
     std::unique_ptr<Index> index = Index::create(fresh, files);
     Builder b(*index, objects);
     b.scan_packs(st);
-    b.read_manifests(st);
+    CrashPoints crash;
+    crash.load_environment();
+    b.read_manifests(st, crash);
     b.write_counters();
     index->close("close the new index");
   }

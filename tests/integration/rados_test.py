@@ -433,6 +433,39 @@ def scenario_rados_reader_lease_lost(c):
     c.remove("rbd", "rl-img")
 
 
+def scenario_rados_rebuild_vs_forget(c):
+    """Host b brings its index up to date while host a forgets a revision: the manifests b listed
+    are replaced under it (the successor's new generation, the old ones removed). Not damage: b
+    rebuilds again and sees the store as it is, restores match rbd export."""
+    store = new_store("rebuild_forget", kind="rados")
+    fresh_host_dirs("a", "b")
+    (r1, _), (r2, exp2), (r3, exp3) = gc_readers_history(c, store, "rf-img")
+    held = start_held("rebuild.manifests_listed", "ls", *host(store, "b"), "--format", "json")
+    try:
+        run("forget", *host(store, "a"), "rbd/rf-img@%d" % r1, "-q")
+    finally:
+        held.send_signal(signal.SIGCONT)
+    # The rebuild starts over (a new listing, the same stop point passed again): let it go on.
+    restarts = 0
+    while True:
+        wait_for(lambda: held.poll() is not None or cli_test.process_stopped(held.pid), "ls on host b to end")
+        if held.poll() is not None:
+            break
+        restarts += 1
+        check(restarts <= 3, "host b's rebuild keeps starting over")
+        held.send_signal(signal.SIGCONT)
+    out, err = held.communicate(timeout=600)
+    check(restarts >= 1 and "rebuilding again" in err, "host b did not rebuild again: %s" % err)
+    check(held.returncode == 0, "ls on host b while a forgot: exit %d: %s" % (held.returncode, err))
+    check([x["id"] for x in cli_test.json.loads(out)] == [r2, r3], "host b's view after the race: %s" % out)
+    for rev, exp in ((r2, exp2), (r3, exp3)):
+        got = os.path.join(TMP, "rf-%d" % rev)
+        run("restore", *host(store, "b"), "rbd/rf-img@%d" % rev, "--to-file", got, "-q")
+        check(cli_test.file_sha(got) == exp, "host b restores revision %d differently" % rev)
+        os.unlink(got)
+    c.remove("rbd", "rf-img")
+
+
 SCENARIOS = {
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_lease": scenario_rados_lease,
@@ -442,6 +475,7 @@ SCENARIOS = {
     "rados_copy": scenario_rados_copy,
     "rados_gc_readers": scenario_rados_gc_readers,
     "rados_reader_lease_lost": scenario_rados_reader_lease_lost,
+    "rados_rebuild_vs_forget": scenario_rados_rebuild_vs_forget,
 }
 
 

@@ -348,4 +348,8 @@ MUTATIONS = [
     {"id": "reader-ignores-removals", "items": ["I13r"],
      "edits": [("store/rados_lease.cc", "read_cache_removals(cache_dir).value_or(0) != now", "false")],
      "tests": ["radosgt:RadosLease.AReaderWhoseIndexPredatesARemovalIsRefused"]},
+    {"id": "rebuild-gives-up-on-forget", "items": ["I13r"],
+     "edits": [("store/rados_cache.cc", "if (e.kind() != StoreError::Kind::kNotFound || (now == epoch && now % 2 == 0)) throw;",
+                "throw;")],
+     "tests": ["rados:rados_rebuild_vs_forget"]},
 ]
