@@ -325,6 +325,9 @@ def scenario_rados_gc_readers(c):
     (r1, _), (r2, exp2), (r3, _) = gc_readers_history(c, store, "gr-img")
     run("forget", *host(store, "a"), "rbd/gr-img@%d" % r1, "-q")
     out = os.path.join(TMP, "gr-restore")
+    for leftover in (out, os.path.join(TMP, "gr-after")):  # of an earlier run that failed
+        if os.path.exists(leftover):
+            os.unlink(leftover)
     reader, pause = start_paused("restore.write", "restore", *host(store, "b"), "rbd/gr-img@%d" % r2,
                                  "--to-file", out, "-q")
     try:
@@ -400,6 +403,8 @@ def scenario_rados_reader_lease_lost(c):
     (r1, _), (r2, exp2), _ = gc_readers_history(c, store, "rl-img")
     run("forget", *host(store, "a"), "rbd/rl-img@%d" % r1, "-q")
     out = os.path.join(TMP, "rl-restore")
+    if os.path.exists(out):  # of an earlier run that failed
+        os.unlink(out)
     short = {"RBDVAULT_RADOS_LEASE_SECONDS": "6"}
     env = dict(os.environ, RBDVAULT_STOP_AT="restore.write", **short)
     reader = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["restore", *host(store, "b"), "rbd/rl-img@%d" % r2,
