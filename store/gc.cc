@@ -192,6 +192,8 @@ GcResult gc(Store& store, const GcOptions& options) {
   if (!store.writable()) throw StoreError(StoreError::Kind::kInvalid, "gc needs the store opened as writer");
   const Store::Exclusive alone = store.exclusive("gc");  // no revision can begin until gc is done
   ReaderLock readers(store.dir() / "readers.lock", /*exclusive=*/true);
+  // And across hosts: no reader on any host while packs are removed or rewritten.
+  const auto pool_readers = store.objects().lease_readers("rbdvault gc", true, store.dir());
   GcResult result;
   result.bytes_before = pack_bytes_on_disk(store);
 

@@ -79,6 +79,24 @@ class ObjectStore {
     (void)name;
     return std::nullopt;
   }
+  // Held while it lives (see lease_readers).
+  class Lease {
+   public:
+    virtual ~Lease() = default;
+  };
+  // Backends shared between hosts (RADOS): the cross-host form of DIR/readers.lock. Shared
+  // (exclusive == false), held by every read-only open for its whole life: no data-area object is
+  // removed under it. Exclusive, held by whoever removes objects readers may be reading (gc).
+  // Either is refused (kLocked, naming the holders) at once when the other is held. `cache_dir`
+  // (the index directory; empty: none) lets a shared lease refuse an index that may name objects
+  // removed before the lease was taken, and lets an exclusive one record that its own index knows
+  // of the removals. Once the lease could not be renewed, reads (and removals) are refused
+  // (kLocked) rather than done without it. The local directory needs nothing (nullptr).
+  [[nodiscard]] virtual std::unique_ptr<Lease> lease_readers(const std::string& holder, bool exclusive,
+                                                             const std::filesystem::path& cache_dir) {
+    (void)holder, (void)exclusive, (void)cache_dir;
+    return nullptr;
+  }
   // The largest pack a writer may build in this backend (a bound on object size).
   [[nodiscard]] virtual uint64_t pack_target_cap() const { return UINT64_MAX; }
 

@@ -80,8 +80,10 @@ void write_backend_file(const fs::path& dir, const RadosLocation& w) {
   write_small(dir / kRadosBackendFile, text);
 }
 
-std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
-  const auto text = read_small(dir / kRadosEpochFile);
+namespace {
+
+std::optional<uint64_t> read_number(const fs::path& path) {
+  const auto text = read_small(path);
   if (!text) return std::nullopt;
   try {
     return std::stoull(*text);
@@ -89,6 +91,10 @@ std::optional<uint64_t> read_cache_epoch(const fs::path& dir) {
     return std::nullopt;  // a damaged record only costs a rebuild
   }
 }
+
+}  // namespace
+
+std::optional<uint64_t> read_cache_epoch(const fs::path& dir) { return read_number(dir / kRadosEpochFile); }
 
 void write_cache_epoch(const fs::path& dir, uint64_t epoch) { write_small(dir / kRadosEpochFile, std::to_string(epoch) + "\n"); }
 
@@ -98,6 +104,12 @@ std::string store_option_text(const fs::path& dir) {
   } catch (const StoreError&) {  // a hint never replaces the error it is part of
   }
   return dir.string();
+}
+
+std::optional<uint64_t> read_cache_removals(const fs::path& dir) { return read_number(dir / kRadosRemovalsFile); }
+
+void write_cache_removals(const fs::path& dir, uint64_t removals) {
+  write_small(dir / kRadosRemovalsFile, std::to_string(removals) + "\n");
 }
 
 fs::path default_index_dir(const RadosLocation& w) {
@@ -111,17 +123,18 @@ void init_rados_store(const RadosLocation& where, const fs::path& index_dir, con
   Store::init(index_dir, options);
   write_backend_file(index_dir, where);
   write_cache_epoch(index_dir, pool.epoch());
+  write_cache_removals(index_dir, pool.removals());
   // The pool's marker is the commit point, created exclusively: of two concurrent inits one wins.
   pool.put(kRadosMarkerObject, read_marker_text(index_dir));
   spdlog::debug("initialised store {} (index in {})", spec_of(where), index_dir.string());
 }
 
 void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) {
-  RadosObjectStore pool(where);
-  if (!pool.size(kRadosMarkerObject))
+  const auto pool = std::make_shared<RadosObjectStore>(where);
+  if (!pool->size(kRadosMarkerObject))
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
                                                      kRadosMarkerObject + " object; create one with `rbdvault init`)");
-  const std::string marker = pool.read_all(kRadosMarkerObject, kMaxMarkerBytes);
+  const std::string marker = pool->read_all(kRadosMarkerObject, kMaxMarkerBytes);
   // Only format 2 is written to a pool (init, copy): a format 1 marker there was put by hand, and
   // `upgrade` (which works on a directory's index) cannot help; say what can.
   if (parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject).version != kFormatVersion)
@@ -132,26 +145,48 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   fs::create_directories(index_dir, ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());
   write_backend_file(index_dir, where);
-  const uint64_t epoch = pool.epoch();
+  uint64_t epoch = pool->epoch();
   std::string local;
   try {
     local = read_marker_text(index_dir);
   } catch (const StoreError&) {
   }
-  if (local == marker && read_cache_epoch(index_dir) == epoch && fs::exists(index_dir / "index" / "CURRENT")) return;
+  if (local == marker && read_cache_epoch(index_dir) == epoch &&
+      read_cache_removals(index_dir).value_or(0) == pool->removals() && fs::exists(index_dir / "index" / "CURRENT"))
+    return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) write_marker_durably(index_dir, marker);
+  // Under a reader lease no gc removes what the rebuild reads, so the index names only objects
+  // that exist as long as the removals counter read here is the pool's (checked at each open).
+  const auto reading = pool->lease_readers("rbdvault (index refresh)", false, {});
+  const uint64_t removals = pool->removals();
   Store::RebuildStats r;
-  try {
-    r = Store::rebuild_index(index_dir, {}, /*reuse=*/true);
-  } catch (const StoreError& e) {
-    // A reader on this host (serve, mount, a restore) keeps the index open: it cannot be swapped
-    // under it, and a view older than the pool is not shown (`latest` would be wrong): refused.
-    if (e.kind() != StoreError::Kind::kLocked) throw;
-    throw StoreError(StoreError::Kind::kLocked, spec_of(where) + ": another host wrote since this host's index was "
-                                                                 "brought up to date, and it cannot be now: " +
-                                                    e.what());
+  for (int attempt = 1;; ++attempt) {
+    try {
+      r = Store::rebuild_index(index_dir, StoreIo{{}, pool}, /*reuse=*/true);
+      break;
+    } catch (const StoreError& e) {
+      // A reader on this host (serve, mount, a restore) keeps the index open: it cannot be swapped
+      // under it, and a view older than the pool is not shown (`latest` would be wrong): refused.
+      if (e.kind() == StoreError::Kind::kLocked)
+        throw StoreError(StoreError::Kind::kLocked, spec_of(where) + ": another host wrote since this host's index "
+                                                                     "was brought up to date, and it cannot be now: " +
+                                                        e.what());
+      // A writer on another host (forget, protect) may have replaced a manifest the rebuild had
+      // listed and removed the old generation: not damage, the pool moved on. Listed again, the
+      // new generation is there. A missing object in a pool no writer touched is damage: thrown.
+      const uint64_t now = pool->epoch();
+      if (e.kind() != StoreError::Kind::kNotFound || (now == epoch && now % 2 == 0)) throw;
+      if (attempt == 3)
+        throw StoreError(StoreError::Kind::kLocked, spec_of(where) + " kept changing while the index in " +
+                                                        index_dir.string() +
+                                                        " was brought up to date (a writer on another host); "
+                                                        "run the command again");
+      spdlog::info("{}: changed while the index was rebuilt ({}); rebuilding again", spec_of(where), e.what());
+      epoch = now;
+    }
   }
+  write_cache_removals(index_dir, removals);
   // A chunk or manifest that fails its check is left out of the rebuilt index: the command goes on
   // (other revisions stay usable), but the operator must hear of it, as from `rebuild-index`.
   if (r.chunks_skipped || r.manifests_skipped)
@@ -159,7 +194,7 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
                  "scrub --deep and repair",
                  spec_of(where), r.chunks_skipped, r.manifests_skipped, index_dir.string());
   // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
-  if (pool.epoch() == epoch && (epoch % 2 == 0 || pool.lease_holders().empty())) write_cache_epoch(index_dir, epoch);
+  if (pool->epoch() == epoch && (epoch % 2 == 0 || pool->lease_holders().empty())) write_cache_epoch(index_dir, epoch);
 }
 
 }  // namespace rbdvault::store

@@ -22,6 +22,7 @@ namespace rbdvault::store {
 
 inline constexpr const char* kRadosBackendFile = "rados.backend";
 inline constexpr const char* kRadosEpochFile = "rados.epoch";
+inline constexpr const char* kRadosRemovalsFile = "rados.removals";
 inline constexpr const char* kDefaultIndexRoot = "/var/lib/rbdvault";
 
 // DIR/rados.backend; nullopt if absent (a local store).
@@ -29,6 +30,9 @@ inline constexpr const char* kDefaultIndexRoot = "/var/lib/rbdvault";
 void write_backend_file(const std::filesystem::path& dir, const RadosLocation& where);
 [[nodiscard]] std::optional<uint64_t> read_cache_epoch(const std::filesystem::path& dir);
 void write_cache_epoch(const std::filesystem::path& dir, uint64_t epoch);
+// DIR/rados.removals: the pool's removals counter (RadosObjectStore::removals) the index reflects.
+[[nodiscard]] std::optional<uint64_t> read_cache_removals(const std::filesystem::path& dir);
+void write_cache_removals(const std::filesystem::path& dir, uint64_t removals);
 
 // How a command names the store of `dir` in a hint: "rados:POOL[/NS] --index-dir DIR" for a
 // RADOS store's index directory (what the operator typed), else DIR.

@@ -2,17 +2,13 @@
 
 #include <rados/librados.h>
 #include <spdlog/spdlog.h>
-#include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <deque>
 #include <mutex>
 #include <random>
@@ -20,15 +16,13 @@
 
 #include "store/error.h"
 #include "store/rados_cache.h"
+#include "store/rados_impl.h"
 #include "store/rados_read_ahead.h"
 
 namespace rbdvault::store {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr const char* kSizeXattr = "rbdvault.size";
-constexpr const char* kEpochXattr = "rbdvault.epoch";
-constexpr const char* kLockName = "rbdvault.writer";
 constexpr const char* kSinkXattr = "rbdvault.sink";  // an unfinished sink's token on its object
 constexpr size_t kExtentBytes = 4 << 20;  // one write op; far below osd_max_write_size (90 MiB)
 // Asynchronous extent writes per sink (the create included): 32 MiB in flight keeps the OSD busy
@@ -94,6 +88,8 @@ std::string sink_token() {
 
 std::string decimal(uint64_t v) { return std::to_string(v); }
 
+}  // namespace
+
 // Reads a decimal xattr; nullopt if absent. Values are bounded (20 digits).
 std::optional<uint64_t> get_u64_xattr(rados_ioctx_t io, const std::string& oid, const char* name) {
   char buf[32];
@@ -108,67 +104,6 @@ std::optional<uint64_t> get_u64_xattr(rados_ioctx_t io, const std::string& oid, 
     throw StoreError(StoreError::Kind::kCorrupt, "attribute " + std::string(name) + " of " + oid + " is damaged");
   return v;
 }
-
-std::string hostname() {
-  char h[256] = {};
-  (void)::gethostname(h, sizeof(h) - 1);
-  return h;
-}
-
-}  // namespace
-
-struct RadosObjectStore::Impl {
-  RadosLocation where;
-  rados_t cluster = nullptr;
-  rados_ioctx_t io = nullptr;
-  std::shared_ptr<ReadAheadBudget> read_ahead = std::make_shared<ReadAheadBudget>(kReadAheadBudgetBytes);
-
-  // The writer lease; all under mu.
-  std::mutex mu;
-  std::condition_variable cv;
-  bool leased = false, stopping = false;
-  std::string cookie;
-  Clock::time_point valid_until{};
-  std::string lost;  // why the lease was lost, if it was
-  std::thread renewer;
-  std::filesystem::path cache_dir;
-
-  ~Impl() {
-    if (io) rados_ioctx_destroy(io);
-    if (cluster) rados_shutdown(cluster);
-  }
-
-  // Throws unless the lease (if this store writes) is held with a margin: the commit-point check.
-  void require_lease(const std::string& what) {
-    std::lock_guard g(mu);
-    if (!leased) return;
-    if (!lost.empty() || Clock::now() + std::chrono::seconds(kLeaseMarginSeconds) >= valid_until)
-      throw StoreError(StoreError::Kind::kLocked,
-                       what + ": refused, the writer lease on the backup pool was not renewed in time" +
-                           (lost.empty() ? std::string() : " (" + lost + ")") + "; nothing more is committed");
-  }
-
-  int lock_call(uint8_t flags) {
-    timeval tv{kLeaseSeconds, 0};
-    return rados_lock_exclusive(io, kRadosMarkerObject, kLockName, cookie.c_str(), cookie.c_str(), &tv, flags);
-  }
-
-  void renew_loop() {
-    std::unique_lock g(mu);
-    while (!stopping) {
-      cv.wait_for(g, std::chrono::seconds(kLeaseSeconds / 3), [&] { return stopping; });
-      if (stopping) break;
-      const auto started = Clock::now();
-      g.unlock();
-      const int r = lock_call(LIBRADOS_LOCK_FLAG_MUST_RENEW);
-      g.lock();
-      if (r == 0)
-        valid_until = started + std::chrono::seconds(kLeaseSeconds);
-      else if (lost.empty())
-        lost = std::string("renewal failed: ") + std::strerror(-r);
-    }
-  }
-};
 
 std::optional<RadosLocation> parse_rados_spec(const std::string& spec) {
   const std::string scheme = kRadosStoreScheme;
@@ -209,30 +144,6 @@ RadosObjectStore::RadosObjectStore(const RadosLocation& where) : impl_(std::make
   if (r == -ENOENT) throw StoreError(StoreError::Kind::kNotFound, "pool " + where.pool + " does not exist in the backup cluster");
   check(r, "open pool " + where.pool);
   rados_ioctx_set_namespace(m.io, where.ns.c_str());
-}
-
-RadosObjectStore::~RadosObjectStore() {
-  Impl& m = *impl_;
-  bool leased = false;
-  {
-    std::lock_guard g(m.mu);
-    m.stopping = true;
-    leased = m.leased;
-  }
-  m.cv.notify_all();
-  if (m.renewer.joinable()) m.renewer.join();
-  if (!leased) return;
-  // The write is over: an even epoch tells other hosts' caches that this one's index is complete.
-  try {
-    m.require_lease("end of writing");
-    const uint64_t e = get_u64_xattr(m.io, kRadosMarkerObject, kEpochXattr).value_or(0);
-    const std::string v = decimal(e + 1);
-    check(rados_setxattr(m.io, kRadosMarkerObject, kEpochXattr, v.data(), v.size()), "advance the store epoch");
-    write_cache_epoch(m.cache_dir, e + 1);
-  } catch (const std::exception& e) {
-    spdlog::warn("backup pool {}: {} (other hosts rebuild their index)", m.where.pool, e.what());
-  }
-  (void)rados_unlock(m.io, kRadosMarkerObject, kLockName, m.cookie.c_str());
 }
 
 const RadosLocation& RadosObjectStore::location() const { return impl_->where; }
@@ -279,11 +190,15 @@ class RadosSink final : public ObjectSink {
 }  // namespace
 
 bool RadosReader::read_at(uint64_t offset, char* buf, size_t n) const {
+  m_->require_lease("read " + oid_);  // a reader whose lease lapsed reads nothing gc may have removed
   if (ahead_.try_read(offset, buf, n)) return true;
   size_t got = 0;
   while (got < n) {
     const size_t want = std::min(n - got, kExtentBytes);
     const int r = rados_read(m_->io, oid_.c_str(), buf + got, want, offset + got);
+    // A read may be held up (the process frozen, the network cut) past a lease it began under:
+    // an object gone by then says the lease lapsed, not that the store is damaged.
+    if (r == -ENOENT) m_->require_lease("read " + oid_);
     check(r, "read " + oid_);
     if (r == 0) return false;
     got += static_cast<size_t>(r);
@@ -429,99 +344,6 @@ void RadosObjectStore::remove_incomplete(const std::string& prefix) {
       spdlog::warn("pool {}: removing unfinished object {}", impl_->where.pool, n);
       remove(n);
     }
-}
-
-uint64_t RadosObjectStore::epoch() { return get_u64_xattr(impl_->io, kRadosMarkerObject, kEpochXattr).value_or(0); }
-
-namespace {
-
-// (client, cookie) of each holder of the writer lock.
-std::vector<std::pair<std::string, std::string>> lockers(RadosObjectStore::Impl& m) {
-  int exclusive = 0;
-  size_t tag_len = 256, clients_len = 4096, cookies_len = 4096, addrs_len = 4096;
-  std::string tag(tag_len, '\0'), clients(clients_len, '\0'), cookies(cookies_len, '\0'), addrs(addrs_len, '\0');
-  const ssize_t n = rados_list_lockers(m.io, kRadosMarkerObject, kLockName, &exclusive, tag.data(), &tag_len,
-                                       clients.data(), &clients_len, cookies.data(), &cookies_len, addrs.data(),
-                                       &addrs_len);
-  if (n == -ENOENT) return {};
-  check(static_cast<int>(n), "list the writer lease holders");
-  std::vector<std::pair<std::string, std::string>> out;
-  size_t cpos = 0, kpos = 0;
-  for (ssize_t i = 0; i < n && cpos < clients_len && kpos < cookies_len; ++i) {
-    std::string client(clients.data() + cpos), cookie(cookies.data() + kpos);
-    cpos += client.size() + 1;
-    kpos += cookie.size() + 1;
-    out.emplace_back(std::move(client), std::move(cookie));
-  }
-  return out;
-}
-
-// A holder on this host whose process is gone (it failed to unlock, e.g. with the cluster
-// unreachable, or was killed) need not be waited out: its cookie names this host and its pid.
-// We hold the local writer lock, and the pid is checked, so no live writer is broken.
-bool break_dead_local_holder(RadosObjectStore::Impl& m) {
-  const std::string me = "host " + hostname() + " pid ";
-  for (const auto& [client, cookie] : lockers(m)) {
-    if (cookie.rfind(me, 0) != 0) continue;
-    const long pid = std::strtol(cookie.c_str() + me.size(), nullptr, 10);
-    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
-    spdlog::warn("backup pool {}: breaking the writer lease of dead process {} on this host", m.where.pool, pid);
-    if (rados_break_lock(m.io, kRadosMarkerObject, kLockName, client.c_str(), cookie.c_str()) == 0) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
-std::vector<std::string> RadosObjectStore::lease_holders() {
-  std::vector<std::string> out;
-  for (auto& [client, cookie] : lockers(*impl_)) out.push_back(std::move(cookie));
-  return out;
-}
-
-void RadosObjectStore::begin_writing(const std::string& holder, const std::filesystem::path& cache_dir) {
-  Impl& m = *impl_;
-  char when[32] = {};
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  (void)gmtime_r(&now, &tm);
-  (void)std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  m.cookie = "host " + hostname() + " pid " + std::to_string(::getpid()) + " started " + when + ": " + holder;
-  if (m.cookie.size() > 400) m.cookie.resize(400);
-  const auto started = Clock::now();
-  int r = m.lock_call(0);
-  if ((r == -EBUSY || r == -EEXIST) && break_dead_local_holder(m)) r = m.lock_call(0);
-  if (r == -EBUSY || r == -EEXIST) {
-    const auto who = lease_holders();
-    throw StoreError(StoreError::Kind::kLocked,
-                     "backup pool " + m.where.pool + " is locked by another writer (" +
-                         (who.empty() ? std::string("unknown") : who.front()) + ")");
-  }
-  check(r, "take the writer lease on pool " + m.where.pool);
-  // The local index must reflect the pool as it is now; another host may have written since it
-  // was brought up to date (rados_cache.cc) and before this lease.
-  uint64_t e = 0;
-  try {
-    e = epoch();
-    if (read_cache_epoch(cache_dir) != e)
-      throw StoreError(StoreError::Kind::kLocked, "backup pool " + m.where.pool +
-                                                      " was written by another host while this host's index was "
-                                                      "being brought up to date; run the command again");
-  } catch (...) {
-    (void)rados_unlock(m.io, kRadosMarkerObject, kLockName, m.cookie.c_str());
-    throw;
-  }
-  {
-    std::lock_guard g(m.mu);
-    m.leased = true;
-    m.valid_until = started + std::chrono::seconds(kLeaseSeconds);
-    m.cache_dir = cache_dir;
-  }
-  m.renewer = std::thread([&m] { m.renew_loop(); });
-  const std::string v = decimal(e % 2 == 0 ? e + 1 : e + 2);  // odd: a writer is (or was) at work
-  m.require_lease("start writing");
-  check(rados_setxattr(m.io, kRadosMarkerObject, kEpochXattr, v.data(), v.size()), "advance the store epoch");
-  write_cache_epoch(cache_dir, std::stoull(v));
 }
 
 std::optional<std::string> RadosObjectStore::identity(const std::string& name) {

@@ -1,7 +1,8 @@
 // The RADOS backend of the storage seam (object_store.h): the data area of a store lives in a pool
 // (and optional namespace) of a Ceph cluster, object NAME is the RADOS object NAME. Uses librados'
 // C API only: Ceph's C++ headers do not compile with clang in C++20 (the fuzz build builds store/).
-// This file pair is the only one in store/ that talks to Ceph.
+// These files (with rados_lease.{h,cc}, the leases, and rados_impl.h, their shared state) are the
+// only ones in store/ that talk to Ceph.
 //
 // Commit without rename (RADOS has none): a sink creates its object exclusively with its first
 // extent (so a taken name fails before anything is written over it), streams the rest with a
@@ -10,13 +11,13 @@
 // unfinished sink's leftover: open, size and list ignore it and remove_incomplete deletes it. A
 // small object (everything fits in one extent) is created, written and marked in one atomic op.
 //
-// The writer lease (begin_writing): an exclusive cls_lock "rbdvault.writer" on the marker object
-// "rbdvault.store" with a duration of kLeaseSeconds, renewed by a thread every third of it. The
-// cookie is the holder's description (host, pid, command, start time), which is what
-// rados_list_lockers returns to the next one refused. A holder that dies stops renewing; its lock
-// expires and the next writer takes it. Every commit and remove first checks that the lease is
-// still held with a margin (kLeaseMarginSeconds): a writer whose renewals failed fails at its next
-// commit point instead of committing without the lease.
+// The leases (rados_lease.h): the writer lease (begin_writing), an exclusive cls_lock
+// "rbdvault.writer" on the marker object "rbdvault.store", and the reader lease (lease_readers),
+// "rbdvault.readers" on the same object, shared by readers and exclusive for gc. Each is renewed
+// by a thread every third of kLeaseSeconds; every commit, removal and read first checks that each
+// lease this store holds is still valid with a margin (kLeaseMarginSeconds): a holder whose
+// renewals failed fails at that point instead of committing, removing or reading without it. A
+// holder that dies stops renewing; its lock expires (a dead writer on this host is broken at once).
 //
 // The epoch (xattr "rbdvault.epoch" on the marker) is how a host's index cache (rados_cache.h)
 // knows whether another host wrote since: a writer makes it odd when it starts and even when it
@@ -74,10 +75,14 @@ class RadosObjectStore final : public ObjectStore {
   // The object's version (the PG log version of its last write: an object created later under the
   // same name gets a newer one) with its committed size.
   std::optional<std::string> identity(const std::string& name) override;
+  std::unique_ptr<Lease> lease_readers(const std::string& holder, bool exclusive,
+                                       const std::filesystem::path& cache_dir) override;
   uint64_t pack_target_cap() const override { return kRadosPackTargetBytes; }
 
   // The marker's epoch (0 if never written).
   [[nodiscard]] uint64_t epoch();
+  // The removals counter (advanced by each exclusive reader lease; 0 if never).
+  [[nodiscard]] uint64_t removals();
   // Descriptions of the current holders of the writer lease (empty: none).
   [[nodiscard]] std::vector<std::string> lease_holders();
   const RadosLocation& location() const;

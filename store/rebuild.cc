@@ -134,7 +134,7 @@ class Builder {
 
   // Image, revision and block-map records from the newest intact manifest of each revision that no
   // newer manifest names as absorbed.
-  void read_manifests(Store::RebuildStats& st) {
+  void read_manifests(Store::RebuildStats& st, CrashPoints& crash) {
     std::map<uint64_t, std::vector<uint32_t>> gens;
     for (const std::string& name : objects_.list(std::string(kManifestPrefix))) {
       if (auto p = parse_manifest_name(name)) {
@@ -142,6 +142,7 @@ class Builder {
         max_rev_ = std::max(max_rev_, p->first);
       }
     }
+    crash.reached("rebuild.manifests_listed");
     std::map<uint64_t, std::string> chosen;  // revision -> manifest name
     std::set<uint64_t> absorbed;
     for (auto& [rev, g] : gens) {
@@ -294,6 +295,9 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io,
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true, "rebuild-index");
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
+  ObjectStore& objects = *data_area;
+  // The rebuild reads every pack: in a pool, as a reader, so that no gc elsewhere removes them.
+  const auto pool_readers = objects.lease_readers("rbdvault rebuild-index", false, {});
   const IndexFileSystem& files = io.index_fs;  // null: RocksDB's own
   const fs::path fresh = dir / "index.rebuild";
   std::optional<PreviousBuild> previous = reuse ? open_previous(dir, marker.store_id, files) : std::nullopt;
@@ -303,9 +307,11 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io,
     remove_index_tree(files, fresh);  // what a killed or failed rebuild left
     st = RebuildStats{};
     std::unique_ptr<Index> index = Index::create(fresh, files);
-    Builder b(*index, *data_area);
+    Builder b(*index, objects);
     b.scan_packs(st, previous ? &*previous : nullptr);
-    b.read_manifests(st);
+    CrashPoints crash;
+    crash.load_environment();
+    b.read_manifests(st, crash);
     if (previous && b.unrecorded() > 0) {
       // A remembered pack lacks a chunk the block map needs (a store changed in a way the
       // identities did not show): the refresh is not trusted, every pack is read.

@@ -30,6 +30,19 @@
 // (DIR/lock) for its life, and its open rolls back or forward what a killed writer left. Several
 // threads may share one writer (begin_revision per image, each RevisionWriter on its own thread);
 // the read methods may be called from any thread. Locks never wait: a conflict is an error at once.
+//
+// A store in a RADOS pool (rados_object_store.h, rados_lease.h) is shared by hosts, each with its own
+// index directory, so the table holds across hosts through leases on the pool's marker object:
+// DIR/lock is also the writer lease "rbdvault.writer" (one writer in the whole pool), and
+// DIR/readers.lock also the reader lease "rbdvault.readers": every read-only open (restore, mount,
+// serve, scrub, verify, ls, du, copy's source...) and every index rebuild (rebuild-index, and
+// bringing a host's index up to date) holds it shared for its whole life; gc holds it exclusive.
+// So gc on host A is refused (kLocked, naming host, pid and command of each reader) while any host
+// reads, and a read-only open on host B is refused while gc runs anywhere. forget and repair remove
+// no pack (repair writes new copies; the packs it leaves go with gc), so readers anywhere go on
+// alongside them as locally. Leases last 30 s and are renewed every 10 s; a holder that dies is out
+// after at most 30 s, a live one is never broken, and a reader whose lease was not renewed in time
+// (less than 5 s left) is refused its next read (kLocked) rather than reading what gc may remove.
 #pragma once
 
 #include <cstdint>

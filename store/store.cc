@@ -58,6 +58,10 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
                                                      store_option_text(dir) + "`");
   }
   s->objects_ = io.objects ? io.objects : open_object_store(dir);
+  // Across hosts, DIR/readers.lock is the pool's reader lease: gc on another host removes nothing
+  // while this store is open for reading (ls included: the rule is simpler than a list of
+  // commands that read no pack, and a refusal costs them nothing but a retry).
+  if (mode == OpenMode::kReadOnly) s->pool_readers_ = s->objects_->lease_readers(holder, false, dir);
   if (mode == OpenMode::kWriter) {
     s->objects_->begin_writing(holder.empty() ? "rbdvault" : holder, dir);
     s->writer_options_.pack_target_bytes =

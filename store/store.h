@@ -26,6 +26,7 @@
 #include "store/crash_points.h"
 #include "store/error.h"
 #include "store/format.h"
+#include "store/object_store.h"
 #include "store/revision_store.h"
 #include "store/sha256.h"
 
@@ -150,6 +151,8 @@ class Store final : public MaintenanceStore {
   std::unique_ptr<ReaderLock> reader_lock_;
   std::unique_ptr<Index> index_;
   std::shared_ptr<ObjectStore> objects_;
+  // A read-only open's lease on a shared data area (object_store.h: lease_readers); null if local.
+  std::unique_ptr<ObjectStore::Lease> pool_readers_;
   std::unique_ptr<PackReader> packs_;
   CrashPoints crash_points_;
   // Guards the index and pack updates of concurrent RevisionWriters and the sets below.

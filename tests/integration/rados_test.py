@@ -8,6 +8,7 @@ Two "hosts" are two index directories of one store.
 
 import os
 import re
+import random
 import signal
 import subprocess
 import sys
@@ -378,6 +379,211 @@ def scenario_rados_serving_host(c):
     check(cli_test.file_sha(path) == exp, "host sb restores revision %d differently from rbd export" % r2)
     os.unlink(path)
     c.remove("rbd", "sh-img")
+def start_paused(step, *args, env_extra=None):
+    """Starts rbdvault ARGS holding only the thread that passes STEP (RBDVAULT_PAUSE_AT: its lease
+    renewer goes on); returns the Popen and the pause file once it waits there. Removing the file
+    lets it go on."""
+    pause = os.path.join(TMP, "pause-%d-%d" % (os.getpid(), random.randrange(1 << 30)))
+    env = dict(os.environ, RBDVAULT_PAUSE_AT=step, RBDVAULT_PAUSE_FILE=pause, **(env_extra or {}))
+    p = subprocess.Popen([RBDVAULT] + cli_test.with_conf(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, stdin=subprocess.DEVNULL)
+    wait_for(lambda: p.poll() is not None or os.path.exists(pause), "rbdvault to pause at " + step)
+    if p.poll() is not None:
+        raise cli_test.Failure("rbdvault exited %s before reaching %s: %s" % (p.returncode, step, p.stderr.read()))
+    return p, pause
+
+
+def readers_lockers(store):
+    """Cookies of the holders of the pool's reader lease (lock rbdvault.readers on the marker),
+    read with the rados CLI: independent of rbdvault."""
+    pool, _, ns = store[len("rados:"):].partition("/")
+    out = subprocess.run(["rados", "-c", STORE_CONF, "-p", pool, "--namespace", ns, "lock", "info",
+                          "rbdvault.store", "rbdvault.readers"], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return []
+    info = cli_test.json.loads(out.stdout)
+    return [l["cookie"] for l in info.get("lockers", [])]
+
+
+def backup_with_sha(store, name, who):
+    """Backs up rbd/NAME on host a; returns (revision, sha of rbd export of its snapshot): the
+    snapshot goes with the next backup."""
+    rev = run_json("backup", *host(store, who), "rbd/" + name)["revision"]
+    return rev, rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, rev)))
+
+
+def gc_readers_history(c, store, name, who):
+    """Three revisions of a 64 MiB image; r1's first 4 MiB are overwritten by r2, so once r1 is
+    forgotten its pack holds dead and live chunks (gc rewrites it). The live ones sit at the end of
+    the image: a restore paused after its first write reads them after the pause."""
+    c.create("rbd", name, 64 << 20, FEATURES_FASTDIFF)
+    revs = []
+    with c.image("rbd", name) as img:
+        img.write(os.urandom(8 << 20), 0)
+        img.write(os.urandom(16 << 20), 48 << 20)
+    revs.append(backup_with_sha(store, name, who))
+    with c.image("rbd", name) as img:
+        img.write(os.urandom(4 << 20), 0)
+    revs.append(backup_with_sha(store, name, who))
+    with c.image("rbd", name) as img:
+        img.write(os.urandom(1 << 20), 20 << 20)
+    revs.append(backup_with_sha(store, name, who))
+    return revs
+
+
+def scenario_rados_gc_readers(c):
+    """gc on host a while a restore on host b reads: refused at once (exit 4) naming the reader,
+    nothing deleted; the reader finishes and matches rbd export; then gc runs. A reader killed
+    outright: gc is refused until its lease expires, then runs."""
+    store = new_store("gc_readers", kind="rados")
+    fresh_host_dirs("gr-a", "gr-b")
+    (r1, _), (r2, exp2), (r3, _) = gc_readers_history(c, store, "gr-img", "gr-a")
+    run("forget", *host(store, "gr-a"), "rbd/gr-img@%d" % r1, "-q")
+    out = os.path.join(TMP, "gr-restore")
+    for leftover in (out, os.path.join(TMP, "gr-after")):  # of an earlier run that failed
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    reader, pause = start_paused("restore.write", "restore", *host(store, "gr-b"), "rbd/gr-img@%d" % r2,
+                                 "--to-file", out, "-q")
+    try:
+        holders = readers_lockers(store)
+        check(any("pid %d " % reader.pid in h and "restore" in h for h in holders),
+              "the paused restore holds the reader lease: %s" % holders)
+        before = rados_objects(store)
+        _, err = run("gc", *host(store, "gr-a"), "--max-unused", "0", rc=EXIT_LOCKED)
+        last = err.strip().splitlines()[-1]
+        check(last.startswith("rbdvault: error: ") and "being read" in last and "pid %d " % reader.pid in last and
+              "rbdvault restore " in last and "rbd/gr-img@%d" % r2 in last and "host " in last, "gc's refusal must name the reader: %r" % err)
+        check(rados_objects(store) == before, "the refused gc changed the pool")
+    finally:
+        os.unlink(pause)
+    _, err = reader.communicate(timeout=600)
+    check(reader.returncode == 0, "the reader after the refused gc: exit %d: %s" % (reader.returncode, err))
+    check(cli_test.file_sha(out) == exp2, "restore read alongside gc differs from rbd export")
+    os.unlink(out)
+    check(readers_lockers(store) == [], "the reader lease outlived its reader: %s" % readers_lockers(store))
+    before = rados_objects(store, "data/")
+    g = run_json("gc", *host(store, "gr-a"), "--max-unused", "0")
+    check(g["packs_deleted"] + g["packs_rewritten"] > 0 and rados_objects(store, "data/") != before,
+          "gc after the reader did nothing: %s" % g)
+    got = os.path.join(TMP, "gr-after")
+    run("restore", *host(store, "gr-b"), "rbd/gr-img@%d" % r2, "--to-file", got, "-q")
+    check(cli_test.file_sha(got) == exp2, "host b's restore after gc differs from rbd export")
+    os.unlink(got)
+
+    # A reader killed outright renews nothing; its lease (RBDVAULT_RADOS_LEASE_SECONDS, long enough
+    # that the first gc surely comes before it ends) expires and gc goes on.
+    with c.image("rbd", "gr-img") as img:
+        img.write(os.urandom(1 << 20), 20 << 20)  # what r3 alone held: its pack goes with r3
+    r4, exp4 = backup_with_sha(store, "gr-img", "gr-a")
+    run("forget", *host(store, "gr-a"), "rbd/gr-img@%d" % r3, "-q")
+    reader, pause = start_paused("restore.write", "restore", *host(store, "gr-b"), "rbd/gr-img@%d" % r4, "--to-file",
+                                 out, "-q", env_extra={"RBDVAULT_RADOS_LEASE_SECONDS": "60"})
+    dead = reader.pid
+    reader.kill()
+    reader.communicate(timeout=60)
+    os.unlink(pause)
+    check(reader.returncode == -signal.SIGKILL, "the reader was not killed: %s" % reader.returncode)
+    check(any("pid %d " % dead in h for h in readers_lockers(store)), "the dead reader's lease is gone already")
+    before = rados_objects(store)
+    _, err = run("gc", *host(store, "gr-a"), "--max-unused", "0", rc=EXIT_LOCKED)
+    check("pid %d " % dead in err.strip().splitlines()[-1], "gc's refusal must name the dead reader: %r" % err)
+    check(rados_objects(store) == before, "the refused gc changed the pool")
+    got = {}
+
+    def gc_runs():
+        p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, "gr-a"), "--max-unused", "0",
+                                                            "--format", "json"]),
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        check(p.returncode in (0, EXIT_LOCKED), "gc: exit %d: %s" % (p.returncode, p.stderr))
+        if p.returncode == 0:
+            got["gc"] = cli_test.json.loads(p.stdout)
+        return p.returncode == 0
+
+    wait_for(gc_runs, "the killed reader's lease to expire", timeout=300, interval=2)
+    check(got["gc"]["packs_deleted"] + got["gc"]["packs_rewritten"] > 0, "gc after expiry: %s" % got["gc"])
+    run("restore", *host(store, "gr-b"), "rbd/gr-img@%d" % r4, "--to-file", out, "-q")
+    check(cli_test.file_sha(out) == exp4, "restore after the last gc differs from rbd export")
+    os.unlink(out)
+    check(run_json("scrub", *host(store, "gr-b"), "--deep")["clean"], "scrub after gc")
+    c.remove("rbd", "gr-img")
+
+
+def scenario_rados_reader_lease_lost(c):
+    """A reader frozen past its lease loses it: gc on another host then runs; the reader, continued,
+    stops at its next pack read with a clear error (exit 4), not with data gc removed reported as
+    missing or damaged, and publishes nothing."""
+    store = new_store("reader_lost", kind="rados")
+    fresh_host_dirs("rl-a", "rl-b")
+    (r1, _), (r2, exp2), _ = gc_readers_history(c, store, "rl-img", "rl-a")
+    run("forget", *host(store, "rl-a"), "rbd/rl-img@%d" % r1, "-q")
+    out = os.path.join(TMP, "rl-restore")
+    if os.path.exists(out):  # of an earlier run that failed
+        os.unlink(out)
+    short = {"RBDVAULT_RADOS_LEASE_SECONDS": "6"}
+    env = dict(os.environ, RBDVAULT_STOP_AT="restore.write", **short)
+    reader = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["restore", *host(store, "rl-b"), "rbd/rl-img@%d" % r2,
+                                                               "--to-file", out, "-q"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: reader.poll() is not None or cli_test.process_stopped(reader.pid), "the reader to stop")
+        check(reader.poll() is None, "the reader exited before its stop point")
+        got = {}
+
+        def gc_runs():
+            p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, "rl-a"), "--max-unused", "0",
+                                                                "--format", "json"]),
+                               capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+            check(p.returncode in (0, EXIT_LOCKED), "gc: exit %d: %s" % (p.returncode, p.stderr))
+            if p.returncode == 0:
+                got["gc"] = cli_test.json.loads(p.stdout)
+            return p.returncode == 0
+
+        wait_for(gc_runs, "the frozen reader's lease to expire", timeout=300, interval=1)
+        check(got["gc"]["packs_deleted"] + got["gc"]["packs_rewritten"] > 0, "gc did nothing: %s" % got["gc"])
+    finally:
+        reader.send_signal(signal.SIGCONT)
+    _, err = reader.communicate(timeout=300)
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    check(reader.returncode == EXIT_LOCKED and last.startswith("rbdvault: error: ") and "reader lease" in last,
+          "the frozen reader: exit %d: %r" % (reader.returncode, err))
+    check(not os.path.exists(out), "the reader that lost its lease published a restore")
+    check(restore_file_sha(store, "rbd/rl-img@%d" % r2) == exp2, "restore after gc")
+    c.remove("rbd", "rl-img")
+
+
+def scenario_rados_rebuild_vs_forget(c):
+    """Host b brings its index up to date while host a forgets a revision: the manifests b listed
+    are replaced under it (the successor's new generation, the old ones removed). Not damage: b
+    rebuilds again and sees the store as it is, restores match rbd export."""
+    store = new_store("rebuild_forget", kind="rados")
+    fresh_host_dirs("rvf-a", "rvf-b")
+    (r1, _), (r2, exp2), (r3, exp3) = gc_readers_history(c, store, "rvf-img", "rvf-a")
+    held = start_held("rebuild.manifests_listed", "ls", *host(store, "rvf-b"), "--format", "json")
+    try:
+        run("forget", *host(store, "rvf-a"), "rbd/rvf-img@%d" % r1, "-q")
+    finally:
+        held.send_signal(signal.SIGCONT)
+    # The rebuild starts over (a new listing, the same stop point passed again): let it go on.
+    restarts = 0
+    while True:
+        wait_for(lambda: held.poll() is not None or cli_test.process_stopped(held.pid), "ls on host b to end")
+        if held.poll() is not None:
+            break
+        restarts += 1
+        check(restarts <= 3, "host b's rebuild keeps starting over")
+        held.send_signal(signal.SIGCONT)
+    out, err = held.communicate(timeout=600)
+    check(restarts >= 1 and "rebuilding again" in err, "host b did not rebuild again: %s" % err)
+    check(held.returncode == 0, "ls on host b while a forgot: exit %d: %s" % (held.returncode, err))
+    check([x["id"] for x in cli_test.json.loads(out)] == [r2, r3], "host b's view after the race: %s" % out)
+    for rev, exp in ((r2, exp2), (r3, exp3)):
+        got = os.path.join(TMP, "rf-%d" % rev)
+        run("restore", *host(store, "rvf-b"), "rbd/rvf-img@%d" % rev, "--to-file", got, "-q")
+        check(cli_test.file_sha(got) == exp, "host b restores revision %d differently" % rev)
+        os.unlink(got)
+    c.remove("rbd", "rvf-img")
 
 
 SCENARIOS = {
@@ -389,6 +595,9 @@ SCENARIOS = {
     "rados_bad_input": scenario_rados_bad_input,
     "rados_batch": scenario_rados_batch,
     "rados_copy": scenario_rados_copy,
+    "rados_gc_readers": scenario_rados_gc_readers,
+    "rados_reader_lease_lost": scenario_rados_reader_lease_lost,
+    "rados_rebuild_vs_forget": scenario_rados_rebuild_vs_forget,
 }
 
 

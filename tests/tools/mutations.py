@@ -19,6 +19,7 @@ A mutation is a dict:
            mount:SCENARIO   tests/integration/mount_test.py SCENARIO (cluster, FUSE, root)
            rados:SCENARIO   tests/integration/rados_test.py SCENARIO (cluster + backup cluster)
            rados-KIND:SCENARIO  KIND's scenario on a RADOS store (RBDVAULT_TEST_STORE=rados; backup cluster)
+           radosgtest:FILTER  build/tests/rados_store_integration_tests --gtest_filter=FILTER (same)
   env    optional extra environment for the tests (e.g. fewer kills to save time)
 
 Anchors are kept short but unique; prefer stable files (agent/, rbd/, store/revision_writer.cc).
@@ -70,6 +71,7 @@ ITEMS = {
     "I14d": "issue 14: the status page shows each image's revision count (checked in Chromium)",
     "I14e": "issue 14: a revision committed while serving appears without a restart",
     "I13d": "issue 13: every command works on a rados: store (or refuses with one line where it cannot)",
+    "I13r": "issue 13: gc on one host removes no pack while a reader on another host reads (reader lease)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -385,7 +387,7 @@ MUTATIONS = [
                 "    dir = require_store(a);\n    if (!store::Store::is_store(dir))")],
      "tests": ["rados-cli:history_repair"]},
     {"id": "rados-refresh-under-reader-says-gc", "items": ["I13d"],
-     "edits": [("store/rados_cache.cc", "    if (e.kind() != StoreError::Kind::kLocked) throw;", "    throw;")],
+     "edits": [("store/rados_cache.cc", "      if (e.kind() == StoreError::Kind::kLocked)\n        throw StoreError(", "      if (false)\n        throw StoreError(")],
      "tests": ["rados:rados_serving_host"]},
     {"id": "serve-signals-after-store", "items": ["I13d"],
      "edits": [(TOOLS, "  SignalFlags signals;\n  const std::string store_dir = require_store(a);",
@@ -406,4 +408,19 @@ MUTATIONS = [
      "edits": [("agent/numbers.cc", "  if (v < r.min || v > r.max) throw bad;\n  return v;\n}\n\nint64_t parse_duration_in",
                 "  return v;\n}\n\nint64_t parse_duration_in")],
      "tests": ["rados-cli:bad_numbers", "cli:bad_numbers"]},
+    # ---- a store in RADOS: readers on other hosts against gc ---------------------------------
+    {"id": "gc-ignores-pool-readers", "items": ["I13r"],
+     "edits": [("store/gc.cc", 'const auto pool_readers = store.objects().lease_readers("rbdvault gc", true, store.dir());',
+                "const std::unique_ptr<ObjectStore::Lease> pool_readers;")],
+     "tests": ["rados:rados_gc_readers"]},
+    {"id": "reader-reads-without-lease", "items": ["I13r"],
+     "edits": [("store/rados_object_store.cc", '  m_->require_lease("read " + oid_);', "  (void)m_;")],
+     "tests": ["rados:rados_reader_lease_lost", "radosgtest:RadosLease.AReaderThatLostItsLeaseReadsNothingMore"]},
+    {"id": "reader-ignores-removals", "items": ["I13r"],
+     "edits": [("store/rados_lease.cc", "read_cache_removals(cache_dir).value_or(0) != now", "false")],
+     "tests": ["radosgtest:RadosLease.AReaderWhoseIndexPredatesARemovalIsRefused"]},
+    {"id": "rebuild-gives-up-on-forget", "items": ["I13r"],
+     "edits": [("store/rados_cache.cc", "if (e.kind() != StoreError::Kind::kNotFound || (now == epoch && now % 2 == 0)) throw;",
+                "throw;")],
+     "tests": ["rados:rados_rebuild_vs_forget"]},
 ]
