@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "store/chunk_codec.h"
+#include "store/chunk_scan.h"
 #include "store/index.h"
 #include "store/index_files.h"
 #include "store/open_object_store.h"
@@ -77,6 +78,17 @@ class Builder {
       batch_.put(pack_key(*id), encode(PackRecord{obj->size(), chunks}));
       ++st.packs;
       maybe_write();
+    }
+    write();
+  }
+
+  // The reference each recorded patch holds on its base (docs/format.md §4.2), once every pack's
+  // chunks are recorded (a base may lie in a later pack than its patch).
+  void count_patch_bases() {
+    for (ChunkRecordCursor cursor(index_); cursor.valid(); cursor.next()) {
+      if (!cursor.record() || !is_patch(cursor.record()->flags)) continue;
+      ++refs_[cursor.record()->base];
+      if (refs_.size() >= kBatch) write();
     }
     write();
   }
@@ -147,7 +159,18 @@ class Builder {
   void add_chunk(const ObjectReader& obj, uint32_t pack, uint64_t off, const ChunkHeader& h, Store::RebuildStats& st) {
     std::string payload(h.stored_len, '\0');  // bounded: scan_pack checked it against raw_len
     bool intact = obj.read_at(off + kChunkHeaderSize, payload.data(), payload.size());
-    if (intact) {
+    Hash base{};
+    if (intact && is_patch(h.flags)) {
+      // A patch's content needs its base, which may lie in a later pack: here only its structure
+      // is checked; scrub --deep (and every read) checks the patched content against its hash.
+      try {
+        base = decode_patch(h.flags, payload, h.raw_len).base;
+        intact = base != h.hash;
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+        intact = false;
+      }
+    } else if (intact) {
       try {
         intact = sha256(decode_chunk(h.flags, payload, h.raw_len)) == h.hash;
       } catch (const StoreError& e) {
@@ -161,7 +184,7 @@ class Builder {
     }
     if (recorded(h.hash)) return;  // a later copy (gc, repair); the first one serves
     pending_.insert(h.hash);
-    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0}));
+    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0, base}));
     ++st.chunks;
     maybe_write();
   }
@@ -215,7 +238,7 @@ RebuildStats rebuild_index(const fs::path& dir, const StoreIo& io) { return Stor
 
 Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io) {
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
-  if (marker.version != kFormatVersion) throw format_1_error(dir);
+  if (marker.version < kFormatVersion - 1) throw format_1_error(dir);
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true);
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
@@ -228,6 +251,7 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io)
     std::unique_ptr<Index> index = Index::create(fresh, files);
     Builder b(*index, objects);
     b.scan_packs(st);
+    b.count_patch_bases();
     b.read_manifests(st);
     b.write_counters();
     index->close("close the new index");

@@ -69,6 +69,7 @@ class Store final : public MaintenanceStore {
   void for_each_data_block(const RevisionRecord& rev, const std::function<void(uint64_t, const Hash&)>& fn) override;
   Hash compute_digest(const RevisionRecord& rev) override;
   std::string read_chunk(const Hash& hash) override;
+  ChunkContent read_chunk_and_root(const Hash& hash) override;
   std::optional<Hash> block_content(uint64_t image, uint64_t block, uint64_t rev) override;
 
   // AppendStore. Writer mode only (kInvalid on a read-only open).
