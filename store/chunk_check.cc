@@ -4,6 +4,7 @@
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
+#include "store/patch_codec.h"
 #include "store/pack.h"
 #include "store/store.h"
 
@@ -98,7 +99,12 @@ std::string ChunkChecker::examine(const Hash& hash, const ChunkRecord& rec, uint
     if (std::string base = examine_base(rec.base); !base.empty()) return where + ": its base " + base;
     if (!deep_) return {};
     try {
-      (void)store_.read_chunk(hash);  // decoded, applied to its base, checked against its hash
+      // The payload read here (not another read of it): a bad read must show as damage.
+      const Patch patch = decode_patch(rec.flags, std::string_view(buf).substr(kChunkHeaderSize), rec.raw_len);
+      if (patch.base != rec.base) return where + ": patch names another base than the index";
+      std::string content = store_.read_chunk(rec.base);  // verified; its own damage was checked above
+      apply_patch(patch, content);
+      if (sha256(content) != hash) return where + ": patched content does not match its SHA-256";
     } catch (const StoreError& e) {
       if (e.kind() != StoreError::Kind::kCorrupt) throw;
       return where + ": " + e.what();

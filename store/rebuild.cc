@@ -82,15 +82,41 @@ class Builder {
     write();
   }
 
-  // The reference each recorded patch holds on its base (docs/format.md §4.2), once every pack's
-  // chunks are recorded (a base may lie in a later pack than its patch).
-  void count_patch_bases() {
+  // Once every pack's chunks are recorded (a base may lie in a later pack than its patch): each
+  // patch is verified as every read verifies it (read again, applied to its recorded base, checked
+  // against its hash; the scan could only check its structure), and then holds a reference on its
+  // base. A patch that fails is left out like any damaged chunk.
+  void count_patch_bases(Store::RebuildStats& st) {
+    PackReader packs(objects_);
+    IndexBatch drop;
     for (ChunkRecordCursor cursor(index_); cursor.valid(); cursor.next()) {
       if (!cursor.record() || !is_patch(cursor.record()->flags)) continue;
-      ++refs_[cursor.record()->base];
+      const ChunkRecord& rec = *cursor.record();
+      bool intact = false;
+      try {
+        const Patch patch = packs.read_patch(cursor.hash(), rec);
+        const std::optional<ChunkRecord> base = index_.chunk_record(patch.base);
+        if (base && !is_patch(base->flags) && base->raw_len == rec.raw_len) {
+          std::string content = packs.read(patch.base, *base);
+          apply_patch(patch, content);
+          intact = sha256(content) == cursor.hash();
+        }
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      }
+      if (!intact) {
+        spdlog::warn("rebuild-index: patch chunk {} does not resolve against its base; left out",
+                     to_hex(cursor.hash()));
+        drop.remove(chunk_key(cursor.hash()));
+        ++st.chunks_skipped;
+        --st.chunks;
+        continue;
+      }
+      ++refs_[rec.base];
       if (refs_.size() >= kBatch) write();
     }
     write();
+    if (drop.count()) index_.write(drop, Sync::kNo, "write the new index");
   }
 
   // Image, revision and block-map records from the newest intact manifest of each revision that no
@@ -251,7 +277,7 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io)
     std::unique_ptr<Index> index = Index::create(fresh, files);
     Builder b(*index, objects);
     b.scan_packs(st);
-    b.count_patch_bases();
+    b.count_patch_bases(st);
     b.read_manifests(st);
     b.write_counters();
     index->close("close the new index");
