@@ -15,7 +15,8 @@ Checks (format.md section in brackets):
     5.2, 11]; no R record is flagged forgetting and no W mark remains (strict) [5.2, 5.5, 7.3];
   * B entries belong to committed revisions of their image (strict) or to the pending revision
     of a W mark (--before-recovery) [1 inv. 4];
-  * every C record's refs equals the number of B entries naming its hash; every B hash has a
+  * every C record's refs equals the number of B entries naming its hash, plus the patch C records
+    naming it as their base [4.2]; every B hash has a
     C record [5.3, 11];
   * every C record points into a pack with a P record and an existing file; the chunk header
     there matches (magic, zero bytes, flags, lengths, hash); raw_len is the block size; the
@@ -539,7 +540,7 @@ class Checker:
         for h, (_, _, _, _, _, refs, _) in self.chunks.items():
             n = self.refcount.get(h, 0)
             if refs != n + patches_on.get(h, 0):
-                self.problem("chunk %s: refs %d, but %d block map entries and %d patches name it" %
+                self.problem("chunk %s: refs %d, but %d block map entries name it (and %d patch records)" %
                              (h.hex(), refs, n, patches_on.get(h, 0)))
         for h, n in self.refcount.items():
             if h not in self.chunks:
