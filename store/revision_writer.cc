@@ -265,7 +265,7 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
         }
         // A patch only over a full chunk the store holds (depth 1); otherwise the full content.
         std::optional<Hash> base = patch_base_;
-        if (base && encoded_ && is_patch(encoded_->flags)) {
+        if (base && encoded_ && is_patch(encoded_->flags) && store_.patches_allowed_) {
           const auto b = store_.chunk(*base);
           if (!b || is_patch(b->flags) || b->raw_len != data.size()) base.reset();
         } else {

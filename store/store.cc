@@ -10,6 +10,7 @@
 #include "store/lock.h"
 #include "store/manifest.h"
 #include "store/pack.h"
+#include "store/rados_cache.h"
 #include "store/patch_codec.h"
 #include "store/revision_writer.h"
 #include "store/store_internal.h"
@@ -45,7 +46,11 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
     // Before anything can store a patch chunk: an older rbdvault then refuses the store as too new
     // instead of reporting its patches as damage (docs/format.md §14).
-    if (marker.version == kFormatVersion - 1) write_marker_durably(dir, marker_with_current_version(marker_text));
+    // Not for a store in a RADOS pool, whose marker object is the authority (and carries its lease):
+    // such a format 2 store keeps storing full chunks only (patches_allowed_).
+    if (marker.version == kFormatVersion - 1 && !read_backend_file(dir))
+      write_marker_durably(dir, marker_with_current_version(marker_text));
+    s->patches_allowed_ = marker.version == kFormatVersion || !read_backend_file(dir);
   }
   else
     s->reader_lock_ = std::make_unique<ReaderLock>(dir / "readers.lock", false);

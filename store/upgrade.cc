@@ -9,6 +9,7 @@
 
 #include "store/manifest.h"
 #include "store/object_store.h"
+#include "store/rados_cache.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 
@@ -25,6 +26,7 @@ Store::UpgradeStats Store::upgrade(const fs::path& dir) {
   const uint32_t version = parse_store_marker(text, dir.string() + ": rbdvault.store").version;
   if (version == kFormatVersion) return st;
   if (version == kFormatVersion - 1) {
+    if (read_backend_file(dir)) return st;  // a RADOS store's pool marker: not implemented (format.md §14)
     // Format 2 -> 3 adds patch chunks only: the marker alone changes (a writer's open does the same).
     write_marker_durably(dir, marker_with_current_version(text));
     st.upgraded = true;
