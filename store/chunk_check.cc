@@ -107,7 +107,7 @@ std::string ChunkChecker::examine(const Hash& hash, const ChunkRecord& rec, uint
       if (sha256(content) != hash) return where + ": patched content does not match its SHA-256";
     } catch (const StoreError& e) {
       if (e.kind() != StoreError::Kind::kCorrupt) throw;
-      return where + ": " + e.what();
+      return where + " (a patch): " + e.what();
     }
     bytes_verified += rec.stored_len;
     return {};
