@@ -369,6 +369,8 @@ BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, cons
     check_cancelled();
     const double commit_started = store::thread_cpu_seconds();
     result.revision = writer->commit(info);
+    result.patch_chunks = writer->patch_chunks();
+    result.patch_bytes = writer->patch_bytes();
     result.cpu_index += store::thread_cpu_seconds() - commit_started;
   } catch (...) {
     // A writer refused as kLocked mid-revision lost its store's lease (a RADOS store): the writer

@@ -102,6 +102,9 @@ struct BackupResult {
   // Bytes of parent chunks read back from the store to complete partly changed blocks (the bytes
   // read from Ceph are revision.bytes_read).
   uint64_t bytes_read_store = 0;
+  // Of the chunks new to the store (revision.new_chunks, bytes_stored), those stored as patches of
+  // their parent's full chunk (docs/format.md §4.2), and their stored bytes (headers included).
+  uint64_t patch_chunks = 0, patch_bytes = 0;
   // Thread CPU seconds: SHA-256, zstd, reading and patching parent chunks, and the writer (dedup
   // lookups, block map, pack appends, commit).
   double cpu_hash = 0, cpu_compress = 0, cpu_patch = 0, cpu_index = 0;

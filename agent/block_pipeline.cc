@@ -78,8 +78,10 @@ void BlockPipeline::prepare(Item& item) {
   if (item.base) {
     const double t0 = store::thread_cpu_seconds();
     std::string block;
+    store::ChunkContent parent;
     try {
-      block = store_.read_chunk(*item.base);
+      parent = store_.read_chunk_and_root(*item.base);
+      block = parent.content;
     } catch (const store::StoreError& e) {
       // A damaged parent chunk must not stop every later backup of the image: read the block
       // whole instead; the new revision then no longer needs the damaged chunk there.
@@ -102,7 +104,10 @@ void BlockPipeline::prepare(Item& item) {
       pos += p.length;
     }
     item.patch_seconds = store::thread_cpu_seconds() - t0;
-    item.prepared = store::prepare_block(store_, std::move(block));
+    // Diffed against the root full chunk (the parent's chunk, or its base if that is a patch), so
+    // a new patch never stacks on a patch.
+    const std::string& root = parent.root_content.empty() ? parent.content : parent.root_content;
+    item.prepared = store::prepare_block(store_, std::move(block), parent.root, root);
   } else {
     item.prepared = store::prepare_block(store_, std::move(item.data));
   }

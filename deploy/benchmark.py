@@ -267,7 +267,7 @@ def steady_state(args, work):
     R = rbd.RBD()
     size = args.steady_size_gib << 30
     data_bytes = size // 2
-    res = {k: [] for k in ("rv", "ceph", "rv_ceph_bytes", "rv_store_bytes", "ceph_bytes", "exact",
+    res = {k: [] for k in ("rv", "ceph", "rv_ceph_bytes", "rv_store_bytes", "rv_stored", "rv_patches", "ceph_bytes", "exact",
                            "full_cpu", "full_hash", "full_compress", "full_index", "full_secs")}
     for i in range(args.steady_runs):
         c = Cluster(work, "steady-%d" % i, 4 * size + (2 << 30))
@@ -308,6 +308,8 @@ def steady_state(args, work):
             res["rv"].append(secs)
             res["rv_ceph_bytes"].append(j["bytes_read_ceph"])
             res["rv_store_bytes"].append(j["bytes_read_store"])
+            res["rv_stored"].append(j["bytes_stored"])
+            res["rv_patches"].append(j.get("patch_chunks", 0))  # 0: a binary from before patch chunks
             shutil.rmtree(store)
         finally:
             c.close()
@@ -331,6 +333,8 @@ def steady_state(args, work):
            "met" if m["rv_ceph_bytes"] <= 1.1 * m["exact"] else "not met"),
         "| bytes read from the store (parent chunks) | %s | |" % mib(m["rv_store_bytes"]),
         "| `rbd export-diff` file | %s | |" % mib(m["ceph_bytes"]),
+        "| bytes stored by the incremental (packs) | %s (%.2fx the exact diff), %d patch chunks | |"
+        % (mib(m["rv_stored"]), m["rv_stored"] / m["exact"], m["rv_patches"]),
         "| full backup before it: CPU (user+sys) per GiB of data | %.2f s/GiB (%.2f s wall) | |"
         % (m["full_cpu"], m["full_secs"]),
         "| ... of which SHA-256 / zstd / index (thread CPU time) | %.2f / %.2f / %.2f s/GiB | |"

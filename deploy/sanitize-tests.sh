@@ -49,7 +49,7 @@ run_fuzz() {
   rm -rf "$corpus"
   build-fuzz/tests/fuzz/make_fuzz_seeds "$corpus" "$ROOT"
   local t
-  for t in index_records chunk pack_scan oplog batch_config store_marker manifest pack_identities; do
+  for t in index_records chunk patch pack_scan oplog batch_config store_marker manifest pack_identities; do
     # New inputs go to a scratch corpus so the seeds stay as the encoders wrote them; a crash
     # leaves its input in build-fuzz/artifacts/ for a unit test to reproduce.
     mkdir -p "$corpus/$t.new" build-fuzz/artifacts

@@ -28,10 +28,13 @@ class ChunkChecker {
  private:
   // nullptr when the pack is missing (not cached then); other failures throw.
   const ObjectReader* reader_for(uint32_t pack);
+  // Empty when a patch's base is a sound full chunk; otherwise what is wrong with it.
+  std::string examine_base(const Hash& base);
 
   Store& store_;
   bool deep_;
   std::map<uint32_t, std::unique_ptr<ObjectReader>> readers_;
+  std::map<Hash, std::string> base_verdicts_;  // at most 4096
 };
 
 }  // namespace rbdvault::store

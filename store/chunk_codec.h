@@ -10,7 +10,14 @@ namespace rbdvault::store {
 enum ChunkFlags : uint8_t {
   kChunkRaw = 0,
   kChunkZstd = 1,
+  // The chunk is stored as a patch of a full base chunk (store/patch_codec.h, docs/format.md
+  // §4.2), format 3. With kChunkZstd: the patch's pages are zstd-compressed. Format 2 readers
+  // reject the flag as damage, which is why a store holding patches is format 3.
+  kChunkPatch = 2,
 };
+// The flag combinations a chunk header or record may carry.
+[[nodiscard]] inline bool valid_chunk_flags(uint8_t f) { return f <= (kChunkZstd | kChunkPatch); }
+[[nodiscard]] inline bool is_patch(uint8_t f) { return (f & kChunkPatch) != 0; }
 
 struct EncodedChunk {
   uint8_t flags = kChunkRaw;

@@ -4,6 +4,7 @@
 
 #include "store/chunk_codec.h"
 #include "store/error.h"
+#include "store/patch_codec.h"
 
 namespace rbdvault::store {
 namespace {
@@ -295,6 +296,7 @@ std::string encode(const ChunkRecord& rec) {
   put_le(s, rec.raw_len, 4);
   put_le(s, rec.flags, 1);
   put_le(s, rec.refs, 8);
+  if (is_patch(rec.flags)) s.append(reinterpret_cast<const char*>(rec.base.data()), rec.base.size());
   return s;
 }
 
@@ -308,12 +310,12 @@ ChunkRecord decode_chunk_record(std::string_view v) {
   rec.raw_len = static_cast<uint32_t>(r.le(4));
   rec.flags = static_cast<uint8_t>(r.le(1));
   rec.refs = r.le(8);
+  if (is_patch(rec.flags)) rec.base = r.hash();
   r.done();
   // A chunk is one block: raw_len bounds what a read allocates, stored_len what it reads.
-  r.require(rec.flags == kChunkRaw || rec.flags == kChunkZstd, "flags");
+  r.require(valid_chunk_flags(rec.flags), "flags");
   r.require(rec.raw_len <= kMaxBlockSize, "raw_len");
-  r.require(rec.flags == kChunkRaw ? rec.stored_len == rec.raw_len : rec.stored_len <= max_stored_len(rec.raw_len),
-            "stored_len");
+  r.require(chunk_lengths_valid(rec.flags, rec.raw_len, rec.stored_len), "stored_len");
   r.require(rec.offset >= kPackHeaderSize && rec.offset <= kMaxPackBytes, "offset");
   return rec;
 }

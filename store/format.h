@@ -12,7 +12,10 @@
 
 namespace rbdvault::store {
 
-inline constexpr uint32_t kFormatVersion = 2;
+// Format 3 adds patch chunks (docs/format.md §4.2) and nothing else: a format 2 store is a format 3
+// store without patches. A writer opening a format 2 store rewrites its marker to 3 at once, so an
+// older rbdvault refuses the store ("format 3 is not supported") instead of calling patches damage.
+inline constexpr uint32_t kFormatVersion = 3;
 // Format 1 (no revision manifests) is read only to be upgraded (`rbdvault upgrade`).
 inline constexpr uint32_t kOldestFormatVersion = 1;
 
@@ -138,7 +141,10 @@ struct ChunkRecord {
   uint32_t stored_len = 0;  // payload bytes after the header
   uint32_t raw_len = 0;     // bytes after decoding
   uint8_t flags = 0;        // ChunkFlags
-  uint64_t refs = 0;        // block map entries referencing this chunk
+  // Block map entries referencing this chunk, plus the patch chunks (index records with
+  // kChunkPatch) whose base it is: a patch keeps its base alive.
+  uint64_t refs = 0;
+  Hash base{};  // kChunkPatch only: the full chunk the patch applies to (also in its payload)
 };
 
 struct PackRecord {

@@ -9,11 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "store/chunk_codec.h"
 #include "store/chunk_scan.h"
 #include "store/external_sort.h"
 #include "store/index.h"
 #include "store/lock.h"
 #include "store/pack.h"
+#include "store/ref_updates.h"
 #include "store/store.h"
 
 namespace fs = std::filesystem;
@@ -31,7 +33,7 @@ struct PackStats {
 };
 
 // pack (be32), hash, then the record's other fields: the chunks of the packs to drop or rewrite.
-using PackOrder = ExternalSorter<4 + 32 + 8 + 4 + 4 + 1 + 8>;
+using PackOrder = ExternalSorter<4 + 32 + 8 + 4 + 4 + 1 + 8 + 32>;  // ... and a patch's base
 
 PackOrder::Key pack_order_key(const Hash& h, const ChunkRecord& rec) {
   PackOrder::Key k{};
@@ -42,6 +44,7 @@ PackOrder::Key pack_order_key(const Hash& h, const ChunkRecord& rec) {
   std::memcpy(k.data() + 48, &rec.raw_len, 4);
   k[52] = rec.flags;
   std::memcpy(k.data() + 53, &rec.refs, 8);
+  std::memcpy(k.data() + 61, rec.base.data(), 32);
   return k;
 }
 
@@ -53,6 +56,7 @@ void from_pack_order_key(const PackOrder::Key& k, Hash& h, ChunkRecord& rec) {
   std::memcpy(&rec.raw_len, k.data() + 48, 4);
   rec.flags = k[52];
   std::memcpy(&rec.refs, k.data() + 53, 8);
+  std::memcpy(rec.base.data(), k.data() + 61, 32);
 }
 
 }  // namespace
@@ -82,7 +86,9 @@ class PackRewrite {
   PackRewrite(Store& store, uint32_t id, bool rewrite) : store_(store), id_(id), rewrite_(rewrite) {}
 
   void add(const Hash& h, const ChunkRecord& c) {
-    if (c.refs == 0) {
+    // A patch's record goes only with its base reference (release_dead_patches): one with no
+    // references left here is kept, never dropped alone.
+    if (c.refs == 0 && !is_patch(c.flags)) {
       batch_.remove(chunk_key(h));
       ++removed_;
     } else {
@@ -186,6 +192,35 @@ std::vector<uint32_t> rewrite_packs(Store& store, const std::map<uint32_t, bool>
   return skipped;
 }
 
+// Pass 0: patch chunks no block map entry references any more go first, each record removed in
+// the same atomic index write that lowers its base's count (docs/format.md §7.6): a crash leaves
+// either both or neither, never a base freed under a live patch nor a reference scrub would call
+// wrong. A base this brings to 0 is dead for pass 1 and collected in this same run. Returns the
+// records removed.
+uint64_t release_dead_patches(Store& store) {
+  uint64_t removed = 0;
+  IndexBatch batch;
+  ChunkRefUpdates bases(store.index());
+  auto write = [&] {
+    if (batch.count() == 0) return;
+    bases.write_to(batch);
+    store.index().write(batch, Sync::kYes, "release unreferenced patch chunks");
+    batch.clear();
+    store.crash_points().reached("gc.patches_released");
+  };
+  for (ChunkRecordCursor cursor(store.index()); cursor.valid(); cursor.next()) {
+    if (!cursor.record()) throw StoreError(StoreError::Kind::kCorrupt, cursor.error());
+    const ChunkRecord& rec = *cursor.record();
+    if (!is_patch(rec.flags) || rec.refs != 0) continue;
+    batch.remove(chunk_key(cursor.hash()));
+    bases.unref(as_view(rec.base));
+    ++removed;
+    if (batch.count() >= kBatchChunks) write();
+  }
+  write();
+  return removed;
+}
+
 }  // namespace
 
 GcResult gc(Store& store, const GcOptions& options) {
@@ -196,6 +231,8 @@ GcResult gc(Store& store, const GcOptions& options) {
   const auto pool_readers = store.objects().lease_readers("rbdvault gc", true, store.dir());
   GcResult result;
   result.bytes_before = pack_bytes_on_disk(store);
+  // (A dry run leaves them: it reports what pass 1 sees, without the bases they would free.)
+  if (!options.dry_run) result.chunks_removed += release_dead_patches(store);
 
   // Pass 1: the packs, and per pack the counts of live and dead chunks.
   std::map<uint32_t, PackRecord> pack_records;

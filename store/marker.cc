@@ -85,6 +85,13 @@ StoreError format_1_error(const fs::path& dir) {
                                                     "`rbdvault upgrade --store " +
                                                     dir.string() + "`");
 }
+std::string marker_with_current_version(const std::string& text) {
+  const size_t start = text.find("rbdvault-store");
+  const size_t nl = text.find('\n', start);
+  if (start == std::string::npos || nl == std::string::npos)
+    throw StoreError(StoreError::Kind::kCorrupt, "the store marker has no first line to rewrite");
+  return text.substr(0, start) + "rbdvault-store " + std::to_string(kFormatVersion) + text.substr(nl);
+}
 void write_marker_durably(const fs::path& dir, const std::string& text) { write_file_durably(dir / kMarkerFile, text); }
 std::string read_marker_text(const fs::path& dir) { return read_marker(dir); }
 

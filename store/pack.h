@@ -13,6 +13,7 @@
 
 #include "store/format.h"
 #include "store/object_store.h"
+#include "store/patch_codec.h"
 #include "store/sha256.h"
 
 namespace rbdvault::store {
@@ -84,14 +85,24 @@ class PackReader {
   PackReader(const PackReader&) = delete;
   PackReader& operator=(const PackReader&) = delete;
 
+  // A full chunk's content, verified against its hash; kCorrupt for a patch (whose content needs
+  // its base: Store::read_chunk resolves patches).
   std::string read(const Hash& hash, const ChunkRecord& rec);
-  // The stored (possibly compressed) payload, verified like read(); for copying chunks verbatim.
+  // A patch chunk, decoded and checked against its record (flags, lengths, base); its content is
+  // verified only once applied to its base (Store::read_chunk).
+  Patch read_patch(const Hash& hash, const ChunkRecord& rec);
+  // The stored (possibly compressed) payload, verified like read() (a patch: like read_patch());
+  // for copying chunks verbatim.
   std::string read_payload(const Hash& hash, const ChunkRecord& rec);
   void forget_pack(uint32_t pack);  // drops a cached reader (the pack is being removed)
 
  private:
   // An open pack, closed when its last user lets go.
   std::shared_ptr<const ObjectReader> open_pack(uint32_t pack);
+  // The payload, its header checked against the record.
+  std::string read_stored(const Hash& hash, const ChunkRecord& rec);
+  static std::string verify_full(const Hash& hash, const ChunkRecord& rec, std::string_view payload);
+  static Patch read_patch_from(const Hash& hash, const ChunkRecord& rec, std::string_view payload);
   ObjectStore& objects_;
   // A store holds about one pack per GiB stored and per backup: the cache keeps the number of open
   // files well below the usual limit of 1024.

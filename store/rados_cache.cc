@@ -137,7 +137,7 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   const std::string marker = pool->read_all(kRadosMarkerObject, kMaxMarkerBytes);
   // Only format 2 is written to a pool (init, copy): a format 1 marker there was put by hand, and
   // `upgrade` (which works on a directory's index) cannot help; say what can.
-  if (parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject).version != kFormatVersion)
+  if (parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject).version < kFormatVersion - 1)
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " holds a format 1 store, which RADOS does not take: "
                                                  "upgrade it in a directory (rbdvault upgrade), then rbdvault copy it "
                                                  "into the pool");

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "store/chunk_codec.h"
+#include "store/chunk_scan.h"
 #include "store/index.h"
 #include "store/index_files.h"
 #include "store/open_object_store.h"
@@ -83,6 +84,7 @@ class Builder {
     }
     write();
     if (previous) reuse_packs(*previous, reused, st);
+    reused_packs_.insert(reused.begin(), reused.end());
   }
 
   void read_pack(const std::string& name, uint32_t id, Store::RebuildStats& st) {
@@ -130,6 +132,52 @@ class Builder {
       ++st.packs_reused;
     }
     write();
+  }
+
+  // Once every pack's chunks are recorded (a base may lie in a later pack than its patch): each
+  // patch is verified as every read verifies it (read again, applied to its recorded base, checked
+  // against its hash; the scan could only check its structure), and then holds a reference on its
+  // base. A patch that fails is left out like any damaged chunk.
+  void count_patch_bases(Store::RebuildStats& st) {
+    PackReader packs(objects_);
+    IndexBatch drop;
+    for (ChunkRecordCursor cursor(index_); cursor.valid(); cursor.next()) {
+      if (!cursor.record() || !is_patch(cursor.record()->flags)) continue;
+      const ChunkRecord& rec = *cursor.record();
+      if (reused_packs_.count(rec.pack)) {
+        // Checked when its pack was read; its base must still be recorded as a full chunk, or the
+        // refresh is not trusted (unrecorded: every pack is read).
+        const std::optional<ChunkRecord> base = index_.chunk_record(rec.base);
+        if (!base || is_patch(base->flags)) ++unrecorded_;
+        else ++refs_[rec.base];
+        if (refs_.size() >= kBatch) write();
+        continue;
+      }
+      bool intact = false;
+      try {
+        const Patch patch = packs.read_patch(cursor.hash(), rec);
+        const std::optional<ChunkRecord> base = index_.chunk_record(patch.base);
+        if (base && !is_patch(base->flags) && base->raw_len == rec.raw_len) {
+          std::string content = packs.read(patch.base, *base);
+          apply_patch(patch, content);
+          intact = sha256(content) == cursor.hash();
+        }
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      }
+      if (!intact) {
+        spdlog::warn("rebuild-index: patch chunk {} does not resolve against its base; left out",
+                     to_hex(cursor.hash()));
+        drop.remove(chunk_key(cursor.hash()));
+        ++st.chunks_skipped;
+        --st.chunks;
+        continue;
+      }
+      ++refs_[rec.base];
+      if (refs_.size() >= kBatch) write();
+    }
+    write();
+    if (drop.count()) index_.write(drop, Sync::kNo, "write the new index");
   }
 
   // Image, revision and block-map records from the newest intact manifest of each revision that no
@@ -203,7 +251,18 @@ class Builder {
   void add_chunk(const ObjectReader& obj, uint32_t pack, uint64_t off, const ChunkHeader& h, Store::RebuildStats& st) {
     std::string payload(h.stored_len, '\0');  // bounded: scan_pack checked it against raw_len
     bool intact = obj.read_at(off + kChunkHeaderSize, payload.data(), payload.size());
-    if (intact) {
+    Hash base{};
+    if (intact && is_patch(h.flags)) {
+      // A patch's content needs its base, which may lie in a later pack: here only its structure
+      // is checked; scrub --deep (and every read) checks the patched content against its hash.
+      try {
+        base = decode_patch(h.flags, payload, h.raw_len).base;
+        intact = base != h.hash;
+      } catch (const StoreError& e) {
+        if (e.kind() != StoreError::Kind::kCorrupt) throw;
+        intact = false;
+      }
+    } else if (intact) {
       try {
         intact = sha256(decode_chunk(h.flags, payload, h.raw_len)) == h.hash;
       } catch (const StoreError& e) {
@@ -217,7 +276,7 @@ class Builder {
     }
     if (recorded(h.hash)) return;  // a later copy (gc, repair); the first one serves
     pending_.insert(h.hash);
-    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0}));
+    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0, base}));
     ++st.chunks;
     maybe_write();
   }
@@ -267,6 +326,7 @@ class Builder {
   uint64_t max_rev_ = 0, max_image_ = 0;
   uint32_t max_pack_ = 0;
   uint64_t unrecorded_ = 0;
+  std::unordered_set<uint32_t> reused_packs_;  // packs whose records came from the previous index
   PackIdentities identities_;  // of the packs read whole and intact, or reused
 };
 
@@ -291,7 +351,7 @@ RebuildStats rebuild_index(const fs::path& dir, const StoreIo& io, bool reuse_un
 
 Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io, bool reuse) {
   const StoreMarker marker = parse_store_marker(read_marker_text(dir), dir.string() + ": rbdvault.store");
-  if (marker.version != kFormatVersion) throw format_1_error(dir);
+  if (marker.version < kFormatVersion - 1) throw format_1_error(dir);
   WriterLock lock(dir / "lock", "rbdvault rebuild-index");
   ReaderLock readers(dir / "readers.lock", /*exclusive=*/true, "rebuild-index");
   const std::shared_ptr<ObjectStore> data_area = io.objects ? io.objects : open_object_store(dir);
@@ -309,6 +369,7 @@ Store::RebuildStats Store::rebuild_index(const fs::path& dir, const StoreIo& io,
     std::unique_ptr<Index> index = Index::create(fresh, files);
     Builder b(*index, objects);
     b.scan_packs(st, previous ? &*previous : nullptr);
+    b.count_patch_bases(st);
     CrashPoints crash;
     crash.load_environment();
     b.read_manifests(st, crash);

@@ -7,6 +7,7 @@
 #include "store/external_sort.h"
 #include "store/index.h"
 #include "store/pack.h"
+#include "store/ref_updates.h"
 #include "store/store.h"
 
 namespace rbdvault::store {
@@ -36,6 +37,14 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
       counts.add(k);
     }
     it.check("scan block maps");
+  }
+  // A patch's base counts one reference per patch (docs/format.md §4.2), so a damaged base read by
+  // no revision directly is still found, and its rewrite keeps the patches' references.
+  for (ChunkRecordCursor cursor(*index_); cursor.valid(); cursor.next()) {
+    if (!cursor.record() || !is_patch(cursor.record()->flags)) continue;
+    ExternalSorter<32>::Key k;
+    std::memcpy(k.data(), cursor.record()->base.data(), 32);
+    counts.add(k);
   }
   std::map<Hash, DamagedChunk> damaged;
   // pack (be32), offset (be64), hash, entries: the recorded chunks to read, in pack order.
@@ -71,7 +80,7 @@ std::vector<Store::DamagedChunk> Store::find_damaged_chunks() {
       auto rec = chunk(h);  // the whole record (lengths, flags) for the verified read
       if (!rec) continue;   // cannot happen in one process holding the writer lock
       try {
-        packs_->read(h, *rec);
+        (void)read_chunk(h);  // a patch is resolved: a damaged base makes its patches damaged
       } catch (const StoreError& ex) {
         if (ex.kind() != StoreError::Kind::kCorrupt) throw;  // I/O trouble is not damage to repair
         uint64_t entries;
@@ -163,6 +172,16 @@ void Store::rewrite_chunk(const Hash& hash, std::string_view raw, uint64_t refs)
   rec.refs = refs;
   PackRecord p = writer.seal();
   IndexBatch batch;
+  // A patch rewritten whole no longer holds its base: the reference goes in the same write.
+  ChunkRefUpdates bases(*index_);
+  std::optional<ChunkRecord> old;
+  try {
+    old = chunk(hash);
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;  // a malformed record: nothing to release
+  }
+  if (old && is_patch(old->flags)) bases.unref(as_view(old->base));
+  bases.write_to(batch);
   batch.put(chunk_key(hash), encode(rec));
   batch.put(pack_key(id), encode(p));
   batch.put(counter_key(kCounterNextPack), encode_u64(id + 1));

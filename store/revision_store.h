@@ -108,6 +108,13 @@ struct RevisionStart {
   uint64_t revision = 0;
 };
 
+// A chunk's content with its root full chunk (read_chunk_and_root).
+struct ChunkContent {
+  std::string content;
+  Hash root{};               // the chunk itself when it is full, else its patch's base
+  std::string root_content;  // the base's content for a patch; empty for a full chunk (= content)
+};
+
 // Reading committed revisions. A read-only open takes no writer lock, runs no recovery and sees the
 // store as it was committed when opened.
 class ReadOnlyStore {
@@ -139,8 +146,12 @@ class ReadOnlyStore {
   virtual void for_each_data_block(const RevisionRecord& rev, const std::function<void(uint64_t, const Hash&)>& fn) = 0;
   // Recomputes a revision's whole-revision checksum from the block map alone (see RevisionDigest).
   virtual Hash compute_digest(const RevisionRecord& rev) = 0;
-  // A chunk's raw content (block_size bytes), verified against its SHA-256.
+  // A chunk's raw content (block_size bytes), verified against its SHA-256 (a patch chunk is
+  // resolved against its base first).
   virtual std::string read_chunk(const Hash& hash) = 0;
+  // The same, plus the full chunk at its root (itself, or a patch's base) with the base's content:
+  // what a backup diffs a changed block against to store a patch, at no extra read.
+  virtual ChunkContent read_chunk_and_root(const Hash& hash) = 0;
   // The content hash of `block` in revision `rev` of `image` (nullopt: zeros). One index seek.
   virtual std::optional<Hash> block_content(uint64_t image, uint64_t block, uint64_t rev) = 0;
 };

@@ -184,6 +184,32 @@ PreparedBlock prepare_block(AppendStore& store, std::string&& data) {
   return p;
 }
 
+PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& root, std::string_view root_raw) {
+  const uint32_t bs = store.block_size();
+  if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
+  if (root_raw.size() != bs || all_zero(data)) return prepare_block(store, std::move(data));
+  PreparedBlock p;
+  p.raw = std::move(data);
+  p.raw.resize(bs, '\0');
+  const double t0 = thread_cpu_seconds();
+  p.hash = sha256(p.raw);
+  const double t1 = thread_cpu_seconds();
+  p.hash_seconds = t1 - t0;
+  if (!store.chunk(*p.hash)) {  // dedup first: content the store holds in any form is reused
+    const int level = store.writer_options().zstd_level;
+    if (auto patch = encode_patch(root, root_raw, p.raw, level)) {
+      p.encoded = std::move(*patch);
+      p.patch_base = root;
+    } else if (worth_compressing(p.raw, level)) {
+      p.encoded = encode_chunk(p.raw, level);
+    } else {
+      p.store_raw = true;
+    }
+    p.compress_seconds = thread_cpu_seconds() - t1;
+  }
+  return p;
+}
+
 void RevisionWriter::put_block(uint64_t block, std::string_view data) {
   put_prepared(block, prepare_block(store_, data));
 }
@@ -195,8 +221,10 @@ void RevisionWriter::put_prepared(uint64_t block, PreparedBlock&& prepared) {
   stale_cursor_ = std::max(stale_cursor_, block + 1);
   encoded_ = std::move(prepared.encoded);
   store_raw_ = prepared.store_raw;
+  patch_base_ = prepared.patch_base;
   record(block, prepared.hash, prepared.raw);
   encoded_.reset();
+  patch_base_.reset();
   store_raw_ = false;
 }
 
@@ -235,6 +263,15 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
           const uint64_t next = store_.advance_counter(kCounterNextPack, 1, /*sync=*/false);
           pack_ = std::make_unique<PackWriter>(store_.objects(), static_cast<uint32_t>(next));
         }
+        // A patch only over a full chunk the store holds (depth 1); otherwise the full content.
+        std::optional<Hash> base = patch_base_;
+        if (base && encoded_ && is_patch(encoded_->flags) && store_.patches_allowed_) {
+          const auto b = store_.chunk(*base);
+          if (!b || is_patch(b->flags) || b->raw_len != data.size()) base.reset();
+        } else {
+          base.reset();
+        }
+        if (!base && encoded_ && is_patch(encoded_->flags)) encoded_.reset();
         const bool as_is = !encoded_ && store_raw_;  // the raw bytes, stored without a copy
         EncodedChunk enc;
         if (encoded_)
@@ -248,8 +285,16 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
         d.rec.raw_len = static_cast<uint32_t>(data.size());
         d.rec.flags = enc.flags;
         d.rec.refs = 0;
+        d.created = true;
         bytes_stored_ += payload.size() + kChunkHeaderSize;
         ++new_chunks_;
+        if (base) {
+          // The patch holds a reference on its base, written in the same batch as its record.
+          d.rec.base = *base;
+          add_ref(*base);
+          ++patch_chunks_;
+          patch_bytes_ += payload.size() + kChunkHeaderSize;
+        }
         store_.crash_points().reached("pack.append");
       }
       dirty = dirty_chunks_.emplace(*content, d).first;
@@ -270,6 +315,16 @@ void RevisionWriter::record(uint64_t block, const std::optional<Hash>& content, 
     flush(false);
 }
 
+void RevisionWriter::add_ref(const Hash& hash) {
+  auto it = dirty_chunks_.find(hash);
+  if (it == dirty_chunks_.end()) {
+    const auto rec = store_.chunk(hash);
+    if (!rec) throw std::logic_error("reference to a chunk the store does not hold");
+    it = dirty_chunks_.emplace(hash, DirtyChunk{*rec, 0, false}).first;
+  }
+  ++it->second.added_refs;
+}
+
 void RevisionWriter::seal_pack() {
   if (!pack_) return;
   PackRecord p = pack_->seal();
@@ -288,6 +343,16 @@ void RevisionWriter::flush(bool final) {
   // pack space for gc. Called with the store's write mutex held, so nobody changes it meanwhile;
   // the records are read again only if someone else changed chunk records since our last flush.
   const bool reread = store_.chunk_generation_ != chunk_generation_seen_;
+  if (reread) {
+    // A patch we appended whose chunk another writer recorded first stays unreferenced pack
+    // space; its record is not written, so the reference it would hold on its base goes too.
+    for (auto& [hash, d] : dirty_chunks_) {
+      if (!d.created || !is_patch(d.rec.flags) || !store_.chunk(hash)) continue;
+      d.created = false;
+      auto base = dirty_chunks_.find(d.rec.base);
+      if (base != dirty_chunks_.end() && base->second.added_refs > 0) --base->second.added_refs;
+    }
+  }
   for (auto& [hash, d] : dirty_chunks_) {
     ChunkRecord rec = d.rec;
     if (reread)

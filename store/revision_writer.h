@@ -31,6 +31,9 @@ struct PreparedBlock {
   std::string raw;                      // zero-padded to the block size (empty for zeros)
   std::optional<EncodedChunk> encoded;  // set when the store did not hold the chunk when prepared
   bool store_raw = false;               // ... and when it was found not worth compressing (no copy)
+  // Set when `encoded` is a patch (kChunkPatch) of this full chunk; put_prepared stores a full
+  // chunk instead if the base is no longer a full chunk of the store.
+  std::optional<Hash> patch_base = std::nullopt;
   // CPU seconds of the preparing thread spent hashing and compressing (for the backup's report).
   double hash_seconds = 0, compress_seconds = 0;
 };
@@ -39,6 +42,10 @@ struct PreparedBlock {
 PreparedBlock prepare_block(AppendStore& store, std::string_view data);
 // The same, taking over `data` (one copy less).
 PreparedBlock prepare_block(AppendStore& store, std::string&& data);
+// The same for a block that changed in part from `root` (a full chunk of the store, whose content
+// is root_raw): if the chunk is new and at most a quarter of its 4 KiB pages differ from the
+// root's, it is prepared as a patch of the root (store/patch_codec.h).
+PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& root, std::string_view root_raw);
 
 // What the caller knows about the revision; the writer fills in the rest.
 struct RevisionInfo {
@@ -95,6 +102,9 @@ class RevisionWriter {
 
   uint64_t bytes_stored() const { return bytes_stored_; }
   uint64_t new_chunks() const { return new_chunks_; }
+  // Of the new chunks, those stored as patches (docs/format.md §4.2), and their stored bytes.
+  uint64_t patch_chunks() const { return patch_chunks_; }
+  uint64_t patch_bytes() const { return patch_bytes_; }
   uint64_t map_entries() const { return map_entries_; }
 
  private:
@@ -115,6 +125,7 @@ class RevisionWriter {
   std::optional<uint64_t> last_block_;
   uint64_t stale_cursor_ = 0;
   std::optional<EncodedChunk> encoded_;  // for the block being recorded, from put_prepared
+  std::optional<Hash> patch_base_;       // likewise: encoded_ is a patch of this chunk
   bool store_raw_ = false;               // likewise: store the raw bytes, do not compress
   IndexBatch batch_;
   // Seeks the block map for the parent's content; re-created after each flush (a cursor pins the
@@ -134,12 +145,15 @@ class RevisionWriter {
   struct DirtyChunk {
     ChunkRecord rec;
     uint64_t added_refs = 0;
+    bool created = false;  // this revision appended it to its pack
   };
+  // One more reference to a chunk the store (or this revision) holds.
+  void add_ref(const Hash& hash);
   std::unordered_map<Hash, DirtyChunk, HashHasher> dirty_chunks_;
   uint64_t batch_entries_ = 0;
   uint64_t chunk_generation_seen_ = 0;  // the store's chunk generation after our last flush
   Hash digest_{};
-  uint64_t bytes_stored_ = 0, new_chunks_ = 0, map_entries_ = 0;
+  uint64_t bytes_stored_ = 0, new_chunks_ = 0, map_entries_ = 0, patch_chunks_ = 0, patch_bytes_ = 0;
   bool committed_ = false;
 };
 

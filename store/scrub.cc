@@ -28,7 +28,7 @@ constexpr size_t kMaxDamaged = 1 << 20;
 
 using HashSorter = ExternalSorter<32>;
 // pack (be32), offset (be64), hash, stored_len, raw_len, flags: chunks to check, in pack order.
-using LocationSorter = ExternalSorter<4 + 8 + 32 + 4 + 4 + 1>;
+using LocationSorter = ExternalSorter<4 + 8 + 32 + 4 + 4 + 1 + 32>;  // ... and a patch's base
 
 HashSorter::Key key_of(const Hash& h) {
   HashSorter::Key k;
@@ -44,6 +44,7 @@ LocationSorter::Key location_key(const Hash& h, const ChunkRecord& rec) {
   std::memcpy(k.data() + 44, &rec.stored_len, 4);
   std::memcpy(k.data() + 48, &rec.raw_len, 4);
   k[52] = rec.flags;
+  std::memcpy(k.data() + 53, rec.base.data(), 32);
   return k;
 }
 
@@ -54,6 +55,7 @@ void location_of(const LocationSorter::Key& k, Hash& h, ChunkRecord& rec) {
   std::memcpy(&rec.stored_len, k.data() + 44, 4);
   std::memcpy(&rec.raw_len, k.data() + 48, 4);
   rec.flags = k[52];
+  std::memcpy(rec.base.data(), k.data() + 53, 32);
 }
 
 // What the per-revision pass found, kept until the chunk verdicts are in so that each revision's
@@ -127,6 +129,10 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
       }
     }
     it.check("scan block maps");
+  }
+  // ... and every patch chunk's base: a patch record holds a reference on it (docs/format.md §4.2).
+  for (ChunkRecordCursor cursor(store.index()); cursor.valid(); cursor.next()) {
+    if (cursor.record() && is_patch(cursor.record()->flags)) refs.add(key_of(cursor.record()->base));
   }
 
   // Merge, in hash order: reference counts against the chunk records; the chunks read go to the

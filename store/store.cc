@@ -11,6 +11,7 @@
 #include "store/manifest.h"
 #include "store/pack.h"
 #include "store/rados_cache.h"
+#include "store/patch_codec.h"
 #include "store/revision_writer.h"
 #include "store/store_internal.h"
 
@@ -30,7 +31,9 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
     throw StoreError(StoreError::Kind::kNotFound, "store directory " + dir.string() + " does not exist");
   const std::string marker_text = read_marker_text(dir);
   const StoreMarker marker = parse_store_marker(marker_text, dir.string() + ": " + kMarkerFileName);
-  if (marker.version != kFormatVersion && !allow_format_1) throw format_1_error(dir);
+  // Format 2 is format 3 without patch chunks: readable as it is; a writer (which may store
+  // patches) first moves it to format 3 below.
+  if (marker.version < kFormatVersion - 1 && !allow_format_1) throw format_1_error(dir);
   std::unique_ptr<Store> s(new Store());
   s->dir_ = dir;
   s->mode_ = mode;
@@ -39,8 +42,16 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   s->store_id_ = marker.store_id;
   s->block_size_ = marker.block_size;
 
-  if (mode == OpenMode::kWriter)
+  if (mode == OpenMode::kWriter) {
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
+    // Before anything can store a patch chunk: an older rbdvault then refuses the store as too new
+    // instead of reporting its patches as damage (docs/format.md §14).
+    // Not for a store in a RADOS pool, whose marker object is the authority (and carries its lease):
+    // such a format 2 store keeps storing full chunks only (patches_allowed_).
+    if (marker.version == kFormatVersion - 1 && !read_backend_file(dir))
+      write_marker_durably(dir, marker_with_current_version(marker_text));
+    s->patches_allowed_ = marker.version == kFormatVersion || !read_backend_file(dir);
+  }
   else
     s->reader_lock_ = std::make_unique<ReaderLock>(dir / "readers.lock", false);
   try {
@@ -250,11 +261,40 @@ Hash Store::compute_digest(const RevisionRecord& rev) {
   return acc;
 }
 
-std::string Store::read_chunk(const Hash& hash) {
+std::string Store::read_chunk(const Hash& hash) { return read_chunk_and_root(hash).content; }
+
+// The one path every reader takes (restore, mount, serve, verify, copy, repair, the backup's
+// parent blocks): a patch is resolved here, its base read and verified, and the patched content
+// checked against the chunk's own hash, so a wrong patch or base is an error, never wrong bytes.
+ChunkContent Store::read_chunk_and_root(const Hash& hash) {
   auto rec = chunk(hash);
   if (!rec)
     throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is referenced but not in the index");
-  return packs_->read(hash, *rec);
+  ChunkContent out;
+  out.root = hash;
+  if (!is_patch(rec->flags)) {
+    out.content = packs_->read(hash, *rec);
+    return out;
+  }
+  const Patch patch = packs_->read_patch(hash, *rec);
+  const std::string what = "chunk " + to_hex(hash) + " (a patch of " + to_hex(patch.base) + ")";
+  auto base = chunk(patch.base);
+  if (!base) throw StoreError(StoreError::Kind::kCorrupt, what + ": its base is not in the index");
+  if (is_patch(base->flags)) throw StoreError(StoreError::Kind::kCorrupt, what + ": its base is itself a patch");
+  if (base->raw_len != rec->raw_len)
+    throw StoreError(StoreError::Kind::kCorrupt, what + ": its base has another length");
+  try {
+    out.root_content = packs_->read(patch.base, *base);
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+    throw StoreError(StoreError::Kind::kCorrupt, what + ": its base is damaged: " + e.what());
+  }
+  out.content = out.root_content;
+  apply_patch(patch, out.content);
+  if (sha256(out.content) != hash)
+    throw StoreError(StoreError::Kind::kCorrupt, what + ": patched content does not match its SHA-256");
+  out.root = patch.base;
+  return out;
 }
 
 std::unique_ptr<RevisionWriter> Store::begin_revision(const RevisionStart& start) {

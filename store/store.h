@@ -70,6 +70,7 @@ class Store final : public MaintenanceStore {
   void for_each_data_block(const RevisionRecord& rev, const std::function<void(uint64_t, const Hash&)>& fn) override;
   Hash compute_digest(const RevisionRecord& rev) override;
   std::string read_chunk(const Hash& hash) override;
+  ChunkContent read_chunk_and_root(const Hash& hash) override;
   std::optional<Hash> block_content(uint64_t image, uint64_t block, uint64_t rev) override;
 
   // AppendStore. Writer mode only (kInvalid on a read-only open).
@@ -162,6 +163,9 @@ class Store final : public MaintenanceStore {
   // Bumped by every writer flush and rollback (which change chunk records); a writer that sees it
   // unchanged since its own last flush knows the chunk records it read are still current.
   uint64_t chunk_generation_ = 0;
+  // False for a format 2 store in a RADOS pool, which a writer does not move to format 3: its
+  // writers store full chunks only (docs/format.md §14).
+  bool patches_allowed_ = true;
 };
 
 }  // namespace rbdvault::store

@@ -9,31 +9,29 @@
 
 #include "store/manifest.h"
 #include "store/object_store.h"
+#include "store/rados_cache.h"
 #include "store/store.h"
 #include "store/store_internal.h"
 
 namespace fs = std::filesystem;
 
 namespace rbdvault::store {
-namespace {
 
-// The marker's text with its first line saying format 2; the other lines (oplog_*) kept.
-std::string marker_v2(const std::string& text) {
-  const size_t start = text.find("rbdvault-store");
-  const size_t nl = text.find('\n', start);
-  if (start == std::string::npos || nl == std::string::npos)
-    throw StoreError(StoreError::Kind::kCorrupt, "the store marker has no first line to rewrite");
-  return text.substr(0, start) + "rbdvault-store " + std::to_string(kFormatVersion) + text.substr(nl);
-}
-
-}  // namespace
 
 UpgradeStats upgrade_store(const fs::path& dir) { return Store::upgrade(dir); }
 
 Store::UpgradeStats Store::upgrade(const fs::path& dir) {
   UpgradeStats st;
   const std::string text = read_marker_text(dir);
-  if (parse_store_marker(text, dir.string() + ": rbdvault.store").version == kFormatVersion) return st;
+  const uint32_t version = parse_store_marker(text, dir.string() + ": rbdvault.store").version;
+  if (version == kFormatVersion) return st;
+  if (version == kFormatVersion - 1) {
+    if (read_backend_file(dir)) return st;  // a RADOS store's pool marker: not implemented (format.md §14)
+    // Format 2 -> 3 adds patch chunks only: the marker alone changes (a writer's open does the same).
+    write_marker_durably(dir, marker_with_current_version(text));
+    st.upgraded = true;
+    return st;
+  }
   // Opening for writing runs recovery as format 1 code would (no manifest exists for a revision
   // being written, so every unfinished one is rolled back) and takes the writer lock.
   auto s = open_impl(dir, OpenMode::kWriter, "rbdvault upgrade", {}, {}, /*allow_format_1=*/true);
@@ -64,7 +62,7 @@ Store::UpgradeStats Store::upgrade(const fs::path& dir) {
     ++st.manifests_written;
     s->crash_points().reached("upgrade.manifest_put");
   }
-  write_marker_durably(dir, marker_v2(text));
+  write_marker_durably(dir, marker_with_current_version(text));
   s->crash_points().reached("upgrade.marker_written");
   st.upgraded = true;
   spdlog::info("upgraded store {} to format {}: {} manifests written", dir.string(), kFormatVersion,

@@ -78,6 +78,8 @@ Json backup_json(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
                           {"index", r.cpu_index}};
   j["bytes_stored"] = rev.bytes_stored;
   j["new_chunks"] = rev.new_chunks;
+  j["patch_chunks"] = r.patch_chunks;
+  j["patch_bytes"] = r.patch_bytes;
   j["map_entries"] = rev.map_entries;
   j["peak_reads_in_flight"] = r.peak_reads_in_flight;
   j["peak_blocks_pending"] = r.peak_blocks_pending;

@@ -46,6 +46,15 @@ inline std::string change(std::string image, std::initializer_list<uint64_t> blo
   return image;
 }
 
+// `image` with one 4 KiB page of each of `blocks` given new content: stored as patch chunks of
+// the parent's (docs/format.md §4.2).
+inline std::string touch(std::string image, std::initializer_list<uint64_t> blocks, uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (uint64_t b : blocks)
+    for (uint32_t i = 0; i < 4096; ++i) image[b * kBs + 8192 + i] = static_cast<char>(rng());
+  return image;
+}
+
 // Issue 12, point 5: after every run, a rebuild from the data area alone (a copy without index/)
 // must describe the same revisions, record for record (ids, images, sizes, parents, kinds, digests,
 // flags, group), each reading the same bytes.
@@ -94,7 +103,9 @@ class FaultMatrix : public ::testing::Test {
     a1_ = backup(*store, "a", a_[0]);
     a2_ = backup(*store, "a", a_[1], &a_[0]);
     a3_ = backup(*store, "a", a_[2], &a_[1]);
-    const std::string b1 = make_image(7), b2 = change(b1, {0, 2, 5}, 9);  // b1's packs stay half live
+    // b1's packs stay half live; b2 patches b1's blocks 0 and 2 (patches whose bases only they
+    // keep once b1 is forgotten) and rewrites block 5 whole.
+    const std::string b1 = make_image(7), b2 = change(touch(b1, {0, 2}, 9), {5}, 10);
     const uint64_t b1_id = backup(*store, "b", b1);
     b2_ = backup(*store, "b", b2, &b1);
     store->forget(b1_id);

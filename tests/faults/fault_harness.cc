@@ -30,12 +30,23 @@ store::WriterOptions small_writer_options() {
 }
 
 uint64_t backup(Store& store, const std::string& image, const std::string& bytes, const std::string* parent) {
+  // The parent revision's chunks, so that a partly changed block is stored as a patch of its
+  // root as a backup stores it (agent/block_pipeline.cc, docs/format.md §4.2).
+  const auto img = parent ? store.find_image("rbd", image) : std::nullopt;
+  const auto prev = img ? store.latest_revision(img->key) : std::nullopt;
   auto w = store.begin_revision(store::RevisionStart{"rbd", image, bytes.size(), parent == nullptr});
   const uint64_t blocks = store.blocks_for(bytes.size());
   for (uint64_t b = 0; b < blocks; ++b) {
     const std::string_view data = std::string_view(bytes).substr(b * kBs, kBs);
     if (parent && b * kBs < parent->size() && std::string_view(*parent).substr(b * kBs, kBs) == data) continue;
-    w->put_block(b, data);
+    const auto was = prev ? store.block_content(img->key, b, prev->id) : std::nullopt;
+    if (was && data.size() == kBs) {
+      store::ChunkContent c = store.read_chunk_and_root(*was);
+      const std::string root = c.root_content.empty() ? std::move(c.content) : std::move(c.root_content);
+      w->put_prepared(b, store::prepare_block(store, std::string(data), c.root, root));
+    } else {
+      w->put_block(b, data);
+    }
   }
   store::RevisionInfo info;
   info.kind = parent ? store::RevisionKind::kDelta : store::RevisionKind::kFull;

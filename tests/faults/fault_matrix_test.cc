@@ -41,6 +41,26 @@ TEST_F(FaultMatrix, BackupDelta) {
                    Model::Rev{"a", image}});
 }
 
+// A delta of partly changed blocks: patch chunks, each with its base reference (§4.2).
+TEST_F(FaultMatrix, BackupDeltaPatches) {
+  const std::string image = touch(a_[2], {0, 2, 6}, 14);
+  const std::string parent = a_[2];
+  matrix(Operation{"backup (delta, patches)", [&](Store& s) { backup(s, "a", image, &parent); }, {}, {}, {},
+                   Model::Rev{"a", image}});
+}
+
+// The patches of b2 outlive b1 (forgotten): a new full revision of b, then forgetting b2 and gc
+// release them and, in the same writes, their bases' references; the bases go in the same run.
+TEST_F(FaultMatrix, ForgetPatchesThenGc) {
+  const std::string b3 = make_image(15);
+  matrix(Operation{"backup b3, forget b2, gc", [&](Store& s) {
+                     backup(s, "b", b3);
+                     s.forget(b2_);
+                     (void)store::gc(s, store::GcOptions{0.0, false});
+                   },
+                   {}, {}, {b2_}, Model::Rev{"b", b3}});
+}
+
 TEST_F(FaultMatrix, Forget) {
   matrix(Operation{"forget", [&](Store& s) { s.forget(a2_); }, {}, {}, {a2_}, {}});
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "store/chunk_codec.h"
+#include "store/patch_codec.h"
 #include "store/format.h"
 #include "store/manifest.h"
 #include "store/open_object_store.h"
@@ -92,6 +93,28 @@ void chunk_seeds(const fs::path& dir, const std::string& pack) {
       });
 }
 
+// Patch chunks (docs/format.md §4.2) as a pack holds them: raw pages and zstd pages.
+void patch_seeds(const fs::path& dir) {
+  const std::string base = block('b', false);
+  uint64_t n = 0;
+  for (bool compressible : {false, true}) {
+    std::string next = compressible ? block('a', true) : base;
+    std::string from = compressible ? next : base;
+    next[3] ^= 1;
+    next[5 * kPatchPage + 9] ^= 1;
+    auto e = encode_patch(sha256(from), from, next, 1);
+    if (!e) continue;
+    std::string chunk = "RVCK";
+    chunk.push_back(static_cast<char>(e->flags));
+    chunk.append(3, '\0');
+    for (uint32_t v : {static_cast<uint32_t>(next.size()), static_cast<uint32_t>(e->payload.size())})
+      for (int i = 0; i < 4; ++i) chunk.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    const Hash h = sha256(next);
+    chunk.append(reinterpret_cast<const char*>(h.data()), h.size());
+    put(dir, "patch" + std::to_string(n++), chunk + e->payload);
+  }
+}
+
 void oplog_seeds(const fs::path& dir, const fs::path& tmp) {
   OpLog log(tmp);
   auto id = log.begin("backup", "rbd/vm-1", "rbdvault backup --store /s rbd/vm-1");
@@ -115,6 +138,7 @@ int main(int argc, char** argv) {
   const std::string pack = pack_seed(tmp / "data");
   put(out / "pack_scan", "pack", pack);
   chunk_seeds(out / "chunk", pack);
+  patch_seeds(out / "patch");
   oplog_seeds(out / "oplog", tmp);
   put(out / "batch_config", "example.conf", slurp(src / "deploy/rbdvault.conf.example"));
   put(out / "store_marker", "marker", "rbdvault-store 1\nstore_id 3f09c2a4d17be580\nblock_size 65536\n");

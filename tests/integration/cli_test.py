@@ -519,6 +519,70 @@ def scenario_incremental_cost(c):
     shutil.rmtree(store)
 
 
+def scenario_patch_chunks(c):
+    """Patch chunks (docs/format.md 4.2): after 1% scattered 4 KiB writes into existing data, the
+    incremental stores about the changed bytes (patches of the parent's full chunks), not a 64 KiB
+    chunk per write; every revision restores equal to rbd export; forgetting the full revision
+    + gc keeps the patches restorable; scrub --deep and the independent checker stay clean;
+    rebuild-index rebuilds patches and their base references."""
+    store = new_store("patch_chunks")
+    size, data = 256 << 20, 128 << 20
+    c.create("rbd", "pc-src", size, FEATURES_FASTDIFF)
+    with c.image("rbd", "pc-src") as img:
+        for off in range(0, data, 4 << 20):
+            img.write(os.urandom(4 << 20), off)
+    r1 = backup(store, "rbd/pc-src")
+    exports = {r1["revision"]: rbd_export_sha("rbd/pc-src@" + snap_name(store, r1["revision"]))}
+    rng = random.Random(7)
+    revs = [r1]
+    for rnd in range(3):
+        pages = set()
+        with c.image("rbd", "pc-src") as img:
+            for _ in range(data // 100 // 4096):
+                off = rng.randrange(data // 4096) * 4096
+                pages.add(off)
+                img.write(os.urandom(4096), off)
+        r = backup(store, "rbd/pc-src")
+        changed = len(pages) * 4096
+        log("round %d: %d pages changed (%d bytes): stored %d in %d chunks, %d of them patches (%d bytes)" %
+            (rnd, len(pages), changed, r["bytes_stored"], r["new_chunks"], r["patch_chunks"], r["patch_bytes"]))
+        check(r["kind"] == "delta", "must be incremental: %s" % r)
+        check(r["patch_chunks"] > 0 and r["patch_chunks"] == r["new_chunks"],
+              "every partly changed block must be stored as a patch: %s" % r)
+        check(r["bytes_stored"] <= 1.5 * changed, "stored %d for %d changed bytes (a full chunk per write is %d)" %
+              (r["bytes_stored"], changed, r["new_chunks"] * (64 << 10)))
+        exports[r["revision"]] = rbd_export_sha("rbd/pc-src@" + snap_name(store, r["revision"]))
+        revs.append(r)
+
+    def all_restore(what):
+        for rev, exp in sorted(exports.items()):
+            path = os.path.join(TMP, "pc.raw")
+            run("restore", "--store", store, "rbd/pc-src@%d" % rev, "--to-file", path, "-q")
+            check(file_sha(path) == exp, "%s: revision %d differs from rbd export" % (what, rev))
+            os.unlink(path)
+        rep = scrub_json(store, "--deep")
+        check(rep["clean"], "%s: scrub --deep: %s" % (what, rep))
+        independent_check(store)
+
+    all_restore("after the backups")
+    # The revision that stored the bases goes; its chunks stay for the patches on them.
+    run("forget", "--store", store, "rbd/pc-src@%d" % r1["revision"], "-q")
+    del exports[r1["revision"]]
+    run("gc", "--store", store, "--max-unused", "0", "-q")
+    all_restore("after forgetting the full revision and gc")
+    # Two more go: their patches are released with their base references; the newest still reads.
+    for r in revs[1:3]:
+        run("forget", "--store", store, "rbd/pc-src@%d" % r["revision"], "-q")
+        del exports[r["revision"]]
+    run("gc", "--store", store, "--max-unused", "0", "-q")
+    all_restore("after forgetting two patch revisions and gc")
+    shutil.rmtree(os.path.join(store, "index"))
+    run("rebuild-index", "--store", store, "-q")
+    all_restore("after rebuild-index")
+    c.remove("rbd", "pc-src")
+    shutil.rmtree(store)
+
+
 def scenario_dedup(c):
     """Two images with identical content store their data once."""
     store = new_store("dedup")
@@ -2108,11 +2172,11 @@ def scenario_rebuild_index(c):
     independent_check(store)
     now = run_json("ls", "--store", store)
     if is_rados(store):
-        # No format 1 store exists in RADOS (init and copy write format 2): upgrade has nothing to
-        # do, as on any format 2 store, and says so (docs/usage.md, "A store in RADOS").
+        # No format 1 store exists in RADOS (init and copy write the current format): upgrade has
+        # nothing to do, as on any current store, and says so (docs/usage.md, "upgrade").
         check(not run_json("upgrade", "--store", store)["upgraded"], "upgrade of a RADOS store")
         out, _ = run("upgrade", "--store", store)
-        check(out.strip() == "already format 2; nothing to do", "upgrade of a RADOS store: %r" % out)
+        check(out.strip() == "already format 3; nothing to do", "upgrade of a RADOS store: %r" % out)
         rebuilt(lambda: shutil.rmtree(idx), now, lost=True)
         check(run_json("ls", "--store", store) == now, "ls after the last rebuild")
         for name in hist:
@@ -2125,7 +2189,7 @@ def scenario_rebuild_index(c):
     with open(marker) as f:
         text = f.read()
     with open(marker, "w") as f:
-        f.write(text.replace("rbdvault-store 2", "rbdvault-store 1", 1))
+        f.write(text.replace("rbdvault-store 3", "rbdvault-store 1", 1))
     for cmd in (["ls"], ["scrub"], ["rebuild-index"]):
         _, err = run(cmd[0], "--store", store, rc=EXIT_USAGE)
         one_line_naming(err, "rbdvault upgrade --store")
@@ -2154,6 +2218,7 @@ def scenario_rebuild_index(c):
 SCENARIOS = {
     "backup_restore": scenario_backup_restore,
     "incremental_cost": scenario_incremental_cost,
+    "patch_chunks": scenario_patch_chunks,
     "partial_reads": scenario_partial_reads,
     "dedup": scenario_dedup,
     "recreate": scenario_recreate,

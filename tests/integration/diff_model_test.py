@@ -208,6 +208,7 @@ def scenario_diff_model(c):
     modes = {"default": [], "whole-object": ["--whole-object"], "exact-diff": ["--exact-diff"]}
     counts = {}
     patched = 0  # backups that completed blocks from the parent's chunks
+    patch_chunks = 0  # ... and the chunks stored as patches of the parent's (docs/format.md 4.2)
     for rnd in range(rounds):
         m = models[rnd % len(models)]
         with c.image("rbd", m.name) as img:
@@ -227,6 +228,9 @@ def scenario_diff_model(c):
         if r["kind"] == "full":
             check(r["bytes_read_store"] == 0, "round %d: a full read patched blocks: %s" % (rnd, r))
         patched += r["bytes_read_store"] > 0
+        patch_chunks += r["patch_chunks"]
+        if r["kind"] == "full":
+            check(r["patch_chunks"] == 0, "round %d: a full read stored patches: %s" % (rnd, r))
         history[r["revision"]] = (m.name, exp)
         counts[mode] = counts.get(mode, 0) + 1
         log("round %d %s [%s]: %s -> revision %d (%s, read %d from Ceph, %d from the store)" %
@@ -239,8 +243,21 @@ def scenario_diff_model(c):
     if rounds >= 40:
         check(patched >= rounds // 10, "only %d of %d backups patched blocks: the partial reads went untested" %
               (patched, rounds))
-    log("diff_model: %d backups (%s, %d patched partly changed blocks), every revision restored twice" %
-        (len(history), counts, patched))
+        check(patch_chunks >= rounds // 10, "only %d patch chunks in %d backups: patches went untested" %
+              (patch_chunks, rounds))
+    # The patches and their bases stay sound after the first half of the revisions is forgotten.
+    for rev in sorted(history)[: len(history) // 2]:
+        name = history[rev][0]
+        if rev != max(r for r, (n, _) in history.items() if n == name):
+            run("forget", "--store", store, "rbd/%s@%d" % (name, rev), "-q")
+            del history[rev]
+    run("gc", "--store", store, "--max-unused", "0", "-q")
+    for rev, (name, exp) in sorted(history.items()):
+        check(restore_file(store, "rbd/%s@%d" % (name, rev)) == exp, "revision %d of %s changed after gc" % (rev, name))
+    rep = cli_test.scrub_json(store, "--deep")
+    check(rep["clean"], "scrub --deep after forget and gc: %s" % rep)
+    log("diff_model: %d backups (%s, %d patched partly changed blocks, %d patch chunks), every revision restored "
+        "twice, again after forgetting half and gc" % (len(history), counts, patched, patch_chunks))
     for m in models:
         m.remove()
     parent.remove()

@@ -246,8 +246,8 @@ def scenario_rados_bad_input(c):
     r, io = cli_test.backup_ioctx(old)
     try:
         text = io.read("rbdvault.store", 4096)
-        check(text.startswith(b"rbdvault-store 2\n"), "marker text: %r" % text)
-        io.write_full("rbdvault.store", text.replace(b"rbdvault-store 2", b"rbdvault-store 1", 1))
+        check(text.startswith(b"rbdvault-store 3\n"), "marker text: %r" % text)
+        io.write_full("rbdvault.store", text.replace(b"rbdvault-store 3", b"rbdvault-store 1", 1))
     finally:
         io.close()
         r.shutdown()
@@ -272,30 +272,30 @@ def scenario_rados_batch(c):
     backs up into it, and the command line on another host sees the revisions."""
     store = new_store("batch", kind="rados")
     fresh_host_dirs("batch", "bt-b")
-    for n in ("rb-0", "rb-1"):
+    for n in ("rbatch-0", "rbatch-1"):
         c.create("rbd", n, 8 << 20, FEATURES_FASTDIFF)
         with c.image("rbd", n) as img:
             img.write(os.urandom(1 << 20), 0)
     conf = os.path.join(TMP, "rados-batch.conf")
     with open(conf, "w") as f:
         f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\nconf = %s\nindex-dir = %s\n\n"
-                "[defaults]\nschedule = every 24h\n\n[job.rb]\npool = rbd\ninclude = rb-*\n"
+                "[defaults]\nschedule = every 24h\n\n[job.rbatch]\npool = rbd\ninclude = rbatch-*\n"
                 % (cli_test.CONF, store, STORE_CONF, os.path.join(TMP, "host-batch")))
     out, _ = run("run", "--config", conf, "--format", "json")
     report = cli_test.json.loads(out)
     check(len(report["images"]) == 2, "run report: %s" % report)
     revs = run_json("ls", *host(store, "bt-b"))
-    check(sorted(r["image"] for r in revs) == ["rbd/rb-0", "rbd/rb-1"], "host b after run: %s" % revs)
+    check(sorted(r["image"] for r in revs) == ["rbd/rbatch-0", "rbd/rbatch-1"], "host b after run: %s" % revs)
     for r in revs:
         name = r["image"].split("/")[1]
         exp = rbd_export_sha("rbd/%s@%s" % (name, snap_name(store, r["id"])))
         check(restore_file_sha(store, "%s@%d" % (r["image"], r["id"])) == exp, "restore of %s" % r["image"])
     bad = os.path.join(TMP, "rados-batch-bad.conf")
     with open(bad, "w") as f:
-        f.write("[store]\npath = %s\nindex-dir = /tmp/x\n\n[job.rb]\npool = rbd\n" % os.path.join(TMP, "dir"))
+        f.write("[store]\npath = %s\nindex-dir = /tmp/x\n\n[job.rbatch]\npool = rbd\n" % os.path.join(TMP, "dir"))
     _, err = run("run", "--config", bad, rc=EXIT_USAGE)
     check("only for path = rados:POOL" in err, "index-dir with a directory store: %r" % err)
-    for n in ("rb-0", "rb-1"):
+    for n in ("rbatch-0", "rbatch-1"):
         c.remove("rbd", n)
 
 

@@ -15,7 +15,8 @@ Checks (format.md section in brackets):
     5.2, 11]; no R record is flagged forgetting and no W mark remains (strict) [5.2, 5.5, 7.3];
   * B entries belong to committed revisions of their image (strict) or to the pending revision
     of a W mark (--before-recovery) [1 inv. 4];
-  * every C record's refs equals the number of B entries naming its hash; every B hash has a
+  * every C record's refs equals the number of B entries naming its hash, plus the patch C records
+    naming it as their base [4.2]; every B hash has a
     C record [5.3, 11];
   * every C record points into a pack with a P record and an existing file; the chunk header
     there matches (magic, zero bytes, flags, lengths, hash); raw_len is the block size; the
@@ -168,7 +169,7 @@ class Checker:
         first = lines[0].split()
         if len(first) < 2 or first[0] != "rbdvault-store":
             raise Unreadable("marker does not start with 'rbdvault-store'")
-        if first[1] != "2":
+        if first[1] not in ("2", "3"):  # 3 adds patch chunks [4.2]; 2 is 3 without them
             raise Unreadable("unsupported format version %r (format 1 stores have no manifests: "
                              "upgrade them)" % first[1])
         kv = {}
@@ -358,10 +359,12 @@ class Checker:
         if len(k) != 33:
             self.problem("C key %s is %d bytes, want 33" % (k.hex(), len(k)))
             return
-        if len(v) != 30 or v[0] != 1:
-            raise ValueError("C value is %d bytes / version %d, want 30 / 1" % (len(v), v[0] if v else -1))
-        pack, offset, stored, raw, flags, refs = struct.unpack("<IQIIBQ", v[1:])
-        self.chunks[k[1:]] = (pack, offset, stored, raw, flags, refs)
+        # 30 bytes, 62 for a patch (flags 2, 3): its base hash follows [5.3]
+        if len(v) < 30 or v[0] != 1 or len(v) != (62 if v[21] & 2 else 30):
+            raise ValueError("C value is %d bytes / version %d, want 30 (62 for a patch) / 1" %
+                             (len(v), v[0] if v else -1))
+        pack, offset, stored, raw, flags, refs = struct.unpack("<IQIIBQ", v[1:30])
+        self.chunks[k[1:]] = (pack, offset, stored, raw, flags, refs, v[30:62] if flags & 2 else None)
 
     def rec_pack(self, k, v):
         if len(k) != 5:
@@ -529,10 +532,16 @@ class Checker:
     # ---- chunks and packs [4] ------------------------------------------------------------------
 
     def check_refs(self):
-        for h, (_, _, _, _, _, refs) in self.chunks.items():
+        # A patch's C record holds one reference on its base [4.2].
+        patches_on = {}
+        for h, c in self.chunks.items():
+            if c[6] is not None:
+                patches_on[c[6]] = patches_on.get(c[6], 0) + 1
+        for h, (_, _, _, _, _, refs, _) in self.chunks.items():
             n = self.refcount.get(h, 0)
-            if refs != n:
-                self.problem("chunk %s: refs %d, but %d block map entries name it" % (h.hex(), refs, n))
+            if refs != n + patches_on.get(h, 0):
+                self.problem("chunk %s: refs %d, but %d block map entries name it (and %d patch records)" %
+                             (h.hex(), refs, n, patches_on.get(h, 0)))
         for h, n in self.refcount.items():
             if h not in self.chunks:
                 self.problem("chunk %s is named by %d block map entries but has no C record" % (h.hex(), n))
@@ -540,6 +549,8 @@ class Checker:
     def decode(self, flags, payload, raw_len):
         if flags == 0:
             return payload
+        if flags & 2:
+            raise ValueError("a patch is not decoded alone")
         if zstandard is not None:
             d = zstandard.ZstdDecompressor().decompressobj()
             try:
@@ -635,14 +646,54 @@ class Checker:
             complete = False
         if complete and rec is not None and len(starts) != rec[1]:
             self.problem("pack %s: %d chunks found, P record says %d" % (name, len(starts), rec[1]))
-        for offset, hsh, (_, _, stored, raw, flags, _) in chunks:
-            self.check_chunk(name, f, size, hsh, offset, stored, raw, flags, starts, complete)
+        for offset, hsh, (_, _, stored, raw, flags, _, base) in chunks:
+            self.check_chunk(name, f, size, hsh, offset, stored, raw, flags, starts, complete, base)
 
-    def check_chunk(self, name, f, size, hsh, offset, stored, raw, flags, starts, complete):
+    def full_content(self, hsh):
+        """A full chunk's verified content, read by its C record (a patch's base [4.2])."""
+        c = self.chunks.get(hsh)
+        if c is None:
+            raise ValueError("base %s has no C record" % hsh.hex()[:16])
+        pack, offset, stored, raw, flags, _, _ = c
+        if flags not in (0, 1):
+            raise ValueError("base %s is itself a patch (flags %d)" % (hsh.hex()[:16], flags))
+        with open(os.path.join(self.store, "data", "%08x.pack" % pack), "rb") as f:
+            f.seek(offset + CHUNK_HDR)
+            content = self.decode(flags, f.read(stored), raw)
+        if len(content) != raw or hashlib.sha256(content).digest() != hsh:
+            raise ValueError("base %s does not match its SHA-256" % hsh.hex()[:16])
+        return content
+
+    def apply_patch(self, flags, payload, raw, base, base_content):
+        """The content a patch payload [4.2] gives over base_content."""
+        pages = raw // 4096
+        bmlen = (pages + 7) // 8
+        if raw % 4096 or len(payload) < 32 + bmlen:
+            raise ValueError("patch shorter than base and bitmap")
+        if payload[:32] != base:
+            raise ValueError("patch payload names base %s, C record %s" % (payload[:32].hex()[:16], base.hex()[:16]))
+        bitmap = payload[32:32 + bmlen]
+        marked = [p for p in range(bmlen * 8) if bitmap[p // 8] >> (p % 8) & 1]
+        if not marked or marked[-1] >= pages:
+            raise ValueError("patch bitmap marks no page or a page beyond the block")
+        body = self.decode(flags & 1, payload[32 + bmlen:], len(marked) * 4096)
+        if len(body) != len(marked) * 4096:
+            raise ValueError("patch pages are %d bytes for %d pages" % (len(body), len(marked)))
+        out = bytearray(base_content)
+        for i, p in enumerate(marked):
+            out[p * 4096:(p + 1) * 4096] = body[i * 4096:(i + 1) * 4096]
+        return bytes(out)
+
+    def check_chunk(self, name, f, size, hsh, offset, stored, raw, flags, starts, complete, base=None):
         where = "chunk %s (%s at %d)" % (hsh.hex()[:16], name, offset)
         if raw != self.bs:
             self.problem("%s: C record raw_len %d is not the block size %d" % (where, raw, self.bs))
-        if flags not in (0, 1):
+        if flags & 2:
+            b = self.chunks.get(base)
+            if b is None or b[4] not in (0, 1):
+                self.problem("%s: patch base %s is %s" % (where, base.hex()[:16],
+                                                           "missing" if b is None else "itself a patch"))
+        if flags not in (0, 1, 2, 3):
             self.problem("%s: C record flags %d" % (where, flags))
         if flags == 0 and stored != raw:
             self.problem("%s: raw chunk with stored_len %d != raw_len %d" % (where, stored, raw))
@@ -672,8 +723,11 @@ class Checker:
         payload = f.read(stored)
         self.stats["chunks_read"] += 1
         try:
-            content = self.decode(flags, payload, raw)
-        except ValueError as e:
+            if flags & 2:
+                content = self.apply_patch(flags, payload, raw, base, self.full_content(base))
+            else:
+                content = self.decode(flags, payload, raw)
+        except (ValueError, OSError) as e:
             self.problem("%s: payload does not decode: %s" % (where, e))
             return
         if len(content) != raw:

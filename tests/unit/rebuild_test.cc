@@ -252,7 +252,7 @@ TEST_F(RebuildTest, LostIndexNamesRebuildIndex) {
 void make_format_1(const fs::path& dir) {
   fs::remove_all(dir / "manifests");
   std::string marker = slurp(dir / "rbdvault.store");
-  marker.replace(marker.find("rbdvault-store 2"), 16, "rbdvault-store 1");
+  marker.replace(marker.find("rbdvault-store " + std::to_string(kFormatVersion)), 16, "rbdvault-store 1");
   std::ofstream(dir / "rbdvault.store", std::ios::trunc) << marker;
 }
 

@@ -170,6 +170,32 @@ TEST_F(RefreshTest, ADamagedPackIsNotRememberedAndIsReadAgain) {
   EXPECT_GT(st.chunks_skipped, 0u);  // reported again, not hidden by a remembered pack
 }
 
+TEST_F(RefreshTest, PatchChunksInRememberedPacksKeepTheirBases) {
+  // Format 3: a partly changed block is a patch on its parent's chunk, holding a reference on it.
+  std::string v = random_bytes(8 * kBs, 1);
+  put("a", v);
+  v[2 * kBs + 100] ^= 1;
+  uint64_t patches = 0;
+  put_changes("a", v, &patches);
+  ASSERT_GT(patches, 0u);
+  (void)refresh();
+  reopen();
+  v[5 * kBs + 7] ^= 1;
+  const RevisionRecord r = put_changes("a", v, &patches);
+  ASSERT_GT(patches, 0u);
+  const auto st = refresh();
+  EXPECT_EQ(st.packs_reused, 2u);
+  // The new pack is read whole; its patch is checked against its base (one chunk of the first
+  // pack); the remembered patch pack is not opened at all.
+  const auto packs = objects_->list("data/");
+  ASSERT_EQ(packs.size(), 3u);
+  EXPECT_EQ(objects_->opened.count(packs[2]), 1u);
+  EXPECT_EQ(objects_->opened.count(packs[1]), 0u) << "a remembered pack of patches was read again";
+  reopen();
+  EXPECT_EQ(read(*store_->revision(r.id)), v);
+  expect_same_as_full_rebuild();
+}
+
 TEST(PackIdentities, RoundTripAndRefusals) {
   const PackIdentities ids{{1, "v17/100"}, {0x2a, "v9/4096"}};
   const std::string text = encode_pack_identities("0123456789abcdef", ids);

@@ -49,6 +49,32 @@ class StoreTest : public ::testing::Test {
     return w->commit(info);
   }
 
+  // Writes the blocks of `image` that differ from the newest revision of `name` as a backup does
+  // (agent/block_pipeline.cc): each completed from the parent's chunk and diffed against its root.
+  RevisionRecord put_changes(const std::string& name, const std::string& image, uint64_t* patches = nullptr) {
+    const auto img = store_->find_image("rbd", name);
+    const auto parent = store_->latest_revision(img->key);
+    auto w = store_->begin_revision(RevisionStart{"rbd", name, image.size(), false});
+    for (uint64_t b = 0; b < store_->blocks_for(image.size()); ++b) {
+      const std::string data = image.substr(b * kBs, kBs);
+      const auto h = store_->block_content(img->key, b, parent->id);
+      if (h && sha256(data) == *h) continue;
+      if (h) {
+        ChunkContent c = store_->read_chunk_and_root(*h);
+        const std::string root = c.root_content.empty() ? c.content : c.root_content;
+        w->put_prepared(b, prepare_block(*store_, std::string(data), c.root, root));
+      } else {
+        w->put_block(b, data);
+      }
+    }
+    RevisionInfo info;
+    info.ceph_image_id = "id-" + name;
+    info.snap_name = "snap";
+    info.kind = RevisionKind::kDelta;
+    if (patches) *patches = w->patch_chunks();
+    return w->commit(info);
+  }
+
   std::string read(const RevisionRecord& rev) {
     std::string out(rev.size, '\0');
     store_->for_each_data_block(rev, [&](uint64_t block, const Hash& h) {
