@@ -438,4 +438,8 @@ MUTATIONS = [
     {"id": "refresh-drops-reused-patch-bases", "items": ["I13f"],
      "edits": [("store/rebuild.cc", "        else ++refs_[rec.base];\n", "        else (void)0;\n")],
      "tests": ["gtest:RefreshTest.PatchChunksInRememberedPacksKeepTheirBases"]},
+    {"id": "rados-identity-constant", "items": ["I13f"],
+     "edits": [("store/rados_object_store.cc", 'return "v" + std::to_string(version) + "/"',
+                'return "v" + std::to_string(version * 0) + "/"')],
+     "tests": ["rados:rados_refresh"]},
 ]
