@@ -165,9 +165,14 @@ class RevisionCopier {
       r_.bytes_deduplicated += target_.block_size();
       return;
     }
-    std::string raw = source_.read_chunk(hash);  // checked against its SHA-256 by the source
-    r_.bytes_read += raw.size();
-    store::PreparedBlock p = store::prepare_block(target_, std::move(raw));
+    // Checked against its SHA-256 by the source. A patch there stays a patch of the same base here
+    // where the target holds that base as a full chunk (the writer falls back to the full content
+    // where it does not): a copied steady-state delta costs what it cost the source.
+    store::ChunkContent c = source_.read_chunk_and_root(hash);
+    r_.bytes_read += c.content.size();
+    store::PreparedBlock p = c.root_content.empty()
+                                 ? store::prepare_block(target_, std::move(c.content))
+                                 : store::prepare_block(target_, std::move(c.content), c.root, c.root_content);
     // Hashed again as the target stores it: what lands is what the source's map names.
     if (!p.hash || *p.hash != hash)
       throw StoreError(StoreError::Kind::kCorrupt,

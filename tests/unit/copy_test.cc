@@ -6,6 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include "store/format.h"
+#include "store/patch_codec.h"
+#include "store/revision_writer.h"
+#include "store/scrub.h"
 #include "store_fixture.h"
 
 namespace rbdvault::store::testing {
@@ -27,11 +31,23 @@ class CopyTest : public StoreTest {
   }
 
   // A revision with its own snapshot identity (the fixture's put gives every one the same).
+  // With `patch`, a changed block is completed over the parent's chunk as a backup does, so a block
+  // with few pages changed becomes a patch chunk (docs/format.md §4.2).
   RevisionRecord backup(const std::string& name, const std::string& image, uint64_t snap,
-                        const std::set<uint64_t>* changed = nullptr) {
+                        const std::set<uint64_t>* changed = nullptr, bool patch = false) {
     auto w = store_->begin_revision(RevisionStart{"rbd", name, image.size(), changed == nullptr});
-    for (uint64_t b = 0; b < store_->blocks_for(image.size()); ++b)
-      if (!changed || changed->count(b)) w->put_block(b, std::string_view(image).substr(b * kBs, kBs));
+    for (uint64_t b = 0; b < store_->blocks_for(image.size()); ++b) {
+      if (changed && !changed->count(b)) continue;
+      const std::string data = image.substr(b * kBs, kBs);
+      const auto parent = patch && w->parent() ? store_->block_content(w->image(), b, w->parent()->id) : std::nullopt;
+      if (!parent) {
+        w->put_block(b, data);
+        continue;
+      }
+      const ChunkContent c = store_->read_chunk_and_root(*parent);
+      w->put_prepared(b, prepare_block(*store_, std::string(data), c.root,
+                                       c.root_content.empty() ? c.content : c.root_content));
+    }
     RevisionInfo info;
     info.ceph_image_id = "id-" + name;
     info.snap_name = "rbdvault-" + std::to_string(snap);
@@ -43,9 +59,21 @@ class CopyTest : public StoreTest {
     return w->commit(info);
   }
   // The next backup of `name` whose content is `image`, written as a diff from `before`.
-  RevisionRecord next(const std::string& name, const std::string& before, const std::string& image, uint64_t snap) {
+  RevisionRecord next(const std::string& name, const std::string& before, const std::string& image, uint64_t snap,
+                      bool patch = false) {
     const std::set<uint64_t> changed = content_diff(before, image);
-    return backup(name, image, snap, &changed);
+    return backup(name, image, snap, &changed, patch);
+  }
+  uint64_t patch_count(Store& st) {
+    uint64_t n = 0;
+    for (const auto& rev : st.revisions())
+      st.for_each_data_block(rev, [&](uint64_t, const Hash& h) { n += is_patch(st.chunk(h)->flags) ? 1 : 0; });
+    return n;
+  }
+  uint64_t stored_bytes(Store& st) {
+    uint64_t n = 0;
+    for (const auto& rev : st.revisions()) n += rev.bytes_stored;
+    return n;
   }
 
   std::string read_from(Store& st, const RevisionRecord& rev) {
@@ -152,6 +180,50 @@ TEST_F(CopyTest, CopiesEveryRevisionByteForByteThroughResizes) {
   EXPECT_EQ(again.copied(), 0u);
   EXPECT_EQ(again.bytes_read(), 0u);
   EXPECT_EQ(again.images[0].present, 5u);
+}
+
+TEST_F(CopyTest, KeepsPatchChunksAsPatchesOfTheSameBase) {
+  const std::string v1 = random_bytes(4 * kBs, 11);
+  std::string v2 = v1, v3;
+  v2[2 * kBs + 5 * 4096 + 9] ^= 1;  // one page of block 2
+  v3 = v2;
+  v3[2 * kBs + 7 * 4096] ^= 1;  // another page of block 2: a patch of the same root, two pages
+  v3[0] ^= 1;                   // and a page of block 0
+  backup("a", v1, 1);
+  next("a", v1, v2, 2, true);
+  next("a", v2, v3, 3, true);
+  ASSERT_EQ(patch_count(*store_), 3u) << "the source holds three patch chunks";
+
+  const agent::CopyResult r = copy();
+  EXPECT_EQ(r.copied(), 3u);
+  EXPECT_EQ(expect_copies_equal("a"), 3u);
+  EXPECT_EQ(patch_count(*target_), 3u);
+  const Hash patched = sha256(std::string_view(v3).substr(2 * kBs, kBs));
+  const auto rec = target_->chunk(patched);
+  ASSERT_TRUE(rec);
+  ASSERT_TRUE(is_patch(rec->flags));
+  EXPECT_EQ(rec->base, sha256(std::string_view(v1).substr(2 * kBs, kBs)));
+  // The same bytes as the source: 4 full chunks and three patches, not three more full chunks.
+  EXPECT_EQ(r.bytes_written(), stored_bytes(*store_));
+  EXPECT_LT(r.bytes_written(), 5 * kBs);
+  auto rep = scrub(*target_, ScrubOptions{{}, {}, true});
+  for (auto& i : rep.issues) ADD_FAILURE() << "scrub: revision " << i.revision << ": " << i.problem;
+}
+
+TEST_F(CopyTest, StoresAPatchFullWhereTheTargetLacksItsBase) {
+  const std::string v1 = random_bytes(2 * kBs, 12);
+  std::string v2 = v1;
+  v2[kBs + 3] ^= 1;
+  const RevisionRecord s1 = backup("a", v1, 1);
+  next("a", v1, v2, 2, true);
+  ASSERT_EQ(patch_count(*store_), 1u);
+  store_->forget(s1.id);  // the patch keeps its base in the source; the target never gets s1
+
+  const agent::CopyResult r = copy();
+  EXPECT_EQ(r.copied(), 1u);
+  EXPECT_EQ(expect_copies_equal("a"), 1u);
+  EXPECT_EQ(patch_count(*target_), 0u);
+  EXPECT_EQ(r.bytes_written(), 2 * (kChunkHeaderSize + kBs));
 }
 
 TEST_F(CopyTest, ResumesAfterAForgetInTheSourceAndSkipsWhatTheTargetExpired) {
