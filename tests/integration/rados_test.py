@@ -431,6 +431,24 @@ def gc_readers_history(c, store, name, who):
     return revs
 
 
+def gc_once_the_lease_expires(store, host_name, what):
+    """Runs gc on host_name until a reader's lease it is refused for (exit 4) expires; returns the
+    JSON of the gc that ran."""
+    got = {}
+
+    def gc_runs():
+        p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, host_name), "--max-unused", "0",
+                                                            "--format", "json"]),
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        check(p.returncode in (0, EXIT_LOCKED), "gc: exit %d: %s" % (p.returncode, p.stderr))
+        if p.returncode == 0:
+            got["gc"] = cli_test.json.loads(p.stdout)
+        return p.returncode == 0
+
+    wait_for(gc_runs, what, timeout=300, interval=1)
+    return got["gc"]
+
+
 def scenario_rados_gc_readers(c):
     """gc on host a while a restore on host b reads: refused at once (exit 4) naming the reader,
     nothing deleted; the reader finishes and matches rbd export; then gc runs. A reader killed
@@ -489,19 +507,8 @@ def scenario_rados_gc_readers(c):
     _, err = run("gc", *host(store, "gr-a"), "--max-unused", "0", rc=EXIT_LOCKED)
     check("pid %d " % dead in err.strip().splitlines()[-1], "gc's refusal must name the dead reader: %r" % err)
     check(rados_objects(store) == before, "the refused gc changed the pool")
-    got = {}
-
-    def gc_runs():
-        p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, "gr-a"), "--max-unused", "0",
-                                                            "--format", "json"]),
-                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-        check(p.returncode in (0, EXIT_LOCKED), "gc: exit %d: %s" % (p.returncode, p.stderr))
-        if p.returncode == 0:
-            got["gc"] = cli_test.json.loads(p.stdout)
-        return p.returncode == 0
-
-    wait_for(gc_runs, "the killed reader's lease to expire", timeout=300, interval=2)
-    check(got["gc"]["packs_deleted"] + got["gc"]["packs_rewritten"] > 0, "gc after expiry: %s" % got["gc"])
+    gc = gc_once_the_lease_expires(store, "gr-a", "the killed reader's lease to expire")
+    check(gc["packs_deleted"] + gc["packs_rewritten"] > 0, "gc after expiry: %s" % gc)
     run("restore", *host(store, "gr-b"), "rbd/gr-img@%d" % r4, "--to-file", out, "-q")
     check(cli_test.file_sha(out) == exp4, "restore after the last gc differs from rbd export")
     os.unlink(out)
@@ -520,7 +527,10 @@ def scenario_rados_reader_lease_lost(c):
     out = os.path.join(TMP, "rl-restore")
     if os.path.exists(out):  # of an earlier run that failed
         os.unlink(out)
-    short = {"RBDVAULT_RADOS_LEASE_SECONDS": "6"}
+    # Short, so gc need not wait long (it was 6 s). Renewed every 4 s and refused 2 s before its end,
+    # so only a stall of the machine of 6 s or more could take it from the reader before its stop
+    # point (the check below would then fail, never pass wrongly).
+    short = {"RBDVAULT_RADOS_LEASE_SECONDS": "12"}
     env = dict(os.environ, RBDVAULT_STOP_AT="restore.write", **short)
     reader = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["restore", *host(store, "rl-b"), "rbd/rl-img@%d" % r2,
                                                                "--to-file", out, "-q"]),
@@ -529,19 +539,8 @@ def scenario_rados_reader_lease_lost(c):
     try:
         wait_for(lambda: reader.poll() is not None or cli_test.process_stopped(reader.pid), "the reader to stop")
         check(reader.poll() is None, "the reader exited before its stop point")
-        got = {}
-
-        def gc_runs():
-            p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, "rl-a"), "--max-unused", "0",
-                                                                "--format", "json"]),
-                               capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-            check(p.returncode in (0, EXIT_LOCKED), "gc: exit %d: %s" % (p.returncode, p.stderr))
-            if p.returncode == 0:
-                got["gc"] = cli_test.json.loads(p.stdout)
-            return p.returncode == 0
-
-        wait_for(gc_runs, "the frozen reader's lease to expire", timeout=300, interval=1)
-        check(got["gc"]["packs_deleted"] + got["gc"]["packs_rewritten"] > 0, "gc did nothing: %s" % got["gc"])
+        gc = gc_once_the_lease_expires(store, "rl-a", "the frozen reader's lease to expire")
+        check(gc["packs_deleted"] + gc["packs_rewritten"] > 0, "gc did nothing: %s" % gc)
     finally:
         reader.send_signal(signal.SIGCONT)
     _, err = reader.communicate(timeout=300)

@@ -282,17 +282,7 @@ TEST_F(HttpServer, AFailedReadIsReportedToTheOwner) {
   const auto rev = put("disk", random_bytes(3 * store::testing::kBs, 9));
   const auto hash = store_->block_content(rev.image, 1, rev.id);
   ASSERT_TRUE(hash.has_value());
-  const auto rec = store_->chunk(*hash);
-  ASSERT_TRUE(rec.has_value());
-  {
-    std::fstream pack(dir_ / "data" / store::pack_file_name(rec->pack), std::ios::in | std::ios::out | std::ios::binary);
-    const auto at = static_cast<std::streamoff>(rec->offset + store::kChunkHeaderSize + rec->stored_len / 2);
-    pack.seekg(at);
-    char c = 0;
-    pack.get(c);
-    pack.seekp(at);
-    pack.put(static_cast<char>(c ^ 0x40));
-  }
+  flip_payload_byte(*hash);
   store_.reset();
   std::mutex mu;
   std::vector<std::string> failures;

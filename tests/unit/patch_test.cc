@@ -152,18 +152,11 @@ class PatchStoreTest : public testing::StoreTest {
     auto rep = scrub(*store_, ScrubOptions{{}, {}, deep});
     for (auto& i : rep.issues) ADD_FAILURE() << "scrub: revision " << i.revision << ": " << i.problem;
   }
-  // Flips one byte of a chunk's stored payload in its pack file.
+  // Flips the last byte of a chunk's stored payload in its pack file.
   void damage(const Hash& h) {
     const auto rec = store_->chunk(h);
     ASSERT_TRUE(rec);
-    const fs::path pack = dir_ / "data" / pack_file_name(rec->pack);
-    std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(static_cast<std::streamoff>(rec->offset + kChunkHeaderSize + rec->stored_len - 1));
-    char c;
-    f.read(&c, 1);
-    c ^= 0x40;
-    f.seekp(static_cast<std::streamoff>(rec->offset + kChunkHeaderSize + rec->stored_len - 1));
-    f.write(&c, 1);
+    flip_payload_byte(h, rec->stored_len - 1);
   }
 };
 

@@ -18,7 +18,7 @@ namespace {
 
 // Runs `work` in a child that SIGKILLs itself at crash point `step`; true if it died there.
 template <typename Work>
-bool crash_at(const fs::path& dir, const std::string& step, Work work) {
+bool crash_at(const fs::path& /*dir*/, const std::string& step, Work work) {
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setenv("RBDVAULT_CRASH_AT", step.c_str(), 1);

@@ -135,17 +135,7 @@ TEST_F(RestoreTest, AChunkFailingItsHashFailsTheRestoreAndLeavesNoTarget) {
   // Flip one payload byte of block 5's chunk in r2: its pack still parses, only SHA-256 notices.
   auto hash = store_->block_content(r2_.image, 5, r2_.id);
   ASSERT_TRUE(hash.has_value());
-  auto rec = store_->chunk(*hash);
-  ASSERT_TRUE(rec.has_value());
-  {
-    std::fstream pack(dir_ / "data" / pack_file_name(rec->pack), std::ios::in | std::ios::out | std::ios::binary);
-    const auto at = static_cast<std::streamoff>(rec->offset + kChunkHeaderSize + rec->stored_len / 2);
-    pack.seekg(at);
-    char c = 0;
-    pack.get(c);
-    pack.seekp(at);
-    pack.put(static_cast<char>(c ^ 0x40));
-  }
+  flip_payload_byte(*hash);
   agent::RestoreOptions o;
   o.decode_threads = 3;
   try {

@@ -6,10 +6,14 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
 
+#include "store/format.h"
+#include "store/pack.h"
 #include "store/revision_writer.h"
 #include "store/store.h"
 
@@ -98,6 +102,21 @@ class StoreTest : public ::testing::Test {
     for (uint64_t b = 0; b < store_->blocks_for(after.size()); ++b)
       if (block(before, b) != block(after, b)) changed.insert(b);
     return changed;
+  }
+
+  // Flips one byte of chunk h's stored payload in its pack file (at `pos`, default its middle): the
+  // pack still parses, only the chunk's check notices.
+  void flip_payload_byte(const Hash& h, std::optional<uint64_t> pos = std::nullopt) {
+    const auto rec = store_->chunk(h);
+    ASSERT_TRUE(rec.has_value());
+    std::fstream pack(dir_ / "data" / pack_file_name(rec->pack), std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(rec->offset + kChunkHeaderSize + pos.value_or(rec->stored_len / 2));
+    pack.seekg(at);
+    char c = 0;
+    pack.get(c);
+    pack.seekp(at);
+    pack.put(static_cast<char>(c ^ 0x40));
+    ASSERT_TRUE(pack.good());
   }
 
   static std::string random_bytes(size_t n, uint32_t seed) {
