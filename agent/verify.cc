@@ -134,7 +134,7 @@ RepairResult repair_store(rbd::Cluster* cluster, store::MaintenanceStore& store)
   }
   result.damaged_revisions.assign(still_damaged.begin(), still_damaged.end());
   spdlog::info("repair {}: {} damaged chunks, {} re-read from Ceph, {} from copies, {} not repairable",
-               store.dir().string(), result.damaged_chunks, result.repaired_from_source, result.repaired_from_copy,
+               store.name(), result.damaged_chunks, result.repaired_from_source, result.repaired_from_copy,
                result.unrepaired.size());
   return result;
 }

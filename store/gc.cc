@@ -125,7 +125,7 @@ class PackRewrite {
       store_.objects().remove(pack_object_name(id_));
     } catch (const StoreError& e) {
       // The index no longer names the pack: the next writer's recovery removes it.
-      spdlog::warn("gc {}: {}; left for the next writer to remove", store_.dir().string(), e.what());
+      spdlog::warn("gc {}: {}; left for the next writer to remove", store_.name(), e.what());
     }
     store_.crash_points().reached("gc.file_removed");
     return removed_;
@@ -186,7 +186,7 @@ std::vector<uint32_t> rewrite_packs(Store& store, const std::map<uint32_t, bool>
       pack.finish();
       continue;
     }
-    spdlog::warn("gc {}: skipping {}: {} (run scrub and repair)", store.dir().string(), pack_file_name(id), damage);
+    spdlog::warn("gc {}: skipping {}: {} (run scrub and repair)", store.name(), pack_file_name(id), damage);
     skipped.push_back(id);
   }
   return skipped;

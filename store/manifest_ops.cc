@@ -76,7 +76,7 @@ bool Store::roll_forward(const PendingRecord& p) {
     batch.put(image_rev_key(rec.image, rec.id), {});
     batch.remove(pending_key(rec.id));
     index_->write(batch, Sync::kYes, "complete the commit of revision " + std::to_string(rec.id));
-    spdlog::warn("store {}: completed the commit of revision {} from its manifest", dir_.string(), rec.id);
+    spdlog::warn("store {}: completed the commit of revision {} from its manifest", Store::name(), rec.id);
     return true;
   } catch (const StoreError& e) {
     if (e.kind() != StoreError::Kind::kCorrupt) throw;
@@ -104,7 +104,7 @@ void Store::tidy_manifests() {
       tail = ManifestReader(*obj).tail();
     } catch (const StoreError& e) {
       if (e.kind() != StoreError::Kind::kCorrupt) throw;
-      spdlog::warn("store {}: manifest generation {} of revision {} is damaged ({}); left for scrub", dir_.string(),
+      spdlog::warn("store {}: manifest generation {} of revision {} is damaged ({}); left for scrub", Store::name(),
                    newest, rev, e.what());
       continue;
     }
@@ -115,7 +115,7 @@ void Store::tidy_manifests() {
       index_->put(revision_key(rev), encode(*cur), Sync::kYes, "update revision " + std::to_string(rev));
     }
     remove_manifests(rev, newest);
-    spdlog::warn("store {}: completed an interrupted manifest update of revision {}", dir_.string(), rev);
+    spdlog::warn("store {}: completed an interrupted manifest update of revision {}", Store::name(), rev);
   }
 }
 

@@ -97,6 +97,9 @@ class ObjectStore {
     (void)holder, (void)exclusive, (void)cache_dir;
     return nullptr;
   }
+  // How messages name this data area when it is not the store directory: "rados:POOL[/NS]" for a
+  // pool; empty for the local directory.
+  [[nodiscard]] virtual std::string display_name() const { return {}; }
   // The largest pack a writer may build in this backend (a bound on object size).
   [[nodiscard]] virtual uint64_t pack_target_cap() const { return UINT64_MAX; }
 

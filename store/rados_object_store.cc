@@ -346,6 +346,10 @@ void RadosObjectStore::remove_incomplete(const std::string& prefix) {
     }
 }
 
+std::string RadosObjectStore::display_name() const {
+  return kRadosStoreScheme + impl_->where.pool + (impl_->where.ns.empty() ? "" : "/" + impl_->where.ns);
+}
+
 std::optional<std::string> RadosObjectStore::identity(const std::string& name) {
   const auto committed = size(name);
   if (!committed) return std::nullopt;

@@ -72,6 +72,7 @@ class RadosObjectStore final : public ObjectStore {
   void remove(const std::string& name) override;
   void remove_incomplete(const std::string& prefix) override;
   void begin_writing(const std::string& holder, const std::filesystem::path& cache_dir) override;
+  std::string display_name() const override;
   // The object's version (the PG log version of its last write: an object created later under the
   // same name gets a newer one) with its committed size.
   std::optional<std::string> identity(const std::string& name) override;

@@ -57,11 +57,11 @@ void Store::recover() {
     std::string v;
     const bool stale = !index_->get(pack_key(id), v, "read pack record of " + file);
     if (stale) {
-      spdlog::warn("store {}: removing uncommitted pack file {}", dir_.string(), file);
+      spdlog::warn("store {}: removing uncommitted pack file {}", Store::name(), file);
       try {
         objects_->remove(name);
       } catch (const StoreError& e) {
-        spdlog::warn("store {}: {}; left for the next writer", dir_.string(), e.what());
+        spdlog::warn("store {}: {}; left for the next writer", Store::name(), e.what());
       }
     }
   }
@@ -76,13 +76,13 @@ void Store::recover() {
         if (r.flags & kRevisionForgetting) forgetting.push_back(std::move(r));
       } catch (const StoreError& e) {
         if (e.kind() != StoreError::Kind::kCorrupt) throw;
-        spdlog::warn("store {}: a revision record is damaged ({}); scrub reports it", dir_.string(), e.what());
+        spdlog::warn("store {}: a revision record is damaged ({}); scrub reports it", Store::name(), e.what());
       }
     }
     it.check("scan revisions");
   }
   for (auto& r : forgetting) {
-    spdlog::warn("store {}: completing interrupted forget of revision {}", dir_.string(), r.id);
+    spdlog::warn("store {}: completing interrupted forget of revision {}", Store::name(), r.id);
     finish_forget(std::move(r));
   }
   tidy_manifests();
@@ -100,7 +100,7 @@ void Store::roll_back_damaged_mark(uint64_t rev) {
     if (e.kind() != StoreError::Kind::kCorrupt) throw;
   }
   if (committed) {
-    spdlog::warn("store {}: removing a damaged unfinished-revision mark of committed revision {}", dir_.string(), rev);
+    spdlog::warn("store {}: removing a damaged unfinished-revision mark of committed revision {}", Store::name(), rev);
     index_->remove(pending_key(rev), Sync::kYes, "remove mark of revision " + std::to_string(rev));
     return;
   }

@@ -122,6 +122,9 @@ class ReadOnlyStore {
   virtual ~ReadOnlyStore() = default;
 
   virtual const std::filesystem::path& dir() const = 0;
+  // How log lines name the store: its directory, or rados:POOL[/NS] for a store in a pool (whose
+  // dir() is the local index directory).
+  virtual std::string name() const = 0;
   virtual uint32_t block_size() const = 0;
   virtual const std::string& store_id() const = 0;
   virtual bool writable() const = 0;

@@ -256,7 +256,7 @@ ScrubReport scrub(Store& store, const ScrubOptions& options) {
   for (auto& [id, end] : pack_end)
     add(nullptr, "chunks point into pack " + pack_file_name(id) + " which has no pack record");
   for (auto& i : store_wide) report.issues.push_back(std::move(i));
-  spdlog::info("scrub {}: {} revisions, {} chunks{}, {} issue(s)", store.dir().string(), report.revisions_checked,
+  spdlog::info("scrub {}: {} revisions, {} chunks{}, {} issue(s)", store.name(), report.revisions_checked,
                report.chunks_checked, options.deep ? " (deep)" : "", report.issues.size());
   return report;
 }

@@ -261,6 +261,11 @@ Hash Store::compute_digest(const RevisionRecord& rev) {
   return acc;
 }
 
+std::string Store::name() const {
+  std::string where = objects_->display_name();
+  return where.empty() ? dir_.string() : where;
+}
+
 std::string Store::read_chunk(const Hash& hash) { return read_chunk_and_root(hash).content; }
 
 // The one path every reader takes (restore, mount, serve, verify, copy, repair, the backup's

@@ -55,6 +55,7 @@ class Store final : public MaintenanceStore {
 
   // ReadOnlyStore (documented in revision_store.h).
   const std::filesystem::path& dir() const override { return dir_; }
+  std::string name() const override;
   uint32_t block_size() const override { return block_size_; }
   const std::string& store_id() const override { return store_id_; }
   bool writable() const override { return mode_ == OpenMode::kWriter; }

@@ -70,6 +70,9 @@ def scenario_rados_two_hosts(c):
                   "host %s restores revision %d differently" % (who, rev))
             os.unlink(os.path.join(TMP, "th-%s-%d" % (who, rev)))
     check(run_json("scrub", *host(store, "th-b"), "--deep")["clean"], "scrub after turns")
+    # Log lines name the store as the operator does, not the host's index directory.
+    _, err = run("scrub", *host(store, "th-b"))
+    check("scrub %s: " % store in err, "scrub's log line does not name %s: %r" % (store, err))
     # An index directory deleted outright is rebuilt from the pool.
     fresh_host_dirs("th-a")
     check([x["id"] for x in run_json("ls", *host(store, "th-a"))] == sorted(history), "rebuilt index")
