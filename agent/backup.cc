@@ -253,11 +253,23 @@ BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, cons
     // Blocks wholly inside both the parent's and the new size may be patched; a block the parent
     // holds as zeros (or not at all) is read whole.
     const uint64_t patch_end = patching ? std::min(parent->size, snap.size) / bs : 0;
+    // The reads are walked twice, to plan and to submit, in the same order: the first walk looks up
+    // the parent's chunk of each partly changed block in the index, the second takes it from here.
+    std::deque<std::optional<store::Hash>> parent_chunks;
+    bool planning = true;
     auto patch_for = [&](uint64_t b) -> std::optional<BlockPatch> {
       if (b >= patch_end) return std::nullopt;
       std::vector<Piece> pieces = changed.pieces(b);
       if (pieces.empty() || ChangedBytes::whole(pieces, bs)) return std::nullopt;
-      const std::optional<store::Hash> base = store.block_content(writer->image(), b, parent->id);
+      std::optional<store::Hash> base;
+      if (planning) {
+        base = store.block_content(writer->image(), b, parent->id);
+        parent_chunks.push_back(base);
+      } else {
+        if (parent_chunks.empty()) throw std::logic_error("the reads were walked differently twice");
+        base = parent_chunks.front();
+        parent_chunks.pop_front();
+      }
       if (!base) return std::nullopt;
       return BlockPatch{*base, std::move(pieces)};
     };
@@ -271,6 +283,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, cons
       for_each_read(r, bs, snap.size, blocks_per_read, patch_end, patch_for,
                     [&](ReadStep&& s) { result.bytes_planned += s.length; });
     }
+    planning = false;
     spdlog::debug("backup {}: {} runs, {} bytes to read, {} blocks known zero", image_name, runs.size(),
                   result.bytes_planned, zero_blocks);
 
@@ -338,6 +351,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, cons
       });
     }
     reader.drain();
+    if (!parent_chunks.empty()) throw std::logic_error("the reads were walked differently twice");
     put_zeros_before(UINT64_MAX);
     pipeline.finish();
     result.peak_blocks_pending = pipeline.peak_pending();
