@@ -91,18 +91,26 @@ std::string decimal(uint64_t v) { return std::to_string(v); }
 }  // namespace
 
 // Reads a decimal xattr; nullopt if absent. Values are bounded (20 digits).
+// A decimal attribute value, bounded and checked before use.
+uint64_t parse_u64_attr(std::string_view value, const std::string& oid, const char* name) {
+  char buf[32];
+  char* end = nullptr;
+  errno = 0;
+  const bool fits = !value.empty() && value.size() < sizeof(buf);
+  if (fits) std::memcpy(buf, value.data(), value.size());
+  buf[fits ? value.size() : 0] = '\0';
+  const unsigned long long v = std::strtoull(buf, &end, 10);
+  if (!fits || errno != 0 || *end != '\0')
+    throw StoreError(StoreError::Kind::kCorrupt, "attribute " + std::string(name) + " of " + oid + " is damaged");
+  return v;
+}
+
 std::optional<uint64_t> get_u64_xattr(rados_ioctx_t io, const std::string& oid, const char* name) {
   char buf[32];
   const int r = rados_getxattr(io, oid.c_str(), name, buf, sizeof(buf) - 1);
   if (r == -ENOENT || r == -ENODATA) return std::nullopt;
   check(r, "read attribute of " + oid);
-  buf[r] = '\0';
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(buf, &end, 10);
-  if (r == 0 || errno != 0 || *end != '\0')
-    throw StoreError(StoreError::Kind::kCorrupt, "attribute " + std::string(name) + " of " + oid + " is damaged");
-  return v;
+  return parse_u64_attr(std::string_view(buf, static_cast<size_t>(r)), oid, name);
 }
 
 std::optional<RadosLocation> parse_rados_spec(const std::string& spec) {
@@ -351,14 +359,15 @@ std::string RadosObjectStore::display_name() const {
 }
 
 std::optional<std::string> RadosObjectStore::identity(const std::string& name) {
-  const auto committed = size(name);
-  if (!committed) return std::nullopt;
-  // A stat through an asynchronous op: its completion carries the object's version, which the
-  // synchronous calls leave only in the shared ioctx (racing with other threads' ops).
+  // One round trip: the attributes (the committed size) and a stat, through an asynchronous op
+  // whose completion carries the object's version, which the synchronous calls leave only in the
+  // shared ioctx (racing with other threads' ops).
   rados_read_op_t op = rados_create_read_op();
+  rados_xattrs_iter_t attrs = nullptr;
+  int attrs_r = 0, stat_r = 0;
   uint64_t bytes = 0;
   time_t mtime = 0;
-  int stat_r = 0;
+  rados_read_op_getxattrs(op, &attrs, &attrs_r);
   rados_read_op_stat(op, &bytes, &mtime, &stat_r);
   Completion c;
   int r = rados_aio_read_op_operate(op, impl_->io, c.c, name.c_str(), 0);
@@ -368,10 +377,25 @@ std::optional<std::string> RadosObjectStore::identity(const std::string& name) {
   }
   const uint64_t version = r == 0 ? rados_aio_get_version(c.c) : 0;
   rados_release_read_op(op);
+  std::optional<std::string_view> committed;
+  std::string size_value;
+  if (r == 0 && attrs_r == 0 && attrs) {
+    for (;;) {
+      const char *key = nullptr, *val = nullptr;
+      size_t len = 0;
+      if (rados_getxattrs_next(attrs, &key, &val, &len) != 0 || !key) break;
+      if (std::strcmp(key, kSizeXattr) != 0) continue;
+      size_value.assign(val, len);
+      committed = size_value;
+    }
+  }
+  if (attrs) rados_getxattrs_end(attrs);
   if (r == -ENOENT || stat_r == -ENOENT) return std::nullopt;
   check(r, "stat " + name);
   check(stat_r, "stat " + name);
-  return "v" + std::to_string(version) + "/" + std::to_string(*committed);
+  check(attrs_r, "read attributes of " + name);
+  if (!committed) return std::nullopt;  // not committed: no identity to remember
+  return "v" + std::to_string(version) + "/" + std::to_string(parse_u64_attr(*committed, name, kSizeXattr));
 }
 
 }  // namespace rbdvault::store
