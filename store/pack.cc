@@ -200,6 +200,12 @@ Patch PackReader::read_patch_from(const Hash& hash, const ChunkRecord& rec, std:
   return p;
 }
 
+std::string PackReader::read_unhashed(const Hash& hash, const ChunkRecord& rec) {
+  if (is_patch(rec.flags))
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is a patch where a full chunk is needed");
+  return decode_chunk(rec.flags, read_stored(hash, rec), rec.raw_len);
+}
+
 std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {
   return verify_full(hash, rec, read_stored(hash, rec));
 }

@@ -88,6 +88,9 @@ class PackReader {
   // A full chunk's content, verified against its hash; kCorrupt for a patch (whose content needs
   // its base: Store::read_chunk resolves patches).
   std::string read(const Hash& hash, const ChunkRecord& rec);
+  // A full chunk's content, decoded and its header checked against the record, but not hashed: for
+  // a patch's base, whose bytes are verified through the patched result (Store::read_chunk).
+  std::string read_unhashed(const Hash& hash, const ChunkRecord& rec);
   // A patch chunk, decoded and checked against its record (flags, lengths, base); its content is
   // verified only once applied to its base (Store::read_chunk).
   Patch read_patch(const Hash& hash, const ChunkRecord& rec);

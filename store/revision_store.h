@@ -112,7 +112,10 @@ struct RevisionStart {
 struct ChunkContent {
   std::string content;
   Hash root{};               // the chunk itself when it is full, else its patch's base
-  std::string root_content;  // the base's content for a patch; empty for a full chunk (= content)
+  // The base's content for a patch, as read: its bytes outside the patched pages are verified
+  // through `content`, the patched ones are not (never used for the result). Empty for a full
+  // chunk (= content).
+  std::string root_content;
 };
 
 // Reading committed revisions. A read-only open takes no writer lock, runs no recovery and sees the

@@ -295,6 +295,34 @@ TEST_F(PatchStoreTest, DamagedBaseDamagesEveryPatchOnIt) {
   EXPECT_EQ(rep.damaged_revisions(), (std::vector<uint64_t>{r2.id, r3.id}));
 }
 
+TEST_F(PatchStoreTest, ThePatchedResultIsWhatIsVerified) {
+  std::string v1 = random_bytes(2 * kBs, 26);
+  const RevisionRecord r1 = put("a", v1);
+  std::string v2 = v1;
+  touch(v2, 1, 0, 'x');
+  const RevisionRecord r2 = put_changes("a", v2);
+  const Hash base = block_hash(v1, 1), patched = block_hash(v2, 1);
+  ASSERT_TRUE(is_patch(store_->chunk(patched)->flags));
+  // The base damaged in page 0, which the patch replaces: the patch still reads its own bytes.
+  flip_payload_byte(base, 3);
+  EXPECT_EQ(store_->read_chunk(patched), v2.substr(kBs, kBs));
+  EXPECT_EQ(read(r2), v2);
+  EXPECT_EQ(kind_of([&] { (void)store_->read_chunk(base); }), StoreError::Kind::kCorrupt);
+  // Deep scrub checks every chunk a revision needs, the patch's base included: both are reported,
+  // so that the base is repaired before damage spreads into pages that reach r2.
+  auto rep = scrub(*store_, ScrubOptions{{}, {}, true});
+  EXPECT_EQ(rep.damaged_revisions(), (std::vector<uint64_t>{r1.id, r2.id}));
+  // Damaged also in page 9, which reaches the result: the read fails and names the base.
+  flip_payload_byte(base, 9 * kPatchPage + 1);
+  try {
+    (void)store_->read_chunk(patched);
+    ADD_FAILURE() << "a patch over a damaged base was read";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kCorrupt);
+    EXPECT_NE(std::string(e.what()).find("its base is damaged"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(PatchStoreTest, RebuildIndexRestoresPatchesAndTheirReferences) {
   std::string v1 = random_bytes(3 * kBs, 26);
   const RevisionRecord r1 = put("a", v1);
