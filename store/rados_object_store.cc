@@ -90,8 +90,7 @@ std::string decimal(uint64_t v) { return std::to_string(v); }
 
 }  // namespace
 
-// Reads a decimal xattr; nullopt if absent. Values are bounded (20 digits).
-// A decimal attribute value, bounded and checked before use.
+// A decimal attribute value, bounded (20 digits) and checked before use.
 uint64_t parse_u64_attr(std::string_view value, const std::string& oid, const char* name) {
   char buf[32];
   char* end = nullptr;
@@ -105,6 +104,7 @@ uint64_t parse_u64_attr(std::string_view value, const std::string& oid, const ch
   return v;
 }
 
+// Reads a decimal xattr; nullopt if absent.
 std::optional<uint64_t> get_u64_xattr(rados_ioctx_t io, const std::string& oid, const char* name) {
   char buf[32];
   const int r = rados_getxattr(io, oid.c_str(), name, buf, sizeof(buf) - 1);
