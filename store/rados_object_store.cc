@@ -90,6 +90,8 @@ std::string decimal(uint64_t v) { return std::to_string(v); }
 
 }  // namespace
 
+namespace {
+
 // A decimal attribute value, bounded (20 digits) and checked before use.
 uint64_t parse_u64_attr(std::string_view value, const std::string& oid, const char* name) {
   char buf[32];
@@ -103,6 +105,8 @@ uint64_t parse_u64_attr(std::string_view value, const std::string& oid, const ch
     throw StoreError(StoreError::Kind::kCorrupt, "attribute " + std::string(name) + " of " + oid + " is damaged");
   return v;
 }
+
+}  // namespace
 
 // Reads a decimal xattr; nullopt if absent.
 std::optional<uint64_t> get_u64_xattr(rados_ioctx_t io, const std::string& oid, const char* name) {
