@@ -45,6 +45,23 @@ def uncommitted(store):
         r.shutdown()
 
 
+def json_once_not_locked(args, what, timeout, interval):
+    """Runs rbdvault ARGS --format json until it is no longer refused for a lease (exit 4), waiting
+    `what`; returns the JSON of the run that went through. Any other exit code fails."""
+    got = {}
+
+    def runs():
+        p = subprocess.run([RBDVAULT] + cli_test.with_conf(list(args) + ["--format", "json"]),
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        check(p.returncode in (0, EXIT_LOCKED), "%s: exit %d: %s" % (args[0], p.returncode, p.stderr))
+        if p.returncode == 0:
+            got["json"] = cli_test.json.loads(p.stdout)
+        return p.returncode == 0
+
+    wait_for(runs, what, timeout=timeout, interval=interval)
+    return got["json"]
+
+
 def scenario_rados_two_hosts(c):
     """Two hosts (own index directories) take turns writing one store; each sees the other's
     revisions, incrementals cross hosts, and restores match rbd export."""
@@ -165,27 +182,17 @@ def scenario_rados_lease(c):
               "refusal must name the holder: %r" % err)
         check([x["id"] for x in run_json("ls", *host(store, "ls-b"))] == [r1["revision"]], "reader on host b")
         # The held writer is frozen (SIGSTOP): it renews nothing; its lease runs out and b takes over.
-        got = {}
-
-        def b_succeeds():
-            p = subprocess.run([RBDVAULT] + cli_test.with_conf(["backup", *host(store, "ls-b"), "rbd/ls-img",
-                                                                "--format", "json"]),
-                               capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-            check(p.returncode in (0, EXIT_LOCKED), "b: exit %d: %s" % (p.returncode, p.stderr))
-            if p.returncode == 0:
-                got["r"] = cli_test.json.loads(p.stdout)
-            return p.returncode == 0
-
-        wait_for(b_succeeds, "the frozen writer's lease to expire", timeout=180, interval=2)
-        log("host b took over: revision %d" % got["r"]["revision"])
+        taken = json_once_not_locked(["backup", *host(store, "ls-b"), "rbd/ls-img"],
+                                     "the frozen writer's lease to expire", timeout=180, interval=2)
+        log("host b took over: revision %d" % taken["revision"])
     finally:
         held.send_signal(signal.SIGCONT)
     out, err = held.communicate(timeout=300)
     check(held.returncode == EXIT_LOCKED and "lease" in err, "the frozen writer: exit %d: %s" % (held.returncode, err))
     ids = [x["id"] for x in run_json("ls", *host(store, "ls-b"))]
-    check(ids == [r1["revision"], got["r"]["revision"]], "only b's revision was added: %s" % ids)
+    check(ids == [r1["revision"], taken["revision"]], "only b's revision was added: %s" % ids)
     check([x["id"] for x in run_json("ls", *host(store, "ls-a"))] == ids, "host a sees the same")
-    exp = rbd_export_sha("rbd/ls-img@" + snap_name(store, got["r"]["revision"]))
+    exp = rbd_export_sha("rbd/ls-img@" + snap_name(store, taken["revision"]))
     restore = os.path.join(TMP, "lease-restore")
     run("restore", *host(store, "ls-a"), "rbd/ls-img", "--to-file", restore, "-q")
     check(cli_test.file_sha(restore) == exp, "restore after takeover")
@@ -437,19 +444,7 @@ def gc_readers_history(c, store, name, who):
 def gc_once_the_lease_expires(store, host_name, what):
     """Runs gc on host_name until a reader's lease it is refused for (exit 4) expires; returns the
     JSON of the gc that ran."""
-    got = {}
-
-    def gc_runs():
-        p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, host_name), "--max-unused", "0",
-                                                            "--format", "json"]),
-                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-        check(p.returncode in (0, EXIT_LOCKED), "gc: exit %d: %s" % (p.returncode, p.stderr))
-        if p.returncode == 0:
-            got["gc"] = cli_test.json.loads(p.stdout)
-        return p.returncode == 0
-
-    wait_for(gc_runs, what, timeout=300, interval=1)
-    return got["gc"]
+    return json_once_not_locked(["gc", *host(store, host_name), "--max-unused", "0"], what, timeout=300, interval=1)
 
 
 def scenario_rados_gc_readers(c):

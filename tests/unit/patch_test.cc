@@ -152,6 +152,22 @@ class PatchStoreTest : public testing::StoreTest {
     auto rep = scrub(*store_, ScrubOptions{{}, {}, deep});
     for (auto& i : rep.issues) ADD_FAILURE() << "scrub: revision " << i.revision << ": " << i.problem;
   }
+  struct Patched {
+    std::string v1;
+    RevisionRecord r1;
+    std::string v2;
+    RevisionRecord r2;
+  };
+  // A two-block image of random bytes, then page 0 of its block 1 changed: r2 holds a patch.
+  Patched block_1_patched(uint32_t seed) {
+    Patched p;
+    p.v1 = random_bytes(2 * kBs, seed);
+    p.r1 = put("a", p.v1);
+    p.v2 = p.v1;
+    touch(p.v2, 1, 0, 'x');
+    p.r2 = put_changes("a", p.v2);
+    return p;
+  }
   // Flips the last byte of a chunk's stored payload in its pack file.
   void damage(const Hash& h) {
     const auto rec = store_->chunk(h);
@@ -268,11 +284,7 @@ TEST_F(PatchStoreTest, GcKeepsTheBaseWhilePatchesLiveThenFreesBoth) {
 }
 
 TEST_F(PatchStoreTest, DamagedBaseDamagesEveryPatchOnIt) {
-  std::string v1 = random_bytes(2 * kBs, 25);
-  const RevisionRecord r1 = put("a", v1);
-  std::string v2 = v1;
-  touch(v2, 1, 0, 'x');
-  const RevisionRecord r2 = put_changes("a", v2);
+  const auto [v1, r1, v2, r2] = block_1_patched(25);
   store_->forget(r1.id);  // the base is read by no revision directly any more
   damage(block_hash(v1, 1));
   EXPECT_EQ(kind_of([&] { (void)store_->read_chunk(block_hash(v2, 1)); }), StoreError::Kind::kCorrupt);
@@ -296,11 +308,7 @@ TEST_F(PatchStoreTest, DamagedBaseDamagesEveryPatchOnIt) {
 }
 
 TEST_F(PatchStoreTest, ThePatchedResultIsWhatIsVerified) {
-  std::string v1 = random_bytes(2 * kBs, 26);
-  const RevisionRecord r1 = put("a", v1);
-  std::string v2 = v1;
-  touch(v2, 1, 0, 'x');
-  const RevisionRecord r2 = put_changes("a", v2);
+  const auto [v1, r1, v2, r2] = block_1_patched(26);
   const Hash base = block_hash(v1, 1), patched = block_hash(v2, 1);
   ASSERT_TRUE(is_patch(store_->chunk(patched)->flags));
   // The base damaged in page 0, which the patch replaces: the patch still reads its own bytes.
