@@ -419,42 +419,49 @@ def build_restore_chain(io, conf, work, size):
 
 def run_restore_rows(args, work):
     """Restores of the first and the newest revision of a chain of RESTORE_CHAIN_DELTAS deltas, to a
-    new image (vs `rbd import` of the same bytes) and to a file on tmpfs. Returns report lines."""
+    new image (vs `rbd import` of the same bytes) and to a file on tmpfs. Returns report lines.
+    A fresh cluster and chain per run: a memstore OSD keeps the memory of every image written into
+    it, and on one cluster for all runs it grew until the store's pack files no longer stayed in
+    the page cache, which made each later run's file restore slower than the one before."""
     size = args.size_gib << 30
     runs = args.restore_runs
-    c = Cluster(work, "cluster-restore", 4 * size + (2 << 30))
-    io, conf = c.io, c.conf
     R = rbd.RBD()
-    rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
-    rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
     data = size // 2
     res = {k: [] for k in ("import", "first_image", "newest_image", "first_file", "newest_file", "first_file_cpu",
                            "newest_file_cpu")}
     shm = tempfile.mkdtemp(prefix="rbdvault-bench.", dir="/dev/shm")
     try:
-        store, ids = build_restore_chain(io, conf, work, size)
-        first, newest = ids[0], ids[-1]
-        export_file = os.path.join(work, "chain.export")
-        with rbd.Image(io, "chain") as img:
-            snap = [s["name"] for s in img.list_snaps() if s["name"].startswith("rbdvault-")][-1]
-        sh(*rbdc("export", "chain@" + snap, export_file))
-        raw = os.path.join(shm, "restored.raw")
-        for _ in range(runs):  # interleaved, so a slow moment of the shared machine hits every case alike
-            res["import"].append(timed(*rbdc("import", export_file, "rbd/chain-import"))[0])
-            R.remove(io, "chain-import")
-            for key, rev in (("first", first), ("newest", newest)):
-                res[key + "_image"].append(timed(*rv("restore", "--store", store, "rbd/chain@%d" % rev,
-                                                      "--to", "rbd/chain-restored"))[0])
-                R.remove(io, "chain-restored")
-                secs, cpu = timed_cpu(*rv("restore", "--store", store, "rbd/chain@%d" % rev, "--to-file", raw))
-                res[key + "_file"].append(secs)
-                res[key + "_file_cpu"].append(cpu)
-                os.unlink(raw)
-        os.unlink(export_file)
-        shutil.rmtree(store)
+        for i in range(runs):
+            c = Cluster(work, "cluster-restore-%d" % i, 4 * size + (2 << 30))
+            io, conf = c.io, c.conf
+            rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+            rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
+            try:
+                store, ids = build_restore_chain(io, conf, work, size)
+                first, newest = ids[0], ids[-1]
+                export_file = os.path.join(work, "chain.export")
+                with rbd.Image(io, "chain") as img:
+                    snap = [s["name"] for s in img.list_snaps() if s["name"].startswith("rbdvault-")][-1]
+                sh(*rbdc("export", "chain@" + snap, export_file))
+                raw = os.path.join(shm, "restored.raw")
+                # The file restores first, then the ones into the cluster, each as it would run alone.
+                for key, rev in (("first", first), ("newest", newest)):
+                    secs, cpu = timed_cpu(*rv("restore", "--store", store, "rbd/chain@%d" % rev, "--to-file", raw))
+                    res[key + "_file"].append(secs)
+                    res[key + "_file_cpu"].append(cpu)
+                    os.unlink(raw)
+                res["import"].append(timed(*rbdc("import", export_file, "rbd/chain-import"))[0])
+                R.remove(io, "chain-import")
+                for key, rev in (("first", first), ("newest", newest)):
+                    res[key + "_image"].append(timed(*rv("restore", "--store", store, "rbd/chain@%d" % rev,
+                                                          "--to", "rbd/chain-restored"))[0])
+                    R.remove(io, "chain-restored")
+                os.unlink(export_file)
+                shutil.rmtree(store)
+            finally:
+                c.close()
     finally:
         shutil.rmtree(shm, ignore_errors=True)
-        c.close()
     m = {k: median(v) for k, v in res.items()}
     imp = m["import"]
     gbs = lambda secs: data / secs / 1e9
