@@ -88,6 +88,7 @@ SCRUB = "store/*.cc"  # scrub.cc and chunk_check.cc (the per-chunk checks)
 WRITER = "store/revision_writer.cc"
 TOOLS = "tools/**/*.cc"
 BACKUP = "agent/backup.cc"
+SNAPSHOT_READ = "agent/snapshot_read.cc"
 BATCH = "agent/batch_*.cc"  # batch_plan.cc (what is due) and batch_run.cc (doing it)
 RESTORE = "agent/restore.cc"
 FEW_KILLS = {"RBDVAULT_KILLS": "6"}  # one planned kill per backup step of cli_test.py's crash scenario
@@ -229,17 +230,19 @@ MUTATIONS = [
 
     # ---- backups ----------------------------------------------------------------------------------
     {"id": "resize-edges-not-reread", "items": ["W14"],
-     "edits": [(BACKUP, "if (edge % bs != 0 && edge / bs < nblocks) {", "if (false) {")],
+     "edits": [(SNAPSHOT_READ, "if (edge % bs != 0 && edge / bs < nblocks) {", "if (false) {")],
      "tests": ["cli:promises_backup"]},
     {"id": "backup-reads-live-image", "items": ["P5"],
      "edits": [(BACKUP, "spec.image, snap_name, /*read_only=*/true);", "spec.image, \"\", /*read_only=*/true);")],
      "tests": ["cli:promises_backup"]},
     {"id": "block-size-always-64k", "items": ["P6"],
-     "edits": [(BACKUP, "const uint64_t bs = store.block_size();", "const uint64_t bs = 64 * 1024;")],
+     "edits": [(SNAPSHOT_READ, "  const uint64_t bs = store.block_size();\n  const uint64_t nblocks",
+                "  const uint64_t bs = 64 * 1024;\n  const uint64_t nblocks"),
+               (SNAPSHOT_READ, "  const uint64_t bs = store.block_size();\n  const Plan plan",
+                "  const uint64_t bs = 64 * 1024;\n  const Plan plan")],
      "tests": ["cli:promises_backup"]},
     {"id": "failed-backup-keeps-snapshot", "items": ["P3"],
-     "edits": [(BACKUP, "      if (!lost_store) rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);\n",
-                "")],
+     "edits": [(BACKUP, "    rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);\n", "")],
      "tests": ["cli:promises_backup"]},
     # The failed writer skips its rollback: only its pending mark is left (no entry was flushed),
     # which the independent checker reports.
