@@ -37,7 +37,6 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -80,7 +79,7 @@ def main():
     ap.add_argument("--work", default=None, help="scratch directory (default: a new one in /tmp)")
     ap.add_argument("--steady-runs", type=int, default=5)
     ap.add_argument("--steady-size-gib", type=int, default=2)
-    ap.add_argument("--restore-runs", type=int, default=5, help="runs of the restore rows (one cluster, interleaved)")
+    ap.add_argument("--restore-runs", type=int, default=5, help="runs of the restore rows (a fresh cluster each)")
     ap.add_argument("--rados-runs", type=int, default=None, help="runs of the RADOS store rows (default: --runs)")
     ap.add_argument("--rados-size-gib", type=float, default=None, help="image of the RADOS rows (default: --size-gib)")
     ap.add_argument("--only", choices=["all", "steady", "restore", "rados"], default="all",
@@ -119,6 +118,20 @@ class Cluster:
         self.rados.connect()
         self.io = self.rados.open_ioctx("rbd")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def rv(self, *a):
+        """An rbdvault command against this cluster."""
+        return [RBDVAULT] + list(a) + ["-c", self.conf, "-q"]
+
+    def rbdc(self, *a):
+        """An rbd command against this cluster."""
+        return ["rbd", "-c", self.conf, "--no-progress"] + list(a)
+
     def settle(self, quiet_share=0.05, most_seconds=120):
         """Waits until the OSD is idle (under quiet_share of a core for 2 s; at most most_seconds):
         after a run of backups it still trims the snapshots they removed, which would be counted
@@ -153,11 +166,9 @@ def run(args, work):
     space = {}
     export_file = os.path.join(work, "bench.export")
     for i in range(args.runs):
-        c = Cluster(work, "cluster-%d" % i, 4 * size + (2 << 30))
-        conf, io = c.conf, c.io
-        rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
-        rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
-        try:
+        with Cluster(work, "cluster-%d" % i, 4 * size + (2 << 30)) as c:
+            io = c.io
+            rv, rbdc = c.rv, c.rbdc
             # The image: the first half random data, the second half never written.
             R.create(io, "bench", size, old_format=False)
             with rbd.Image(io, "bench") as img:
@@ -192,14 +203,10 @@ def run(args, work):
             os.unlink(diff_file)
             res["inc_rv"].append(timed(*rv("backup", "--store", store, "rbd/bench"))[0])
             shutil.rmtree(store)
-        finally:
-            c.close()
 
     # Peak RSS: a 1 TiB thin image with 1 GiB written in 4 MiB pieces at random places.
-    c = Cluster(work, "cluster-thin", 4 << 30)
-    try:
-        conf = c.conf
-        rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+    with Cluster(work, "cluster-thin", 4 << 30) as c:
+        rv = c.rv
         R.create(c.io, "thin", 1 << 40, old_format=False)
         rng = random.Random(7)
         with rbd.Image(c.io, "thin") as img:
@@ -212,8 +219,6 @@ def run(args, work):
         _, thin_restore_rss = timed(*rv("restore", "--store", store, "rbd/thin", "--to-file", raw))
         os.unlink(raw)
         shutil.rmtree(store)
-    finally:
-        c.close()
 
     def row(name, rv_key, ceph_key, ceph_name):
         a, b = median(res[rv_key]), median(res[ceph_key])
@@ -292,11 +297,9 @@ def steady_state(args, work):
                            "inc_hash", "inc_patch", "inc_compress", "inc_index",
                            "full_cpu", "full_hash", "full_compress", "full_index", "full_secs")}
     for i in range(args.steady_runs):
-        c = Cluster(work, "steady-%d" % i, 4 * size + (2 << 30))
-        conf, io = c.conf, c.io
-        rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
-        rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
-        try:
+        with Cluster(work, "steady-%d" % i, 4 * size + (2 << 30)) as c:
+            io = c.io
+            rv, rbdc = c.rv, c.rbdc
             R.create(io, "steady", size, old_format=False)
             with rbd.Image(io, "steady") as img:
                 for off in range(0, data_bytes, 4 << 20):
@@ -344,8 +347,6 @@ def steady_state(args, work):
             res["rv_stored"].append(j["bytes_stored"])
             res["rv_patches"].append(j.get("patch_chunks", 0))  # 0: a binary from before patch chunks
             shutil.rmtree(store)
-        finally:
-            c.close()
     m = {k: median(v) for k, v in res.items()}
     mib = lambda b: "%.1f MiB" % (b / (1 << 20))
     lines = [
@@ -402,15 +403,15 @@ def timed_cpu(*cmd):
     return secs, usage.ru_utime + usage.ru_stime
 
 
-def build_restore_chain(io, conf, work, size):
-    """An image of `size` bytes, its first half random data, backed up once in full and then
+def build_restore_chain(c, work, size):
+    """An image of `size` bytes in cluster c, its first half random data, backed up once in full and then
     RESTORE_CHAIN_DELTAS times after 1% of it was rewritten in scattered 4 KiB writes inside the data
     half, so every revision holds the same amount of data at the same blocks. Returns (store, ids).
     Each delta's writes fall in 32 random objects of the data half: memstore keeps a snapshot's
     clone of every object written after it until it trims, and writes spread over every object
     would fill the OSD with clones by the fifth delta."""
     R = rbd.RBD()
-    rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
+    io, rv = c.io, c.rv
     data_bytes = size // 2
     R.create(io, "chain", size, old_format=False)
     store = os.path.join(work, "store-chain")
@@ -452,12 +453,10 @@ def run_restore_rows(args, work):
     shm = tempfile.mkdtemp(prefix="rbdvault-bench.", dir="/dev/shm")
     try:
         for i in range(runs):
-            c = Cluster(work, "cluster-restore-%d" % i, 4 * size + (2 << 30))
-            io, conf = c.io, c.conf
-            rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
-            rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
-            try:
-                store, ids = build_restore_chain(io, conf, work, size)
+            with Cluster(work, "cluster-restore-%d" % i, 4 * size + (2 << 30)) as c:
+                io = c.io
+                rv, rbdc = c.rv, c.rbdc
+                store, ids = build_restore_chain(c, work, size)
                 first, newest = ids[0], ids[-1]
                 export_file = os.path.join(work, "chain.export")
                 with rbd.Image(io, "chain") as img:
@@ -484,8 +483,6 @@ def run_restore_rows(args, work):
                     R.remove(io, "chain-restored")
                 os.unlink(export_file)
                 shutil.rmtree(store)
-            finally:
-                c.close()
     finally:
         shutil.rmtree(shm, ignore_errors=True)
     m = {k: median(v) for k, v in res.items()}
@@ -562,11 +559,9 @@ def run_rados_rows(args, work):
     try:
         for i in range(runs):
             # The image, the RADOS store's copy, and a restore's RBD reads: all in this OSD's RAM.
-            c = Cluster(work, "rados-%d" % i, 4 * size + (2 << 30))
-            conf, io = c.conf, c.io
-            rv = lambda *a: [RBDVAULT] + list(a) + ["-c", conf, "-q"]
-            rbdc = lambda *a: ["rbd", "-c", conf, "--no-progress"] + list(a)
-            try:
+            with Cluster(work, "rados-%d" % i, 4 * size + (2 << 30)) as c:
+                conf, io = c.conf, c.io
+                rv, rbdc = c.rv, c.rbdc
                 subprocess.run(["ceph", "-c", conf, "osd", "pool", "create", RADOS_STORE_POOL, "8", "8"], check=True,
                                capture_output=True)
                 R.create(io, "bench", size, old_format=False)
@@ -601,8 +596,6 @@ def run_rados_rows(args, work):
                                          "(%s != %s)" % (i, k, snap, got, want))
                 shutil.rmtree(local)
                 shutil.rmtree(index_dir)
-            finally:
-                c.close()
     finally:
         shutil.rmtree(shm, ignore_errors=True)
     m = {k: median(v) for k, v in res.items()}
