@@ -120,7 +120,7 @@ class Builder {
       const Hash hash = chunk_hash_of_key(c.key());
       if (!reused.count(rec.pack) || recorded(hash)) continue;
       rec.refs = 0;  // counted again from the manifests
-      pending_.insert(hash);
+      pending_.emplace(hash, rec.flags);
       batch_.put(chunk_key(hash), encode(rec));
       ++st.chunks;
       maybe_write();
@@ -140,7 +140,7 @@ class Builder {
   // base. A patch that fails is left out like any damaged chunk.
   void count_patch_bases(Store::RebuildStats& st) {
     PackReader packs(objects_);
-    IndexBatch drop;
+    IndexBatch fixes;  // a patch that does not resolve: replaced by an intact later copy, or removed
     for (ChunkRecordCursor cursor(index_); cursor.valid(); cursor.next()) {
       if (!cursor.record() || !is_patch(cursor.record()->flags)) continue;
       const ChunkRecord& rec = *cursor.record();
@@ -153,31 +153,57 @@ class Builder {
         if (refs_.size() >= kBatch) write();
         continue;
       }
-      bool intact = false;
-      try {
-        const Patch patch = packs.read_patch(cursor.hash(), rec);
-        const std::optional<ChunkRecord> base = index_.chunk_record(patch.base);
-        if (base && !is_patch(base->flags) && base->raw_len == rec.raw_len) {
-          std::string content = packs.read_unhashed(patch.base, *base);  // the result's hash covers it
-          apply_patch(patch, content);
-          intact = sha256(content) == cursor.hash();
-        }
-      } catch (const StoreError& e) {
-        if (e.kind() != StoreError::Kind::kCorrupt) throw;
-      }
-      if (!intact) {
-        spdlog::warn("rebuild-index: patch chunk {} does not resolve against its base; left out",
-                     to_hex(cursor.hash()));
-        drop.remove(chunk_key(cursor.hash()));
+      std::optional<ChunkRecord> chosen;
+      if (patch_resolves(packs, cursor.hash(), rec)) {
+        chosen = rec;
+      } else {
         ++st.chunks_skipped;
+        chosen = intact_spare(packs, cursor.hash(), st);
+        spdlog::warn("rebuild-index: patch chunk {} does not resolve against its base; {}", to_hex(cursor.hash()),
+                     chosen ? "another copy in pack " + std::to_string(chosen->pack) + " does" : "left out");
+        if (chosen)
+          fixes.put(chunk_key(cursor.hash()), encode(*chosen));
+        else
+          fixes.remove(chunk_key(cursor.hash()));
+      }
+      if (!chosen) {
         --st.chunks;
         continue;
       }
-      ++refs_[rec.base];
+      if (is_patch(chosen->flags)) ++refs_[chosen->base];
       if (refs_.size() >= kBatch) write();
     }
     write();
-    if (drop.count()) index_.write(drop, Sync::kNo, "write the new index");
+    if (fixes.count()) index_.write(fixes, Sync::kNo, "write the new index");
+    spares_.clear();
+  }
+
+  // Verified as every read verifies a patch: applied to its recorded base (itself a full chunk of
+  // the same length), the result has the patch's hash.
+  bool patch_resolves(PackReader& packs, const Hash& hash, const ChunkRecord& rec) {
+    try {
+      const Patch patch = packs.read_patch(hash, rec);
+      const std::optional<ChunkRecord> base = index_.chunk_record(patch.base);
+      if (!base || is_patch(base->flags) || base->raw_len != rec.raw_len) return false;
+      std::string content = packs.read_unhashed(patch.base, *base);  // the result's hash covers it
+      apply_patch(patch, content);
+      return sha256(content) == hash;
+    } catch (const StoreError& e) {
+      if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      return false;
+    }
+  }
+
+  // A later copy of a chunk whose first copy, a patch, does not resolve: a full copy (its content
+  // was checked by the scan) or a patch that resolves. nullopt when none is intact; each damaged
+  // copy tried counts as skipped.
+  std::optional<ChunkRecord> intact_spare(PackReader& packs, const Hash& hash, Store::RebuildStats& st) {
+    const auto [first, last] = spares_.equal_range(hash);
+    for (auto it = first; it != last; ++it) {
+      if (!is_patch(it->second.flags) || patch_resolves(packs, hash, it->second)) return it->second;
+      ++st.chunks_skipped;
+    }
+    return std::nullopt;
   }
 
   // Image, revision and block-map records from the newest intact manifest of each revision that no
@@ -274,19 +300,28 @@ class Builder {
       ++st.chunks_skipped;
       return;
     }
-    if (recorded(h.hash)) return;  // a later copy (gc, repair); the first one serves
-    pending_.insert(h.hash);
-    batch_.put(chunk_key(h.hash), encode(ChunkRecord{pack, off, h.stored_len, h.raw_len, h.flags, 0, base}));
+    const ChunkRecord rec{pack, off, h.stored_len, h.raw_len, h.flags, 0, base};
+    if (const std::optional<uint8_t> first = recorded_flags(h.hash)) {
+      // A later copy (gc, repair, copy): the first one serves, unless it is a patch whose content
+      // count_patch_bases finds damaged; this copy is then the next candidate.
+      if (is_patch(*first)) spares_.emplace(h.hash, rec);
+      return;
+    }
+    pending_.emplace(h.hash, h.flags);
+    batch_.put(chunk_key(h.hash), encode(rec));
     ++st.chunks;
     maybe_write();
   }
 
   // Memory stays bounded: only the chunks of the batch being built are held; the rest are looked
   // up in the new index.
-  bool recorded(const Hash& h) {
-    if (pending_.count(h)) return true;
-    std::string v;
-    return index_.get(chunk_key(h), v, "read chunk record");
+  bool recorded(const Hash& h) { return recorded_flags(h).has_value(); }
+
+  // The flags of the copy recorded for h; nullopt when none is.
+  std::optional<uint8_t> recorded_flags(const Hash& h) {
+    if (const auto it = pending_.find(h); it != pending_.end()) return it->second;
+    if (const std::optional<ChunkRecord> rec = index_.chunk_record(h)) return rec->flags;
+    return std::nullopt;
   }
 
   void maybe_write() {
@@ -322,7 +357,9 @@ class Builder {
   ObjectStore& objects_;
   IndexBatch batch_;
   std::unordered_map<Hash, uint64_t, HashHasher> refs_;  // references since the last write
-  std::unordered_set<Hash, HashHasher> pending_;         // chunks recorded in batch_
+  std::unordered_map<Hash, uint8_t, HashHasher> pending_;  // chunks recorded in batch_, with their flags
+  // Later copies of chunks whose first copy is a patch (only its structure is checked by the scan).
+  std::unordered_multimap<Hash, ChunkRecord, HashHasher> spares_;
   uint64_t max_rev_ = 0, max_image_ = 0;
   uint32_t max_pack_ = 0;
   uint64_t unrecorded_ = 0;

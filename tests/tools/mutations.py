@@ -61,6 +61,7 @@ ITEMS = {
     "I15e": "issue 15: a patch's content is verified against its hash once applied to its base",
     "I15f": "issue 15: gc releases a dead patch with its base reference in one write",
     "I15g": "issue 15: copy keeps a patch chunk a patch of the same base in the target",
+    "I15h": "issue 15: rebuild-index records an intact later copy of a patch whose first copy is damaged",
     "I13c": "issue 13.3: a copied revision restores byte for byte as its source; only missing chunks are read",
     "I13e": "issue 13.5: a RADOS sink never writes over a taken name; read-ahead never serves other bytes "
             "and its memory stays bounded without starving the pack being read",
@@ -319,6 +320,9 @@ MUTATIONS = [
                 "while (pending_.size() > max_in_flight_) complete_front();")],
      "tests": ["rbd:RbdTest.AsyncReaderKeepsReadsBoundedAndOrdered"]},
     # ---- copy (issue 13.3) ---------------------------------------------------------------------
+    {"id": "rebuild-ignores-patch-spares", "items": ["I15h"],
+     "edits": [("store/rebuild.cc", "      if (is_patch(*first)) spares_.emplace(h.hash, rec);\n", "\n")],
+     "tests": ["gtest:PatchStoreTest.RebuildIndexTakesAnIntactCopyOfADamagedPatch"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

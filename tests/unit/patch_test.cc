@@ -356,6 +356,43 @@ TEST_F(PatchStoreTest, RebuildIndexRestoresPatchesAndTheirReferences) {
   expect_scrub_clean();
 }
 
+// Two copies of a patch chunk (a pack copied as gc, repair or copy would leave it), the first one
+// damaged in a page the scan cannot check: rebuild-index records the intact copy, so no revision
+// loses the block and no repair is needed.
+TEST_F(PatchStoreTest, RebuildIndexTakesAnIntactCopyOfADamagedPatch) {
+  const Patched p = block_1_patched(35);
+  const Hash patched = block_hash(p.v2, 1);
+  const auto rec = store_->chunk(patched);
+  ASSERT_TRUE(rec && is_patch(rec->flags));
+  const uint32_t spare_pack = rec->pack + 100;  // scanned after the original
+  {
+    std::ifstream in(dir_ / "data" / pack_file_name(rec->pack), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    for (int i = 0; i < 4; ++i) bytes[8 + i] = static_cast<char>(spare_pack >> (8 * i));  // the header's pack id
+    std::ofstream(dir_ / "data" / pack_file_name(spare_pack), std::ios::binary) << bytes;
+  }
+  flip_payload_byte(patched, rec->stored_len - 1);  // a page of the original copy
+  store_.reset();
+  fs::remove_all(dir_ / "index");
+  const auto st = Store::rebuild_index(dir_);
+  EXPECT_EQ(st.chunks_skipped, 1u);  // the damaged copy is reported
+  store_ = Store::open(dir_, OpenMode::kWriter, "unit test");
+  const auto after = store_->chunk(patched);
+  ASSERT_TRUE(after) << "the patch was left out although an intact copy exists";
+  EXPECT_EQ(after->pack, spare_pack);
+  EXPECT_EQ(read(*store_->revision(p.r2.id)), p.v2);
+  EXPECT_EQ(read(*store_->revision(p.r1.id)), p.v1);
+  expect_scrub_clean();
+  // Both copies damaged: the patch is left out and scrub names the revision that needs it.
+  flip_payload_byte(patched, rec->stored_len - 1);
+  store_.reset();
+  fs::remove_all(dir_ / "index");
+  EXPECT_EQ(Store::rebuild_index(dir_).chunks_skipped, 2u);
+  store_ = Store::open(dir_, OpenMode::kWriter, "unit test");
+  EXPECT_FALSE(store_->chunk(patched));
+  EXPECT_EQ(scrub(*store_, ScrubOptions{}).damaged_revisions(), (std::vector<uint64_t>{p.r2.id}));
+}
+
 TEST_F(PatchStoreTest, Format2StoreBecomesFormat3AtAWritersOpen) {
   store_.reset();
   const fs::path marker = dir_ / "rbdvault.store";
