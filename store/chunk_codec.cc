@@ -88,4 +88,12 @@ std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_l
   return raw;
 }
 
+std::string decode_owned_chunk(uint8_t flags, std::string&& payload, uint32_t raw_len) {
+  if (flags != kChunkRaw) return decode_chunk(flags, payload, raw_len);
+  if (raw_len > kMaxBlockSize)
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk raw length " + std::to_string(raw_len) + " is above 4 MiB");
+  if (payload.size() != raw_len) throw StoreError(StoreError::Kind::kCorrupt, "raw chunk has wrong length");
+  return std::move(payload);
+}
+
 }  // namespace rbdvault::store

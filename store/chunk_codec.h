@@ -38,5 +38,7 @@ EncodedChunk encode_chunk(std::string_view raw, int level);
 // Inverse of encode_chunk; throws StoreError(kCorrupt) if the payload does not decode to raw_len,
 // or if raw_len is above kMaxBlockSize (checked before anything is allocated).
 [[nodiscard]] std::string decode_chunk(uint8_t flags, std::string_view payload, uint32_t raw_len);
+// The same for a payload the caller gives up: a raw one becomes the content without a copy.
+[[nodiscard]] std::string decode_owned_chunk(uint8_t flags, std::string&& payload, uint32_t raw_len);
 
 }  // namespace rbdvault::store

@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include "store/error.h"
@@ -35,6 +37,24 @@ class FileReader final : public ObjectReader {
     size_t got = 0;
     while (got < n) {
       const ssize_t r = ::pread(fd_, buf + got, n - got, static_cast<off_t>(offset + got));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("read " + name_);
+      }
+      if (r == 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  }
+  bool read_split_at(uint64_t offset, char* head, size_t head_n, char* buf, size_t n) const override {
+    size_t got = 0;
+    while (got < head_n + n) {
+      iovec iov[2];
+      int parts = 0;
+      if (got < head_n) iov[parts++] = {head + got, head_n - got};
+      const size_t in_buf = got > head_n ? got - head_n : 0;
+      if (n > in_buf) iov[parts++] = {buf + in_buf, n - in_buf};
+      const ssize_t r = ::preadv(fd_, iov, parts, static_cast<off_t>(offset + got));
       if (r < 0) {
         if (errno == EINTR) continue;
         throw_errno("read " + name_);
@@ -207,6 +227,16 @@ void LocalObjectStore::remove_incomplete(const std::string& prefix) {
   }
   if (ec) throw StoreError(StoreError::Kind::kIO, "list " + dir.string() + ": " + ec.message());
   if (removed) fsync_dir(dir);
+}
+
+bool ObjectReader::read_split_at(uint64_t offset, char* head, size_t head_n, char* buf, size_t n) const {
+  // One request for both parts: a backend that reads into one buffer at a time (RADOS) would pay a
+  // round trip for each.
+  std::string all(head_n + n, '\0');
+  if (!read_at(offset, all.data(), all.size())) return false;
+  std::memcpy(head, all.data(), head_n);
+  std::memcpy(buf, all.data() + head_n, n);
+  return true;
 }
 
 void ObjectStore::put(const std::string& name, std::string_view bytes) {

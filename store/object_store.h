@@ -29,6 +29,10 @@ class ObjectReader {
   virtual ~ObjectReader() = default;
   // Reads exactly n bytes at `offset` into buf; false if the object ends first. Thread safe.
   [[nodiscard]] virtual bool read_at(uint64_t offset, char* buf, size_t n) const = 0;
+  // Reads exactly head_n + n bytes at `offset`: the first head_n into head, the rest into buf (a
+  // chunk's header and its payload, each where it is used, without a copy where the backend can
+  // read into two buffers at once). False if the object ends first. Thread safe.
+  [[nodiscard]] virtual bool read_split_at(uint64_t offset, char* head, size_t head_n, char* buf, size_t n) const;
   [[nodiscard]] virtual uint64_t size() const = 0;
 };
 

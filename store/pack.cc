@@ -146,6 +146,20 @@ void PackReader::forget_pack(uint32_t pack) {
   readers_.erase(pack);
 }
 
+namespace {
+
+// Where a chunk is, for error messages (built only when one is thrown: reads are hot).
+std::string chunk_place(const Hash& hash, const ChunkRecord& rec) {
+  return "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
+}
+
+void require_full(const Hash& hash, const ChunkRecord& rec) {
+  if (is_patch(rec.flags))
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is a patch where a full chunk is needed");
+}
+
+}  // namespace
+
 std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
   std::string payload = read_stored(hash, rec);
   // Verified before it is copied: a full chunk against its hash; a patch (whose content needs its
@@ -153,57 +167,54 @@ std::string PackReader::read_payload(const Hash& hash, const ChunkRecord& rec) {
   if (is_patch(rec.flags))
     (void)read_patch_from(hash, rec, payload);
   else
-    (void)verify_full(hash, rec, payload);
+    (void)verify_full(hash, rec, std::string(payload));
   return payload;
 }
 
 std::string PackReader::read_stored(const Hash& hash, const ChunkRecord& rec) {
-  const std::string where =
-      "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
   const auto file = open_pack(rec.pack);  // held until the last read is done
-  std::string buf(kChunkHeaderSize + rec.stored_len, '\0');
-  if (!file->read_at(rec.offset, buf.data(), buf.size()))
-    throw StoreError(StoreError::Kind::kCorrupt, where + ": pack file is truncated");
+  // The header and the payload each into their own buffer: the payload, often the content itself,
+  // is then never moved or copied on its way to the caller.
+  char head[kChunkHeaderSize];
+  std::string payload(rec.stored_len, '\0');
+  if (!file->read_split_at(rec.offset, head, sizeof head, payload.data(), payload.size()))
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": pack file is truncated");
   ChunkHeader h;
   try {
-    h = parse_chunk_header(buf);
+    h = parse_chunk_header(std::string_view(head, sizeof head));
   } catch (const StoreError& e) {
-    throw StoreError(StoreError::Kind::kCorrupt, where + ": " + e.what());
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": " + e.what());
   }
   if (h.flags != rec.flags || h.raw_len != rec.raw_len || h.stored_len != rec.stored_len || h.hash != hash)
-    throw StoreError(StoreError::Kind::kCorrupt, where + ": chunk header does not match the index");
-  buf.erase(0, kChunkHeaderSize);
-  return buf;
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": chunk header does not match the index");
+  return payload;
 }
 
-std::string PackReader::verify_full(const Hash& hash, const ChunkRecord& rec, std::string_view payload) {
-  if (is_patch(rec.flags))
-    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is a patch where a full chunk is needed");
-  std::string raw = decode_chunk(rec.flags, payload, rec.raw_len);
+std::string PackReader::verify_full(const Hash& hash, const ChunkRecord& rec, std::string&& payload) {
+  require_full(hash, rec);
+  std::string raw = decode_owned_chunk(rec.flags, std::move(payload), rec.raw_len);
   if (sha256(raw) != hash)
-    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " +
-                                                     std::to_string(rec.offset) + ": content does not match its SHA-256");
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": content does not match its SHA-256");
   return raw;
 }
 
 Patch PackReader::read_patch_from(const Hash& hash, const ChunkRecord& rec, std::string_view payload) {
-  const std::string where =
-      "chunk " + to_hex(hash) + " in " + pack_file_name(rec.pack) + " at " + std::to_string(rec.offset);
   Patch p;
   try {
     p = decode_patch(rec.flags, payload, rec.raw_len);
   } catch (const StoreError& e) {
-    throw StoreError(StoreError::Kind::kCorrupt, where + ": " + e.what());
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": " + e.what());
   }
-  if (p.base != rec.base) throw StoreError(StoreError::Kind::kCorrupt, where + ": patch names another base than the index");
-  if (p.base == hash) throw StoreError(StoreError::Kind::kCorrupt, where + ": patch names itself as its base");
+  if (p.base != rec.base)
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": patch names another base than the index");
+  if (p.base == hash)
+    throw StoreError(StoreError::Kind::kCorrupt, chunk_place(hash, rec) + ": patch names itself as its base");
   return p;
 }
 
 std::string PackReader::read_unhashed(const Hash& hash, const ChunkRecord& rec) {
-  if (is_patch(rec.flags))
-    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is a patch where a full chunk is needed");
-  return decode_chunk(rec.flags, read_stored(hash, rec), rec.raw_len);
+  require_full(hash, rec);
+  return decode_owned_chunk(rec.flags, read_stored(hash, rec), rec.raw_len);
 }
 
 std::string PackReader::read(const Hash& hash, const ChunkRecord& rec) {

@@ -104,7 +104,7 @@ class PackReader {
   std::shared_ptr<const ObjectReader> open_pack(uint32_t pack);
   // The payload, its header checked against the record.
   std::string read_stored(const Hash& hash, const ChunkRecord& rec);
-  static std::string verify_full(const Hash& hash, const ChunkRecord& rec, std::string_view payload);
+  static std::string verify_full(const Hash& hash, const ChunkRecord& rec, std::string&& payload);
   static Patch read_patch_from(const Hash& hash, const ChunkRecord& rec, std::string_view payload);
   ObjectStore& objects_;
   // A store holds about one pack per GiB stored and per backup: the cache keeps the number of open
