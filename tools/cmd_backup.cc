@@ -134,7 +134,7 @@ Json group_json(const agent::GroupBackup& g) {
 int backup_group(const Args& a, const rbd::ConnectOptions& connect, const agent::BackupOptions& o) {
   const bool from_ceph = !a.str("rbd-group").empty();
   if (from_ceph) no_positional(a);
-  const rbd::ImageSpec rbd_group = from_ceph ? parse_spec(a.str("rbd-group")) : rbd::ImageSpec{};
+  const rbd::ImageSpec rbd_group = from_ceph ? parse_image_spec(a, a.str("rbd-group")) : rbd::ImageSpec{};
   std::vector<rbd::ImageSpec> members = from_ceph ? std::vector<rbd::ImageSpec>{} : listed_members(a);
   const std::string name = !a.str("group").empty() ? a.str("group") : rbd_group.image;
   return logged(a, "backup", "group " + name, [&](uint64_t& bytes) {

@@ -30,8 +30,7 @@ int cmd_copy(const Args& a) {
   if (from.empty() || to.empty()) throw UsageError("copy: --from STORE and --to STORE are required");
   agent::CopyOptions o;
   for (const auto& text : a.positional) {
-    const rbd::ImageSpec spec = parse_spec(text);
-    if (!spec.snap.empty()) throw UsageError("copy: give POOL/IMAGE without @REV (" + text + ")");
+    const rbd::ImageSpec spec = parse_image_spec(a, text);
     o.images.emplace_back(spec.pool, spec.image);
   }
   std::string what;

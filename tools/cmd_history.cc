@@ -22,7 +22,7 @@ int cmd_ls(const Args& a) {
   at_most_one_positional(a, "POOL/IMAGE");
   auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
   const std::vector<store::RevisionRecord> revs =
-      a.positional.empty() ? st->revisions() : st->revisions(find_image(*st, parse_spec(a.positional.front())).key);
+      a.positional.empty() ? st->revisions() : st->revisions(find_image(*st, parse_image_spec(a, a.positional.front())).key);
   if (a.json()) {
     Json list = Json::array();
     for (const auto& r : revs) list.push_back(view::revision_json(r));
@@ -90,7 +90,7 @@ int cmd_expire(const Args& a) {
   if (policy.empty()) throw UsageError("expire: give at least one --keep-* option (refusing to expire everything)");
   const bool dry = a.flag("dry-run");
   const std::string only = a.positional.empty() ? "" : a.positional.front();
-  const std::optional<rbd::ImageSpec> only_spec = only.empty() ? std::nullopt : std::optional(parse_spec(only));
+  const std::optional<rbd::ImageSpec> only_spec = only.empty() ? std::nullopt : std::optional(parse_image_spec(a, only));
   return logged(a, "expire", only, [&](uint64_t&) {
     auto st = store::Store::open(require_store(a), dry ? store::OpenMode::kReadOnly : store::OpenMode::kWriter,
                                  "rbdvault expire " + only);

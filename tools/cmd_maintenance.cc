@@ -70,7 +70,7 @@ int cmd_du(const Args& a) {
   auto st = store::Store::open(require_store(a), store::OpenMode::kReadOnly);
   std::string only;
   if (!a.positional.empty()) {
-    const rbd::ImageSpec spec = parse_spec(a.positional.front());
+    const rbd::ImageSpec spec = parse_image_spec(a, a.positional.front());
     (void)find_image(*st, spec);
     only = spec.pool + "/" + spec.image;
   }
@@ -175,7 +175,7 @@ int cmd_log(const Args& a) {
   }
   std::string only;
   if (!a.positional.empty()) {
-    const rbd::ImageSpec spec = parse_spec(a.positional.front());
+    const rbd::ImageSpec spec = parse_image_spec(a, a.positional.front());
     only = spec.pool + "/" + spec.image;
   }
   size_t torn = 0;

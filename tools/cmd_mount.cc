@@ -23,8 +23,7 @@ int cmd_mount(const Args& a) {
     throw UsageError("mount: expected MOUNTPOINT and optionally POOL/IMAGE");
   o.mountpoint = a.positional[0];
   if (a.positional.size() == 2) {
-    const rbd::ImageSpec spec = parse_spec(a.positional[1]);
-    if (!spec.snap.empty()) throw UsageError("mount: give POOL/IMAGE without @REV (every revision is shown)");
+    const rbd::ImageSpec spec = parse_image_spec(a, a.positional[1]);
     o.only = std::make_pair(spec.pool, spec.image);
   }
   o.allow_other = a.flag("allow-other");

@@ -96,6 +96,15 @@ rbd::ImageSpec parse_spec(const std::string& text) {
   }
 }
 
+rbd::ImageSpec parse_image_spec(const Args& a, const std::string& text) {
+  rbd::ImageSpec spec = parse_spec(text);
+  // A command that acts on a whole image must not quietly drop a revision the operator named:
+  // `expire POOL/IMAGE@3` would otherwise apply the policy to every revision of the image.
+  if (!spec.snap.empty())
+    throw UsageError(a.command + ": give POOL/IMAGE without @REV (" + text + "); this command takes whole images");
+  return spec;
+}
+
 rbd::ConnectOptions connect_options(const Args& a) {
   rbd::ConnectOptions o;
   o.conf_path = a.str("conf");
@@ -114,25 +123,34 @@ store::ImageRecord find_image(store::ReadOnlyStore& st, const rbd::ImageSpec& sp
   return *image;
 }
 
+namespace {
+
+// "@REV": digits only. std::stoull alone takes " 7" and "+7", and wraps "-1" to a valid-looking
+// number that may name a real revision.
+uint64_t revision_number(const std::string& rev, const std::string& text) {
+  try {
+    if (rev.find_first_not_of("0123456789") != std::string::npos) throw std::invalid_argument("");
+    return std::stoull(rev);
+  } catch (const std::exception&) {
+    throw UsageError("bad revision '" + rev + "' in " + text + ": expected a revision number (see rbdvault ls)");
+  }
+}
+
+}  // namespace
+
 store::RevisionRecord resolve_revision(store::ReadOnlyStore& st, const std::string& text) {
   const rbd::ImageSpec spec = parse_spec(text);
+  // Checked before the store is asked: a mistyped number is a usage error whatever the store holds.
+  const std::optional<uint64_t> id = spec.snap.empty() ? std::nullopt : std::optional(revision_number(spec.snap, text));
   const store::ImageRecord image = find_image(st, spec);
-  if (spec.snap.empty()) {
+  if (!id) {
     auto latest = st.latest_revision(image.key);
     if (!latest)
       throw store::StoreError(store::StoreError::Kind::kNotFound,
                               "no revisions of " + spec.pool + "/" + spec.image + " in this store");
     return *latest;
   }
-  uint64_t id = 0;
-  try {
-    size_t used = 0;
-    id = std::stoull(spec.snap, &used);
-    if (used != spec.snap.size()) throw std::invalid_argument("");
-  } catch (const std::exception&) {
-    throw UsageError("bad revision '" + spec.snap + "' in " + text + ": expected a revision number (see rbdvault ls)");
-  }
-  auto rev = st.revision(id);
+  auto rev = st.revision(*id);
   if (!rev || rev->image != image.key || (rev->flags & store::kRevisionForgetting))
     throw store::StoreError(store::StoreError::Kind::kNotFound,
                             "revision " + spec.snap + " of " + spec.pool + "/" + spec.image + " does not exist");

@@ -100,6 +100,8 @@ void no_positional(const Args& a);
 void at_most_one_positional(const Args& a, const char* what);
 // POOL/IMAGE[@SNAP] from the command line; a malformed one is a usage error.
 [[nodiscard]] rbd::ImageSpec parse_spec(const std::string& text);
+// POOL/IMAGE of a command that takes whole images: a UsageError naming a.command for an @REV.
+[[nodiscard]] rbd::ImageSpec parse_image_spec(const Args& a, const std::string& text);
 [[nodiscard]] rbd::ConnectOptions connect_options(const Args& a);
 // The store's record of POOL/IMAGE, or a not-found error.
 [[nodiscard]] store::ImageRecord find_image(store::ReadOnlyStore& st, const rbd::ImageSpec& spec);

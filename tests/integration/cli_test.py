@@ -832,6 +832,20 @@ def scenario_bad_input(c):
         first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     check(first.returncode == 0, "the held writer failed after SIGCONT: %s" % err)
+
+    # A revision number is digits only (a wrapped "-1" once named a real revision), and a command
+    # that takes whole images refuses an @REV instead of acting on every revision of the image.
+    with c.image("rbd", "bad-img") as img:
+        img.write(os.urandom(1 << 20), 2 << 20)
+    backup(store, "rbd/bad-img")
+    fp = store_fingerprint(store)
+    for rev in ("-18446744073709551615", "+1", " 1", "1 ", "0x1", "99999999999999999999"):
+        fails("bad revision '%s'" % rev, "forget", "--store", store, "rbd/bad-img@" + rev, rc=EXIT_USAGE)
+    fails("bad revision", "protect", "--store", store, "rbd/bad-img@+1", rc=EXIT_USAGE)
+    fails("expire: give POOL/IMAGE without @REV", "expire", "--store", store, "rbd/bad-img@2", "--keep-last", "1",
+          rc=EXIT_USAGE)
+    for cmd in ("ls", "du", "log"):
+        fails("%s: give POOL/IMAGE without @REV" % cmd, cmd, "--store", store, "rbd/bad-img@1", rc=EXIT_USAGE)
     c.remove("rbd", "bad-big")
     c.remove("rbd", "bad-img")
 

@@ -77,6 +77,8 @@ ITEMS = {
     "I14e": "issue 14: a revision committed while serving appears without a restart",
     "I13d": "issue 13: every command works on a rados: store (or refuses with one line where it cannot)",
     "I13r": "issue 13: gc on one host removes no pack while a reader on another host reads (reader lease)",
+    "B1": "a command on whole images refuses POOL/IMAGE@REV (expire once applied its policy to the whole image)",
+    "B2": "a revision number is digits only (a wrapped -1 once named a real revision to forget)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -323,6 +325,14 @@ MUTATIONS = [
     {"id": "rebuild-ignores-patch-spares", "items": ["I15h"],
      "edits": [("store/rebuild.cc", "      if (is_patch(*first)) spares_.emplace(h.hash, rec);\n", "\n")],
      "tests": ["gtest:PatchStoreTest.RebuildIndexTakesAnIntactCopyOfADamagedPatch"]},
+    {"id": "whole-image-command-drops-rev", "items": ["B1"],
+     "edits": [("tools/command.cc", "  if (!spec.snap.empty())\n    throw UsageError(a.command + \": give POOL/IMAGE",
+                "  if (false)\n    throw UsageError(a.command + \": give POOL/IMAGE")],
+     "tests": ["cli:bad_input"]},
+    {"id": "revision-number-wraps", "items": ["B2"],
+     "edits": [("tools/command.cc", "    if (rev.find_first_not_of(\"0123456789\") != std::string::npos) throw",
+                "    if (false) throw")],
+     "tests": ["cli:bad_input"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],
