@@ -17,8 +17,29 @@ namespace fs = std::filesystem;
 namespace rbdvault::store {
 namespace {
 
+// The kind is what the operator acts on (its exit code): free space, rebuild the index, or retry.
+StoreError::Kind kind_of(const rocksdb::Status& s) {
+  if (s.IsNoSpace()) return StoreError::Kind::kNoSpace;
+  if (s.IsCorruption()) return StoreError::Kind::kCorrupt;
+  return StoreError::Kind::kIO;
+}
+
 void check(const rocksdb::Status& s, const std::string& what) {
-  if (!s.ok()) throw StoreError(StoreError::Kind::kIO, what + ": " + s.ToString());
+  if (s.ok()) return;
+  const StoreError::Kind kind = kind_of(s);
+  throw StoreError(kind, what + ": " + s.ToString() +
+                             (kind == StoreError::Kind::kCorrupt
+                                  ? "; if the index is damaged, rebuild it from the data area with `rbdvault "
+                                    "rebuild-index`"
+                                  : ""));
+}
+
+// Opening: an index that is missing (no CURRENT, no directory) is lost, which is damage as well;
+// Store::open names the command that rebuilds it.
+void check_open(const rocksdb::Status& s, const std::string& what) {
+  if (s.ok()) return;
+  const bool lost = s.IsPathNotFound() || s.IsInvalidArgument() || s.IsNotFound() || s.IsCorruption();
+  throw StoreError(lost ? StoreError::Kind::kCorrupt : kind_of(s), what + ": " + s.ToString());
 }
 
 rocksdb::Slice slice(std::string_view v) { return rocksdb::Slice(v.data(), v.size()); }
@@ -104,7 +125,7 @@ rocksdb::DB* open_db_read_only(const fs::path& index, const std::string& what, r
     // RocksDB reports a vanished file as IOError, PathNotFound or (a table file listed by the
     // MANIFEST) Corruption "Can't access ...: No such file or directory".
     const bool vanished = st.IsPathNotFound() || st.ToString().find("No such file") != std::string::npos;
-    if (!vanished || attempt == kTries) check(st, "open index of " + what);
+    if (!vanished || attempt == kTries) check_open(st, "open index of " + what);
     spdlog::debug("open index of {}: {} (the writer replaced a file); trying again", what, st.ToString());
   }
 }
@@ -164,7 +185,7 @@ std::unique_ptr<Index> Index::open(const fs::path& path, const std::string& what
   std::unique_ptr<Index> index(new Index());
   index->env_ = env_for(fs);
   rocksdb::DB* raw = nullptr;
-  check(rocksdb::DB::Open(db_options(index->env_.get()), path.string(), &raw), "open index of " + what);
+  check_open(rocksdb::DB::Open(db_options(index->env_.get()), path.string(), &raw), "open index of " + what);
   index->db_.reset(raw);
   return index;
 }

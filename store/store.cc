@@ -59,10 +59,9 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
                                           : Index::open_read_only(dir / "index", dir.string(), io.index_fs);
   } catch (const StoreError& e) {
     // A lost or damaged index is not the end: the data area describes every revision.
+    // (Other kinds say what else to do: free space, fix permissions, retry.)
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
     const std::string what = e.what();
-    if (e.kind() != StoreError::Kind::kIO || what.find("Permission denied") != std::string::npos ||
-        what.find("No space") != std::string::npos || what.find("kept changing") != std::string::npos)
-      throw;
     throw StoreError(StoreError::Kind::kCorrupt, what +
                                                      "; if the index is lost or damaged, rebuild it from the "
                                                      "data area with `rbdvault rebuild-index --store " +

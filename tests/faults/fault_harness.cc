@@ -21,6 +21,7 @@ namespace rbdvault::faults {
 using store::OpenMode;
 using store::RevisionRecord;
 using store::Store;
+using store::StoreError;
 
 store::WriterOptions small_writer_options() {
   store::WriterOptions o;
@@ -149,6 +150,23 @@ uint64_t one_run(const fs::path& base, const fs::path& dir, const Model& model, 
 
 }  // namespace
 
+namespace {
+
+// What an operator sees is the error's kind (its exit code): an injected ENOSPC must read as a full
+// disk (exit 7, "free space"), an injected EIO as an I/O error (exit 1, "a retry may help"), never
+// as damage or an internal error.
+void expect_kind_of_fault(const std::string& op, FaultMode mode, uint64_t at, const std::exception& e) {
+  if (mode != FaultMode::kNoSpace && mode != FaultMode::kEio) return;
+  const auto* se = dynamic_cast<const StoreError*>(&e);
+  const StoreError::Kind want = mode == FaultMode::kNoSpace ? StoreError::Kind::kNoSpace : StoreError::Kind::kIO;
+  if (!se || se->kind() != want)
+    ADD_FAILURE() << op << ": " << mode_name(mode) << " at point " << at << " reported as "
+                  << (se ? "kind " + std::to_string(static_cast<int>(se->kind())) : std::string("a non-store error"))
+                  << ": " << e.what();
+}
+
+}  // namespace
+
 bool run_faulted(const fs::path& dir, const Operation& op, FaultMode mode, uint64_t at,
                  std::vector<std::string>* trace) {
   FaultPlan plan;
@@ -162,6 +180,7 @@ bool run_faulted(const fs::path& dir, const Operation& op, FaultMode mode, uint6
       succeeded = true;
     } catch (const std::exception& e) {
       if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << ": " << e.what();
+      expect_kind_of_fault(op.name, mode, at, e);
     }
   } else {
     std::unique_ptr<Store> store =
@@ -172,6 +191,7 @@ bool run_faulted(const fs::path& dir, const Operation& op, FaultMode mode, uint6
       succeeded = true;
     } catch (const std::exception& e) {
       if (mode == FaultMode::kCount) ADD_FAILURE() << op.name << ": " << e.what();
+      expect_kind_of_fault(op.name, mode, at, e);
     }
     if (mode == FaultMode::kCrash && !plan.dead()) plan.crash_now();
     plan.disarm();

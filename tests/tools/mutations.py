@@ -79,6 +79,7 @@ ITEMS = {
     "I13r": "issue 13: gc on one host removes no pack while a reader on another host reads (reader lease)",
     "B1": "a command on whole images refuses POOL/IMAGE@REV (expire once applied its policy to the whole image)",
     "B2": "a revision number is digits only (a wrapped -1 once named a real revision to forget)",
+    "B3": "an index error has the kind of its cause: a full disk exit 7, RocksDB corruption exit 5, EIO exit 1",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -333,6 +334,13 @@ MUTATIONS = [
      "edits": [("tools/command.cc", "    if (rev.find_first_not_of(\"0123456789\") != std::string::npos) throw",
                 "    if (false) throw")],
      "tests": ["cli:bad_input"]},
+    {"id": "index-nospace-as-io", "items": ["B3"],
+     "edits": [("store/index.cc", "  if (s.IsNoSpace()) return StoreError::Kind::kNoSpace;\n", "")],
+     "tests": ["faults:FaultMatrix.BackupDelta"]},
+    {"id": "index-open-eio-as-damage", "items": ["B3"],
+     "edits": [("store/index.cc", "  throw StoreError(lost ? StoreError::Kind::kCorrupt : kind_of(s), what",
+                "  throw StoreError(StoreError::Kind::kCorrupt, what")],
+     "tests": ["faults:RecoveryMatrix.AfterCrashedBackup"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

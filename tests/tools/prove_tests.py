@@ -79,8 +79,9 @@ def test_exists(test):
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
         return None if ok else "no scenario %s in %s" % (name, os.path.relpath(path, ROOT))
-    if kind in ("gtest", "rbd", "radosgtest"):
-        sources = glob.glob(os.path.join(ROOT, "tests", "unit" if kind == "gtest" else "integration", "*.cc"))
+    if kind in ("gtest", "rbd", "radosgtest", "faults"):
+        folder = {"gtest": "unit", "faults": "faults"}.get(kind, "integration")
+        sources = glob.glob(os.path.join(ROOT, "tests", folder, "*.cc"))
         text = "".join(open(s, encoding="utf-8").read() for s in sources)
         for one in name.split(":"):
             suite, _, case = one.partition(".")
@@ -143,7 +144,7 @@ def targets_for(tests):
     t = set()
     for test in tests:
         kind = test.partition(":")[0]
-        t.add({"gtest": "unit_tests", "rbd": "rbd_integration_tests",
+        t.add({"gtest": "unit_tests", "faults": "fault_tests", "rbd": "rbd_integration_tests",
                "radosgtest": "rados_store_integration_tests"}.get(kind, "rbdvault"))
     return sorted(t)
 
@@ -152,6 +153,8 @@ def command_for(test, build_dir):
     kind, _, name = test.partition(":")
     if kind == "gtest":
         return [os.path.join(build_dir, "tests", "unit_tests"), "--gtest_filter=" + name]
+    if kind == "faults":
+        return [os.path.join(build_dir, "tests", "fault_tests"), "--gtest_filter=" + name]
     if kind == "rbd":
         return [os.path.join(build_dir, "tests", "rbd_integration_tests"), "--gtest_filter=" + name]
     if kind == "radosgtest":
@@ -175,7 +178,7 @@ def run_test(test, build_dir, env_extra, timeout, log):
     """(passed, why it failed)."""
     env = dict(os.environ, RBDVAULT=os.path.join(build_dir, "rbdvault"), **env_extra)
     env.setdefault("RBDVAULT_TEST_TMP", os.path.join(build_dir, "prove-tmp"))
-    if test.partition(":")[0] != "gtest" and "CEPH_CONF" not in env:
+    if test.partition(":")[0] not in ("gtest", "faults") and "CEPH_CONF" not in env:
         raise SystemExit("prove_tests.py: %s needs CEPH_CONF (a test cluster: deploy/micro-ceph.sh start DIR)" % test)
     if on_rados(test.partition(":")[0]):
         if "RBDVAULT_STORE_CONF" not in env:
