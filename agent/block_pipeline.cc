@@ -104,10 +104,7 @@ void BlockPipeline::prepare(Item& item) {
       pos += p.length;
     }
     item.patch_seconds = store::thread_cpu_seconds() - t0;
-    // Diffed against the root full chunk (the parent's chunk, or its base if that is a patch), so
-    // a new patch never stacks on a patch.
-    const std::string& root = parent.root_content.empty() ? parent.content : parent.root_content;
-    item.prepared = store::prepare_block(store_, std::move(block), parent.root, root);
+    item.prepared = store::prepare_block_over(store_, std::move(block), parent);
   } else {
     item.prepared = store::prepare_block(store_, std::move(item.data));
   }

@@ -172,7 +172,8 @@ class RevisionCopier {
     r_.bytes_read += c.content.size();
     store::PreparedBlock p = c.root_content.empty()
                                  ? store::prepare_block(target_, std::move(c.content))
-                                 : store::prepare_block(target_, std::move(c.content), c.root, c.root_content);
+                                 : store::prepare_block(target_, std::move(c.content), c.root, c.root_content,
+                                                        c.root_unverified);
     // Hashed again as the target stores it: what lands is what the source's map names.
     if (!p.hash || *p.hash != hash)
       throw StoreError(StoreError::Kind::kCorrupt,

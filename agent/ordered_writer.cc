@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "store/error.h"
+
 namespace rbdvault::agent {
 namespace {
 
@@ -54,6 +56,12 @@ void OrderedWriter::work() {
     std::exception_ptr error;
     try {
       data = decode_(block, hash);
+      // Runs are cut and coalesced by block: a short block would shift every later one of its run
+      // to the wrong offset, which no digest of the block map could see.
+      if (data.size() != options_.block_size)
+        throw store::StoreError(store::StoreError::Kind::kCorrupt,
+                                "block " + std::to_string(block) + " decoded to " + std::to_string(data.size()) +
+                                    " bytes, not a block of " + std::to_string(options_.block_size));
     } catch (...) {
       error = std::current_exception();
     }

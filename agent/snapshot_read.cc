@@ -146,7 +146,7 @@ class PatchLookup {
     if (pieces.empty() || ChangedBytes::whole(pieces, store_.block_size())) return std::nullopt;
     std::optional<store::Hash> base;
     if (planning_) {
-      base = store_.block_content(image_, b, parent_rev_);
+      base = parent_chunk(b);
       parent_chunks_.push_back(base);
     } else {
       if (parent_chunks_.empty()) throw std::logic_error("the reads were walked differently twice");
@@ -157,6 +157,18 @@ class PatchLookup {
     return BlockPatch{*base, std::move(pieces)};
   }
   void planned() { planning_ = false; }
+  // The parent's chunk of block b; none (the block is read whole) where the parent's block map
+  // entry is damaged: like a damaged parent chunk, it must not stop every later backup.
+  std::optional<store::Hash> parent_chunk(uint64_t b) {
+    try {
+      return store_.block_content(image_, b, parent_rev_);
+    } catch (const store::StoreError& e) {
+      if (e.kind() != store::StoreError::Kind::kCorrupt) throw;
+      spdlog::warn("block {}: the parent revision's block map entry is damaged ({}); reading the block whole", b,
+                   e.what());
+      return std::nullopt;
+    }
+  }
   void check_all_taken() const {
     if (!parent_chunks_.empty()) throw std::logic_error("the reads were walked differently twice");
   }

@@ -4,6 +4,7 @@
 
 #include <bit>
 #include <cstring>
+#include <stdexcept>
 
 #include "store/error.h"
 #include "store/format.h"
@@ -33,15 +34,17 @@ bool chunk_lengths_valid(uint8_t flags, uint32_t raw_len, uint32_t stored_len) {
 }
 
 std::optional<EncodedChunk> encode_patch(const Hash& base, std::string_view base_raw, std::string_view raw,
-                                         int level) {
+                                         int level, std::string_view always) {
   if (raw.size() != base_raw.size() || raw.size() % kPatchPage != 0 || raw.empty()) return std::nullopt;
   const uint32_t pages = static_cast<uint32_t>(raw.size() / kPatchPage);
   std::string bitmap(patch_bitmap_len(static_cast<uint32_t>(raw.size())), '\0');
+  if (!always.empty() && always.size() != bitmap.size()) throw std::invalid_argument("page bitmap of another length");
   std::string changed;
   uint32_t n = 0;
   for (uint32_t p = 0; p < pages; ++p) {
     const size_t at = size_t{p} * kPatchPage;
-    if (std::memcmp(raw.data() + at, base_raw.data() + at, kPatchPage) == 0) continue;
+    const bool forced = !always.empty() && (uint8_t(always[p / 8]) >> (p % 8) & 1u);
+    if (!forced && std::memcmp(raw.data() + at, base_raw.data() + at, kPatchPage) == 0) continue;
     if (++n > pages / kPatchMaxFractionDenominator) return std::nullopt;
     bitmap[p / 8] = static_cast<char>(uint8_t(bitmap[p / 8]) | (1u << (p % 8)));
     changed.append(raw.substr(at, kPatchPage));

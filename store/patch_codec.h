@@ -40,9 +40,12 @@ struct Patch {
 
 // The patch that turns `base_raw` into `raw` (both raw_len bytes, a multiple of 4 KiB), or nullopt
 // when more than 1/kPatchMaxFractionDenominator of the pages differ (or none do). The pages are
-// compressed as encode_chunk would (flags kChunkPatch, | kChunkZstd when compressed).
+// compressed as encode_chunk would (flags kChunkPatch, | kChunkZstd when compressed). The pages set
+// in `always` (a page bitmap; empty: none) are stored even where they equal base_raw: bytes of
+// base_raw nobody verified (ChunkContent::root_unverified).
 [[nodiscard]] std::optional<EncodedChunk> encode_patch(const Hash& base, std::string_view base_raw,
-                                                       std::string_view raw, int level);
+                                                       std::string_view raw, int level,
+                                                       std::string_view always = {});
 // The base a patch payload names (its first 32 bytes); throws StoreError(kCorrupt) when short.
 [[nodiscard]] Hash patch_base(std::string_view payload);
 // Inverse of encode_patch; throws StoreError(kCorrupt) for anything but a well-formed patch of a

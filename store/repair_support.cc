@@ -14,9 +14,15 @@ namespace rbdvault::store {
 std::optional<Hash> Store::block_content(uint64_t image, uint64_t block, uint64_t rev) {
   IndexCursor it = index_->cursor({});
   it.seek_for_prev(block_key(image, block, rev));
-  if (!it.valid()) return std::nullopt;
+  if (!it.valid()) {
+    it.check("read block map");  // an index error is not "no data there" (verify would count a match)
+    return std::nullopt;
+  }
   auto k = parse_block_key(it.key());
-  if (!k || k->image != image || k->block != block || it.value().size() != 32) return std::nullopt;
+  if (!k || k->image != image || k->block != block) return std::nullopt;
+  if (it.value().empty()) return std::nullopt;  // a zero block
+  if (it.value().size() != 32)
+    throw StoreError(StoreError::Kind::kCorrupt, "malformed block map entry for block " + std::to_string(block));
   Hash h;
   std::memcpy(h.data(), it.value().data(), 32);
   return h;

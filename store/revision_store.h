@@ -113,9 +113,13 @@ struct ChunkContent {
   std::string content;
   Hash root{};               // the chunk itself when it is full, else its patch's base
   // The base's content for a patch, as read: its bytes outside the patched pages are verified
-  // through `content`, the patched ones are not (never used for the result). Empty for a full
-  // chunk (= content).
+  // through `content`, the patched ones are not. Empty for a full chunk (= content).
   std::string root_content;
+  // For a patch, its page bitmap: the pages of root_content that nothing verified. A new patch over
+  // the same root must store these pages whatever they hold (prepare_block), or a page damaged in
+  // the base and equal to the new content by chance would be left out, and the new chunk would read
+  // right only until the base is repaired.
+  std::string root_unverified;
 };
 
 // Reading committed revisions. A read-only open takes no writer lock, runs no recovery and sees the

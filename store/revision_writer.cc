@@ -184,7 +184,8 @@ PreparedBlock prepare_block(AppendStore& store, std::string&& data) {
   return p;
 }
 
-PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& root, std::string_view root_raw) {
+PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& root, std::string_view root_raw,
+                            std::string_view root_unverified) {
   const uint32_t bs = store.block_size();
   if (data.size() > bs) throw std::invalid_argument("block data larger than the block size");
   if (root_raw.size() != bs || all_zero(data)) return prepare_block(store, std::move(data));
@@ -197,7 +198,7 @@ PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& 
   p.hash_seconds = t1 - t0;
   if (!store.chunk(*p.hash)) {  // dedup first: content the store holds in any form is reused
     const int level = store.writer_options().zstd_level;
-    if (auto patch = encode_patch(root, root_raw, p.raw, level)) {
+    if (auto patch = encode_patch(root, root_raw, p.raw, level, root_unverified)) {
       p.encoded = std::move(*patch);
       p.patch_base = root;
     } else if (worth_compressing(p.raw, level)) {
@@ -208,6 +209,11 @@ PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& 
     p.compress_seconds = thread_cpu_seconds() - t1;
   }
   return p;
+}
+
+PreparedBlock prepare_block_over(AppendStore& store, std::string&& data, const ChunkContent& parent) {
+  const std::string& root = parent.root_content.empty() ? parent.content : parent.root_content;
+  return prepare_block(store, std::move(data), parent.root, root, parent.root_unverified);
 }
 
 void RevisionWriter::put_block(uint64_t block, std::string_view data) {

@@ -19,6 +19,7 @@
 namespace rbdvault::store {
 
 class AppendStore;
+struct ChunkContent;
 class ManifestEncoder;
 class ObjectSink;
 class PackWriter;
@@ -44,8 +45,13 @@ PreparedBlock prepare_block(AppendStore& store, std::string_view data);
 PreparedBlock prepare_block(AppendStore& store, std::string&& data);
 // The same for a block that changed in part from `root` (a full chunk of the store, whose content
 // is root_raw): if the chunk is new and at most a quarter of its 4 KiB pages differ from the
-// root's, it is prepared as a patch of the root (store/patch_codec.h).
-PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& root, std::string_view root_raw);
+// root's, it is prepared as a patch of the root (store/patch_codec.h). The pages root_unverified
+// marks (ChunkContent::root_unverified; empty: none) are stored in the patch whatever they hold.
+PreparedBlock prepare_block(AppendStore& store, std::string&& data, const Hash& root, std::string_view root_raw,
+                            std::string_view root_unverified);
+// The same for a block whose parent chunk is `parent` (as Store::read_chunk_and_root gives it): its
+// root is the parent when that is full, else the parent's base, so a patch never stacks on a patch.
+PreparedBlock prepare_block_over(AppendStore& store, std::string&& data, const ChunkContent& parent);
 
 // What the caller knows about the revision; the writer fills in the rest.
 struct RevisionInfo {

@@ -274,6 +274,11 @@ ChunkContent Store::read_chunk_and_root(const Hash& hash) {
   auto rec = chunk(hash);
   if (!rec)
     throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " is referenced but not in the index");
+  // Every chunk is one whole block (a short last block is stored padded): readers place blocks by
+  // their number, and one of another length would move or overrun its neighbours.
+  if (rec->raw_len != block_size_)
+    throw StoreError(StoreError::Kind::kCorrupt, "chunk " + to_hex(hash) + " holds " + std::to_string(rec->raw_len) +
+                                                     " bytes, not a block of " + std::to_string(block_size_));
   ChunkContent out;
   out.root = hash;
   if (!is_patch(rec->flags)) {
@@ -305,6 +310,7 @@ ChunkContent Store::read_chunk_and_root(const Hash& hash) {
     throw StoreError(StoreError::Kind::kCorrupt, what + ": patched content does not match its SHA-256");
   }
   out.root = patch.base;
+  out.root_unverified = patch.bitmap;
   return out;
 }
 

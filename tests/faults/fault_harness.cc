@@ -42,9 +42,7 @@ uint64_t backup(Store& store, const std::string& image, const std::string& bytes
     if (parent && b * kBs < parent->size() && std::string_view(*parent).substr(b * kBs, kBs) == data) continue;
     const auto was = prev ? store.block_content(img->key, b, prev->id) : std::nullopt;
     if (was && data.size() == kBs) {
-      store::ChunkContent c = store.read_chunk_and_root(*was);
-      const std::string root = c.root_content.empty() ? std::move(c.content) : std::move(c.root_content);
-      w->put_prepared(b, store::prepare_block(store, std::string(data), c.root, root));
+      w->put_prepared(b, store::prepare_block_over(store, std::string(data), store.read_chunk_and_root(*was)));
     } else {
       w->put_block(b, data);
     }

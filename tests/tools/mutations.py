@@ -80,6 +80,9 @@ ITEMS = {
     "B1": "a command on whole images refuses POOL/IMAGE@REV (expire once applied its policy to the whole image)",
     "B2": "a revision number is digits only (a wrapped -1 once named a real revision to forget)",
     "B3": "an index error has the kind of its cause: a full disk exit 7, RocksDB corruption exit 5, EIO exit 1",
+    "R1": "a new patch stores every page of its base that nothing verified (else it breaks once the base is repaired)",
+    "R2": "a chunk that is not one block long fails a restore instead of shifting the blocks after it",
+    "R3": "a malformed block map entry is damage, not a zero block (verify would count a match)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -341,6 +344,17 @@ MUTATIONS = [
      "edits": [("store/index.cc", "  throw StoreError(lost ? StoreError::Kind::kCorrupt : kind_of(s), what",
                 "  throw StoreError(StoreError::Kind::kCorrupt, what")],
      "tests": ["faults:RecoveryMatrix.AfterCrashedBackup"]},
+    {"id": "new-patch-trusts-unverified-base", "items": ["R1"],
+     "edits": [("store/patch_codec.cc", "    const bool forced = !always.empty() && ", "    const bool forced = false && ")],
+     "tests": ["gtest:PatchStoreTest.ANewPatchStoresThePagesItsBaseWasNotVerifiedIn"]},
+    {"id": "restore-takes-blocks-of-any-length", "items": ["R2"],
+     "edits": [("agent/ordered_writer.cc", "      if (data.size() != options_.block_size)\n", "      if (false)\n")],
+     "tests": ["gtest:OrderedWriterTest.ABlockOfTheWrongLengthFailsInsteadOfShiftingTheNext"]},
+    {"id": "malformed-entry-is-zero-block", "items": ["R3"],
+     "edits": [("store/repair_support.cc",
+                "    throw StoreError(StoreError::Kind::kCorrupt, \"malformed block map entry for block \" + std::to_string(block));",
+                "    return std::nullopt;")],
+     "tests": ["gtest:RestoreTest.AMalformedBlockMapEntryIsDamageNotAZeroBlock"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

@@ -44,9 +44,7 @@ class CopyTest : public StoreTest {
         w->put_block(b, data);
         continue;
       }
-      const ChunkContent c = store_->read_chunk_and_root(*parent);
-      w->put_prepared(b, prepare_block(*store_, std::string(data), c.root,
-                                       c.root_content.empty() ? c.content : c.root_content));
+      w->put_prepared(b, prepare_block_over(*store_, std::string(data), store_->read_chunk_and_root(*parent)));
     }
     RevisionInfo info;
     info.ceph_image_id = "id-" + name;

@@ -122,6 +122,26 @@ TEST_F(OrderedWriterTest, AFailedBlockFailsAndNothingFromItOnIsWritten) {
   EXPECT_LE(end, 40 * kBs);
 }
 
+// A block that decodes to more or fewer bytes than a block (a damaged or foreign chunk) fails the
+// restore; it must never shift the blocks after it in its run. (Found in review.)
+TEST_F(OrderedWriterTest, ABlockOfTheWrongLengthFailsInsteadOfShiftingTheNext) {
+  for (const size_t wrong : {size_t{kBs - 3}, size_t{kBs + 3}}) {
+    writes_.clear();
+    auto decode = [wrong](uint64_t block, const store::Hash&) {
+      return block == 1 ? std::string(wrong, 'x') : content(block);
+    };
+    OrderedWriter w(options(1, 4, 4 * kBs), decode, recording_sink());
+    try {
+      for (uint64_t b = 0; b < 4; ++b) w.add(b, store::Hash{});
+      w.finish();
+      ADD_FAILURE() << "a block of " << wrong << " bytes was written";
+    } catch (const store::StoreError& e) {
+      EXPECT_EQ(e.kind(), store::StoreError::Kind::kCorrupt);
+    }
+    for (auto& wr : writes_) EXPECT_LE(wr.offset + wr.data.size(), kBs) << "written from the bad block on";
+  }
+}
+
 TEST_F(OrderedWriterTest, AFailingSinkStopsTheWriter) {
   auto decode = [](uint64_t block, const store::Hash&) { return content(block); };
   int calls = 0;

@@ -93,6 +93,20 @@ TEST_F(RestoreTest, ExtraZeroEntryFailsTheRestore) {
   expect_corrupt_restore();
 }
 
+// verify compares the store's chunk hash of a block with the snapshot's: a malformed entry must
+// be damage, never "no data there", which matches any block the snapshot has zeroed. (Review.)
+TEST_F(RestoreTest, AMalformedBlockMapEntryIsDamageNotAZeroBlock) {
+  put_entry(2, r2_, "abcde");
+  try {
+    (void)store_->block_content(r2_.image, 2, r2_.id);
+    ADD_FAILURE() << "a 5-byte block map entry read as a block";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kCorrupt);
+  }
+  put_entry(2, r2_, "");
+  EXPECT_FALSE(store_->block_content(r2_.image, 2, r2_.id)) << "a zero entry is a zero block";
+}
+
 TEST_F(RestoreTest, SkipDigestCheckRestoresAnyway) {
   delete_entry(5, r2_);
   agent::RestoreOptions o;

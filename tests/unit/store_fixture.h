@@ -64,9 +64,7 @@ class StoreTest : public ::testing::Test {
       const auto h = store_->block_content(img->key, b, parent->id);
       if (h && sha256(data) == *h) continue;
       if (h) {
-        ChunkContent c = store_->read_chunk_and_root(*h);
-        const std::string root = c.root_content.empty() ? c.content : c.root_content;
-        w->put_prepared(b, prepare_block(*store_, std::string(data), c.root, root));
+        w->put_prepared(b, prepare_block_over(*store_, std::string(data), store_->read_chunk_and_root(*h)));
       } else {
         w->put_block(b, data);
       }
