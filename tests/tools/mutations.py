@@ -83,6 +83,7 @@ ITEMS = {
     "R1": "a new patch stores every page of its base that nothing verified (else it breaks once the base is repaired)",
     "R2": "a chunk that is not one block long fails a restore instead of shifting the blocks after it",
     "R3": "a malformed block map entry is damage, not a zero block (verify would count a match)",
+    "B4": "scrub beside a forget (or after a killed one) reports no broken parent pointer",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -355,6 +356,9 @@ MUTATIONS = [
                 "    throw StoreError(StoreError::Kind::kCorrupt, \"malformed block map entry for block \" + std::to_string(block));",
                 "    return std::nullopt;")],
      "tests": ["gtest:RestoreTest.AMalformedBlockMapEntryIsDamageNotAZeroBlock"]},
+    {"id": "scrub-ignores-forgetting", "items": ["B4"],
+     "edits": [("store/scrub.cc", "      if (linked_parent(store, rev) != expected_parent)", "      if (rev.parent != expected_parent)")],
+     "tests": ["gtest:HistoryTest.KilledForgetAndGcLoseNothingAndRerunCompletes"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

@@ -184,6 +184,12 @@ TEST_F(HistoryTest, KilledForgetAndGcLoseNothingAndRerunCompletes) {
     const std::string forget_step = round % 2 ? "forget.done" : "forget.marked";
     ASSERT_TRUE(crash_at(dir_, forget_step, [&](Store& s) { s.forget(victim); })) << forget_step;
     ++kills[forget_step];
+    {
+      // Before any writer finishes it: a reader (scrub may run beside a forget) sees no damage.
+      auto reader = Store::open(dir_, OpenMode::kReadOnly);
+      const ScrubReport rep = scrub(*reader, ScrubOptions{{}, {}, true});
+      for (const auto& i : rep.issues) ADD_FAILURE() << forget_step << ": revision " << i.revision << ": " << i.problem;
+    }
     store_ = Store::open(dir_, OpenMode::kWriter, "test");  // completes the interrupted forget
     for (auto& r : store_->revisions()) ASSERT_NE(r.id, victim) << "a killed forget must be completed at open";
     history_.erase(victim);
