@@ -103,27 +103,25 @@ struct Section {
 
 uint64_t parse_bytes(const std::string& text) {
   const std::string t = trim(text);
-  size_t used = 0;
-  double n = 0;
-  try {
-    n = std::stod(t, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || n < 0 || !std::isfinite(n))
-    throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
-  std::string unit = t.substr(used);
+  const std::invalid_argument bad("expected a size such as 0, 512K, 200M or 1G");
+  const size_t used = t.find_first_not_of("0123456789.");
+  const std::string number = t.substr(0, used);
+  if (!plain_decimal(number)) throw bad;  // no hex, sign, exponent, inf or nan
+  const double n = std::stod(number);
+  std::string unit = used == std::string::npos ? "" : t.substr(used);
   if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
   if (!unit.empty() && unit.back() == 'i') unit.pop_back();
   static const std::string kUnits = "KMGTP";
   double mult = 1;
   if (!unit.empty()) {
     const size_t i = unit.size() == 1 ? kUnits.find(static_cast<char>(std::toupper(unit[0]))) : std::string::npos;
-    if (i == std::string::npos) throw std::invalid_argument("expected a size such as 0, 512K, 200M or 1G");
+    if (i == std::string::npos) throw bad;
     mult = std::pow(1024.0, static_cast<double>(i + 1));
   }
   // 2^64 and beyond would wrap (99999999999999999999 became 0); a size that large is a typo anyway.
   if (n * mult >= 18446744073709551616.0) throw std::invalid_argument("size too large");
+  // Below one byte it would become 0, which means "unlimited" or "none" to every caller.
+  if (n > 0 && n * mult < 1) throw std::invalid_argument("size '" + t + "' is less than one byte");
   return static_cast<uint64_t>(n * mult);
 }
 
@@ -164,14 +162,26 @@ ImageSettings BatchConfig::settings_for(const JobConfig& job, const std::string&
   return s;
 }
 
+namespace {
+
+// A '#' at the start of a line or after a blank starts a comment, as the example config uses it
+// ("index-dir = ...   # the local index cache"); a '#' inside a value ("a#b") stays.
+std::string strip_comment(const std::string& line) {
+  for (size_t i = 0; i < line.size(); ++i)
+    if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) return line.substr(0, i);
+  return line;
+}
+
+}  // namespace
+
 BatchConfig parse_batch_config(const std::string& text, const std::string& path) {
   // Split into sections first, with line numbers, so every error can name its line.
   std::vector<Section> sections(1);
   std::istringstream in(text);
   std::string raw;
   for (int n = 1; std::getline(in, raw); ++n) {
-    std::string l = trim(raw);
-    if (l.empty() || l[0] == '#') continue;
+    std::string l = trim(strip_comment(raw));
+    if (l.empty()) continue;
     const std::string where = path + ":" + std::to_string(n) + ": ";
     if (l[0] == '[') {
       if (l.back() != ']') throw ConfigError(where + "section header '" + l + "' lacks its closing ']'");

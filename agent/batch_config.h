@@ -1,7 +1,8 @@
 // The batch configuration: one file describing a whole cluster's backups (connection, store,
 // defaults, limits, jobs selecting images by pool and glob). Syntax is Boost.ProgramOptions'
-// config-file syntax: `key = value` lines under `[section]` headers, `#` comments, a key may repeat
-// where it takes a list. deploy/rbdvault.conf.example documents every key.
+// config-file syntax: `key = value` lines under `[section]` headers, a key may repeat where it
+// takes a list; a `#` at the start of a line or after a blank starts a comment (one inside a value,
+// `a#b`, is part of it). deploy/rbdvault.conf.example documents every key.
 #pragma once
 
 #include <cstdint>

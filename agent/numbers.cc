@@ -20,6 +20,16 @@ std::string real_text(double v) {
 
 }  // namespace
 
+bool plain_decimal(std::string_view text) {
+  // strtod and stod also take hex ("0x10"), exponents, signs, "inf" and "nan": none is a plain
+  // number to an operator, and a hex size once passed as something else than was meant.
+  const size_t dot = text.find('.');
+  const std::string_view whole = text.substr(0, dot);
+  const std::string_view frac = dot == std::string_view::npos ? std::string_view() : text.substr(dot + 1);
+  const auto digits = [](std::string_view s) { return s.find_first_not_of("0123456789") == std::string_view::npos; };
+  return !whole.empty() && digits(whole) && digits(frac) && (dot == std::string_view::npos || !frac.empty());
+}
+
 int64_t parse_whole(const std::string& text, Range r) {
   const std::invalid_argument bad("expected a whole number from " + std::to_string(r.min) + " to " +
                                   std::to_string(r.max));
@@ -45,7 +55,7 @@ int64_t parse_duration_in(const std::string& text, Range r) {
 
 double parse_real(const std::string& text, RealRange r) {
   const std::invalid_argument bad("expected a number from " + real_text(r.min) + " to " + real_text(r.max));
-  if (text.empty() || text.find_first_of(" \t") != std::string::npos) throw bad;
+  if (!plain_decimal(text)) throw bad;
   errno = 0;
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace rbdvault::agent {
 
@@ -45,6 +46,8 @@ inline constexpr RealRange kSampleRange{0.01, 100};  // percent
 inline constexpr RealRange kVerifySampleRange{0, 100};  // percent checked after each backup; 0: off
 inline constexpr RealRange kTimeScaleRange{1, 1e6};  // agent clock speed-up (tests)
 
+// Digits with at most one '.' between digits ("12", "0.5"): no sign, exponent, hex, inf or nan.
+[[nodiscard]] bool plain_decimal(std::string_view text);
 // Decimal digits only, in `r`. Throws std::invalid_argument("expected a whole number from A to B").
 int64_t parse_whole(const std::string& text, Range r);
 // A duration (parse_duration's syntax) in `r`; the error names the range ("from 1s to 1h").

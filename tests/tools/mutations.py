@@ -84,6 +84,8 @@ ITEMS = {
     "R2": "a chunk that is not one block long fails a restore instead of shifting the blocks after it",
     "R3": "a malformed block map entry is damage, not a zero block (verify would count a match)",
     "B4": "scrub beside a forget (or after a killed one) reports no broken parent pointer",
+    "B5": "numbers are plain decimals (0x10 was 16) and a size under one byte is refused (0.5 meant unlimited)",
+    "B6": "an inline comment in the batch config is not part of the value (it emptied an include glob)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -359,6 +361,16 @@ MUTATIONS = [
     {"id": "scrub-ignores-forgetting", "items": ["B4"],
      "edits": [("store/scrub.cc", "      if (linked_parent(store, rev) != expected_parent)", "      if (rev.parent != expected_parent)")],
      "tests": ["gtest:HistoryTest.KilledForgetAndGcLoseNothingAndRerunCompletes"]},
+    {"id": "size-below-a-byte-is-zero", "items": ["B5"],
+     "edits": [("agent/batch_config.cc", "  if (n > 0 && n * mult < 1) throw", "  if (false) throw")],
+     "tests": ["gtest:Numbers.SizesArePlainDecimalsOfAtLeastOneByte"]},
+    {"id": "reals-take-hex", "items": ["B5"],
+     "edits": [("agent/numbers.cc", "  if (!plain_decimal(text)) throw bad;", "  if (text.empty()) throw bad;")],
+     "tests": ["gtest:Numbers.RealsRejectNanInfinityAndOutOfRange"]},
+    {"id": "config-inline-comment-kept", "items": ["B6"],
+     "edits": [("agent/batch_config.cc", "    std::string l = trim(strip_comment(raw));",
+                "    std::string l = trim(raw).rfind('#', 0) == 0 ? std::string() : trim(raw);")],
+     "tests": ["gtest:BatchConfigComments.ACommentAfterAValueIsNotPartOfIt"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

@@ -64,6 +64,20 @@ TEST(Numbers, RealsRejectNanInfinityAndOutOfRange) {
   for (const char* bad : {"-1", "150", "nan"})
     EXPECT_THROW(parse_real(bad, agent::kMaxUnusedRange), std::invalid_argument) << bad;
   EXPECT_EQ(error_of([] { parse_real("-5", agent::kSampleRange); }), "expected a number from 0.01 to 100");
+  // strtod's other syntaxes are not numbers to an operator (0x10 was taken as 16).
+  for (const char* bad : {"0x10", "1e1", "+5", ".5", "5.", "1.2.3", "0X1p3"})
+    EXPECT_THROW(parse_real(bad, agent::kMaxUnusedRange), std::invalid_argument) << bad;
+}
+
+// A size is a plain decimal with a unit; one that rounds to 0 would mean "unlimited" or "none".
+TEST(Numbers, SizesArePlainDecimalsOfAtLeastOneByte) {
+  EXPECT_EQ(agent::parse_bytes("1.5K"), 1536u);
+  EXPECT_EQ(agent::parse_bytes("0"), 0u);
+  EXPECT_EQ(agent::parse_bytes("64KiB"), 64u << 10);
+  EXPECT_EQ(agent::parse_bytes(" 2G "), 2ull << 30);
+  for (const char* bad : {"0x100000", "0x10K", "1e3", "-1", "+1K", "0.5", "0.0001K", "inf", "nan", "K", ".5M", ""})
+    EXPECT_THROW(agent::parse_bytes(bad), std::invalid_argument) << bad;
+  EXPECT_THROW(agent::parse_bandwidth("0.5"), std::invalid_argument);
 }
 
 TEST(Numbers, DurationsAndSizesRefuseOverflow) {
@@ -117,6 +131,19 @@ TEST(BatchConfigRanges, OutOfRangeValuesAreRefusedWithTheirLine) {
                          "[limits]\nimages-in-parallel = 256\nread-bandwidth = 0\nwrite-bandwidth = 64K\n"
                          "[maintenance]\ngc-max-unused = 0\n[ceph]\nconnect-timeout = 1h\nop-timeout = 0\n";
   EXPECT_NO_THROW(agent::parse_batch_config(ok, "t.conf"));
+}
+
+// The config's comments: a '#' at a line's start or after a blank ends the line; one inside a value
+// stays. An inline comment once became part of the include glob, which then selected no image.
+TEST(BatchConfigComments, ACommentAfterAValueIsNotPartOfIt) {
+  const std::string text =
+      "# nightly\n[store]\npath = /srv/x   # the store\n[job.j]\npool = rbd\t# the pool\n"
+      "include = cp-*   # all cp images\nexclude = a#b\n";
+  const agent::BatchConfig c = agent::parse_batch_config(text, "t.conf");
+  ASSERT_EQ(c.jobs.size(), 1u);
+  EXPECT_EQ(c.jobs[0].pool, "rbd");
+  EXPECT_EQ(c.jobs[0].include, std::vector<std::string>{"cp-*"});
+  EXPECT_EQ(c.jobs[0].exclude, std::vector<std::string>{"a#b"});
 }
 
 // A torn last line (a writer killed mid-line) must not swallow the next operation's start line.
