@@ -27,7 +27,14 @@ namespace {
 
 void add_log_file(const std::string& path) {
   if (path.empty()) return;
-  auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
+  std::shared_ptr<spdlog::sinks::basic_file_sink_mt> sink;
+  try {
+    sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
+  } catch (const spdlog::spdlog_ex& e) {
+    // spdlog_ex is no runtime_error: uncaught here it would read as an internal error (exit 70).
+    throw store::StoreError(store::StoreError::Kind::kIO, "cannot open the log file ([store] log-file): " +
+                                                              std::string(e.what()));
+  }
   sink->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l [%P] %v");
   spdlog::default_logger()->sinks().push_back(sink);
 }

@@ -171,8 +171,12 @@ int logged_at(const std::string& dir, const Args& a, const std::string& op, cons
     id = log.begin(op, image, a.command_line);
   } catch (const store::StoreError& e) {
     // A store on read-only media can still be restored from; the log is not worth failing for.
-    spdlog::warn("{} (continuing without the operation log)", e.what());
-    return body(ignored);
+    // Said after the command, and only when it succeeds: a writer refused for the same reason
+    // (read-only, full) then gives one error line, not a warning first.
+    const std::string warning = std::string(e.what()) + " (continued without the operation log)";
+    const int rc = body(ignored);
+    spdlog::warn("{}", warning);
+    return rc;
   }
   uint64_t bytes = 0;
   auto end = [&](bool ok, const std::string& error) {

@@ -76,6 +76,14 @@ class RevisionServer::Impl {
     // httplib owns the queue it gets from this factory (its API takes a raw pointer).
     http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     http_.set_payload_max_length(kMaxPayload);
+    // cpp-httplib's default sets SO_REUSEPORT, with which a second server (another store, another
+    // user's instant restore) binds the same port and the kernel splits the connections between
+    // the two: a port in use must be refused instead. SO_REUSEADDR only lets a restart bind while
+    // the old connections linger.
+    http_.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    });
     // One request per connection. httplib 0.11 reads each request of a keep-alive connection
     // through a fresh buffered stream, so a pipelined request (librbd's migration HTTP client
     // pipelines) is swallowed by the previous one's buffer: the client waits out the keep-alive

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 RBDVAULT = os.environ["RBDVAULT"]
 EXIT_USAGE = 2
@@ -83,6 +84,15 @@ def main():
               "%s: %d %r" % (args, p.returncode, p.stderr))
     p = rbdvault()
     check(p.returncode == EXIT_USAGE and "Usage: rbdvault COMMAND" in p.stderr, "no command: %d" % p.returncode)
+    # A log file that cannot be opened is one error line (exit 1), not an internal error (exit 70).
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = os.path.join(tmp, "rbdvault.conf")
+        with open(conf, "w") as f:
+            f.write("[store]\npath = %s\nlog-file = %s\n[job.j]\npool = rbd\n" % (tmp, tmp))  # a directory
+        for cmd in ("run", "agent"):
+            p = rbdvault(cmd, "--config", conf, "--dry-run") if cmd == "run" else rbdvault(cmd, "--config", conf)
+            check(p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and
+                  "cannot open the log file" in p.stderr, "%s with a bad log-file: %d %r" % (cmd, p.returncode, p.stderr))
     print("PASS cli_options: %d commands, %d foreign options refused" % (len(names), refused))
 
 

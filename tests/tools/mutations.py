@@ -86,6 +86,8 @@ ITEMS = {
     "B4": "scrub beside a forget (or after a killed one) reports no broken parent pointer",
     "B5": "numbers are plain decimals (0x10 was 16) and a size under one byte is refused (0.5 meant unlimited)",
     "B6": "an inline comment in the batch config is not part of the value (it emptied an include glob)",
+    "B7": "serve refuses a port in use (SO_REUSEPORT let two servers share it)",
+    "B8": "a log file that cannot be opened is one error line with exit 1, not an internal error",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -371,6 +373,13 @@ MUTATIONS = [
      "edits": [("agent/batch_config.cc", "    std::string l = trim(strip_comment(raw));",
                 "    std::string l = trim(raw).rfind('#', 0) == 0 ? std::string() : trim(raw);")],
      "tests": ["gtest:BatchConfigComments.ACommentAfterAValueIsNotPartOfIt"]},
+    {"id": "serve-shares-ports", "items": ["B7"],
+     "edits": [("view/http_server.cc", "    http_.set_socket_options([](socket_t sock) {",
+                "    if (false) http_.set_socket_options([](socket_t sock) {")],
+     "tests": ["gtest:HttpServer.APortInUseIsRefused"]},
+    {"id": "log-file-error-internal", "items": ["B8"],
+     "edits": [("tools/batch_commands.cc", "  } catch (const spdlog::spdlog_ex& e) {", "  } catch (const std::bad_alloc& e) {")],
+     "tests": ["cli_options:main"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

@@ -79,6 +79,8 @@ def test_exists(test):
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
         return None if ok else "no scenario %s in %s" % (name, os.path.relpath(path, ROOT))
+    if kind == "cli_options":  # one script, one check, no cluster
+        return None if name == "main" else "cli_options has only main"
     if kind in ("gtest", "rbd", "radosgtest", "faults"):
         folder = {"gtest": "unit", "faults": "faults"}.get(kind, "integration")
         sources = glob.glob(os.path.join(ROOT, "tests", folder, "*.cc"))
@@ -155,6 +157,8 @@ def command_for(test, build_dir):
         return [os.path.join(build_dir, "tests", "unit_tests"), "--gtest_filter=" + name]
     if kind == "faults":
         return [os.path.join(build_dir, "tests", "fault_tests"), "--gtest_filter=" + name]
+    if kind == "cli_options":
+        return ["/usr/bin/python3", os.path.join(ROOT, "tests", "integration", "cli_options_test.py")]
     if kind == "rbd":
         return [os.path.join(build_dir, "tests", "rbd_integration_tests"), "--gtest_filter=" + name]
     if kind == "radosgtest":
@@ -178,7 +182,7 @@ def run_test(test, build_dir, env_extra, timeout, log):
     """(passed, why it failed)."""
     env = dict(os.environ, RBDVAULT=os.path.join(build_dir, "rbdvault"), **env_extra)
     env.setdefault("RBDVAULT_TEST_TMP", os.path.join(build_dir, "prove-tmp"))
-    if test.partition(":")[0] not in ("gtest", "faults") and "CEPH_CONF" not in env:
+    if test.partition(":")[0] not in ("gtest", "faults", "cli_options") and "CEPH_CONF" not in env:
         raise SystemExit("prove_tests.py: %s needs CEPH_CONF (a test cluster: deploy/micro-ceph.sh start DIR)" % test)
     if on_rados(test.partition(":")[0]):
         if "RBDVAULT_STORE_CONF" not in env:

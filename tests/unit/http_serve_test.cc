@@ -173,6 +173,23 @@ TEST_F(HttpServer, RawBytesHeadAndRanges) {
   server->stop();  // idempotent
 }
 
+// A port in use is refused: with SO_REUSEPORT (cpp-httplib's default) a second server bound the
+// same port and the two shared its connections, each answering from its own store. (Found in review.)
+TEST_F(HttpServer, APortInUseIsRefused) {
+  (void)put("disk", random_bytes(store::testing::kBs, 9));
+  store_.reset();
+  auto first = start();
+  ServeOptions o;
+  o.port = first->port();
+  try {
+    auto second = start(std::move(o));
+    ADD_FAILURE() << "a second server listens on port " << first->port();
+  } catch (const store::StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot listen"), std::string::npos) << e.what();
+  }
+  first->stop();
+}
+
 TEST_F(HttpServer, NewRevisionsAppearWhileServing) {
   const auto first = put("disk", random_bytes(store::testing::kBs, 1));
   ServeOptions o;
