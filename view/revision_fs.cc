@@ -119,6 +119,9 @@ class RevisionFs {
     return std::nullopt;
   }
 
+  // Before a file of the revision is opened: its block map against its digest (StoreView).
+  void check_block_map(const RevisionBytes& r) { view_.check_block_map(*r.store, r.rev); }
+
   // The bytes a file node reads: the revision, or one partition of it.
   std::optional<RevisionBytes> file(const Node& n) {
     auto r = revision(n);
@@ -305,6 +308,7 @@ int fs_open(const char* path, fuse_file_info* fi) {
     if ((fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
     auto r = RevisionFs::self().file(parse_path(path));
     if (!r) return -ENOENT;
+    RevisionFs::self().check_block_map(*r);  // a damaged map fails the open (EIO), naming the revision
     fi->fh = reinterpret_cast<uint64_t>(new RevisionBytes(std::move(*r)));
     fi->keep_cache = 1;  // a revision never changes: what the kernel cached stays right
     return 0;

@@ -37,6 +37,21 @@ std::shared_ptr<const Snapshot> StoreView::open() const {
   return snap;
 }
 
+void StoreView::check_block_map(store::ReadOnlyStore& store, const store::RevisionRecord& rev) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (intact_.count(rev.id)) return;
+  }
+  // Outside the lock: one scan of the block map, which readers of other revisions need not wait for.
+  if (store.compute_digest(rev) != rev.digest)
+    throw store::StoreError(store::StoreError::Kind::kCorrupt,
+                            rev.pool + "/" + rev.name + "@" + std::to_string(rev.id) +
+                                " does not match its recorded digest (block map entries missing or extra); not "
+                                "served; run `rbdvault scrub` (`restore --skip-digest-check` salvages what is left)");
+  std::lock_guard<std::mutex> lock(mu_);
+  intact_.insert(rev.id);
+}
+
 std::shared_ptr<const Snapshot> StoreView::get(bool refresh) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!refresh || std::chrono::steady_clock::now() - opened_ < ttl_) return current_;

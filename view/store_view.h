@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -41,6 +42,12 @@ class StoreView {
   // A failed reopen keeps the old snapshot (and logs why): a mount must not vanish mid-backup.
   [[nodiscard]] std::shared_ptr<const Snapshot> get(bool refresh);
 
+  // Throws StoreError(kCorrupt) unless the revision's block map sums to its recorded digest, the
+  // check a restore makes before it trusts the map: a lost or an added entry would otherwise be
+  // served as zeros or as another revision's bytes, each chunk passing its own check. Computed once
+  // per revision (a committed revision never changes); a failure is checked again next time.
+  void check_block_map(store::ReadOnlyStore& store, const store::RevisionRecord& rev);
+
  private:
   [[nodiscard]] std::shared_ptr<const Snapshot> open() const;
 
@@ -49,6 +56,7 @@ class StoreView {
   const std::chrono::milliseconds ttl_;
   std::mutex mu_;
   std::shared_ptr<const Snapshot> current_;
+  std::set<uint64_t> intact_;  // revisions whose block map matched their digest
   std::chrono::steady_clock::time_point opened_;
 };
 

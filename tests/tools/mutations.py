@@ -88,6 +88,7 @@ ITEMS = {
     "B6": "an inline comment in the batch config is not part of the value (it emptied an include glob)",
     "B7": "serve refuses a port in use (SO_REUSEPORT let two servers share it)",
     "B8": "a log file that cannot be opened is one error line with exit 1, not an internal error",
+    "R4": "serve checks a revision's block map against its digest before its first byte (as restore does)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -380,6 +381,9 @@ MUTATIONS = [
     {"id": "log-file-error-internal", "items": ["B8"],
      "edits": [("tools/batch_commands.cc", "  } catch (const spdlog::spdlog_ex& e) {", "  } catch (const std::bad_alloc& e) {")],
      "tests": ["cli_options:main"]},
+    {"id": "serve-skips-digest", "items": ["R4"],
+     "edits": [("view/store_view.cc", "  if (store.compute_digest(rev) != rev.digest)", "  if (false)")],
+     "tests": ["gtest:HttpServer.ARevisionWhoseBlockMapLostAnEntryIsNotServed"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],

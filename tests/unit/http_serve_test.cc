@@ -7,6 +7,9 @@
 #include <fstream>
 #include <mutex>
 
+#include <rocksdb/db.h>
+
+#include "store/index.h"
 #include "store/pack.h"
 #include "store_fixture.h"
 #include "view/http_auth.h"
@@ -188,6 +191,28 @@ TEST_F(HttpServer, APortInUseIsRefused) {
     EXPECT_NE(std::string(e.what()).find("cannot listen"), std::string::npos) << e.what();
   }
   first->stop();
+}
+
+// A block map that lost an entry would serve that block as zeros, each chunk passing its own check:
+// the revision's digest is checked before its first byte, as a restore checks it. (Found in review.)
+TEST_F(HttpServer, ARevisionWhoseBlockMapLostAnEntryIsNotServed) {
+  const std::string image = random_bytes(3 * store::testing::kBs, 11);
+  const auto rev = put("disk", image);
+  ASSERT_TRUE(store_->index()
+                  .db_for_tests()
+                  .Delete(rocksdb::WriteOptions(), store::block_key(rev.image, 1, rev.id))
+                  .ok());
+  store_.reset();
+  auto server = start();
+  httplib::Client cli("127.0.0.1", server->port());
+  for (int attempt = 0; attempt < 2; ++attempt) {  // a failed check is not remembered as passed
+    auto res = cli.Get(("/v1/raw/rbd/disk/" + std::to_string(rev.id)).c_str());
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 500);
+    EXPECT_NE(res->body.find("does not match its recorded digest"), std::string::npos) << res->body;
+    EXPECT_EQ(res->body.find(image.substr(0, 64)), std::string::npos) << "bytes of the revision were sent";
+  }
+  server->stop();
 }
 
 TEST_F(HttpServer, NewRevisionsAppearWhileServing) {
