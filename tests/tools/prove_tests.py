@@ -189,7 +189,7 @@ def run_test(test, build_dir, env_extra, timeout, log):
             raise SystemExit("prove_tests.py: %s needs RBDVAULT_STORE_CONF (a second cluster, the backup one)" % test)
         env["RBDVAULT_TEST_STORE"] = "rados"
     try:
-        p = subprocess.run(command_for(test, build_dir), capture_output=True, text=True, env=env, timeout=timeout,
+        p = subprocess.run(command_for(test, build_dir), capture_output=True, text=True, errors="replace", env=env, timeout=timeout,
                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         log.write("TIMEOUT after %ds\n%s\n" % (timeout, (e.stderr or b"")[-5000:]))
