@@ -107,6 +107,7 @@ uint64_t parse_bytes(const std::string& text) {
   const size_t used = t.find_first_not_of("0123456789.");
   const std::string number = t.substr(0, used);
   if (!plain_decimal(number)) throw bad;  // no hex, sign, exponent, inf or nan
+  if (number.size() > 40) throw std::invalid_argument("size too large");  // stod: out_of_range beyond 1e308
   const double n = std::stod(number);
   std::string unit = used == std::string::npos ? "" : t.substr(used);
   if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
@@ -165,10 +166,20 @@ ImageSettings BatchConfig::settings_for(const JobConfig& job, const std::string&
 namespace {
 
 // A '#' at the start of a line or after a blank starts a comment, as the example config uses it
-// ("index-dir = ...   # the local index cache"); a '#' inside a value ("a#b") stays.
+// ("index-dir = ...   # the local index cache"); a '#' inside a value ("a#b") or inside quotes (a
+// hook's `notify "nightly #3"`) stays.
 std::string strip_comment(const std::string& line) {
-  for (size_t i = 0; i < line.size(); ++i)
-    if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) return line.substr(0, i);
+  char quote = 0;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quote) {
+      if (c == quote) quote = 0;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '#' && (i == 0 || line[i - 1] == ' ' || line[i - 1] == '\t')) {
+      return line.substr(0, i);
+    }
+  }
   return line;
 }
 

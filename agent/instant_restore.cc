@@ -159,6 +159,7 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   // Shared with the server's threads, which may still report while the restore unwinds.
   auto failure = std::make_shared<FirstFailure>();
   serve.on_failure = [failure](const std::string& what) { failure->note(what); };
+  serve.check_digest = false;  // checked (or skipped, as asked) just above: not scanned twice
   // The server is declared before the migration: an abort (the migration's destructor) runs while it
   // still serves, and needs nothing from it anyway.
   std::unique_ptr<view::RevisionServer> server = view::RevisionServer::start(options.store_dir, serve);

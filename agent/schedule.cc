@@ -127,7 +127,8 @@ int64_t parse_duration(const std::string& text) {
   size_t used = 0;
   long long n = 0;
   try {
-    n = std::stoll(t, &used);
+    // Digits first: stoll alone also takes "+5" and "-0".
+    if (!t.empty() && t[0] >= '0' && t[0] <= '9') n = std::stoll(t, &used);
   } catch (const std::exception&) {
     used = 0;
   }

@@ -146,7 +146,7 @@ class PatchLookup {
     if (pieces.empty() || ChangedBytes::whole(pieces, store_.block_size())) return std::nullopt;
     std::optional<store::Hash> base;
     if (planning_) {
-      base = parent_chunk(b);
+      base = store_.block_content(image_, b, parent_rev_);
       parent_chunks_.push_back(base);
     } else {
       if (parent_chunks_.empty()) throw std::logic_error("the reads were walked differently twice");
@@ -157,18 +157,6 @@ class PatchLookup {
     return BlockPatch{*base, std::move(pieces)};
   }
   void planned() { planning_ = false; }
-  // The parent's chunk of block b; none (the block is read whole) where the parent's block map
-  // entry is damaged: like a damaged parent chunk, it must not stop every later backup.
-  std::optional<store::Hash> parent_chunk(uint64_t b) {
-    try {
-      return store_.block_content(image_, b, parent_rev_);
-    } catch (const store::StoreError& e) {
-      if (e.kind() != store::StoreError::Kind::kCorrupt) throw;
-      spdlog::warn("block {}: the parent revision's block map entry is damaged ({}); reading the block whole", b,
-                   e.what());
-      return std::nullopt;
-    }
-  }
   void check_all_taken() const {
     if (!parent_chunks_.empty()) throw std::logic_error("the reads were walked differently twice");
   }
@@ -188,89 +176,92 @@ void check_cancelled(const BackupOptions& options, const std::string& image_name
     throw BackupCancelled("backup " + image_name + " cancelled; nothing was committed");
 }
 
-SnapshotReadTotals read_snapshot(rbd::Image& at_snap, store::AppendStore& store, store::RevisionWriter& writer,
-                                 const SnapshotRead& what, const BackupOptions& options, BackupResult& result) {
-  const uint64_t bs = store.block_size();
-  const Plan plan = plan_reads(at_snap, store, writer, what, options, result);
-  PatchLookup patch_for(store, plan, writer.image(), what.parent ? what.parent->id : 0);
-  const std::function<std::optional<BlockPatch>(uint64_t)> patch_fn = std::ref(patch_for);
-  const uint64_t blocks_per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
-  uint64_t zero_blocks = 0;
-  for (auto& r : plan.runs) {
+namespace {
+
+// What the reads deliver, in submission order: each step's bytes go to the pipeline as whole blocks
+// or, for a patched block, are gathered until its last piece; the zero runs between them are
+// recorded in block order as the reads around them complete.
+class ReadDelivery {
+ public:
+  ReadDelivery(BlockPipeline& pipeline, const store::RevisionWriter& writer, const BackupOptions& options, uint64_t bs,
+               uint64_t planned)
+      : pipeline_(pipeline), writer_(writer), options_(options), bs_(bs), planned_(planned) {}
+
+  void expect(ReadStep&& s) { steps_.push_back(std::move(s)); }
+  void zero_run(const BlockRun& r) { zeros_due_.push_back(r); }
+
+  // The data of the oldest step not yet delivered.
+  void deliver(std::string_view data) {
+    ReadStep step = std::move(steps_.front());
+    steps_.pop_front();
+    const uint64_t first = step.offset / bs_;
+    put_zeros_before(first);
+    if (step.piece) {
+      if (data.size() != step.length) throw std::runtime_error("short read inside the image");
+      patch_data_.append(data);
+      if (step.last_piece) {
+        pipeline_.add_patched(first, step.patch->base, std::move(patch_data_), std::move(step.patch->pieces));
+        patch_data_.clear();
+      }
+    } else {
+      for (uint64_t i = 0; i * bs_ < step.length; ++i) {
+        const uint64_t pos = i * bs_;
+        pipeline_.add_block(first + i, pos < data.size() ? data.substr(pos, bs_) : std::string_view());
+      }
+    }
+    report(data.size());
+  }
+
+  // After the last read: the zero runs after it.
+  void finish() { put_zeros_before(UINT64_MAX); }
+
+ private:
+  void put_zeros_before(uint64_t block) {
+    while (!zeros_due_.empty() && zeros_due_.front().first < block) {
+      pipeline_.add_zero_range(zeros_due_.front().first, zeros_due_.front().end);
+      zeros_due_.pop_front();
+    }
+  }
+
+  void report(uint64_t bytes) {
+    done_ += bytes;
+    if (options_.progress) options_.progress(done_, std::max(done_, planned_));
+    if (options_.after_store && writer_.bytes_stored() > stored_reported_) {
+      options_.after_store(writer_.bytes_stored() - stored_reported_);
+      stored_reported_ = writer_.bytes_stored();
+    }
+  }
+
+  BlockPipeline& pipeline_;
+  const store::RevisionWriter& writer_;
+  const BackupOptions& options_;
+  const uint64_t bs_, planned_;
+  std::deque<ReadStep> steps_;
+  std::deque<BlockRun> zeros_due_;
+  std::string patch_data_;  // the pieces of the block being patched, as they arrive
+  uint64_t done_ = 0, stored_reported_ = 0;
+};
+
+using PatchFn = std::function<std::optional<BlockPatch>(uint64_t)>;
+
+// The first walk over the reads: the bytes they will read (and, through patch_for, the parent
+// chunks they will patch, looked up once here).
+uint64_t bytes_to_read(const Plan& plan, uint64_t bs, uint64_t size, uint64_t per_read, const PatchFn& patch_for,
+                       const std::string& image_name) {
+  uint64_t bytes = 0, zero_blocks = 0;
+  for (const BlockRun& r : plan.runs) {
     if (r.zero) {
       zero_blocks += r.end - r.first;
       continue;
     }
-    for_each_read(r, bs, what.snap.size, blocks_per_read, plan.patch_end, patch_fn,
-                  [&](ReadStep&& s) { result.bytes_planned += s.length; });
+    for_each_read(r, bs, size, per_read, plan.patch_end, patch_for, [&](ReadStep&& s) { bytes += s.length; });
   }
-  patch_for.planned();
-  spdlog::debug("backup {}: {} runs, {} bytes to read, {} blocks known zero", what.image_name, plan.runs.size(),
-                result.bytes_planned, zero_blocks);
+  spdlog::debug("backup {}: {} runs, {} bytes to read, {} blocks known zero", image_name, plan.runs.size(), bytes,
+                zero_blocks);
+  return bytes;
+}
 
-  // Zero runs are recorded in block order between the reads around them, as reads complete.
-  BlockPipeline pipeline(store, writer, options.hash_threads, options.max_blocks_pending);
-  pipeline.set_reread([&](uint64_t b) {
-    std::string whole(bs, '\0');  // blocks patched lie wholly inside the image
-    if (at_snap.read(b * bs, bs, whole.data()) != bs) throw std::runtime_error("short read inside the image");
-    return whole;
-  });
-  std::deque<BlockRun> zeros_due;
-  auto put_zeros_before = [&](uint64_t block) {
-    while (!zeros_due.empty() && zeros_due.front().first < block) {
-      pipeline.add_zero_range(zeros_due.front().first, zeros_due.front().end);
-      zeros_due.pop_front();
-    }
-  };
-  uint64_t done = 0, stored_reported = 0;
-  // Reads are delivered in submission order: the steps wait here for their data.
-  std::deque<ReadStep> steps;
-  std::string patch_data;  // the pieces of the block being patched, as they arrive
-  rbd::AsyncReader reader(at_snap, options.reads_in_flight, [&](uint64_t, uint64_t, std::string_view data) {
-    ReadStep step = std::move(steps.front());
-    steps.pop_front();
-    const uint64_t first = step.offset / bs;
-    put_zeros_before(first);
-    if (step.piece) {
-      if (data.size() != step.length) throw std::runtime_error("short read inside the image");
-      patch_data.append(data);
-      if (step.last_piece) {
-        pipeline.add_patched(first, step.patch->base, std::move(patch_data), std::move(step.patch->pieces));
-        patch_data.clear();
-      }
-    } else {
-      for (uint64_t i = 0; i * bs < step.length; ++i) {
-        const uint64_t pos = i * bs;
-        pipeline.add_block(first + i, pos < data.size() ? data.substr(pos, bs) : std::string_view());
-      }
-    }
-    done += data.size();
-    if (options.progress) options.progress(done, std::max(done, result.bytes_planned));
-    if (options.after_store && writer.bytes_stored() > stored_reported) {
-      options.after_store(writer.bytes_stored() - stored_reported);
-      stored_reported = writer.bytes_stored();
-    }
-  });
-  for (const BlockRun& r : plan.runs) {
-    if (r.zero) {
-      zeros_due.push_back(r);
-      continue;
-    }
-    for_each_read(r, bs, what.snap.size, blocks_per_read, plan.patch_end, patch_fn, [&](ReadStep&& s) {
-      check_cancelled(options, what.image_name);
-      if (options.before_read) {
-        options.before_read(s.length);
-        check_cancelled(options, what.image_name);
-      }
-      const uint64_t offset = s.offset, length = s.length;
-      steps.push_back(std::move(s));
-      reader.submit(offset, length, 0);
-    });
-  }
-  reader.drain();
-  patch_for.check_all_taken();
-  put_zeros_before(UINT64_MAX);
-  pipeline.finish();
+void record_stats(BackupResult& result, const BlockPipeline& pipeline, const rbd::AsyncReader& reader) {
   result.peak_blocks_pending = pipeline.peak_pending();
   result.bytes_read_store = pipeline.stats().bytes_read_store;
   result.cpu_hash = pipeline.stats().hash;
@@ -278,6 +269,50 @@ SnapshotReadTotals read_snapshot(rbd::Image& at_snap, store::AppendStore& store,
   result.cpu_patch = pipeline.stats().patch;
   result.cpu_index = pipeline.stats().index;
   result.peak_reads_in_flight = reader.peak_in_flight();
+}
+
+}  // namespace
+
+SnapshotReadTotals read_snapshot(rbd::Image& at_snap, store::AppendStore& store, store::RevisionWriter& writer,
+                                 const SnapshotRead& what, const BackupOptions& options, BackupResult& result) {
+  const uint64_t bs = store.block_size();
+  const Plan plan = plan_reads(at_snap, store, writer, what, options, result);
+  PatchLookup patch_for(store, plan, writer.image(), what.parent ? what.parent->id : 0);
+  const PatchFn patch_fn = std::ref(patch_for);
+  const uint64_t per_read = std::max<uint64_t>(1, options.max_read_bytes / bs);
+  result.bytes_planned = bytes_to_read(plan, bs, what.snap.size, per_read, patch_fn, what.image_name);
+  patch_for.planned();
+
+  BlockPipeline pipeline(store, writer, options.hash_threads, options.max_blocks_pending);
+  pipeline.set_reread([&](uint64_t b) {
+    std::string whole(bs, '\0');  // blocks patched lie wholly inside the image
+    if (at_snap.read(b * bs, bs, whole.data()) != bs) throw std::runtime_error("short read inside the image");
+    return whole;
+  });
+  ReadDelivery delivery(pipeline, writer, options, bs, result.bytes_planned);
+  rbd::AsyncReader reader(at_snap, options.reads_in_flight,
+                          [&](uint64_t, uint64_t, std::string_view data) { delivery.deliver(data); });
+  for (const BlockRun& r : plan.runs) {
+    if (r.zero) {
+      delivery.zero_run(r);
+      continue;
+    }
+    for_each_read(r, bs, what.snap.size, per_read, plan.patch_end, patch_fn, [&](ReadStep&& s) {
+      check_cancelled(options, what.image_name);
+      if (options.before_read) {
+        options.before_read(s.length);
+        check_cancelled(options, what.image_name);
+      }
+      const uint64_t offset = s.offset, length = s.length;
+      delivery.expect(std::move(s));
+      reader.submit(offset, length, 0);
+    });
+  }
+  reader.drain();
+  patch_for.check_all_taken();
+  delivery.finish();
+  pipeline.finish();
+  record_stats(result, pipeline, reader);
   if (pipeline.stats().blocks_reread)
     spdlog::warn("backup {}: {} blocks read whole because their parent chunk was damaged; run rbdvault scrub",
                  what.image_name, pipeline.stats().blocks_reread);

@@ -17,21 +17,20 @@ namespace fs = std::filesystem;
 namespace rbdvault::store {
 namespace {
 
-// The kind is what the operator acts on (its exit code): free space, rebuild the index, or retry.
+// A full disk is no-space (exit 7: free space). Anything else RocksDB reports stays an I/O error,
+// corruption included: kCorrupt means "this chunk, manifest or record is damaged" to the code that
+// catches it (recovery drops such a manifest, forget passes over such a record), and a RocksDB that
+// failed mid-way says nothing about the item at hand. Its message names rebuild-index.
 StoreError::Kind kind_of(const rocksdb::Status& s) {
-  if (s.IsNoSpace()) return StoreError::Kind::kNoSpace;
-  if (s.IsCorruption()) return StoreError::Kind::kCorrupt;
-  return StoreError::Kind::kIO;
+  return s.IsNoSpace() ? StoreError::Kind::kNoSpace : StoreError::Kind::kIO;
 }
 
 void check(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return;
-  const StoreError::Kind kind = kind_of(s);
-  throw StoreError(kind, what + ": " + s.ToString() +
-                             (kind == StoreError::Kind::kCorrupt
-                                  ? "; if the index is damaged, rebuild it from the data area with `rbdvault "
-                                    "rebuild-index`"
-                                  : ""));
+  throw StoreError(kind_of(s), what + ": " + s.ToString() +
+                                   (s.IsCorruption() ? "; if the index is damaged, rebuild it from the data area "
+                                                       "with `rbdvault rebuild-index`"
+                                                     : ""));
 }
 
 // Opening: an index that is missing (no CURRENT, no directory) is lost, which is damage as well;

@@ -100,7 +100,12 @@ std::optional<Hash> RevisionWriter::current_content(uint64_t block) {
   auto k = parse_block_key(lookup_->key());
   if (!k || k->image != image_ || k->block != block) return std::nullopt;
   const std::string_view v = lookup_->value();
-  if (v.size() != 32) return std::nullopt;
+  if (v.empty()) return std::nullopt;  // a zero block
+  // Taken as "no data", the parent's term for this block would stay in the new revision's digest
+  // (and in every later one's): a malformed entry fails the backup instead.
+  if (v.size() != 32)
+    throw StoreError(StoreError::Kind::kCorrupt, "malformed block map entry for block " + std::to_string(block) +
+                                                     "; rebuild the index with `rbdvault rebuild-index`");
   Hash h;
   std::memcpy(h.data(), v.data(), 32);
   return h;

@@ -27,6 +27,7 @@ int cmd_mount(const Args& a) {
     o.only = std::make_pair(spec.pool, spec.image);
   }
   o.allow_other = a.flag("allow-other");
+  o.check_digest = !a.flag("skip-digest-check");
   if (!store::Store::is_store(o.store_dir))
     throw UsageError("mount: " + o.store_dir + " is not an rbdvault store");
   view::FuseMount mount(o);
@@ -103,7 +104,9 @@ std::vector<Command> mount_commands() {
                [](po::options_description& o) {
                  o.add_options()("cache-size", po::value<std::string>()->default_value("64")->value_name("MIB"),
                                  "block cache for repeated reads, MiB (0 to 4096)")(
-                     "allow-other", po::bool_switch(), "let other users read the mount (FUSE allow_other)");
+                     "allow-other", po::bool_switch(), "let other users read the mount (FUSE allow_other)")(
+                     "skip-digest-check", po::bool_switch(),
+                     "open a revision whose block map does not match its digest (salvage only)");
                },
                cmd_mount});
   c.push_back({"fsck", "--store DIR POOL/IMAGE[@REV]",

@@ -23,6 +23,7 @@ int cmd_serve(const Args& a) {
   no_positional(a);
   view::ServeOptions o;
   o.cache_bytes = static_cast<uint64_t>(whole_option(a, "cache-size", kCacheMibRange)) << 20;
+  o.check_digest = !a.flag("skip-digest-check");
   if (a.str("listen").empty()) throw UsageError("serve: --listen HOST:PORT is required");
   std::tie(o.host, o.port) = listen_option(a);
   // Before any thread starts: the server's, librados' and RocksDB's (a rados: store's index is
@@ -75,7 +76,9 @@ std::vector<Command> serve_commands() {
                      ("token-file", po::value<std::string>()->value_name("FILE"),
                       "bearer token, first line of FILE (mode 600 or stricter); required off loopback")
                      ("cache-size", po::value<std::string>()->default_value("64")->value_name("MIB"),
-                      "block cache for repeated reads, MiB (0 to 4096)");
+                      "block cache for repeated reads, MiB (0 to 4096)")
+                     ("skip-digest-check", po::bool_switch(),
+                      "serve a revision whose block map does not match its digest (salvage only)");
                  // clang-format on
                },
                cmd_serve});

@@ -148,7 +148,7 @@ class RevisionServer::Impl {
     const uint64_t id = std::stoull(req.matches[3]);
     auto r = find_revision(pool, image, id);
     if (!r) return error(res, 404, "not-found", 3, "no revision " + std::to_string(id) + " of " + pool + "/" + image);
-    view_.check_block_map(*r->store, r->rev);  // before any header: a damaged map is an error, not bytes
+    view_.check_block_map(*r->store, r->rev, o_.check_digest);  // before any header: an error, not bytes
     res.set_header("Accept-Ranges", "bytes");
     res.set_header("ETag", "\"" + store::to_hex(r->rev.digest) + "\"");  // a revision never changes
     const uint64_t size = r->length;

@@ -51,6 +51,9 @@ struct ServeOptions {
   // short (a chunk failing its check, an unreadable pack): the one way a client that only retries,
   // like librbd's migration source, lets its owner learn that the source is broken. Must not block.
   std::function<void(const std::string& what)> on_failure;
+  // Check each revision's block map against its digest before serving it (StoreView); false:
+  // serve a mismatch anyway with a warning (salvage; instant restore, which checked it itself).
+  bool check_digest = true;
 };
 
 class RevisionServer {

@@ -102,7 +102,8 @@ Node parse_path(std::string_view path) {
 class RevisionFs {
  public:
   explicit RevisionFs(const MountOptions& o)
-      : view_(o.store_dir, o.only, o.ttl), cache_(o.cache_bytes), mountpoint_(o.mountpoint) {}
+      : view_(o.store_dir, o.only, o.ttl), cache_(o.cache_bytes), mountpoint_(o.mountpoint),
+        check_digest_(o.check_digest) {}
 
   static RevisionFs& self() { return *static_cast<RevisionFs*>(fuse_get_context()->private_data); }
 
@@ -120,7 +121,7 @@ class RevisionFs {
   }
 
   // Before a file of the revision is opened: its block map against its digest (StoreView).
-  void check_block_map(const RevisionBytes& r) { view_.check_block_map(*r.store, r.rev); }
+  void check_block_map(const RevisionBytes& r) { view_.check_block_map(*r.store, r.rev, check_digest_); }
 
   // The bytes a file node reads: the revision, or one partition of it.
   std::optional<RevisionBytes> file(const Node& n) {
@@ -162,6 +163,7 @@ class RevisionFs {
   StoreView view_;
   BlockCache cache_;
   const std::string mountpoint_;
+  const bool check_digest_;
   std::mutex parts_mu_;
   std::map<uint64_t, std::vector<Partition>> parts_;
 };

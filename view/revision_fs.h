@@ -29,6 +29,7 @@ struct MountOptions {
   uint64_t cache_bytes = 64ull << 20;
   std::chrono::milliseconds ttl{1000};
   bool allow_other = false;
+  bool check_digest = true;  // false: open a revision whose block map fails its digest (salvage)
   // Unmounted by fusermount3 even if the process dies (a private mount nobody else should see).
   bool auto_unmount = false;
 };

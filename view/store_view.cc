@@ -37,19 +37,25 @@ std::shared_ptr<const Snapshot> StoreView::open() const {
   return snap;
 }
 
-void StoreView::check_block_map(store::ReadOnlyStore& store, const store::RevisionRecord& rev) {
-  {
+void StoreView::check_block_map(store::ReadOnlyStore& store, const store::RevisionRecord& rev, bool enforce) {
+  const std::pair<uint64_t, store::Hash> key{rev.id, rev.digest};
+  auto checked = [&] {
     std::lock_guard<std::mutex> lock(mu_);
-    if (intact_.count(rev.id)) return;
+    return checked_.count(key) > 0;
+  };
+  if (checked()) return;
+  std::lock_guard<std::mutex> scanning(check_mu_);  // not mu_: get() must not wait for a scan
+  if (checked()) return;                             // another request scanned it meanwhile
+  const std::string name = rev.pool + "/" + rev.name + "@" + std::to_string(rev.id);
+  if (store.compute_digest(rev) != rev.digest) {
+    if (enforce)
+      throw store::StoreError(store::StoreError::Kind::kCorrupt,
+                              name + " does not match its recorded digest (block map entries missing or extra); "
+                                     "not served; run `rbdvault scrub` (--skip-digest-check serves it anyway)");
+    spdlog::warn("{} does not match its recorded digest; served anyway (--skip-digest-check)", name);
   }
-  // Outside the lock: one scan of the block map, which readers of other revisions need not wait for.
-  if (store.compute_digest(rev) != rev.digest)
-    throw store::StoreError(store::StoreError::Kind::kCorrupt,
-                            rev.pool + "/" + rev.name + "@" + std::to_string(rev.id) +
-                                " does not match its recorded digest (block map entries missing or extra); not "
-                                "served; run `rbdvault scrub` (`restore --skip-digest-check` salvages what is left)");
   std::lock_guard<std::mutex> lock(mu_);
-  intact_.insert(rev.id);
+  checked_.insert(key);
 }
 
 std::shared_ptr<const Snapshot> StoreView::get(bool refresh) {

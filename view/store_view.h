@@ -45,8 +45,10 @@ class StoreView {
   // Throws StoreError(kCorrupt) unless the revision's block map sums to its recorded digest, the
   // check a restore makes before it trusts the map: a lost or an added entry would otherwise be
   // served as zeros or as another revision's bytes, each chunk passing its own check. Computed once
-  // per revision (a committed revision never changes); a failure is checked again next time.
-  void check_block_map(store::ReadOnlyStore& store, const store::RevisionRecord& rev);
+  // per revision (a committed revision never changes), one scan at a time (a burst of first
+  // requests waits for one scan, not many); a failure is checked again next time. With
+  // enforce == false (--skip-digest-check: salvage) a mismatch is logged once and served anyway.
+  void check_block_map(store::ReadOnlyStore& store, const store::RevisionRecord& rev, bool enforce);
 
  private:
   [[nodiscard]] std::shared_ptr<const Snapshot> open() const;
@@ -56,7 +58,10 @@ class StoreView {
   const std::chrono::milliseconds ttl_;
   std::mutex mu_;
   std::shared_ptr<const Snapshot> current_;
-  std::set<uint64_t> intact_;  // revisions whose block map matched their digest
+  std::mutex check_mu_;  // held for a scan; taken before mu_, never while holding it
+  // (revision, digest) pairs checked: matched, or served anyway (enforce == false). The digest is in
+  // the key because rebuild-index may give a forgotten revision's id to a new one.
+  std::set<std::pair<uint64_t, store::Hash>> checked_;
   std::chrono::steady_clock::time_point opened_;
 };
 

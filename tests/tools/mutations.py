@@ -79,7 +79,7 @@ ITEMS = {
     "I13r": "issue 13: gc on one host removes no pack while a reader on another host reads (reader lease)",
     "B1": "a command on whole images refuses POOL/IMAGE@REV (expire once applied its policy to the whole image)",
     "B2": "a revision number is digits only (a wrapped -1 once named a real revision to forget)",
-    "B3": "an index error has the kind of its cause: a full disk exit 7, RocksDB corruption exit 5, EIO exit 1",
+    "B3": "an index error has the kind of its cause: a full disk exit 7, a lost index exit 5, EIO exit 1",
     "R1": "a new patch stores every page of its base that nothing verified (else it breaks once the base is repaired)",
     "R2": "a chunk that is not one block long fails a restore instead of shifting the blocks after it",
     "R3": "a malformed block map entry is damage, not a zero block (verify would count a match)",

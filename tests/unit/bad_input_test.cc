@@ -78,6 +78,9 @@ TEST(Numbers, SizesArePlainDecimalsOfAtLeastOneByte) {
   for (const char* bad : {"0x100000", "0x10K", "1e3", "-1", "+1K", "0.5", "0.0001K", "inf", "nan", "K", ".5M", ""})
     EXPECT_THROW(agent::parse_bytes(bad), std::invalid_argument) << bad;
   EXPECT_THROW(agent::parse_bandwidth("0.5"), std::invalid_argument);
+  EXPECT_THROW(agent::parse_bytes(std::string(400, '9')), std::invalid_argument);  // not out_of_range (exit 70)
+  for (const char* bad : {"+5m", "-0", "+5"})
+    EXPECT_THROW(agent::parse_duration(bad), std::invalid_argument) << bad;
 }
 
 TEST(Numbers, DurationsAndSizesRefuseOverflow) {
@@ -138,12 +141,13 @@ TEST(BatchConfigRanges, OutOfRangeValuesAreRefusedWithTheirLine) {
 TEST(BatchConfigComments, ACommentAfterAValueIsNotPartOfIt) {
   const std::string text =
       "# nightly\n[store]\npath = /srv/x   # the store\n[job.j]\npool = rbd\t# the pool\n"
-      "include = cp-*   # all cp images\nexclude = a#b\n";
+      "include = cp-*   # all cp images\nexclude = a#b\n[defaults]\npre-snapshot = /x/notify \"nightly #3\" # why\n";
   const agent::BatchConfig c = agent::parse_batch_config(text, "t.conf");
   ASSERT_EQ(c.jobs.size(), 1u);
   EXPECT_EQ(c.jobs[0].pool, "rbd");
   EXPECT_EQ(c.jobs[0].include, std::vector<std::string>{"cp-*"});
   EXPECT_EQ(c.jobs[0].exclude, std::vector<std::string>{"a#b"});
+  EXPECT_EQ(c.jobs[0].settings.hooks.pre, "/x/notify \"nightly #3\"");
 }
 
 // A torn last line (a writer killed mid-line) must not swallow the next operation's start line.
