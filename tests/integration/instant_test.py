@@ -88,7 +88,7 @@ def migration_state(c, name):
 
 
 def rbd_info_features(name):
-    p = subprocess.run(["rbd", "-c", CONF, "info", "rbd/" + name], capture_output=True, text=True)
+    p = cli_test.rbd_client(["info", "rbd/" + name], capture_output=True, text=True)
     check(p.returncode == 0, "rbd info %s: %s" % (name, p.stderr))
     return [l for l in p.stdout.splitlines() if "features:" in l][0]
 
