@@ -221,6 +221,39 @@ uint64_t release_dead_patches(Store& store) {
   return removed;
 }
 
+// A dry run's stand-in for pass 0, which it must not do: the references the dead patches hold on
+// their bases, counted per base (bounded memory; read back in hash order, the order of pass 1's
+// scan), so that pass 1 sees the bases pass 0 would free. Adds the dead patches to `removed`.
+ExternalSorter<32> bases_of_dead_patches(Store& store, uint64_t& removed) {
+  ExternalSorter<32> bases;
+  for (ChunkRecordCursor cursor(store.index()); cursor.valid(); cursor.next()) {
+    if (!cursor.record()) throw StoreError(StoreError::Kind::kCorrupt, cursor.error());
+    const ChunkRecord& rec = *cursor.record();
+    if (!is_patch(rec.flags) || rec.refs != 0) continue;
+    ExternalSorter<32>::Key k;
+    std::memcpy(k.data(), rec.base.data(), 32);
+    bases.add(k);
+    ++removed;
+  }
+  return bases;
+}
+
+// The references of the chunk `hash` that pass 0 would release, from `bases` (advanced in hash
+// order alongside the chunk records).
+class ReleasedRefs {
+ public:
+  explicit ReleasedRefs(ExternalSorter<32>& bases) : bases_(bases) { have_ = bases_.next(next_); }
+  uint64_t of(const Hash& hash) {
+    while (have_ && std::memcmp(next_.key.data(), hash.data(), 32) < 0) have_ = bases_.next(next_);
+    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;
+  }
+
+ private:
+  ExternalSorter<32>& bases_;
+  ExternalSorter<32>::Entry next_{};
+  bool have_ = false;
+};
+
 }  // namespace
 
 GcResult gc(Store& store, const GcOptions& options) {
@@ -231,7 +264,10 @@ GcResult gc(Store& store, const GcOptions& options) {
   const auto pool_readers = store.objects().lease_readers("rbdvault gc", true, store.dir());
   GcResult result;
   result.bytes_before = pack_bytes_on_disk(store);
-  // (A dry run leaves them: it reports what pass 1 sees, without the bases they would free.)
+  // A dry run leaves them, but counts what releasing them would free, so that its plan is the
+  // one the real run carries out (a base freed this way can turn a rewrite into a drop).
+  ExternalSorter<32> released_bases =
+      options.dry_run ? bases_of_dead_patches(store, result.chunks_removed) : ExternalSorter<32>();
   if (!options.dry_run) result.chunks_removed += release_dead_patches(store);
 
   // Pass 1: the packs, and per pack the counts of live and dead chunks.
@@ -246,11 +282,13 @@ GcResult gc(Store& store, const GcOptions& options) {
       pack_records[id] = decode_pack(it.value());
     }
     it.check("scan pack records");
+    ReleasedRefs released(released_bases);  // empty unless a dry run
     for (ChunkRecordCursor cursor(store.index()); cursor.valid(); cursor.next()) {
       if (!cursor.record()) throw StoreError(StoreError::Kind::kCorrupt, cursor.error());
       const ChunkRecord& rec = *cursor.record();
+      if (options.dry_run && is_patch(rec.flags) && rec.refs == 0) continue;  // gone in pass 0
       PackStats& p = stats[rec.pack];
-      if (rec.refs > 0) {
+      if (rec.refs > released.of(cursor.hash())) {
         p.live_bytes += kChunkHeaderSize + rec.stored_len;
         ++p.live;
       } else {

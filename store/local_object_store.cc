@@ -34,17 +34,7 @@ class FileReader final : public ObjectReader {
   FileReader& operator=(const FileReader&) = delete;
 
   bool read_at(uint64_t offset, char* buf, size_t n) const override {
-    size_t got = 0;
-    while (got < n) {
-      const ssize_t r = ::pread(fd_, buf + got, n - got, static_cast<off_t>(offset + got));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        throw_errno("read " + name_);
-      }
-      if (r == 0) return false;
-      got += static_cast<size_t>(r);
-    }
-    return true;
+    return read_split_at(offset, nullptr, 0, buf, n);
   }
   bool read_split_at(uint64_t offset, char* head, size_t head_n, char* buf, size_t n) const override {
     size_t got = 0;

@@ -89,6 +89,7 @@ ITEMS = {
     "B7": "serve refuses a port in use (SO_REUSEPORT let two servers share it)",
     "B8": "a log file that cannot be opened is one error line with exit 1, not an internal error",
     "R4": "serve checks a revision's block map against its digest before its first byte (as restore does)",
+    "B9": "gc --dry-run plans what gc then does, also when releasing dead patches frees their bases",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -385,6 +386,10 @@ MUTATIONS = [
     {"id": "serve-skips-digest", "items": ["R4"],
      "edits": [("view/store_view.cc", "  if (store.compute_digest(rev) != rev.digest)", "  if (false)")],
      "tests": ["gtest:HttpServer.ARevisionWhoseBlockMapLostAnEntryIsNotServed"]},
+    {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
+     "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
+                "    return 0;")],
+     "tests": ["gtest:PatchStoreTest.GcKeepsTheBaseWhilePatchesLiveThenFreesBoth"]},
     {"id": "copy-stores-patches-full", "items": ["I15g"],
      "edits": [("agent/copy.cc", "    store::PreparedBlock p = c.root_content.empty()\n",
                 "    store::PreparedBlock p = true\n")],
