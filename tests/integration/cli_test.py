@@ -2275,8 +2275,17 @@ SCENARIOS = {
 
 
 def main(scenarios=None, prog="cli_test.py"):
-    """Runs the scenario named by argv[1] (shared with batch_test.py)."""
-    scenarios = scenarios or SCENARIOS
+    """Runs the scenario named by argv[1] (shared by every scenario file) and leaves the process
+    without Python's finalization: python3-rados 16.2 now and then dies with SIGSEGV while the
+    interpreter tears down its Rados and Ioctx objects, after the scenario printed PASS (seen once,
+    batch_zero_size in CI). The verdict is the scenario's, so the process ends with it directly."""
+    rc = run_scenario(scenarios or SCENARIOS, prog)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+def run_scenario(scenarios, prog):
     if len(sys.argv) != 2 or sys.argv[1] not in scenarios:
         print("usage: %s {%s}" % (prog, "|".join(scenarios)), file=sys.stderr)
         return 2
