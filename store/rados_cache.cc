@@ -161,7 +161,14 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   const auto reading = pool->lease_readers("rbdvault (index refresh)", false, {});
   const uint64_t removals = pool->removals();
   Store::RebuildStats r;
+  bool settled_at_start = false;
   for (int attempt = 1;; ++attempt) {
+    // A writer at work when the listing starts may commit after it and then die: at the end its
+    // lease is gone and the epoch unchanged, yet the index lacks its revision, and this host's next
+    // writer would take that revision's packs for uncommitted ones and remove them. So the pool
+    // must be settled at the start too: an even epoch, or an odd one without a live writer (a new
+    // writer takes the lease, then moves the epoch, which the end check sees).
+    settled_at_start = epoch % 2 == 0 || pool->lease_holders().empty();
     try {
       r = Store::rebuild_index(index_dir, StoreIo{{}, pool}, /*reuse=*/true);
       break;
@@ -193,8 +200,9 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
     spdlog::warn("{}: {} damaged chunk(s) and {} damaged manifest(s) left out of the index in {}: run rbdvault "
                  "scrub --deep and repair",
                  spec_of(where), r.chunks_skipped, r.manifests_skipped, index_dir.string());
-  // Recorded only if the rebuild saw a settled pool: see rados_cache.h.
-  if (pool->epoch() == epoch && (epoch % 2 == 0 || pool->lease_holders().empty())) write_cache_epoch(index_dir, epoch);
+  // Recorded only if the rebuild saw a settled pool from start to end: see rados_cache.h.
+  if (settled_at_start && pool->epoch() == epoch && (epoch % 2 == 0 || pool->lease_holders().empty()))
+    write_cache_epoch(index_dir, epoch);
 }
 
 }  // namespace rbdvault::store

@@ -6,7 +6,8 @@
 // The index is a cache of the pool. At every open it is compared with the pool (marker and epoch);
 // if it is missing, belongs to another store or another host wrote since, it is rebuilt from the
 // pool's manifests and packs (Store::rebuild_index). The epoch is recorded only when nothing
-// changed during the rebuild and no writer is at work (an odd epoch with a live lease): otherwise
+// changed during the rebuild and no writer was at work (an odd epoch with a live lease) when it
+// started nor when it ended: otherwise
 // the next open rebuilds again, so a reader never keeps a view older than the last finished write.
 #pragma once
 

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 
 import cli_test
 from cli_test import (EXIT_EXISTS, EXIT_LOCKED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, FEATURES_FASTDIFF,
@@ -583,6 +584,47 @@ def scenario_rados_rebuild_vs_forget(c):
     c.remove("rbd", "rvf-img")
 
 
+def scenario_rados_refresh_writer_dies(c):
+    """Host b brings its index up to date while host a writes: a commits after b listed the pool
+    and dies before b ends, so at b's end the epoch is unchanged and no writer holds the lease. b
+    must not take its index for the pool's: its next command sees a's revision (before, it never
+    did, and b's next writer removed that revision's pack as uncommitted)."""
+    store = new_store("refresh_dies", kind="rados")
+    fresh_host_dirs("rd-a", "rd-b", "rd-c")
+    c.create("rbd", "rd-img", 16 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "rd-img") as img:
+        img.write(os.urandom(4 << 20), 0)
+    r1 = run_json("backup", *host(store, "rd-a"), "rbd/rd-img")["revision"]
+    with c.image("rbd", "rd-img") as img:
+        img.write(os.urandom(4 << 20), 8 << 20)
+    lease = {"RBDVAULT_RADOS_LEASE_SECONDS": "6", "RBDVAULT_CRASH_AT": "revision.committed"}
+    writer, pause = start_paused("revision.begun", "backup", *host(store, "rd-a"), "rbd/rd-img", env_extra=lease)
+    try:
+        reader = start_held("rebuild.manifests_listed", "ls", *host(store, "rd-b"), "--format", "json")
+    finally:
+        os.unlink(pause)
+    writer.communicate(timeout=600)
+    check(writer.returncode == -signal.SIGKILL, "host a was not killed after its commit: %s" % writer.returncode)
+    time.sleep(8)  # a's lease (6 s) runs out while b is still held
+    reader.send_signal(signal.SIGCONT)
+    out, err = reader.communicate(timeout=600)
+    check(reader.returncode == 0, "ls on host b: exit %d: %s" % (reader.returncode, err))
+    check([x["id"] for x in cli_test.json.loads(out)] == [r1], "host b's held listing: %s" % out)
+    revs = [x["id"] for x in run_json("ls", *host(store, "rd-b"))]
+    check(len(revs) == 2 and revs[0] == r1, "host b does not see the revision host a committed: %s" % revs)
+    r2 = revs[1]
+    # b's writer after that must keep a's revision: a restore from a fresh host c matches rbd export.
+    c.create("rbd", "rd-other", 4 << 20, FEATURES_FASTDIFF)
+    run("backup", *host(store, "rd-b"), "rbd/rd-other", "-q")
+    got = os.path.join(TMP, "rd-%d.raw" % r2)
+    run("restore", *host(store, "rd-c"), "rbd/rd-img@%d" % r2, "--to-file", got, "-q")
+    check(cli_test.file_sha(got) == rbd_export_sha("rbd/rd-img@" + snap_name(store, r2)),
+          "revision %d restores wrongly after host b wrote" % r2)
+    os.unlink(got)
+    c.remove("rbd", "rd-img")
+    c.remove("rbd", "rd-other")
+
+
 SCENARIOS = {
     "rados_serving_host": scenario_rados_serving_host,
     "rados_two_hosts": scenario_rados_two_hosts,
@@ -595,6 +637,7 @@ SCENARIOS = {
     "rados_gc_readers": scenario_rados_gc_readers,
     "rados_reader_lease_lost": scenario_rados_reader_lease_lost,
     "rados_rebuild_vs_forget": scenario_rados_rebuild_vs_forget,
+    "rados_refresh_writer_dies": scenario_rados_refresh_writer_dies,
 }
 
 
