@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cerrno>
 #include <ctime>
 #include <exception>
 #include <map>
@@ -170,10 +171,28 @@ void remove_snapshot_after_failure(rbd::Cluster& cluster, const rbd::ImageSpec& 
   }
   try {
     rbd::Image::open(cluster, spec.pool, spec.image).remove_snapshot(snap_name);
+  } catch (const rbd::CephError& e) {
+    if (!e.not_found())  // gone already (removed by someone else: that may be the failure)
+      spdlog::warn("backup {}/{}: could not remove snapshot {} after failure: {}", spec.pool, spec.image, snap_name,
+                   e.what());
   } catch (const std::exception& e) {
     spdlog::warn("backup {}/{}: could not remove snapshot {} after failure: {}", spec.pool, spec.image, snap_name,
                  e.what());
   }
+}
+
+// librbd does not watch the header of an image opened read-only, so a reader at a snapshot that
+// someone removes (rbd snap rm/purge) never hears of it: once the OSDs trim the snapshot, reads
+// at it return zeros for every object written since, with full length and no error. All reads
+// done, the snapshot must still be there (snapshot ids are never reused) or nothing is committed.
+void require_snapshot_kept(rbd::Cluster& cluster, const rbd::ImageSpec& spec, const std::string& snap_name,
+                           uint64_t snap_id) {
+  rbd::Image now = rbd::Image::open(cluster, spec.pool, spec.image, {}, /*read_only=*/true);
+  for (const rbd::SnapshotInfo& s : now.snapshots())
+    if (s.id == snap_id) return;
+  throw rbd::CephError("backup " + spec.pool + "/" + spec.image + ": snapshot " + snap_name +
+                           " was removed while it was read (by someone else); nothing was committed",
+                       -ENOENT);
 }
 
 }  // namespace
@@ -228,6 +247,7 @@ BackupResult backup_image(rbd::Cluster& cluster, store::AppendStore& store, cons
     const store::RevisionInfo info =
         revision_info(head, snap_name, taken, base_snap.empty(), totals.bytes_read, options);
     check_cancelled(options, image_name);
+    require_snapshot_kept(cluster, spec, snap_name, snap.id);
     const double commit_started = store::thread_cpu_seconds();
     result.revision = writer->commit(info);
     result.patch_chunks = writer->patch_chunks();

@@ -1872,6 +1872,27 @@ def scenario_promises_backup(c):
     verify_restores(c, store, "rbd/pb-live@%d" % rev, at_snapshot, tag="pb")
     c.remove("rbd", "pb-live")
 
+    # 2b. The backup's snapshot removed by someone else while it is read: librbd, which does not watch
+    # a read-only image, would go on reading zeros once the OSDs trim it. Nothing is committed.
+    c.create("rbd", "pb-gone", 16 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "pb-gone") as img:
+        img.write(os.urandom(16 << 20), 0)
+    before = [r["id"] for r in run_json("ls", "--store", store)]
+    held = start_held("revision.begun", "backup", "--store", store, "rbd/pb-gone")
+    try:
+        snaps = c.snaps("rbd", "pb-gone")
+        check(len(snaps) == 1, "the held backup's snapshot: %s" % snaps)
+        with c.image("rbd", "pb-gone") as img:
+            img.write(os.urandom(12 << 20), 2 << 20)
+            img.remove_snap(snaps[0])
+    finally:
+        held.send_signal(signal.SIGCONT)
+    _, err = held.communicate(timeout=300)
+    check(held.returncode == EXIT_NOT_FOUND and "was removed while it was read" in err and
+          len(err.strip().splitlines()) == 1, "a backup whose snapshot went: exit %d: %r" % (held.returncode, err))
+    check([r["id"] for r in run_json("ls", "--store", store)] == before, "a revision was committed without its snapshot")
+    c.remove("rbd", "pb-gone")
+
     # 3. Block size 4 MiB, sizes that are not a multiple of it: full, grow, shrink, grow again.
     store4 = new_store("promises_backup_4m", "--block-size", "4M")
     bs = 4 << 20
