@@ -90,6 +90,9 @@ ITEMS = {
     "B8": "a log file that cannot be opened is one error line with exit 1, not an internal error",
     "R4": "serve checks a revision's block map against its digest before its first byte (as restore does)",
     "B9": "gc --dry-run plans what gc then does, also when releasing dead patches frees their bases",
+    "R5": "a host's index refresh that began while another host wrote is not taken as up to date, even if that "
+          "writer committed and died before the refresh ended",
+    "R6": "a backup whose snapshot someone removed while it was read commits nothing (one error line, exit 3)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -386,6 +389,13 @@ MUTATIONS = [
     {"id": "serve-skips-digest", "items": ["R4"],
      "edits": [("view/store_view.cc", "  if (store.compute_digest(rev) != rev.digest)", "  if (false)")],
      "tests": ["gtest:HttpServer.ARevisionWhoseBlockMapLostAnEntryIsNotServed"]},
+    {"id": "refresh-settled-only-at-end", "items": ["R5"],
+     "edits": [("store/rados_cache.cc", "    settled_at_start = epoch % 2 == 0 || pool->lease_holders().empty();",
+                "    settled_at_start = true;")],
+     "tests": ["rados:rados_refresh_writer_dies"]},
+    {"id": "backup-commits-without-snapshot", "items": ["R6"],
+     "edits": [("agent/backup.cc", "    require_snapshot_kept(cluster, spec, snap_name, snap.id);\n", "")],
+     "tests": ["cli:promises_backup"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
