@@ -32,6 +32,10 @@ int64_t month_bucket(int64_t t) {
 std::vector<RetentionDecision> apply_retention(std::vector<RetentionInput> revs, const RetentionPolicy& policy) {
   std::sort(revs.begin(), revs.end(),
             [](auto& a, auto& b) { return a.created != b.created ? a.created > b.created : a.id > b.id; });
+  // The newest revision is the one backed up last (the highest id): its snapshot is the next
+  // diff's base, and forget refuses it. By creation time it may not be first (the clock went back).
+  uint64_t newest_id = 0;
+  for (const RetentionInput& r : revs) newest_id = std::max(newest_id, r.id);
   std::vector<RetentionDecision> out;
   struct Rule {
     const char* name;
@@ -51,7 +55,7 @@ std::vector<RetentionDecision> apply_retention(std::vector<RetentionInput> revs,
       if (!d.reasons.empty()) d.reasons += ", ";
       d.reasons += r;
     };
-    if (i == 0) reason("newest");
+    if (revs[i].id == newest_id) reason("newest");
     if (revs[i].is_protected) reason("protected");
     if (static_cast<int>(i) < policy.keep_last) reason("last");
     for (Rule& rule : rules) {

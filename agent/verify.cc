@@ -11,6 +11,7 @@
 #include "rbd/cluster.h"
 #include "rbd/error.h"
 #include "rbd/image.h"
+#include "store/chunk_codec.h"
 #include "store/store.h"
 
 namespace rbdvault::agent {
@@ -81,6 +82,39 @@ VerifyResult verify_revision(rbd::Cluster& cluster, store::ReadOnlyStore& store,
   return result;
 }
 
+namespace {
+
+bool is_patch_chunk(store::MaintenanceStore& store, const store::Hash& hash) {
+  try {
+    const std::optional<store::ChunkRecord> rec = store.chunk(hash);
+    return rec && store::is_patch(rec->flags);
+  } catch (const store::StoreError& e) {
+    if (e.kind() != store::StoreError::Kind::kCorrupt) throw;
+    return false;  // a malformed record: repaired as a full chunk
+  }
+}
+
+bool reads_again(store::MaintenanceStore& store, const store::Hash& hash) {
+  try {
+    (void)store.read_chunk(hash);
+    return true;
+  } catch (const store::StoreError& e) {
+    if (e.kind() != store::StoreError::Kind::kCorrupt) throw;
+    return false;
+  }
+}
+
+// Full chunks before patches. A patch damaged only through its base reads again once the base is
+// rewritten, and needs nothing more; a patch rewritten whole releases its base reference, which a
+// base rewritten after it would put back (its count was taken before either).
+std::vector<store::MaintenanceStore::DamagedChunk> full_chunks_first(
+    store::MaintenanceStore& store, std::vector<store::MaintenanceStore::DamagedChunk> damaged) {
+  std::stable_partition(damaged.begin(), damaged.end(), [&](const auto& d) { return !is_patch_chunk(store, d.hash); });
+  return damaged;
+}
+
+}  // namespace
+
 RepairResult repair_store(rbd::Cluster* cluster, store::MaintenanceStore& store) {
   const store::MaintenanceStore::Exclusive alone = store.exclusive("repair");  // no revision can begin meanwhile
   RepairResult result;
@@ -88,9 +122,14 @@ RepairResult repair_store(rbd::Cluster* cluster, store::MaintenanceStore& store)
   std::map<uint64_t, std::vector<store::RevisionRecord>> revs_by_image;
   for (auto& r : store.revisions()) revs_by_image[r.image].push_back(r);
   std::set<uint64_t> still_damaged;
-  for (const auto& d : store.find_damaged_chunks()) {
+  for (const auto& d : full_chunks_first(store, store.find_damaged_chunks())) {
     ++result.damaged_chunks;
     const std::string name = store::to_hex(d.hash).substr(0, 16);
+    if (is_patch_chunk(store, d.hash) && reads_again(store, d.hash)) {
+      ++result.repaired_with_base;
+      spdlog::info("repair: patch chunk {} reads correctly again, now that its base is repaired", name);
+      continue;
+    }
     std::optional<std::string> good;
     std::set<uint64_t> readers;  // revisions reading the chunk
     // Source first: a revision reading the chunk whose snapshot still exists.

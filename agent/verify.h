@@ -41,6 +41,7 @@ struct RepairResult {
   uint64_t damaged_chunks = 0;
   uint64_t repaired_from_source = 0;
   uint64_t repaired_from_copy = 0;
+  uint64_t repaired_with_base = 0;          // patches that read again once their base was repaired
   std::vector<std::string> unrepaired;      // one line per chunk that could not be repaired
   std::vector<uint64_t> damaged_revisions;  // revisions still reading an unrepaired chunk
 };

@@ -83,7 +83,17 @@ void Store::recover() {
   }
   for (auto& r : forgetting) {
     spdlog::warn("store {}: completing interrupted forget of revision {}", Store::name(), r.id);
-    finish_forget(std::move(r));
+    const uint64_t id = r.id;
+    try {
+      finish_forget(std::move(r));
+    } catch (const StoreError& e) {
+      // Damage in the image's block map: the revision stays hidden (forgetting) and the next
+      // writer tries again; writers and repair must not be locked out meanwhile.
+      if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      spdlog::warn("store {}: the interrupted forget of revision {} cannot be completed ({}); run rbdvault scrub "
+                   "and rebuild-index",
+                   Store::name(), id, e.what());
+    }
   }
   tidy_manifests();
 }
@@ -104,6 +114,14 @@ void Store::roll_back_damaged_mark(uint64_t rev) {
     index_->remove(pending_key(rev), Sync::kYes, "remove mark of revision " + std::to_string(rev));
     return;
   }
+  // Its manifest, the data area's commit point, may have been put: then the revision is completed
+  // from it. A manifest that cannot complete it goes before the rollback, or a rebuild of the index
+  // would bring the rolled-back revision back under its successors.
+  if (!manifest_generations(rev).empty()) {
+    if (const std::optional<uint64_t> image = manifest_image(rev); image && roll_forward(PendingRecord{rev, *image}))
+      return;
+    remove_manifests(rev, UINT32_MAX);
+  }
   std::vector<ImageRecord> all;
   try {
     all = images();
@@ -119,6 +137,20 @@ void Store::roll_back_damaged_mark(uint64_t rev) {
   // The mark stays until every image is done, so a rollback killed halfway is run again in full.
   for (const ImageRecord& image : all) roll_back(PendingRecord{rev, image.key}, RollBack::kRecovery, /*keep_mark=*/true);
   index_->remove(pending_key(rev), Sync::kYes, "remove mark of revision " + std::to_string(rev));
+}
+
+// The image the newest manifest generation of `rev` names, if it is readable and names `rev`.
+std::optional<uint64_t> Store::manifest_image(uint64_t rev) {
+  const std::vector<uint32_t> gens = manifest_generations(rev);
+  if (gens.empty()) return std::nullopt;
+  try {
+    auto obj = objects_->open(manifest_name(rev, gens.back()));
+    const ManifestReader m(*obj);
+    if (m.tail().rev.id == rev) return m.tail().rev.image;
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt && e.kind() != StoreError::Kind::kNotFound) throw;
+  }
+  return std::nullopt;
 }
 
 // In batches of at most kRollBackBatch entries, so that rolling back a huge killed backup needs

@@ -129,6 +129,7 @@ class Store final : public MaintenanceStore {
   // keep_mark: the W mark stays (a damaged mark's rollback goes image by image and drops it last).
   void roll_back(const PendingRecord& pending, RollBack why, bool keep_mark = false);
   void roll_back_damaged_mark(uint64_t revision);
+  std::optional<uint64_t> manifest_image(uint64_t revision);
   // A killed writer whose manifest was put (the commit point) is committed from it; false if it
   // has none (a damaged one is removed), and it must be rolled back.
   bool roll_forward(const PendingRecord& pending);

@@ -2,11 +2,18 @@
 // and worked around; it never becomes an error that stops every later writer, or repair.
 #include <rocksdb/db.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <fstream>
 
+#include "agent/expire.h"
 #include "agent/verify.h"
+#include "store/chunk_codec.h"
 #include "store/gc.h"
+#include "store/manifest.h"
 #include "store/pack.h"
+#include "store/patch_codec.h"
 #include "store/scrub.h"
 #include "store_fixture.h"
 
@@ -152,6 +159,139 @@ TEST_F(RecoveryTest, GcSkipsAPackWithADamagedChunkAndGoesOn) {
   EXPECT_FALSE(scrub(*store_, ScrubOptions{{}, {}, true}).issues.empty());
   const std::string img = random_bytes(kBs, 55);
   EXPECT_EQ(read(put("c", img)), img);
+}
+
+// A backup killed after its manifest was put (the data area's commit point) whose W record is then
+// damaged: recovery may roll it forward or back, but must not leave a manifest that a later
+// rebuild-index turns into a revision between r1 and r3 (r3 would then read r2's blocks).
+TEST_F(RecoveryTest, ADamagedMarkWhoseManifestWasPutLeavesNoRevisionForARebuild) {
+  const std::string v1 = random_bytes(4 * kBs, 51);
+  const RevisionRecord r1 = put("a", v1);
+  std::string v2 = v1;
+  v2.replace(kBs, kBs, random_bytes(kBs, 52));
+  store_.reset();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("RBDVAULT_CRASH_AT", "revision.manifest_put", 1);
+    auto s = Store::open(dir_, OpenMode::kWriter, "child");
+    auto w = s->begin_revision(RevisionStart{"rbd", "a", v2.size(), false});
+    w->put_block(1, std::string_view(v2).substr(kBs, kBs));
+    RevisionInfo info;
+    info.ceph_image_id = "id-a";
+    info.snap_name = "snap";
+    info.kind = RevisionKind::kDelta;
+    (void)w->commit(info);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  const uint64_t x = r1.id + 1;
+  damage([&](rocksdb::DB& db) { put_raw(db, pending_key(x), "\x07garbage"); });
+  store_ = Store::open(dir_, OpenMode::kWriter, "unit test");  // recovery
+  const bool committed = store_->revision(x).has_value();
+  const bool manifest_left = !store_->objects().list(manifest_name(x, 0)).empty();
+  EXPECT_TRUE(committed || !manifest_left) << "rolled back, yet its manifest is still there";
+  // The next backup diffs against what the index says is newest.
+  std::string v3 = committed ? v2 : v1;
+  v3.replace(2 * kBs, kBs, random_bytes(kBs, 53));
+  const std::set<uint64_t> c3{2};
+  const RevisionRecord r3 = put("a", v3, &c3);
+  EXPECT_EQ(read(r3), v3);
+  store_.reset();
+  (void)Store::rebuild_index(dir_);
+  store_ = Store::open(dir_, OpenMode::kWriter, "unit test");
+  auto r3_now = store_->revision(r3.id);
+  ASSERT_TRUE(r3_now);
+  std::string got;
+  try {
+    got = read(*r3_now);
+  } catch (const std::exception& e) {
+    got = std::string("error: ") + e.what();
+  }
+  EXPECT_TRUE(got == v3) << "after rebuild-index r3 reads wrong: " << got.substr(0, 80);
+  EXPECT_EQ(store_->compute_digest(*r3_now), r3_now->digest) << "r3's view changed";
+}
+
+// A base B and a patch P over it both damaged (B in a page P does not replace), intact full copies
+// elsewhere in the store. Repaired in hash order, with P < B P's rewrite lowered B's count and B's
+// rewrite then set the count computed before (one too many); with B < P, P (whole again once B was
+// repaired) had no copy of its own and was reported not repaired.
+static void touch_page(std::string& image, uint64_t block, uint32_t page, char v) {
+  image[block * kBs + page * kPatchPage + 7] = v;
+}
+
+TEST_F(RecoveryTest, RepairingAPatchAndItsBaseKeepsCountsAndNeedsNoCopyOfThePatch) {
+  for (int order = 0; order < 2; ++order) {  // 0: P < B (both copies); 1: B < P (only B's copy)
+    uint32_t seed = 100;
+    std::string v1, v2;
+    Hash base, patch;
+    for (;; ++seed) {
+      v1 = random_bytes(2 * kBs, seed);
+      v2 = v1;
+      touch_page(v2, 1, 0, 'x');
+      base = sha256(std::string_view(v1).substr(kBs, kBs));
+      patch = sha256(std::string_view(v2).substr(kBs, kBs));
+      if ((patch < base) == (order == 0)) break;
+    }
+    const std::string name = "img" + std::to_string(order);
+    const RevisionRecord r1 = put(name, v1);
+    const RevisionRecord r2 = put_changes(name, v2);
+    ASSERT_TRUE(is_patch(store_->chunk(patch)->flags));
+    {
+      PackWriter extra(store_->objects(), 9000 + order);
+      for (const Hash& h : {base, patch}) {
+        if (order == 1 && h == patch) continue;
+        const std::string raw = h == base ? v1.substr(kBs, kBs) : v2.substr(kBs, kBs);
+        EncodedChunk enc = encode_chunk(raw, 1);
+        extra.append(h, enc.flags, static_cast<uint32_t>(raw.size()), enc.payload);
+      }
+      extra.seal();
+    }
+    flip_payload_byte(base, 5 * kPatchPage + 1);
+    ASSERT_THROW((void)store_->read_chunk(patch), StoreError);
+    agent::RepairResult r = agent::repair_store(nullptr, *store_);
+    EXPECT_EQ(read(r1), v1);
+    EXPECT_EQ(read(r2), v2);
+    EXPECT_TRUE(r.unrepaired.empty()) << "order " << order << ": " << (r.unrepaired.empty() ? "" : r.unrepaired[0]);
+    auto rep = scrub(*store_, ScrubOptions{{}, {}, true});
+    for (auto& i : rep.issues) ADD_FAILURE() << "order " << order << " scrub: " << i.revision << ": " << i.problem;
+    fs::remove(dir_ / "data" / pack_file_name(9000 + order));
+  }
+}
+
+// An interrupted forget of an image whose block map holds one malformed key: the forget cannot be
+// completed, but writers and repair go on.
+TEST_F(RecoveryTest, AnInterruptedForgetOverAMalformedBlockKeyLocksNoWriterOut) {
+  const RevisionRecord r1 = put("a", random_bytes(2 * kBs, 61));
+  (void)put("a", random_bytes(2 * kBs, 62));
+  damage([&](rocksdb::DB& db) {
+    RevisionRecord r = r1;
+    r.flags |= kRevisionForgetting;
+    put_raw(db, revision_key(r.id), encode(r));
+    put_raw(db, block_key(r1.image, 0, 0).substr(0, 12), "x");
+  });
+  ASSERT_NO_FATAL_FAILURE(expect_writers_and_repair_work());
+}
+
+// The newest revision by id has an older creation time (the clock stepped back): expire keeps it
+// instead of failing on forget's refusal of the newest.
+TEST_F(RecoveryTest, ExpireKeepsTheNewestWhenCreationTimesGoBack) {
+  auto put_at = [&](const std::string& img, int64_t created) {
+    auto w = store_->begin_revision(RevisionStart{"rbd", "a", img.size(), true});
+    for (uint64_t b = 0; b < 2; ++b) w->put_block(b, std::string_view(img).substr(b * kBs, kBs));
+    RevisionInfo info;
+    info.ceph_image_id = "id-a";
+    info.snap_name = "snap";
+    info.created = created;
+    return w->commit(info);
+  };
+  (void)put_at(random_bytes(2 * kBs, 71), 1764547200);
+  (void)put_at(random_bytes(2 * kBs, 72), 1764547200 + 7200);
+  const RevisionRecord r3 = put_at(random_bytes(2 * kBs, 73), 1764547200 + 3600);
+  agent::RetentionPolicy p;
+  p.keep_last = 1;
+  EXPECT_NO_THROW(agent::expire_image(*store_, r3.image, p, false));
 }
 
 }  // namespace

@@ -61,5 +61,17 @@ TEST(Retention, ProtectedAndNewestAlwaysStay) {
   EXPECT_TRUE(d[3].keep);
 }
 
+// The newest revision is the last one backed up (the highest id), also when the clock went back
+// and an earlier revision has a later creation time: forget refuses the newest, so expire must keep it.
+TEST(Retention, TheNewestIsTheLastBackedUpEvenIfTheClockWentBack) {
+  std::vector<RetentionInput> in{{1, kBase, false}, {2, kBase + 2 * kHour, false}, {3, kBase + kHour, false}};
+  auto d = decide(in, RetentionPolicy{1, 0, 0, 0, 0});
+  EXPECT_TRUE(d[3].keep);
+  EXPECT_EQ(d[3].reasons, "newest");
+  EXPECT_TRUE(d[2].keep);  // the newest by time: keep-last 1
+  EXPECT_EQ(d[2].reasons, "last");
+  EXPECT_FALSE(d[1].keep);
+}
+
 }  // namespace
 }  // namespace rbdvault::agent
