@@ -93,6 +93,12 @@ ITEMS = {
     "R5": "a host's index refresh that began while another host wrote is not taken as up to date, even if that "
           "writer committed and died before the refresh ended",
     "R6": "a backup whose snapshot someone removed while it was read commits nothing (one error line, exit 3)",
+    "R7": "recovery of a killed writer whose mark is damaged completes it from its put manifest, or removes the "
+          "manifest before rolling back (a rebuild must not bring the revision back)",
+    "R8": "repair of a damaged base and its damaged patch leaves right reference counts and needs no copy of "
+          "the patch",
+    "B10": "an interrupted forget that meets damage in its block map locks no writer (nor repair) out",
+    "B11": "expire keeps the last revision backed up, also when the clock went back",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -396,6 +402,25 @@ MUTATIONS = [
     {"id": "backup-commits-without-snapshot", "items": ["R6"],
      "edits": [("agent/backup.cc", "    require_snapshot_kept(cluster, spec, snap_name, snap.id);\n", "")],
      "tests": ["cli:promises_backup"]},
+    {"id": "damaged-mark-leaves-manifest", "items": ["R7"],
+     "edits": [("store/recovery.cc", "  if (!manifest_generations(rev).empty()) {", "  if (false) {")],
+     "tests": ["gtest:RecoveryTest.ADamagedMarkWhoseManifestWasPutLeavesNoRevisionForARebuild"]},
+    {"id": "repair-in-hash-order", "items": ["R8"],
+     "edits": [("agent/verify.cc", "  for (const auto& d : full_chunks_first(store, store.find_damaged_chunks())) {",
+                "  for (const auto& d : store.find_damaged_chunks()) {"),
+               ("agent/verify.cc", "    if (is_patch_chunk(store, d.hash) && reads_again(store, d.hash)) {",
+                "    if (false && is_patch_chunk(store, d.hash) && reads_again(store, d.hash)) {"),
+               ("agent/verify.cc", "std::vector<store::MaintenanceStore::DamagedChunk> full_chunks_first(",
+                "[[maybe_unused]] std::vector<store::MaintenanceStore::DamagedChunk> full_chunks_first(")],
+     "tests": ["gtest:RecoveryTest.RepairingAPatchAndItsBaseKeepsCountsAndNeedsNoCopyOfThePatch"]},
+    {"id": "recovery-throws-on-forget-damage", "items": ["B10"],
+     "edits": [("store/recovery.cc", "      if (e.kind() != StoreError::Kind::kCorrupt) throw;\n      spdlog::warn(\"store {}: the interrupted",
+                "      if (e.kind() == e.kind()) throw;\n      spdlog::warn(\"store {}: the interrupted")],
+     "tests": ["gtest:RecoveryTest.AnInterruptedForgetOverAMalformedBlockKeyLocksNoWriterOut"]},
+    {"id": "retention-newest-by-time", "items": ["B11"],
+     "edits": [("agent/retention.cc", '    if (revs[i].id == newest_id) reason("newest");', '    if (i == 0) reason("newest");')],
+     "tests": ["gtest:Retention.TheNewestIsTheLastBackedUpEvenIfTheClockWentBack",
+               "gtest:RecoveryTest.ExpireKeepsTheNewestWhenCreationTimesGoBack"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
