@@ -14,6 +14,7 @@
 #include "view/http_api.h"
 #include "view/http_auth.h"
 #include "view/http_range.h"
+#include "view/pipelined_server.h"
 #include "view/revision_bytes.h"
 #include "view/store_view.h"
 
@@ -25,6 +26,9 @@ namespace {
 constexpr size_t kBodyChunk = 1 << 20;
 // Requests carry no body (the server is read-only); anything larger is refused before it is read.
 constexpr size_t kMaxPayload = 64 << 10;
+// Requests served on one connection before it is closed (a client then reconnects): bounds how
+// long one client can keep a worker thread while others wait.
+constexpr size_t kRequestsPerConnection = 10000;
 
 std::string pct_encode(const std::string& s) {
   static const char* hex = "0123456789ABCDEF";
@@ -84,11 +88,11 @@ class RevisionServer::Impl {
       int yes = 1;
       ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
-    // One request per connection. httplib 0.11 reads each request of a keep-alive connection
-    // through a fresh buffered stream, so a pipelined request (librbd's migration HTTP client
-    // pipelines) is swallowed by the previous one's buffer: the client waits out the keep-alive
-    // timeout (5 s) and retries on a new connection. `Connection: close` makes it reconnect at once.
-    http_.set_keep_alive_max_count(1);
+    // Keep-alive with pipelining (view/pipelined_server.h): librbd's migration client sends its
+    // reads one after another on one connection. An idle connection holds a worker thread, so it
+    // is closed after a short while.
+    http_.set_keep_alive_max_count(kRequestsPerConnection);
+    http_.set_idle_timeout(std::chrono::milliseconds(2000));
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       // httplib would apply the Range header again to what we answer (and, for a streamed body,
       // without 416): ranges are ours alone. The request is a non-const local of httplib's.
@@ -233,7 +237,7 @@ class RevisionServer::Impl {
   ServeOptions o_;
   StoreView view_;
   BlockCache cache_;
-  httplib::Server http_;
+  PipelinedServer http_;
   std::thread thread_;
   uint16_t port_ = 0;
   std::atomic<bool> stopped_{false}, listen_returned_{false};

@@ -39,7 +39,7 @@ struct ServeOptions {
   std::optional<std::string> path_secret;
   uint64_t cache_bytes = 64ull << 20;  // the verified-chunk cache shared by every request
   std::chrono::milliseconds ttl{1000};
-  // Worker threads, each serving one connection (one request per connection, see setup()). Reads
+  // Worker threads, each serving one connection (kept open while requests follow, see setup()). Reads
   // are I/O and hashing on 2 cores; 8 lets a migration's parallel reads and a browser share it.
   size_t threads = 8;
   // The error class of a failed request, as the CLI names it ("not-found", "damage", ...), and its

@@ -99,6 +99,7 @@ ITEMS = {
           "the patch",
     "B10": "an interrupted forget that meets damage in its block map locks no writer (nor repair) out",
     "B11": "expire keeps the last revision backed up, also when the clock went back",
+    "R9": "serve answers pipelined requests on one connection, in order (librbd's migration client pipelines)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -421,6 +422,11 @@ MUTATIONS = [
      "edits": [("agent/retention.cc", '    if (revs[i].id == newest_id) reason("newest");', '    if (i == 0) reason("newest");')],
      "tests": ["gtest:Retention.TheNewestIsTheLastBackedUpEvenIfTheClockWentBack",
                "gtest:RecoveryTest.ExpireKeepsTheNewestWhenCreationTimesGoBack"]},
+    {"id": "server-stream-per-request", "items": ["R9"],
+     "edits": [("view/pipelined_server.cc", "    ok = process_request(stream, /*close_connection=*/left == 1, closed, nullptr);",
+                "    ConnectionStream fresh(sock, read_timeout, write_timeout);\n"
+                "    ok = process_request(fresh, /*close_connection=*/left == 1, closed, nullptr);")],
+     "tests": ["gtest:HttpServer.PipelinedRequestsAreAnsweredInOrderOnOneConnection"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
