@@ -62,11 +62,21 @@ ImagePlan plan_image(Store& source, Store& target, const store::ImageRecord& ima
   for (const auto& s : src) {
     auto present = std::find_if(tgt.begin(), tgt.end(), [&](const RevisionRecord& t) { return same_revision(s, t); });
     if (present != tgt.end()) {
+      // The same revision must read the same in both stores. A copy whose digest differed was
+      // committed before the check failed: every later run says so too, not only the first.
+      if (present->digest != s.digest)
+        throw StoreError(StoreError::Kind::kCorrupt,
+                         "revision " + std::to_string(present->id) + " of " + image.pool + "/" + image.name +
+                             " in the target does not match source revision " + std::to_string(s.id) +
+                             " (digest differs); run rbdvault scrub on both stores");
       ++r.present;
-      // A copy killed between its commit and its protect step is completed here; a protect set on
-      // the source since is carried over too (an unprotect is the target's own decision).
+      // A copy killed between its commit and its flag steps is completed here; a protect set on
+      // the source since is carried over too (an unprotect is the target's own decision), and so is
+      // a failed verification (a revision known to differ from its snapshot).
       if ((s.flags & store::kRevisionProtected) && !(present->flags & store::kRevisionProtected))
         target.set_protected(present->id, true);
+      if ((s.flags & store::kRevisionVerifyFailed) && !(present->flags & store::kRevisionVerifyFailed))
+        target.mark_verify_failed(present->id);
       continue;
     }
     const bool newer = !newest || (matched ? s.id > *matched : s.created > newest->created);

@@ -8,6 +8,7 @@
 
 #include "store/error.h"
 #include "store/format.h"
+#include "store/pack_identities.h"
 #include "store/store_internal.h"
 
 namespace fs = std::filesystem;
@@ -155,7 +156,12 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
       read_cache_removals(index_dir).value_or(0) == pool->removals() && fs::exists(index_dir / "index" / "CURRENT"))
     return;
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
-  if (local != marker) write_marker_durably(index_dir, marker);
+  if (local != marker) {
+    // Another store's: what this directory recorded of that store's pool must not pass for this
+    // one's if the rebuild below does not finish (equal epochs would skip the next rebuild).
+    for (const char* f : {kRadosEpochFile, kRadosRemovalsFile, kPackIdentitiesFile}) fs::remove(index_dir / f, ec);
+    write_marker_durably(index_dir, marker);
+  }
   // Under a reader lease no gc removes what the rebuild reads, so the index names only objects
   // that exist as long as the removals counter read here is the pool's (checked at each open).
   const auto reading = pool->lease_readers("rbdvault (index refresh)", false, {});

@@ -100,6 +100,8 @@ ITEMS = {
     "B10": "an interrupted forget that meets damage in its block map locks no writer (nor repair) out",
     "B11": "expire keeps the last revision backed up, also when the clock went back",
     "R9": "serve answers pipelined requests on one connection, in order (librbd's migration client pipelines)",
+    "R10": "copy's rerun completes a failed run's flags (verify-failed too) and fails on a present revision "
+           "whose digest differs from its source's",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -427,6 +429,13 @@ MUTATIONS = [
                 "    ConnectionStream fresh(sock, read_timeout, write_timeout);\n"
                 "    ok = process_request(fresh, /*close_connection=*/left == 1, closed, nullptr);")],
      "tests": ["gtest:HttpServer.PipelinedRequestsAreAnsweredInOrderOnOneConnection"]},
+    {"id": "copy-rerun-drops-verify-failed", "items": ["R10"],
+     "edits": [("agent/copy.cc", "      if ((s.flags & store::kRevisionVerifyFailed) && !(present->flags & store::kRevisionVerifyFailed))\n"
+                "        target.mark_verify_failed(present->id);\n", "")],
+     "tests": ["gtest:CopyTest.ARerunCarriesOverAVerifyFailedFlagTheFailedRunDidNotSet"]},
+    {"id": "copy-present-digest-unchecked", "items": ["R10"],
+     "edits": [("agent/copy.cc", "      if (present->digest != s.digest)\n", "      if (false)\n")],
+     "tests": ["gtest:CopyTest.APresentRevisionWithAnotherDigestFailsEveryRun"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],

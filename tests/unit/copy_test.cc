@@ -301,6 +301,48 @@ TEST_F(CopyTest, AFailedRevisionLeavesTheCommittedOnesAndTheRerunCompletes) {
   EXPECT_EQ(expect_copies_equal("a"), 2u);
 }
 
+// A copy that fails after its commit (here at the protect step, as a full disk or a lost lease
+// would) is completed by the rerun: a failed verification is carried over like a protect, or the
+// offsite copy would pass for healthy for good. (Found in review.)
+TEST_F(CopyTest, ARerunCarriesOverAVerifyFailedFlagTheFailedRunDidNotSet) {
+  const std::string v1 = random_bytes(3 * kBs, 1);
+  const RevisionRecord r1 = backup("a", v1, 1);
+  store_->set_protected(r1.id, true);
+  store_->mark_verify_failed(r1.id);
+  target_->crash_points().set_observer([&](std::string_view step) {
+    if (step == "revision.committed") throw StoreError(StoreError::Kind::kNoSpace, "test: disk full after commit");
+  });
+  EXPECT_THROW(copy(), StoreError);
+  target_->crash_points().set_observer(nullptr);
+  ASSERT_EQ(target_->revisions().size(), 1u);
+  EXPECT_FALSE(target_->revisions()[0].flags & kRevisionVerifyFailed);
+  const agent::CopyResult r = copy();
+  EXPECT_EQ(r.images[0].present, 1u);
+  const RevisionRecord t = target_->revisions()[0];
+  EXPECT_TRUE(t.flags & kRevisionVerifyFailed);
+  EXPECT_TRUE(t.flags & kRevisionProtected);
+}
+
+// A target revision whose digest differs from its source revision's (one of the two stores is
+// damaged) fails every copy run, not only the one that committed it. (Found in review.)
+TEST_F(CopyTest, APresentRevisionWithAnotherDigestFailsEveryRun) {
+  const std::string v1 = random_bytes(3 * kBs, 1);
+  backup("a", v1, 1);
+  EXPECT_EQ(copy().copied(), 1u);
+  // The source's record now names another digest than the target's copy, as damage in either
+  // store would leave them.
+  RevisionRecord s = store_->revisions()[0];
+  s.digest[0] ^= 1;
+  store_->index().put(revision_key(s.id), encode(s), Sync::kYes, "test");
+  try {
+    (void)copy();
+    ADD_FAILURE() << "a copy over a revision whose digest differs went through";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kCorrupt);
+    EXPECT_NE(std::string(e.what()).find("digest differs"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(CopyTest, RefusesStoresOfDifferentBlockSizes) {
   backup("a", random_bytes(kBs, 1), 1);
   const fs::path other = dir_.string() + "-big";
