@@ -28,7 +28,18 @@ void check_after_backup(rbd::Cluster& cluster, store::AppendStore& store, const 
   VerifyOptions vo;
   vo.sample_percent = options.verify_sample_percent;
   vo.reads_in_flight = options.reads_in_flight;
-  const VerifyResult v = verify_revision(cluster, store, result.revision, vo);
+  VerifyResult v;
+  try {
+    v = verify_revision(cluster, store, result.revision, vo);
+  } catch (const rbd::CephError& e) {
+    // The revision is committed; only the check of it against Ceph failed (its snapshot removed
+    // meanwhile, a read error). Failing the backup would report a committed revision as missing,
+    // and a batch would retry it (a second revision) or drop its group snapshot.
+    result.verify_error = e.what();
+    spdlog::warn("backup {}/{}: revision {} committed, but it could not be compared with its snapshot: {}",
+                 result.revision.pool, result.revision.name, result.revision.id, e.what());
+    return;
+  }
   result.verify_blocks_compared = v.blocks_compared;
   result.verify_mismatches = v.mismatches;
   if (v.mismatches == 0) return;

@@ -113,6 +113,7 @@ struct BackupResult {
   double seconds = 0;
   uint64_t verify_blocks_compared = 0;  // by the post-backup check (verify_sample_percent)
   uint64_t verify_mismatches = 0;       // non-zero: the revision differs from its snapshot
+  std::string verify_error;             // why the post-backup check could not run (the backup stands)
 };
 
 // Backs up pool/image into `store` (opened as writer). Throws rbd::CephError or store::StoreError;

@@ -86,6 +86,7 @@ Json backup_json(const rbd::ImageSpec& spec, const agent::BackupResult& r) {
   j["seconds"] = r.seconds;
   j["verify_blocks_compared"] = r.verify_blocks_compared;
   j["verify_mismatches"] = r.verify_mismatches;
+  if (!r.verify_error.empty()) j["verify_error"] = r.verify_error;
   j["consistency"] = store::consistency_name(rev.flags);
   return j;
 }

@@ -1872,6 +1872,29 @@ def scenario_promises_backup(c):
     verify_restores(c, store, "rbd/pb-live@%d" % rev, at_snapshot, tag="pb")
     c.remove("rbd", "pb-live")
 
+    # 2a. The snapshot removed right after the commit, before the post-backup check: the committed
+    # revision stands (exit 0, in ls, with a warning and verify_error), not a failure that a batch
+    # would retry as a second revision.
+    c.create("rbd", "pb-late", 8 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "pb-late") as img:
+        img.write(os.urandom(8 << 20), 0)
+    held = start_held("revision.committed", "backup", "--store", store, "rbd/pb-late", "--verify-sample", "100",
+                      "--format", "json")
+    try:
+        snaps = c.snaps("rbd", "pb-late")
+        check(len(snaps) == 1, "the held backup's snapshot: %s" % snaps)
+        with c.image("rbd", "pb-late") as img:
+            img.remove_snap(snaps[0])
+    finally:
+        held.send_signal(signal.SIGCONT)
+    out, err = held.communicate(timeout=300)
+    check(held.returncode == 0, "a committed backup whose check could not run: exit %d: %s" % (held.returncode, err))
+    late = json.loads(out)
+    check(late.get("verify_error") and "could not be compared" in err,
+          "no word that the check did not run: %s / %r" % (late, err))
+    check(late["revision"] in [r["id"] for r in run_json("ls", "--store", store)], "the committed revision is gone")
+    c.remove("rbd", "pb-late")
+
     # 2b. The backup's snapshot removed by someone else while it is read: librbd, which does not watch
     # a read-only image, would go on reading zeros once the OSDs trim it. Nothing is committed.
     c.create("rbd", "pb-gone", 16 << 20, FEATURES_FASTDIFF)

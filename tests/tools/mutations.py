@@ -102,6 +102,7 @@ ITEMS = {
     "R9": "serve answers pipelined requests on one connection, in order (librbd's migration client pipelines)",
     "R10": "copy's rerun completes a failed run's flags (verify-failed too) and fails on a present revision "
            "whose digest differs from its source's",
+    "R11": "a backup whose post-commit check cannot reach Ceph stands (exit 0, a warning, verify_error)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -436,6 +437,10 @@ MUTATIONS = [
     {"id": "copy-present-digest-unchecked", "items": ["R10"],
      "edits": [("agent/copy.cc", "      if (present->digest != s.digest)\n", "      if (false)\n")],
      "tests": ["gtest:CopyTest.APresentRevisionWithAnotherDigestFailsEveryRun"]},
+    {"id": "post-commit-check-error-fails-backup", "items": ["R11"],
+     "edits": [("agent/backup.cc", "  } catch (const rbd::CephError& e) {\n    // The revision is committed;",
+                "  } catch (const std::bad_alloc& e) {\n    // The revision is committed;")],
+     "tests": ["cli:promises_backup"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
