@@ -77,20 +77,29 @@ class Planner {
     for (const rbd::ImageEntry& e : *listing) {
       present.insert(e.name);
       const std::string full = job.pool + "/" + e.name;
-      if (!job.selects(job.pool, e.name) || !claimed_.insert(full).second) continue;
+      if (!job.selects(job.pool, e.name) || !owns(job, job.pool, e.name) || !claimed_.insert(full).second) continue;
       plan_image(job, e.name, full);
     }
     // Backed up before, gone from the pool now: reported, history kept.
     for (const store::ImageRecord& img : st_.images()) {
       const std::string full = img.pool + "/" + img.name;
       if (img.pool != job.pool || present.count(img.name) || !job.selects(img.pool, img.name) ||
-          !claimed_.insert(full).second)
+          !owns(job, img.pool, img.name) || !claimed_.insert(full).second)
         continue;
       ImageOutcome out = outcome(full, job.name);
       out.result = ImageResult::kMissing;
       out.error = "no longer in pool " + img.pool + "; its revisions are kept";
       add(std::move(out), job.settings);
     }
+  }
+
+  // An image selected by two jobs belongs to the first of them in the config, also when only a
+  // later one runs (`run --job`): its schedule, hooks and retention are the first job's, and the
+  // later job's retention must never apply to it.
+  bool owns(const JobConfig& job, const std::string& pool, const std::string& name) const {
+    for (const JobConfig& j : c_.jobs)
+      if (j.pool == pool && j.selects(pool, name)) return j.name == job.name;
+    return false;
   }
 
   void plan_image(const JobConfig& job, const std::string& name, const std::string& full) {
@@ -156,7 +165,10 @@ bool transient_ceph_error(int code) {
 }
 
 double retry_backoff(const ImageSettings& s, unsigned attempt) {
-  return static_cast<double>(s.retry_delay_seconds) * static_cast<double>(1ull << std::min(attempt - 1, 16u));
+  // Doubling, but no single wait longer than an hour (or the configured delay, if longer): a run
+  // waiting holds the store's writer lock, and 10 retries from 5 minutes would wait 85 hours.
+  const double delay = static_cast<double>(s.retry_delay_seconds);
+  return std::min(delay * static_cast<double>(1ull << std::min(attempt - 1, 16u)), std::max(delay, 3600.0));
 }
 
 BatchPlan plan_batch(const BatchConfig& c, const RunOptions& o, rbd::Cluster& cluster, store::ReadOnlyStore& st,

@@ -18,6 +18,11 @@ void add_failure(GroupBackup& g, const GroupMemberBackup& m) {
 
 GroupBackup backup_group(rbd::Cluster& cluster, store::Store& store, const std::string& group,
                          const std::vector<rbd::ImageSpec>& images, const BackupOptions& options) {
+  // The name goes into every member's revision record, which holds at most kMaxGroupName bytes:
+  // refused before any snapshot, or the records would commit and never read back.
+  if (group.empty() || group.size() > store::kMaxGroupName)
+    throw store::StoreError(store::StoreError::Kind::kInvalid,
+                            "a group name is 1 to " + std::to_string(store::kMaxGroupName) + " bytes long");
   GroupBackup out;
   out.group = group;
   GroupSnapshots snaps = take_group_snapshots(cluster, store, group, options.hooks, images, options.created);

@@ -112,6 +112,12 @@ void fsync_directory_of(const std::string& path) {
   if (r != 0) store::throw_errno("fsync directory " + dir);
 }
 
+// Whether `path` still names the file open as `fd` (another restore may have removed or replaced it).
+bool names_open_file(const std::string& path, int fd) {
+  struct stat a {}, b {};
+  return ::fstat(fd, &a) == 0 && ::lstat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 // Removes a partial file left by a killed restore. Each restore holds an flock on its partial file
 // while it writes, so a running one is never pulled from under it.
 void remove_leftover_file(const std::string& partial) {
@@ -128,6 +134,10 @@ void remove_leftover_file(const std::string& partial) {
     store::throw_errno("open " + partial);
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + partial);
+  }
+  if (!names_open_file(partial, fd)) {
     ::close(fd);
     throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + partial);
   }
@@ -166,10 +176,14 @@ class PartialFile {
       errno = saved;
       store::throw_errno("lock " + path_);
     }
+    if (!names_open_file(path_, fd_)) {  // removed as a leftover between our create and our lock
+      ::close(fd_);
+      throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + path_);
+    }
   }
   ~PartialFile() {
+    if (!published_ && fd_ >= 0 && names_open_file(path_, fd_)) ::unlink(path_.c_str());
     if (fd_ >= 0) ::close(fd_);
-    if (!published_) ::unlink(path_.c_str());
   }
   PartialFile(const PartialFile&) = delete;
   PartialFile& operator=(const PartialFile&) = delete;
@@ -209,6 +223,10 @@ class PartialFile {
   // Renames to `target` (refused if it exists) and makes the rename durable. The lock is held
   // until the file has its final name, so no other restore removes it as a leftover meanwhile.
   void publish(const std::string& target) {
+    // The name is ours while we hold the lock (a leftover is removed only under it), unless
+    // something outside rbdvault replaced the file: then it is not published as our revision.
+    if (!names_open_file(path_, fd_))
+      throw StoreError(StoreError::Kind::kLocked, path_ + " was removed or replaced while the restore wrote it");
     rename_no_replace(path_, target);
     published_ = true;
     const int r = ::close(fd_);

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <stdexcept>
 
 #include "agent/batch_config.h"
 #include "agent/batch_run.h"
@@ -51,6 +52,13 @@ int64_t last_success(const std::string& store_dir, const std::string& op) {
 
 // Runs a logged maintenance operation; errors are logged, never fatal to the agent. True if it
 // succeeded.
+// A maintenance run that completed and found damage: logged as failed, but done for its schedule
+// (run again at once, a scrub that finds damage would scrub the whole store at every poll).
+class FoundDamage : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 bool maintenance(const BatchConfig& c, const std::string& op, const std::string& args,
                  const std::function<uint64_t(store::Store&)>& body) {
   std::string id;
@@ -63,6 +71,13 @@ bool maintenance(const BatchConfig& c, const std::string& op, const std::string&
                                  "rbdvault agent " + op);
     const uint64_t bytes = body(*st);
     log->end(id, true, "", bytes);
+    return true;
+  } catch (const FoundDamage& e) {
+    spdlog::error("agent: {} found damage: {}; run rbdvault scrub and repair", op, e.what());
+    try {
+      log->end(id, false, e.what(), 0);
+    } catch (const std::exception&) {
+    }
     return true;
   } catch (const std::exception& e) {
     spdlog::error("agent: {} failed: {}", op, e.what());
@@ -136,6 +151,8 @@ void run_agent(const AgentOptions& o) {
           store::GcResult r = store::gc(st, g);
           spdlog::info("agent: gc removed {} chunks, {} -> {} bytes of packs", r.chunks_removed, r.bytes_before,
                        r.bytes_after);
+          if (r.packs_skipped)
+            throw FoundDamage(std::to_string(r.packs_skipped) + " pack(s) not rewritten: a chunk in each is damaged");
           return r.bytes_before - r.bytes_after;
         }))
       last_gc = now;
@@ -145,7 +162,7 @@ void run_agent(const AgentOptions& o) {
           so.deep = config.maintenance.scrub_deep;
           store::ScrubReport r = store::scrub(st, so);
           for (auto& issue : r.issues) spdlog::error("agent: scrub: revision {}: {}", issue.revision, issue.problem);
-          if (!r.clean()) throw std::runtime_error(std::to_string(r.issues.size()) + " problems found");
+          if (!r.clean()) throw FoundDamage(std::to_string(r.issues.size()) + " problems found");
           spdlog::info("agent: scrub checked {} revisions, clean", r.revisions_checked);
           return r.bytes_verified;
         }))

@@ -409,6 +409,8 @@ RevisionRecord RevisionWriter::commit(const RevisionInfo& info) {
   rec.digest = digest_;
   rec.flags = info.application_consistent ? kRevisionApplicationConsistent : 0;
   if (!info.group.empty()) {
+    if (info.group.size() > kMaxGroupName)  // the record would commit and never decode again
+      throw StoreError(StoreError::Kind::kInvalid, "group name longer than " + std::to_string(kMaxGroupName) + " bytes");
     rec.flags |= kRevisionGroup;
     rec.group = info.group;
     rec.group_run = info.group_run;

@@ -1,7 +1,10 @@
 // Commands that read a revision back: restore (to an image or a file), verify (against Ceph).
+#include <spdlog/spdlog.h>
+
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "agent/error_class.h"
 #include "agent/instant_restore.h"
@@ -15,6 +18,29 @@
 
 namespace rbdvault::tools {
 namespace {
+
+// The revision a restore is asked for, unless the store knows its bytes are wrong: a revision whose
+// post-backup check found mismatches (a wrong Ceph diff) is not restored by default. Named with
+// @REV it is restored, with a warning (salvage); without, the error names the newest one not marked.
+store::RevisionRecord revision_to_restore(store::ReadOnlyStore& st, const std::string& spec_text) {
+  const store::RevisionRecord rev = resolve_revision(st, spec_text);
+  if (!(rev.flags & store::kRevisionVerifyFailed)) return rev;
+  const std::string name = rev.pool + "/" + rev.name;
+  if (spec_text.find('@') != std::string::npos) {
+    spdlog::warn("revision {} of {} differs from its snapshot (its check after the backup found mismatches); "
+                 "restoring it as asked",
+                 rev.id, name);
+    return rev;
+  }
+  std::optional<uint64_t> good;
+  for (const store::RevisionRecord& r : st.revisions(rev.image))
+    if (!(r.flags & (store::kRevisionVerifyFailed | store::kRevisionForgetting))) good = r.id;
+  throw store::StoreError(store::StoreError::Kind::kCorrupt,
+                          "the newest revision of " + name + " (" + std::to_string(rev.id) +
+                              ") differs from its snapshot (its check after the backup found mismatches); restore " +
+                              (good ? name + "@" + std::to_string(*good) + ", the newest revision without that mark, or " : "") +
+                              name + "@" + std::to_string(rev.id) + " to take it anyway");
+}
 
 std::string fixed_seconds(double s) {
   char buf[32];
@@ -39,7 +65,7 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
   o.stop = [&] { return signals.stop_requested(); };
   return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
     auto st = store::Store::open(o.store_dir, store::OpenMode::kReadOnly);
-    const store::RevisionRecord rev = resolve_revision(*st, spec_text);
+    const store::RevisionRecord rev = revision_to_restore(*st, spec_text);
     Progress progress(!a.quiet());
     o.progress = progress.callback();
     o.on_usable = [&](const std::string& target) {
@@ -88,7 +114,7 @@ int cmd_restore(const Args& a) {
   const rbd::ConnectOptions connect = connect_options(a);
   return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
     auto st = store::open_read_only(require_store(a));
-    const store::RevisionRecord rev = resolve_revision(*st, spec_text);
+    const store::RevisionRecord rev = revision_to_restore(*st, spec_text);
     Progress progress(!a.quiet());
     agent::RestoreOptions o;
     o.progress = progress.callback();

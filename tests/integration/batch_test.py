@@ -641,6 +641,16 @@ def scenario_batch_verify(c):
     check(not status["rbd/bv-1"]["verify_failed"], "status of the good image: %s" % status["rbd/bv-1"])
     flagged = [x["id"] for x in run_json("ls", "--store", store) if x["verify_failed"]]
     check(len(flagged) == 1, "ls must show exactly the wrong revision as verify_failed: %s" % flagged)
+    # A restore of the image (no @REV) does not hand out the revision known to be wrong: it names the
+    # newest one without the mark. Asked for by number, it is restored, with a warning.
+    bad_file = os.path.join(TMP, "bv-flagged.raw")
+    out, err = run("restore", "--store", store, "rbd/bv-0", "--to-file", bad_file, rc=cli_test.EXIT_DAMAGE)
+    good = [x["id"] for x in run_json("ls", "--store", store, "rbd/bv-0") if not x["verify_failed"]]
+    check(("rbd/bv-0@%d, the newest revision without that mark" % max(good)) in err and not os.path.exists(bad_file),
+          "restore of an image whose newest revision is flagged: %r" % err)
+    out, err = run("restore", "--store", store, "rbd/bv-0@%d" % flagged[0], "--to-file", bad_file)
+    check("differs from its snapshot" in err and os.path.exists(bad_file), "restore @flagged: %r" % err)
+    os.unlink(bad_file)
     out, _ = run("check", "--config", conf, "--max-age", "26h", rc=2)
     check(out.startswith("RBDVAULT CRITICAL") and "rbd/bv-0" in out, "check: %s" % out)
     with open(store + ".prom") as f:
@@ -705,6 +715,35 @@ def scenario_batch_copy(c):
         c.remove("rbd", n)
 
 
+def scenario_batch_job_owner(c):
+    """An image selected by two jobs belongs to the first, also when only the second runs (`run --job`):
+    the second job neither backs it up nor applies its retention to it (keep-last 1 forgot the first
+    job's daily revisions)."""
+    for n in ("jo-db-1", "jo-web-1"):
+        c.create("rbd", n, 4 << 20, FEATURES_FASTDIFF)
+    store = new_store("batch-job-owner")
+    jobs = ("[job.db]\npool = rbd\ninclude = jo-db-*\nkeep-last = 5\n\n"
+            "[job.all]\npool = rbd\ninclude = jo-*\nkeep-last = 1\n")
+    conf = write_config("batch-job-owner", base_config(store, jobs))
+    for k in range(3):
+        with c.image("rbd", "jo-db-1") as img:
+            img.write(os.urandom(4096), k << 16)
+        rc, out, err = finish(start("run", "--config", conf, "--force", "--format", "json"))
+        check(rc == 0, "run %d: exit %d: %s" % (k, rc, err[-2000:]))
+    by = {i["image"]: i for i in json.loads(out)["images"]}
+    check(by["rbd/jo-db-1"]["job"] == "db" and by["rbd/jo-web-1"]["job"] == "all", "owners: %s" % by)
+    db_revs = [r["id"] for r in run_json("ls", "--store", store, "rbd/jo-db-1")]
+    check(len(db_revs) == 3, "job db keeps 5, has %s" % db_revs)
+    rc, out, err = finish(start("run", "--config", conf, "--job", "all", "--force", "--format", "json"))
+    check(rc == 0, "run --job all: exit %d: %s" % (rc, err[-2000:]))
+    images = [i["image"] for i in json.loads(out)["images"]]
+    check("rbd/jo-db-1" not in images and "rbd/jo-web-1" in images, "run --job all planned %s" % images)
+    check([r["id"] for r in run_json("ls", "--store", store, "rbd/jo-db-1")] == db_revs,
+          "run --job all changed job db's image: %s" % run_json("ls", "--store", store, "rbd/jo-db-1"))
+    for n in ("jo-db-1", "jo-web-1"):
+        c.remove("rbd", n)
+
+
 SCENARIOS = {
     "batch_verify": scenario_batch_verify,
     "batch_many": scenario_batch_many,
@@ -715,6 +754,7 @@ SCENARIOS = {
     "batch_kill": scenario_batch_kill,
     "batch_zero_size": scenario_batch_zero_size,
     "batch_copy": scenario_batch_copy,
+    "batch_job_owner": scenario_batch_job_owner,
 }
 
 

@@ -103,6 +103,12 @@ ITEMS = {
     "R10": "copy's rerun completes a failed run's flags (verify-failed too) and fails on a present revision "
            "whose digest differs from its source's",
     "R11": "a backup whose post-commit check cannot reach Ceph stands (exit 0, a warning, verify_error)",
+    "R12": "two restores to one file never publish the other's bytes; a partial replaced under a restore is not "
+           "published",
+    "R13": "a restore without @REV refuses a newest revision marked verify-failed and names the newest good one",
+    "B12": "an image selected by two jobs is the first job's, also under `run --job` of the second (its retention)",
+    "B13": "a group name longer than a revision record holds is refused before the commit",
+    "B14": "retry waits double up to an hour at most (a waiting run holds the writer lock)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -293,7 +299,8 @@ MUTATIONS = [
      "edits": [("rbd/image_writer.cc", "  pending_.clear();\n  if (committed_) return;\n", "  pending_.clear();\n  return;\n")],
      "tests": ["cli:restore_atomic"]},
     {"id": "failed-restore-keeps-file", "items": ["P2"],
-     "edits": [(RESTORE, "if (!published_) ::unlink(path_.c_str());", "(void)published_;")],
+     "edits": [(RESTORE, "if (!published_ && fd_ >= 0 && names_open_file(path_, fd_)) ::unlink(path_.c_str());",
+                "(void)published_;")],
      "tests": ["gtest:RestoreTest.LostBlockMapEntryFailsTheRestore", "cli:restore_atomic"]},
 
     # ---- instant restore (issue 14.3) ------------------------------------------------------------
@@ -441,6 +448,25 @@ MUTATIONS = [
      "edits": [("agent/backup.cc", "  } catch (const rbd::CephError& e) {\n    // The revision is committed;",
                 "  } catch (const std::bad_alloc& e) {\n    // The revision is committed;")],
      "tests": ["cli:promises_backup"]},
+    {"id": "restore-partial-checked-by-name-only", "items": ["R12"],
+     "edits": [("agent/restore.cc", "    if (!names_open_file(path_, fd_)) {  // removed as a leftover", "    if (false) {  // removed as a leftover")],
+     "tests": ["gtest:RestoreTest.ConcurrentRestoresToOneTargetNeverPublishTheOthersBytes"]},
+    {"id": "restore-publishes-a-replaced-partial", "items": ["R12"],
+     "edits": [("agent/restore.cc", "    if (!names_open_file(path_, fd_))\n      throw", "    if (false)\n      throw")],
+     "tests": ["gtest:RestoreTest.APartialReplacedUnderTheRestoreIsNotPublished"]},
+    {"id": "restore-takes-flagged-newest", "items": ["R13"],
+     "edits": [("tools/cmd_restore.cc", "  if (!(rev.flags & store::kRevisionVerifyFailed)) return rev;", "  return rev;")],
+     "tests": ["batch:batch_verify"]},
+    {"id": "later-job-claims-image", "items": ["B12"],
+     "edits": [("agent/batch_plan.cc", "      if (!job.selects(job.pool, e.name) || !owns(job, job.pool, e.name) || !claimed_.insert(full).second) continue;",
+                "      if (!job.selects(job.pool, e.name) || !claimed_.insert(full).second) continue;")],
+     "tests": ["batch:batch_job_owner"]},
+    {"id": "group-name-unbounded", "items": ["B13"],
+     "edits": [("store/revision_writer.cc", "    if (info.group.size() > kMaxGroupName)", "    if (false)")],
+     "tests": ["gtest:StoreTest.AGroupNameTooLongForTheRecordIsRefusedAtCommit"]},
+    {"id": "retry-backoff-uncapped", "items": ["B14"],
+     "edits": [("agent/batch_plan.cc", "std::max(delay, 3600.0));", "1e18);")],
+     "tests": ["gtest:RetryBackoff.DoublesUpToAnHour"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],

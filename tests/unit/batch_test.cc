@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "agent/batch_config.h"
+#include "agent/batch_plan.h"
 #include "agent/host_slots.h"
 #include "agent/schedule.h"
 #include "agent/status.h"
@@ -163,6 +164,20 @@ int64_t local(int year, int mon, int day, int hour, int min) {
   tm.tm_min = min;
   tm.tm_isdst = -1;
   return static_cast<int64_t>(std::mktime(&tm));
+}
+
+// Retries wait longer each time, but never more than an hour at once (or the configured delay, if
+// longer): a waiting run holds the store's writer lock. 10 retries from 5 minutes waited 85 hours.
+TEST(RetryBackoff, DoublesUpToAnHour) {
+  ImageSettings s;
+  s.retry_delay_seconds = 300;
+  EXPECT_EQ(retry_backoff(s, 1), 300);
+  EXPECT_EQ(retry_backoff(s, 2), 600);
+  EXPECT_EQ(retry_backoff(s, 4), 2400);
+  EXPECT_EQ(retry_backoff(s, 5), 3600);
+  EXPECT_EQ(retry_backoff(s, 10), 3600);
+  s.retry_delay_seconds = 7200;
+  EXPECT_EQ(retry_backoff(s, 3), 7200);
 }
 
 TEST(Schedule, DailySlotsIntervalsAndJitter) {

@@ -27,6 +27,32 @@ namespace {
 using testing::kBs;
 using testing::StoreTest;
 
+// A group name longer than a revision record can hold is refused at the commit, before the
+// manifest: the record would commit and never decode again (ls, status and every batch run failed).
+TEST_F(StoreTest, AGroupNameTooLongForTheRecordIsRefusedAtCommit) {
+  const RevisionRecord r1 = put("a", random_bytes(2 * kBs, 1));
+  auto w = store_->begin_revision(RevisionStart{"rbd", "a", 2 * kBs, false});
+  w->put_block(0, random_bytes(kBs, 2));
+  RevisionInfo info;
+  info.snap_name = "s";
+  info.group = std::string(kMaxGroupName + 1, 'g');
+  info.group_run = 1;
+  try {
+    (void)w->commit(info);
+    ADD_FAILURE() << "a revision with a 256-byte group name was committed";
+  } catch (const StoreError& e) {
+    EXPECT_EQ(e.kind(), StoreError::Kind::kInvalid) << e.what();
+  }
+  w.reset();
+  ASSERT_EQ(store_->revisions().size(), 1u);
+  EXPECT_EQ(store_->revisions()[0].id, r1.id);
+  info.group = std::string(kMaxGroupName, 'g');  // the longest that fits
+  auto w2 = store_->begin_revision(RevisionStart{"rbd", "a", 2 * kBs, false});
+  w2->put_block(0, random_bytes(kBs, 3));
+  const RevisionRecord r2 = w2->commit(info);
+  EXPECT_EQ(store_->revision(r2.id)->group, info.group);
+}
+
 TEST_F(StoreTest, FullRevisionReadsBackExactly) {
   std::string image = random_bytes(10 * kBs + 1234, 1);
   image.replace(3 * kBs, kBs, std::string(kBs, '\0'));  // a zero block costs no chunk
