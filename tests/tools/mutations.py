@@ -448,8 +448,10 @@ MUTATIONS = [
      "edits": [("agent/backup.cc", "  } catch (const rbd::CephError& e) {\n    // The revision is committed;",
                 "  } catch (const std::bad_alloc& e) {\n    // The revision is committed;")],
      "tests": ["cli:promises_backup"]},
+    # Both checks go: either alone makes the restore that lost its partial fail (defence in depth).
     {"id": "restore-partial-checked-by-name-only", "items": ["R12"],
-     "edits": [("agent/restore.cc", "    if (!names_open_file(path_, fd_)) {  // removed as a leftover", "    if (false) {  // removed as a leftover")],
+     "edits": [("agent/restore.cc", "    if (!names_open_file(path_, fd_)) {  // removed as a leftover", "    if (false) {  // removed as a leftover"),
+               ("agent/restore.cc", "    if (!names_open_file(path_, fd_))\n      throw", "    if (false)\n      throw")],
      "tests": ["gtest:RestoreTest.ConcurrentRestoresToOneTargetNeverPublishTheOthersBytes"]},
     {"id": "restore-publishes-a-replaced-partial", "items": ["R12"],
      "edits": [("agent/restore.cc", "    if (!names_open_file(path_, fd_))\n      throw", "    if (false)\n      throw")],
