@@ -81,6 +81,11 @@ class Runner {
     st_ = &st;
     take_group_snapshots();
     // Members without a snapshot (it failed, or a stop came first) are not backed up on their own.
+    // A failed one is still a failed backup of that image in the operation log, which status,
+    // check and the metrics read: else its last result stayed the previous run's "ok".
+    for (const BatchTask& t : plan_.tasks)
+      if (!t.taken && !report_.images[t.index].group.empty() && report_.images[t.index].result == ImageResult::kFailed)
+        log_failed_backup(report_.images[t.index]);
     std::erase_if(plan_.tasks, [&](const BatchTask& t) { return !t.taken && !report_.images[t.index].group.empty(); });
     run_workers();
     report_.peak_parallel = peak_.load();
@@ -159,6 +164,15 @@ class Runner {
     bo.before_read = [this](uint64_t n) { read_limit_.take(n, stop_); };
     bo.after_store = [this](uint64_t n) { write_limit_.take(n, stop_); };
     return bo;
+  }
+
+  void log_failed_backup(const ImageOutcome& out) {
+    spdlog::error("backup {}: {}", out.image, out.error);
+    try {
+      oplog_.end(oplog_.begin("backup", out.image, o_.command_line), false, out.error, 0);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}", e.what());
+    }
   }
 
   void backup_one(const BatchTask& t) {

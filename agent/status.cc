@@ -108,7 +108,9 @@ std::vector<ImageStatus> collect_status(store::ReadOnlyStore& store) {
   const std::vector<store::OpRecord> ops = store::OpLog(store.dir()).read();
   apply_fsck_results(ops, newest, by_name);
   for (const store::OpRecord& op : ops) {
-    if (op.op != "backup" || op.image.empty()) continue;
+    // A `backup --group NAME` logs one line as "group NAME": not an image (its members' revisions
+    // carry their own status).
+    if (op.op != "backup" || op.image.empty() || op.image.find('/') == std::string::npos) continue;
     ImageStatus& s = by_name[op.image];
     s.image = op.image;
     if (op.end_ms == 0) {

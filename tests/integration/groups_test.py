@@ -199,6 +199,12 @@ def scenario_groups_hooks(c):
           and "rbd/gh-a" not in g["error"], "group: %s" % g)
     check(by["rbd/gh-a"]["result"] == "ok" and by["rbd/gh-b"]["result"] == "failed", "images: %s" % by)
     check(c.snaps("rbd", "gh-b") == b_before, "gh-b's snapshots changed: %s -> %s" % (b_before, c.snaps("rbd", "gh-b")))
+    # The member whose snapshot failed shows as failed in status and check (it stayed "ok").
+    status = {s["image"]: s for s in run_json("status", "--config", conf)}
+    check(status["rbd/gh-b"]["last_result"] == "failed" and status["rbd/gh-a"]["last_result"] == "ok",
+          "status after gh-b's snapshot failed: %s" % status)
+    out, _ = run("check", "--config", conf, rc=2)
+    check(out.startswith("RBDVAULT CRITICAL") and "rbd/gh-b" in out, "check after gh-b's snapshot failed: %s" % out)
     subprocess.run(["rbd", "-c", CONF, "snap", "limit", "clear", "rbd/gh-b"], check=True)
 
     # A failing pre hook (policy skip): no member backed up, post still runs once, no snapshot left.
@@ -330,6 +336,9 @@ def scenario_groups_cli(c):
     # Plain output: a line per image and the group's.
     out, _ = run("backup", "--store", store, "--group", "gcli", *specs)
     check(out.count("revision ") == 2 and "group gcli: run " in out and out.rstrip().endswith("ok"), out)
+    # The group's own operation-log line is not an image of status (it showed as "group gcli", never backed up).
+    names = [s["image"] for s in run_json("status", "--store", store)]
+    check(sorted(names) == specs, "status lists %s" % names)
 
     # A missing member: exit 3 naming it, no revision, no snapshot left on the other member.
     revs_before = len(run_json("ls", "--store", store))

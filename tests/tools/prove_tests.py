@@ -74,7 +74,7 @@ def test_exists(test):
     """None if the test named by `test` exists in the tree, else why not."""
     kind, _, name = test.partition(":")
     kind = script_kind(kind)
-    if kind in ("cli", "batch", "instant", "serve", "mount", "rados"):
+    if kind in ("cli", "batch", "groups", "hooks", "instant", "serve", "mount", "rados"):
         path = os.path.join(ROOT, "tests", "integration", "%s_test.py" % kind)
         with open(path, encoding="utf-8") as f:
             ok = re.search(r'^\s+"%s": scenario_%s,$' % (re.escape(name), re.escape(name)), f.read(), re.M)
