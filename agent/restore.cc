@@ -48,10 +48,18 @@ void write_blocks(store::ReadOnlyStore& store, const store::RevisionRecord& rev,
   wo.workers = options.decode_threads ? options.decode_threads : std::max(1u, std::thread::hardware_concurrency());
   wo.max_write_bytes = options.max_write_bytes;
   wo.window_bytes = options.window_bytes;
+  // A stop is honoured before each write too: the scan may have handed out every block before the
+  // first write.
+  const OrderedWriter::Sink stoppable = [&](uint64_t offset, const std::vector<std::string_view>& pieces,
+                                            uint64_t bytes) {
+    if (options.stop && options.stop()) throw RestoreStopped("restore stopped; nothing was published");
+    sink(offset, pieces, bytes);
+  };
   OrderedWriter writer(
-      wo, [&store](uint64_t, const store::Hash& hash) { return store.read_chunk(hash); }, sink);
+      wo, [&store](uint64_t, const store::Hash& hash) { return store.read_chunk(hash); }, stoppable);
   digest = store::Hash{};
   store.for_each_data_block(rev, [&](uint64_t block, const store::Hash& hash) {
+    if (options.stop && options.stop()) throw RestoreStopped("restore stopped; nothing was published");
     store::RevisionDigest::add(digest, store::RevisionDigest::term(block, hash));
     writer.add(block, hash);
     ++result.blocks_written;

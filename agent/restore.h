@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 
 #include "store/format.h"
@@ -32,6 +33,14 @@ struct RestoreOptions {
   // Recompute the whole-revision digest from the blocks written and fail on a mismatch. Off only
   // to salvage revisions whose stored digest is known to be wrong (see docs/format.md §14).
   bool check_digest = true;
+  // Asked between blocks; true stops the restore with RestoreStopped, the partial target removed.
+  std::function<bool()> stop;
+};
+
+// A restore stopped by RestoreOptions::stop (SIGTERM, SIGINT): nothing was published.
+class RestoreStopped : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 struct RestoreResult {

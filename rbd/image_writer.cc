@@ -45,7 +45,7 @@ ImageWriter::~ImageWriter() {
   image_.reset();
   try {
     remove_image(cluster_, pool_, name_, true);
-    spdlog::warn("removed incomplete image {}/{}", pool_, name_);
+    spdlog::debug("removed incomplete image {}/{}", pool_, name_);  // the caller reports the failure
   } catch (const std::exception& e) {
     spdlog::error("could not remove incomplete image {}/{}: {}", pool_, name_, e.what());
   }

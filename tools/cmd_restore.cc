@@ -112,6 +112,9 @@ int cmd_restore(const Args& a) {
   if (!a.flag("instant") && !a.str("listen").empty()) throw UsageError("restore: --listen needs --instant");
   if (a.flag("instant")) return instant_restore(a, spec_text, *dst);
   const rbd::ConnectOptions connect = connect_options(a);
+  // Before any thread starts (they inherit the blocked mask): SIGTERM and SIGINT stop the restore
+  // between blocks, and the partial target is removed as after any failure.
+  SignalFlags signals("");
   return logged(a, "restore", spec_text, [&](uint64_t& bytes) {
     auto st = store::open_read_only(require_store(a));
     const store::RevisionRecord rev = revision_to_restore(*st, spec_text);
@@ -119,15 +122,23 @@ int cmd_restore(const Args& a) {
     agent::RestoreOptions o;
     o.progress = progress.callback();
     o.check_digest = !a.flag("skip-digest-check");
+    o.stop = [&] { return signals.stop_requested(); };
     agent::RestoreResult r;
     std::string target;
-    if (dst) {
-      rbd::Cluster cluster(connect);
-      r = agent::restore_to_image(cluster, *st, rev, dst->pool, dst->image, o);
-      target = dst->str();
-    } else {
-      r = agent::restore_to_file(*st, rev, to_file, o);
-      target = to_file;
+    try {
+      if (dst) {
+        rbd::Cluster cluster(connect);
+        r = agent::restore_to_image(cluster, *st, rev, dst->pool, dst->image, o);
+        target = dst->str();
+      } else {
+        r = agent::restore_to_file(*st, rev, to_file, o);
+        target = to_file;
+      }
+    } catch (const agent::RestoreStopped&) {
+      const int sig = signals.stop_signal() ? signals.stop_signal() : SIGTERM;
+      std::fprintf(stderr, "rbdvault: error: %s: restore stopped; %s was not created\n",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", dst ? dst->str().c_str() : to_file.c_str());
+      return agent::kSignalExitBase + sig;
     }
     if (a.json()) {
       print_json(Json{{"image", rev.pool + "/" + rev.name},

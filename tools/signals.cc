@@ -6,7 +6,7 @@
 
 namespace rbdvault::tools {
 
-SignalFlags::SignalFlags() {
+SignalFlags::SignalFlags(std::string stopping_note) : stopping_note_(std::move(stopping_note)) {
   sigemptyset(&set_);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set_, s);
   pthread_sigmask(SIG_BLOCK, &set_, &old_mask_);
@@ -21,8 +21,7 @@ SignalFlags::SignalFlags() {
         int none = 0;
         stop_signal_.compare_exchange_strong(none, sig);
         if (stop_.exchange(true) && sig == SIGINT) _exit(128 + SIGINT);  // a second ^C: leave now (recovery cleans up)
-        spdlog::info("{}: stopping; running backups are abandoned without a partial revision",
-                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (!stopping_note_.empty()) spdlog::info("{}: stopping; {}", sig == SIGTERM ? "SIGTERM" : "SIGINT", stopping_note_);
       }
     }
   });

@@ -5,13 +5,16 @@
 
 #include <atomic>
 #include <csignal>
+#include <string>
 #include <thread>
 
 namespace rbdvault::tools {
 
 class SignalFlags {
  public:
-  SignalFlags();
+  // stopping_note: logged (info) when SIGTERM or SIGINT arrives, after "SIGTERM: stopping; ";
+  // empty: nothing is logged (the command says what it did in its own error line).
+  explicit SignalFlags(std::string stopping_note = "running backups are abandoned without a partial revision");
   ~SignalFlags();
   SignalFlags(const SignalFlags&) = delete;
   SignalFlags& operator=(const SignalFlags&) = delete;
@@ -26,6 +29,7 @@ class SignalFlags {
   sigset_t set_, old_mask_;
   std::atomic<bool> stop_{false}, reload_{false}, done_{false};
   std::atomic<int> stop_signal_{0};
+  std::string stopping_note_;
   std::thread thread_;
 };
 

@@ -1634,6 +1634,19 @@ def scenario_restore_atomic(c):
     check(not t.exists(partial=True), "a refused restore left a partial file")
     t.remove()
 
+    # SIGTERM mid-restore: it stops between blocks, removes its partial target (a default SIGTERM
+    # left it, and an image's watch made the next restore wait), one line, exit 128+15.
+    for kind in ("file", "image"):
+        t = RestoreTarget(c, kind, "ra-term-%s-%d" % (kind, os.getpid()))
+        t.remove()
+        held = start_held("restore.write:1", "restore", "--store", store, spec, *t.args())
+        held.send_signal(signal.SIGTERM)
+        held.send_signal(signal.SIGCONT)
+        _, err = held.communicate(timeout=300)
+        check(held.returncode == 128 + signal.SIGTERM and "SIGTERM: restore stopped" in err and
+              len(err.strip().splitlines()) == 1, "%s restore stopped by SIGTERM: exit %d: %r" % (kind, held.returncode, err))
+        check(not t.exists() and not t.exists(partial=True), "a %s restore stopped by SIGTERM left something" % kind)
+
     # A damaged chunk: the restore fails and removes what it created.
     corrupt_first_chunk(store)
     for kind in ("image", "file"):

@@ -111,6 +111,7 @@ ITEMS = {
     "B14": "retry waits double up to an hour at most (a waiting run holds the writer lock)",
     "B15": "a group member whose snapshot failed is a failed backup in status and check; a group's own log line "
            "is no image of status",
+    "R14": "SIGTERM stops a restore between writes and removes its partial target (one line, exit 143)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -472,6 +473,12 @@ MUTATIONS = [
     {"id": "status-lists-group-lines", "items": ["B15"],
      "edits": [("agent/status.cc", " || op.image.find('/') == std::string::npos) continue;", ") continue;")],
      "tests": ["groups:groups_cli"]},
+    {"id": "restore-ignores-stop", "items": ["R14"],
+     "edits": [("agent/restore.cc", "    if (options.stop && options.stop()) throw RestoreStopped(\"restore stopped; nothing was published\");\n    sink(",
+                "    sink("),
+               ("agent/restore.cc", "    if (options.stop && options.stop()) throw RestoreStopped(\"restore stopped; nothing was published\");\n    store::RevisionDigest",
+                "    store::RevisionDigest")],
+     "tests": ["cli:restore_atomic"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
