@@ -715,6 +715,33 @@ def scenario_batch_copy(c):
         c.remove("rbd", n)
 
 
+def scenario_batch_agent_damage(c):
+    """The agent's scrub finds damage: logged as failed, but done for its schedule (every 2h), not
+    run again at each poll (it was: a deep scrub of the whole store every 10 agent minutes)."""
+    c.create("rbd", "agd-0", 4 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "agd-0") as img:
+        img.write(os.urandom(4 << 20), 0)
+    store = new_store("batch-agent-damage")
+    text = base_config(store, "[job.agd]\npool = rbd\ninclude = agd-*\n",
+                       extra="[maintenance]\nscrub-schedule = every 2h\nscrub-deep = true\n")
+    conf = write_config("batch-agent-damage", text)
+    r = run_json("run", "--config", conf)
+    check(r["ok"] == 1, "first run: %s" % r)
+    cli_test.corrupt_first_chunk(store)
+    # 1 agent hour = 2 real seconds, a poll every 10 agent minutes: about 6 agent hours.
+    p = start("agent", "--config", conf, "--time-scale", "1800", "--poll", "10m")
+    time.sleep(12)
+    p.send_signal(signal.SIGTERM)
+    rc, _, err = finish(p, timeout=60)
+    check(rc == 0, "agent exit %d: %s" % (rc, err[-2000:]))
+    scrubs = [res for op, _, res in oplog(store) if op == "scrub"]
+    log("scrubs in about 6 agent hours: %s" % scrubs)
+    check(1 <= len(scrubs) <= 5 and all(res == "failed" for res in scrubs),
+          "a scrub that found damage every 2h, logged as failed: %s" % scrubs)
+    check("found damage" in err, "the agent did not say the scrub found damage: %s" % err[-2000:])
+    c.remove("rbd", "agd-0")
+
+
 def scenario_batch_job_owner(c):
     """An image selected by two jobs belongs to the first, also when only the second runs (`run --job`):
     the second job neither backs it up nor applies its retention to it (keep-last 1 forgot the first
@@ -755,6 +782,7 @@ SCENARIOS = {
     "batch_zero_size": scenario_batch_zero_size,
     "batch_copy": scenario_batch_copy,
     "batch_job_owner": scenario_batch_job_owner,
+    "batch_agent_damage": scenario_batch_agent_damage,
 }
 
 

@@ -112,6 +112,7 @@ ITEMS = {
     "B15": "a group member whose snapshot failed is a failed backup in status and check; a group's own log line "
            "is no image of status",
     "R14": "SIGTERM stops a restore between writes and removes its partial target (one line, exit 143)",
+    "B16": "the agent's scrub that found damage is logged failed but done for its schedule (not rerun each poll)",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -479,6 +480,9 @@ MUTATIONS = [
                ("agent/restore.cc", "    if (options.stop && options.stop()) throw RestoreStopped(\"restore stopped; nothing was published\");\n    store::RevisionDigest",
                 "    store::RevisionDigest")],
      "tests": ["cli:restore_atomic"]},
+    {"id": "agent-rescrubs-damage", "items": ["B16"],
+     "edits": [("agent/scheduler.cc", "          if (!r.clean()) throw FoundDamage(", "          if (!r.clean()) throw std::runtime_error(")],
+     "tests": ["batch:batch_agent_damage"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
