@@ -59,7 +59,7 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
                      "host's address on the storage network)");
   // Before any thread starts: librados', RocksDB's (require_store may rebuild a rados: store's
   // index) and the server's threads inherit the blocked mask.
-  SignalFlags signals;
+  SignalFlags signals("");  // the stop is reported below, with what it did to the target
   o.store_dir = require_store(a);
   o.check_digest = !a.flag("skip-digest-check");
   o.stop = [&] { return signals.stop_requested(); };

@@ -28,7 +28,7 @@ int cmd_serve(const Args& a) {
   std::tie(o.host, o.port) = listen_option(a);
   // Before any thread starts: the server's, librados' and RocksDB's (a rados: store's index is
   // brought up to date by require_store) all inherit the blocked mask, else SIGTERM may kill.
-  SignalFlags signals;
+  SignalFlags signals("serving ends");
   const std::string store_dir = require_store(a);
   if (!a.str("token-file").empty()) {
     try {
