@@ -337,10 +337,22 @@ std::vector<std::string> list_all(rados_ioctx_t io, const std::string& prefix) {
 
 }  // namespace
 
+// The committed size of `name`, or nullopt (not committed, or its size attribute is damaged: said
+// once, as a warning). One damaged attribute must not fail every listing, refresh and recovery.
+std::optional<uint64_t> RadosObjectStore::listed_size(const std::string& name) {
+  try {
+    return size(name);
+  } catch (const StoreError& e) {
+    if (e.kind() != StoreError::Kind::kCorrupt) throw;
+    spdlog::warn("pool {}: {}; object left out and not removed (run rbdvault scrub)", impl_->where.pool, e.what());
+    return std::nullopt;
+  }
+}
+
 std::vector<std::string> RadosObjectStore::list(const std::string& prefix) {
   std::vector<std::string> out;
   for (std::string& n : list_all(impl_->io, prefix))
-    if (size(n)) out.push_back(std::move(n));
+    if (listed_size(n)) out.push_back(std::move(n));
   return out;
 }
 
@@ -351,11 +363,21 @@ void RadosObjectStore::remove(const std::string& name) {
 }
 
 void RadosObjectStore::remove_incomplete(const std::string& prefix) {
-  for (const std::string& n : list_all(impl_->io, prefix))
-    if (!size(n)) {
+  for (const std::string& n : list_all(impl_->io, prefix)) {
+    std::optional<uint64_t> committed;
+    try {
+      committed = size(n);
+    } catch (const StoreError& e) {
+      // A damaged size attribute says nothing about whether the object was committed: kept.
+      if (e.kind() != StoreError::Kind::kCorrupt) throw;
+      spdlog::warn("pool {}: {}; object kept (run rbdvault scrub)", impl_->where.pool, e.what());
+      continue;
+    }
+    if (!committed) {
       spdlog::warn("pool {}: removing unfinished object {}", impl_->where.pool, n);
       remove(n);
     }
+  }
 }
 
 std::string RadosObjectStore::display_name() const {

@@ -93,6 +93,8 @@ class RadosObjectStore final : public ObjectStore {
   struct Impl;
 
  private:
+  std::optional<uint64_t> listed_size(const std::string& name);
+
   std::shared_ptr<Impl> impl_;
 };
 

@@ -170,6 +170,28 @@ TEST(RadosObjectStore, DroppedSinkLeavesNothingAndSmallObjectsCommitInOneOp) {
   EXPECT_TRUE(s->list("").empty());
 }
 
+// One object whose size attribute is damaged is left out of listings (with a warning) and never
+// removed as unfinished: it no longer fails every listing, index refresh and writer recovery.
+TEST(RadosObjectStore, ADamagedSizeAttributeLeavesOneObjectOutNotTheListing) {
+  auto s = open_fresh();
+  REQUIRE_CLUSTER(s);
+  s->put("manifests/a", "first");
+  s->put("manifests/b", "second");
+  {
+    RawClient raw(s->location());
+    ASSERT_EQ(rados_setxattr(raw.io, "manifests/a", "rbdvault.size", "5x", 2), 0);
+  }
+  EXPECT_EQ(s->list("manifests/"), std::vector<std::string>{"manifests/b"});
+  EXPECT_NO_THROW(s->remove_incomplete("manifests/"));
+  EXPECT_TRUE(raw_exists(*s, "manifests/a")) << "an object with a damaged size attribute was removed";
+  EXPECT_EQ(kind_of([&] { (void)s->size("manifests/a"); }), StoreError::Kind::kCorrupt);
+  {
+    RawClient raw(s->location());
+    ASSERT_EQ(rados_remove(raw.io, "manifests/a"), 0);
+  }
+  s->remove("manifests/b");
+}
+
 // Reads [from, size) in pieces of `piece` bytes (the last one cut at the end), as a restore reads a
 // pack's chunks one after the other; the bytes must be the object's.
 void read_in_order(const ObjectReader& r, const std::string& data, uint64_t from, size_t piece) {

@@ -113,6 +113,7 @@ ITEMS = {
            "is no image of status",
     "R14": "SIGTERM stops a restore between writes and removes its partial target (one line, exit 143)",
     "B16": "the agent's scrub that found damage is logged failed but done for its schedule (not rerun each poll)",
+    "B17": "one RADOS object with a damaged size attribute is left out of listings, not failing them, and kept",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -483,6 +484,9 @@ MUTATIONS = [
     {"id": "agent-rescrubs-damage", "items": ["B16"],
      "edits": [("agent/scheduler.cc", "          if (!r.clean()) throw FoundDamage(", "          if (!r.clean()) throw std::runtime_error(")],
      "tests": ["batch:batch_agent_damage"]},
+    {"id": "rados-list-fails-on-one-damaged-size", "items": ["B17"],
+     "edits": [("store/rados_object_store.cc", "    if (listed_size(n)) out.push_back(std::move(n));", "    if (size(n)) out.push_back(std::move(n));")],
+     "tests": ["radosgtest:RadosObjectStore.ADamagedSizeAttributeLeavesOneObjectOutNotTheListing"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],
