@@ -154,7 +154,8 @@ int cmd_repair(const Args& a) {
     }
     if (!a.quiet())
       std::cout << r.damaged_chunks << " damaged chunk(s): " << r.repaired_from_source << " re-read from Ceph, "
-                << r.repaired_from_copy << " from copies, " << r.repaired_with_base << " with their base, "
+                << r.repaired_from_copy << " from copies, "
+                << (r.repaired_with_base ? std::to_string(r.repaired_with_base) + " with their base, " : "")
                 << r.unrepaired.size() << " not repairable\n";
     return r.unrepaired.empty() ? 0 : kDamageFound;
   });
