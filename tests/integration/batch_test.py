@@ -728,16 +728,32 @@ def scenario_batch_agent_damage(c):
     r = run_json("run", "--config", conf)
     check(r["ok"] == 1, "first run: %s" % r)
     cli_test.corrupt_first_chunk(store)
-    # 1 agent hour = 2 real seconds, a poll every 10 agent minutes: about 6 agent hours.
+    # 1 agent hour = 2 real seconds, a poll every 10 agent minutes (1/3 s). Waits for the second
+    # scrub: on the agent's clock it starts 2h (4 real seconds) after the first, a slower machine
+    # only adds to that; rerun at each poll it came about 1/3 s after.
     p = start("agent", "--config", conf, "--time-scale", "1800", "--poll", "10m")
-    time.sleep(12)
-    p.send_signal(signal.SIGTERM)
+
+    def scrub_starts():
+        out = []
+        with open(os.path.join(store, "oplog")) as f:
+            for line in f:
+                if line.startswith("start ") and line.endswith("\n") and " op=scrub " in line:
+                    out.append(int(line.split(" time=", 1)[1].split()[0]))
+        return out
+
+    try:
+        cli_test.wait_for(lambda: p.poll() is not None or len(scrub_starts()) >= 2, "the agent's second scrub")
+    finally:
+        p.send_signal(signal.SIGTERM)
     rc, _, err = finish(p, timeout=60)
     check(rc == 0, "agent exit %d: %s" % (rc, err[-2000:]))
+    starts = scrub_starts()
     scrubs = [res for op, _, res in oplog(store) if op == "scrub"]
-    log("scrubs in about 6 agent hours: %s" % scrubs)
-    check(1 <= len(scrubs) <= 5 and all(res == "failed" for res in scrubs),
-          "a scrub that found damage every 2h, logged as failed: %s" % scrubs)
+    log("scrubs: %s, started %s ms apart" % (scrubs, [b - a for a, b in zip(starts, starts[1:])]))
+    check(len(starts) >= 2 and starts[1] - starts[0] >= 3000,
+          "the scrub that found damage ran again %s ms later, not 2 agent hours (4 s): %s" %
+          ([b - a for a, b in zip(starts, starts[1:])], scrubs))
+    check(all(res == "failed" for res in scrubs[:2]), "a scrub that found damage is logged as failed: %s" % scrubs)
     check("found damage" in err, "the agent did not say the scrub found damage: %s" % err[-2000:])
     c.remove("rbd", "agd-0")
 

@@ -404,6 +404,16 @@ def start_paused(step, *args, env_extra=None):
     return p, pause
 
 
+def writer_lockers(store):
+    """Cookies of the holders of the pool's writer lease, read with the rados CLI."""
+    pool, _, ns = store[len("rados:"):].partition("/")
+    out = subprocess.run(["rados", "-c", STORE_CONF, "-p", pool, "--namespace", ns, "lock", "info",
+                          "rbdvault.store", "rbdvault.writer"], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return []
+    return [l["cookie"] for l in cli_test.json.loads(out.stdout).get("lockers", [])]
+
+
 def readers_lockers(store):
     """Cookies of the holders of the pool's reader lease (lock rbdvault.readers on the marker),
     read with the rados CLI: independent of rbdvault."""
@@ -605,7 +615,8 @@ def scenario_rados_refresh_writer_dies(c):
         os.unlink(pause)
     writer.communicate(timeout=600)
     check(writer.returncode == -signal.SIGKILL, "host a was not killed after its commit: %s" % writer.returncode)
-    time.sleep(8)  # a's lease (6 s) runs out while b is still held
+    # a's lease (6 s) runs out while b is still held: waited for on the cluster, not for a time.
+    wait_for(lambda: not writer_lockers(store), "host a's writer lease to expire")
     reader.send_signal(signal.SIGCONT)
     out, err = reader.communicate(timeout=600)
     check(reader.returncode == 0, "ls on host b: exit %d: %s" % (reader.returncode, err))
