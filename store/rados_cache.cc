@@ -175,6 +175,9 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
     // must be settled at the start too: an even epoch, or an odd one without a live writer (a new
     // writer takes the lease, then moves the epoch, which the end check sees).
     settled_at_start = epoch % 2 == 0 || pool->lease_holders().empty();
+    // An unfinished writer without its lease may still be alive and land a commit after this
+    // listing: fenced off first (rados_fence.h), so what is listed stays what the pool holds.
+    if (epoch % 2 == 1 && settled_at_start) (void)pool->fence_unfinished_writer(epoch);
     try {
       r = Store::rebuild_index(index_dir, StoreIo{{}, pool}, /*reuse=*/true);
       break;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "store/crash_points.h"
 #include "store/rados_lease.h"
 #include "store/rados_object_store.h"
 #include "store/rados_read_ahead.h"
@@ -26,6 +27,8 @@ struct RadosObjectStore::Impl {
   std::shared_ptr<ReadAheadBudget> read_ahead = std::make_shared<ReadAheadBudget>(kReadAheadBudgetBytes);
 
   LeaseTimes times = LeaseTimes::from_environment();
+  // The backend's own steps (docs/format.md §15), e.g. "rados.commit_checked.manifests".
+  CrashPoints crash;
 
   // The leases (rados_lease.h) this store holds; all under leases_mu.
   std::mutex leases_mu;

@@ -12,6 +12,7 @@
 
 #include "store/error.h"
 #include "store/rados_cache.h"
+#include "store/rados_fence.h"
 #include "store/rados_impl.h"
 
 namespace rbdvault::store {
@@ -52,7 +53,8 @@ constexpr const char* kRemovalsXattr = "rbdvault.removals";
 
 void set_xattr(rados_ioctx_t io, const char* oid, const char* name, const std::string& v, const std::string& what) {
   const int r = rados_setxattr(io, oid, name, v.data(), v.size());
-  if (r == -ETIMEDOUT || r == -ENOTCONN || r == -ESHUTDOWN)
+  if (r == -ESHUTDOWN) throw StoreError(StoreError::Kind::kLocked, what + ": " + kFencedText);
+  if (r == -ETIMEDOUT || r == -ENOTCONN)
     throw StoreError(StoreError::Kind::kUnreachable, what + ": " + errno_text(r) + " (is the backup cluster up?)");
   if (r < 0) throw StoreError(StoreError::Kind::kIO, what + ": " + errno_text(r));
 }
@@ -168,7 +170,7 @@ void RadosLease::renew_loop() {
     if (r == 0)
       valid_until_ = started + times_.duration;
     else if (lost_.empty())
-      lost_ = "renewal failed: " + errno_text(r);
+      lost_ = "renewal failed: " + (r == -ESHUTDOWN ? std::string(kFencedText) : errno_text(r));
   }
 }
 
@@ -229,6 +231,10 @@ std::vector<std::string> RadosObjectStore::lease_holders() {
   return out;
 }
 
+std::string RadosObjectStore::fence_unfinished_writer(uint64_t epoch) {
+  return store::fence_unfinished_writer(impl_->cluster, impl_->io, epoch, impl_->where.pool);
+}
+
 uint64_t RadosObjectStore::removals() {
   return get_u64_xattr(impl_->io, kRadosMarkerObject, kRemovalsXattr).value_or(0);
 }
@@ -248,12 +254,17 @@ void RadosObjectStore::begin_writing(const std::string& holder, const std::files
   // The local index must reflect the pool as it is now; another host may have written since it
   // was brought up to date (rados_cache.cc) and before this lease. On a throw `lease` unlocks.
   const uint64_t e = epoch();
+  // An odd epoch here: the last writer did not finish, and its lease has lapsed (this one holds it).
+  // It may still be alive and stalled past its lease checks: fenced off before anything relies on
+  // the pool as it is now.
+  (void)fence_unfinished_writer(e);
   if (read_cache_epoch(cache_dir) != e)
     throw StoreError(StoreError::Kind::kLocked, "backup pool " + m.where.pool +
                                                     " was written by another host while this host's index was "
                                                     "being brought up to date; run the command again");
   const std::string v = std::to_string(e % 2 == 0 ? e + 1 : e + 2);  // odd: a writer is (or was) at work
   lease->require("start writing");
+  record_writer_client(m.cluster, m.io, std::stoull(v));  // before the epoch: rados_fence.h
   set_xattr(m.io, kRadosMarkerObject, kEpochXattr, v, "advance the store epoch");
   write_cache_epoch(cache_dir, std::stoull(v));
   std::lock_guard g(m.leases_mu);

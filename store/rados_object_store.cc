@@ -16,6 +16,7 @@
 
 #include "store/error.h"
 #include "store/rados_cache.h"
+#include "store/rados_fence.h"
 #include "store/rados_impl.h"
 #include "store/rados_read_ahead.h"
 
@@ -41,9 +42,10 @@ constexpr size_t kMaxInFlight = 8;
       throw StoreError(StoreError::Kind::kNoSpace, msg);
     case EBUSY:
       throw StoreError(StoreError::Kind::kLocked, msg);
+    case ESHUTDOWN:  // librados' EBLOCKLISTED (rados_fence.h)
+      throw StoreError(StoreError::Kind::kLocked, what + ": " + kFencedText);
     case ETIMEDOUT:
     case ENOTCONN:
-    case ESHUTDOWN:
       throw StoreError(StoreError::Kind::kUnreachable, msg + " (is the backup cluster up?)");
     default:
       throw StoreError(StoreError::Kind::kIO, msg);
@@ -156,6 +158,7 @@ RadosObjectStore::RadosObjectStore(const RadosLocation& where) : impl_(std::make
   if (r == -ENOENT) throw StoreError(StoreError::Kind::kNotFound, "pool " + where.pool + " does not exist in the backup cluster");
   check(r, "open pool " + where.pool);
   rados_ioctx_set_namespace(m.io, where.ns.c_str());
+  m.crash.load_environment();
 }
 
 const RadosLocation& RadosObjectStore::location() const { return impl_->where; }
@@ -292,6 +295,7 @@ void RadosSink::commit() {
   }
   rados_write_op_setxattr(op.op, kSizeXattr, size.data(), size.size());
   m_->require_lease("commit " + oid_);  // the commit point: never without the lease
+  m_->crash.reached("rados.commit_checked." + oid_.substr(0, oid_.find('/')));
   check(rados_write_op_operate(op.op, m_->io, oid_.c_str(), nullptr, 0), "commit " + oid_);
   created_ = committed_ = true;
 }

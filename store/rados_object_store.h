@@ -84,6 +84,9 @@ class RadosObjectStore final : public ObjectStore {
   [[nodiscard]] uint64_t epoch();
   // The removals counter (advanced by each exclusive reader lease; 0 if never).
   [[nodiscard]] uint64_t removals();
+  // With no live writer lease and the epoch still the odd `epoch`: blocklists the writer that
+  // recorded itself for it, if another client (rados_fence.h). Returns its address, or empty.
+  std::string fence_unfinished_writer(uint64_t epoch);
   // Descriptions of the current holders of the writer lease (empty: none).
   [[nodiscard]] std::vector<std::string> lease_holders();
   const RadosLocation& location() const;

@@ -636,6 +636,44 @@ def scenario_rados_refresh_writer_dies(c):
     c.remove("rbd", "rd-other")
 
 
+def scenario_rados_writer_fenced(c):
+    """Host a passed its lease check before committing its revision's manifest and then stalled
+    (frozen) past its lease; host b took over and ran gc, which removed a's pack (no manifest names
+    it). a's commit, sent when it goes on, must not land: it would be a revision without its data.
+    b fences a off (blocklists its client) when it finds a's epoch unfinished; a then fails with
+    exit 4, and the store holds no revision of a, scrubbed clean; a backup after it restores right."""
+    store = new_store("writer_fenced", kind="rados")
+    fresh_host_dirs("wf-a", "wf-b", "wf-c")
+    c.create("rbd", "wf-img", 16 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "wf-img") as img:
+        img.write(os.urandom(4 << 20), 0)
+    env = dict(os.environ, RBDVAULT_STOP_AT="rados.commit_checked.manifests", RBDVAULT_RADOS_LEASE_SECONDS="6")
+    writer = subprocess.Popen([RBDVAULT] + cli_test.with_conf(["backup", *host(store, "wf-a"), "rbd/wf-img", "-q"]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: writer.poll() is not None or cli_test.process_stopped(writer.pid),
+                 "host a to stop before its manifest's commit")
+        check(writer.poll() is None, "host a exited before its manifest's commit: %s" % writer.returncode)
+        wait_for(lambda: not writer_lockers(store), "host a's writer lease to lapse")
+        p = subprocess.run([RBDVAULT] + cli_test.with_conf(["gc", *host(store, "wf-b"), "--format", "json"]),
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        check(p.returncode == 0, "host b's gc: exit %d: %s" % (p.returncode, p.stderr))
+        check("fenced off" in p.stderr, "host b did not say it fenced host a off: %r" % p.stderr)
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    _, err = writer.communicate(timeout=300)
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    check(writer.returncode == EXIT_LOCKED and last.startswith("rbdvault: error: ") and "fenced off" in last,
+          "host a, continued after it was fenced off: exit %d: %r" % (writer.returncode, err))
+    check(run_json("ls", *host(store, "wf-c")) == [], "host a's revision landed after it was fenced off")
+    check(run_json("scrub", *host(store, "wf-c"), "--deep")["clean"], "scrub after host a went on")
+    check(not uncommitted(store), "unfinished objects left: %s" % uncommitted(store))
+    r = run_json("backup", *host(store, "wf-c"), "rbd/wf-img")["revision"]
+    check(restore_file_sha(store, "rbd/wf-img@%d" % r) == rbd_export_sha("rbd/wf-img@" + snap_name(store, r)),
+          "a backup after the fence restores wrongly")
+    c.remove("rbd", "wf-img")
+
 SCENARIOS = {
     "rados_serving_host": scenario_rados_serving_host,
     "rados_two_hosts": scenario_rados_two_hosts,
@@ -649,6 +687,7 @@ SCENARIOS = {
     "rados_reader_lease_lost": scenario_rados_reader_lease_lost,
     "rados_rebuild_vs_forget": scenario_rados_rebuild_vs_forget,
     "rados_refresh_writer_dies": scenario_rados_refresh_writer_dies,
+    "rados_writer_fenced": scenario_rados_writer_fenced,
 }
 
 

@@ -114,6 +114,8 @@ ITEMS = {
     "R14": "SIGTERM stops a restore between writes and removes its partial target (one line, exit 143)",
     "B16": "the agent's scrub that found damage is logged failed but done for its schedule (not rerun each poll)",
     "B17": "one RADOS object with a damaged size attribute is left out of listings, not failing them, and kept",
+    "R15": "a RADOS writer whose lease lapsed after its last check is fenced off (blocklisted) when another host "
+           "takes over; its late commit never lands",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -487,6 +489,9 @@ MUTATIONS = [
     {"id": "rados-list-fails-on-one-damaged-size", "items": ["B17"],
      "edits": [("store/rados_object_store.cc", "    if (listed_size(n)) out.push_back(std::move(n));", "    if (size(n)) out.push_back(std::move(n));")],
      "tests": ["radosgtest:RadosObjectStore.ADamagedSizeAttributeLeavesOneObjectOutNotTheListing"]},
+    {"id": "takeover-without-fence", "items": ["R15"],
+     "edits": [("store/rados_fence.cc", "  int r = rados_blocklist_add(cluster, addr.data(), kFenceSeconds);", "  int r = 0;")],
+     "tests": ["rados:rados_writer_fenced"]},
     {"id": "gc-dry-run-ignores-freed-bases", "items": ["B9"],
      "edits": [("store/gc.cc", "    return have_ && std::memcmp(next_.key.data(), hash.data(), 32) == 0 ? next_.count : 0;",
                 "    return 0;")],

@@ -6,6 +6,8 @@
 
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "agent/batch_config.h"
 #include "store/index.h"
@@ -13,6 +15,7 @@
 #include "store/gc.h"
 #include "store/oplog.h"
 #include "store/pack.h"
+#include "store/rados_fence.h"
 #include "store/scrub.h"
 #include "store_fixture.h"
 
@@ -247,6 +250,23 @@ TEST_F(StoreTest, MarkerWithImpossibleBlockSizeIsRefused) {
   store_.reset();
   std::ofstream(dir_ / "rbdvault.store", std::ios::trunc) << "rbdvault-store 1\nstore_id 3f09c2a4d17be580\nblock_size -1\n";
   EXPECT_EQ(kind_of([&] { (void)Store::open(dir_, OpenMode::kReadOnly); }), StoreError::Kind::kCorrupt);
+}
+
+// The writer record on a RADOS store's marker (rados_fence.h) decides whom a takeover blocklists:
+// anything but an odd epoch and one bounded, printable address is no record at all.
+TEST(DecoderBounds, WriterClientRecordAcceptsOnlyAnOddEpochAndOneBoundedAddress) {
+  const WriterClient ok = parse_writer_client("7 127.0.0.1:0/3710147553");
+  EXPECT_EQ(ok.epoch, 7u);
+  EXPECT_EQ(ok.address, "127.0.0.1:0/3710147553");
+  for (const std::string& bad : std::vector<std::string>{"", "7", "7 ", " 127.0.0.1:0/1", "8 127.0.0.1:0/1", "x7 127.0.0.1:0/1",
+                                "7 127.0.0.1:0/1 extra", "7 127.0.0.1:0/\n1", "99999999999999999999999 10.0.0.1:0/1",
+                                "7 " + std::string(201, 'a')}) {
+    const WriterClient w = parse_writer_client(bad);
+    EXPECT_EQ(w.epoch, 0u) << bad;
+    EXPECT_TRUE(w.address.empty()) << bad;
+  }
+  EXPECT_EQ(parse_writer_client("7 " + std::string(200, 'a')).epoch, 7u);
+  EXPECT_EQ(parse_writer_client(std::string("7 a\x01b")).epoch, 0u);
 }
 
 }  // namespace
