@@ -126,9 +126,23 @@ bool names_open_file(const std::string& path, int fd) {
   return ::fstat(fd, &a) == 0 && ::lstat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+// flock(LOCK_EX | LOCK_NB); `no_lock` (RBDVAULT_FAULT=restore.no_lock) fails it as a filesystem
+// without locks does (ENOLCK, e.g. NFS without a lock manager).
+int lock_file(int fd, bool no_lock) {
+  if (!no_lock) return ::flock(fd, LOCK_EX | LOCK_NB);
+  errno = ENOLCK;
+  return -1;
+}
+
+// The error of a lock that failed for another reason than a holder: the filesystem cannot lock.
+[[noreturn]] void throw_cannot_lock(const std::string& path, int error) {
+  errno = error;
+  store::throw_errno("lock " + path + " (restoring to a file needs a filesystem that supports flock)");
+}
+
 // Removes a partial file left by a killed restore. Each restore holds an flock on its partial file
 // while it writes, so a running one is never pulled from under it.
-void remove_leftover_file(const std::string& partial) {
+void remove_leftover_file(const std::string& partial, bool no_lock) {
   struct stat st {};
   if (::lstat(partial.c_str(), &st) != 0) {
     if (errno == ENOENT) return;
@@ -141,8 +155,10 @@ void remove_leftover_file(const std::string& partial) {
     if (errno == ENOENT) return;  // its restore just finished
     store::throw_errno("open " + partial);
   }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  if (lock_file(fd, no_lock) != 0) {
+    const int saved = errno;
     ::close(fd);
+    if (saved != EWOULDBLOCK) throw_cannot_lock(partial, saved);
     throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + partial);
   }
   if (!names_open_file(partial, fd)) {
@@ -175,14 +191,16 @@ void rename_no_replace(const std::string& from, const std::string& to) {
 // The file a restore writes under its partial name: removed on destruction unless published.
 class PartialFile {
  public:
-  explicit PartialFile(std::string path) : path_(std::move(path)) {
+  PartialFile(std::string path, bool no_lock) : path_(std::move(path)) {
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd_ < 0) store::throw_errno("create " + path_);
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (lock_file(fd_, no_lock) != 0) {
+      // Not left behind: every later restore would take an unlockable leftover for a running one.
       const int saved = errno;
+      if (names_open_file(path_, fd_)) ::unlink(path_.c_str());
       ::close(fd_);
-      errno = saved;
-      store::throw_errno("lock " + path_);
+      if (saved != EWOULDBLOCK) throw_cannot_lock(path_, saved);
+      throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + path_);
     }
     if (!names_open_file(path_, fd_)) {  // removed as a leftover between our create and our lock
       ::close(fd_);
@@ -313,9 +331,10 @@ RestoreResult restore_to_file(store::ReadOnlyStore& store, const store::Revision
   if (::lstat(path.c_str(), &st) == 0) refuse_existing(path);
   if (errno != ENOENT) store::throw_errno("stat " + path);
   const std::string partial = partial_path(path);
-  remove_leftover_file(partial);
-  PartialFile file(partial);
   auto& crash = store.crash_points();
+  const bool no_lock = crash.fault("restore.no_lock");
+  remove_leftover_file(partial, no_lock);
+  PartialFile file(partial, no_lock);
   crash.reached("restore.created");
   file.truncate(rev.size);
   RestoreResult result;

@@ -38,7 +38,8 @@ void CrashPoints::load_environment() {
   if (!pause_.step.empty() && pause_file_.empty())
     throw std::invalid_argument("RBDVAULT_PAUSE_AT needs RBDVAULT_PAUSE_FILE (the file the test removes to go on)");
   if (const char* trace = std::getenv("RBDVAULT_CRASH_TRACE"); trace && *trace) trace_path_ = trace;
-  if (const char* faults = std::getenv("RBDVAULT_FAULT"); faults && *faults) faults_ = "," + std::string(faults) + ",";
+  const char* faults = std::getenv("RBDVAULT_FAULT");
+  faults_ = faults && *faults ? "," + std::string(faults) + "," : std::string();
   enabled_ = observer_ != nullptr || !crash_.step.empty() || !stop_.step.empty() || !pause_.step.empty() ||
              !trace_path_.empty();
 }

@@ -114,6 +114,8 @@ ITEMS = {
     "R14": "SIGTERM stops a restore between writes and removes its partial target (one line, exit 143)",
     "B16": "the agent's scrub that found damage is logged failed but done for its schedule (not rerun each poll)",
     "B17": "one RADOS object with a damaged size attribute is left out of listings, not failing them, and kept",
+    "R16": "a file restore on a filesystem without flock fails with one error saying so and leaves no partial "
+           "file (later restores are not refused as locked)",
     "R15": "a RADOS writer whose lease lapsed after its last check is fenced off (blocklisted) when another host "
            "takes over; its late commit never lands",
 }
@@ -489,6 +491,12 @@ MUTATIONS = [
     {"id": "rados-list-fails-on-one-damaged-size", "items": ["B17"],
      "edits": [("store/rados_object_store.cc", "    if (listed_size(n)) out.push_back(std::move(n));", "    if (size(n)) out.push_back(std::move(n));")],
      "tests": ["radosgtest:RadosObjectStore.ADamagedSizeAttributeLeavesOneObjectOutNotTheListing"]},
+    {"id": "unlockable-partial-left", "items": ["R16"],
+     "edits": [("agent/restore.cc", "      if (names_open_file(path_, fd_)) ::unlink(path_.c_str());\n", "")],
+     "tests": ["gtest:RestoreTest.ARestoreThatCannotLockSaysSoAndLeavesNoPartial"]},
+    {"id": "unlockable-leftover-called-locked", "items": ["R16"],
+     "edits": [("agent/restore.cc", "    if (saved != EWOULDBLOCK) throw_cannot_lock(partial, saved);\n", "")],
+     "tests": ["gtest:RestoreTest.ARestoreThatCannotLockSaysSoAndLeavesNoPartial"]},
     {"id": "takeover-without-fence", "items": ["R15"],
      "edits": [("store/rados_fence.cc", "  int r = rados_blocklist_add(cluster, addr.data(), kFenceSeconds);", "  int r = 0;")],
      "tests": ["rados:rados_writer_fenced"]},

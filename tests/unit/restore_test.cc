@@ -228,6 +228,34 @@ TEST_F(RestoreTest, APartialReplacedUnderTheRestoreIsNotPublished) {
   if (fs::exists(target_)) EXPECT_EQ(slurp(target_), image_) << "the target is not the revision";
 }
 
+// On a filesystem without locks (ENOLCK, e.g. NFS without a lock manager) a restore fails with an
+// error that says so and leaves no partial file: before, the partial stayed, and every later
+// restore to that target was refused (exit 4) as if another restore were writing it.
+TEST_F(RestoreTest, ARestoreThatCannotLockSaysSoAndLeavesNoPartial) {
+  ::setenv("RBDVAULT_FAULT", "restore.no_lock", 1);
+  store_->crash_points().load_environment();
+  ::unsetenv("RBDVAULT_FAULT");
+  auto expect_cannot_lock = [&] {
+    try {
+      agent::restore_to_file(*store_, reload(r2_), target_, agent::RestoreOptions{});
+      ADD_FAILURE() << "restored without a lock";
+    } catch (const StoreError& e) {
+      EXPECT_EQ(e.kind(), StoreError::Kind::kIO) << e.what();
+      EXPECT_NE(std::string(e.what()).find("supports flock"), std::string::npos) << e.what();
+    }
+  };
+  expect_cannot_lock();
+  EXPECT_FALSE(fs::exists(partial()));
+  EXPECT_FALSE(fs::exists(target_));
+  std::ofstream(partial()) << "left by a killed restore";  // a leftover that cannot be locked either
+  expect_cannot_lock();
+  EXPECT_TRUE(fs::exists(partial())) << "removed a partial file without its lock";
+  store_->crash_points().load_environment();
+  agent::restore_to_file(*store_, reload(r2_), target_, agent::RestoreOptions{});
+  EXPECT_EQ(slurp(target_), image_);
+  EXPECT_FALSE(fs::exists(partial()));
+}
+
 // Two restores of different revisions to one target, started together: at most one succeeds, and
 // the target is then that one's revision. (Found in review: within 9 to 96 pairs, a restore of r1
 // reported success with r2's bytes in the target.)
