@@ -674,6 +674,49 @@ def scenario_rados_writer_fenced(c):
           "a backup after the fence restores wrongly")
     c.remove("rbd", "wf-img")
 
+def pool_epoch(store):
+    """The store's epoch (xattr rbdvault.epoch of its marker), read with python3-rados."""
+    r, io = cli_test.backup_ioctx(store)
+    try:
+        return int(io.get_xattr("rbdvault.store", "rbdvault.epoch").decode())
+    finally:
+        io.close()
+        r.shutdown()
+
+
+def scenario_rados_index_dir_reused(c):
+    """An index directory that holds store a's index is pointed at store b (same pool epoch, no
+    removals), and that first refresh is killed after it recorded b's marker. The next command on
+    b must bring the index up to date again, never take a's index for b's: before, what the
+    directory recorded of a's pool (epoch, removals) matched b's, and b's commands would have shown
+    (and restored) a's revisions."""
+    a, b = new_store("reused_a", kind="rados"), new_store("reused_b", kind="rados")
+    fresh_host_dirs("ir", "ir-b")
+    for name in ("ir-a-img", "ir-b-img"):
+        c.create("rbd", name, 8 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", name) as img:
+            img.write(os.urandom(2 << 20), 0)
+    run("backup", *host(a, "ir"), "rbd/ir-a-img", "-q")
+    rb = run_json("backup", *host(b, "ir-b"), "rbd/ir-b-img")["revision"]
+    check(pool_epoch(a) == pool_epoch(b), "the two stores' epochs differ: %d, %d" % (pool_epoch(a), pool_epoch(b)))
+    env = dict(os.environ, RBDVAULT_CRASH_AT="rebuild.manifests_listed")
+    p = subprocess.run([RBDVAULT] + cli_test.with_conf(["ls", *host(b, "ir"), "--format", "json"]), env=env,
+                       capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    check(p.returncode == -signal.SIGKILL, "the refresh was not killed: exit %s: %s" % (p.returncode, p.stderr))
+    want = run_json("ls", *host(b, "ir-b"))
+    got = run_json("ls", *host(b, "ir"))
+    check(got == want, "store b through the reused index directory: %s, expected %s" % (got, want))
+    out = os.path.join(TMP, "ir-restore")
+    if os.path.exists(out):
+        os.unlink(out)
+    run("restore", *host(b, "ir"), "rbd/ir-b-img@%d" % rb, "--to-file", out, "-q")
+    check(cli_test.file_sha(out) == rbd_export_sha("rbd/ir-b-img@" + snap_name(b, rb)),
+          "store b's revision restores wrongly through the reused index directory")
+    os.unlink(out)
+    c.remove("rbd", "ir-a-img")
+    c.remove("rbd", "ir-b-img")
+
+
 SCENARIOS = {
     "rados_serving_host": scenario_rados_serving_host,
     "rados_two_hosts": scenario_rados_two_hosts,
@@ -688,6 +731,7 @@ SCENARIOS = {
     "rados_rebuild_vs_forget": scenario_rados_rebuild_vs_forget,
     "rados_refresh_writer_dies": scenario_rados_refresh_writer_dies,
     "rados_writer_fenced": scenario_rados_writer_fenced,
+    "rados_index_dir_reused": scenario_rados_index_dir_reused,
 }
 
 

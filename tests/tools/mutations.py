@@ -116,6 +116,8 @@ ITEMS = {
     "B17": "one RADOS object with a damaged size attribute is left out of listings, not failing them, and kept",
     "R16": "a file restore on a filesystem without flock fails with one error saying so and leaves no partial "
            "file (later restores are not refused as locked)",
+    "R17": "an index directory taken over by another RADOS store forgets what it recorded of the old store's "
+           "pool, so an unfinished refresh never lets the old index pass for the new store's",
     "R15": "a RADOS writer whose lease lapsed after its last check is fenced off (blocklisted) when another host "
            "takes over; its late commit never lands",
 }
@@ -497,6 +499,11 @@ MUTATIONS = [
     {"id": "unlockable-leftover-called-locked", "items": ["R16"],
      "edits": [("agent/restore.cc", "    if (saved != EWOULDBLOCK) throw_cannot_lock(partial, saved);\n", "")],
      "tests": ["gtest:RestoreTest.ARestoreThatCannotLockSaysSoAndLeavesNoPartial"]},
+    {"id": "reused-index-dir-keeps-old-epoch", "items": ["R17"],
+     "edits": [("store/rados_cache.cc",
+                "    for (const char* f : {kRadosEpochFile, kRadosRemovalsFile, kPackIdentitiesFile}) fs::remove(index_dir / f, ec);\n",
+                "")],
+     "tests": ["rados:rados_index_dir_reused"]},
     {"id": "takeover-without-fence", "items": ["R15"],
      "edits": [("store/rados_fence.cc", "  int r = rados_blocklist_add(cluster, addr.data(), kFenceSeconds);", "  int r = 0;")],
      "tests": ["rados:rados_writer_fenced"]},
