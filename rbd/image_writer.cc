@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <cstring>
 #include <rbd/librbd.hpp>
 
 #include "rbd/cluster.h"
@@ -10,6 +11,19 @@
 #include "rbd/new_image_options.h"
 
 namespace rbdvault::rbd {
+namespace {
+
+// The id of image `name` (format 2: what its handle and its data objects are named by).
+std::string image_id(librados::IoCtx& io, const std::string& name) {
+  librbd::RBD rbd;
+  librbd::Image image;
+  check(rbd.open_read_only(io, image, name.c_str(), nullptr), "open " + name + " to check it");
+  std::string id;
+  check(image.get_id(&id), "read the id of " + name);
+  return id;
+}
+
+}  // namespace
 
 struct ImageWriter::Pending {
   uint64_t offset = 0;
@@ -88,17 +102,32 @@ void ImageWriter::commit() {
   committed_ = true;
 }
 
-void ImageWriter::commit_as(const std::string& final_name) {
+void ImageWriter::commit_as(const std::string& final_name, const std::function<void()>& after_close) {
   flush();
+  std::string id;
+  check(image_->handle().get_id(&id), "read the id of " + pool_ + "/" + name_);
   // Closed first: the rename must not race this handle's own header watch and cache.
   check(image_->handle().close(), "close " + pool_ + "/" + name_);
   image_.reset();
+  if (after_close) after_close();
   librados::IoCtx io = cluster_.open_pool(pool_);
   librbd::RBD rbd;
   const int r = rbd.rename(io, name_.c_str(), final_name.c_str());
   if (r == -EEXIST)
     throw CephError("image " + pool_ + "/" + final_name + " already exists; refusing to overwrite it", r);
   check(r, "rename image " + pool_ + "/" + name_ + " to " + final_name);
+  if (image_id(io, final_name) != id) {
+    // Another restore's image, renamed by name: back to its name, where that restore finds it.
+    // Ours is gone (that restore removed it), so nothing is left to remove here.
+    committed_ = true;
+    const int back = rbd.rename(io, final_name.c_str(), name_.c_str());
+    throw CephError("image " + pool_ + "/" + name_ + " was replaced by another restore to " + final_name +
+                        " before it was renamed; nothing published" +
+                        (back < 0 ? std::string(" (and ") + final_name + " could not be renamed back: " +
+                                        std::strerror(-back) + "; remove it)"
+                                  : std::string()),
+                    -EBUSY);
+  }
   name_ = final_name;
   committed_ = true;
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,8 +42,11 @@ class ImageWriter {
   // flush(), closes the image and renames it to `final_name` in the same pool, then keeps it. An
   // existing `final_name` is refused with CephError(-EEXIST) and the image is removed like an
   // uncommitted one: writing under a temporary name and renaming at the end is what makes a
-  // restore appear under its real name complete or not at all.
-  void commit_as(const std::string& final_name);
+  // restore appear under its real name complete or not at all. Closed, the image has no watcher,
+  // and another restore to the same target may remove it as a leftover and create its own under
+  // its name before the rename: the rename is then undone and refused (CephError(-EBUSY)), never
+  // publishing that restore's unfinished image. `after_close` (tests) runs in that gap.
+  void commit_as(const std::string& final_name, const std::function<void()>& after_close = {});
 
   size_t peak_in_flight() const { return peak_in_flight_; }
   uint64_t bytes_written() const { return bytes_written_; }

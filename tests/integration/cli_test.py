@@ -1578,6 +1578,49 @@ class RestoreTarget:
             os.unlink(self.path)
 
 
+def scenario_restore_image_replaced(c):
+    """Restore a closed its partial image and is about to rename it; restore b to the same target
+    removes that partial as a leftover (it has no watcher) and starts its own. a's rename by name
+    then takes b's unfinished image: it must undo that and fail (exit 4), never publish b's half
+    image as its revision; b then publishes its own, complete, revision."""
+    store = new_store("restore_replaced")
+    c.create("rbd", "rr-src", 16 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "rr-src") as img:
+        img.write(os.urandom(8 << 20), 0)
+    r1 = backup(store, "rbd/rr-src")["revision"]
+    with c.image("rbd", "rr-src") as img:
+        img.write(os.urandom(8 << 20), 4 << 20)
+    r2 = backup(store, "rbd/rr-src")["revision"]
+    a = start_held("restore.image_closed", "restore", "--store", store, "rbd/rr-src@%d" % r1, "--to", "rbd/rr-dst")
+    # b is held in its writing thread only (not SIGSTOP): librbd must still hand its image's
+    # exclusive lock to a's rename, as a running restore does; a frozen owner gets blocklisted.
+    pause = os.path.join(TMP, "rr-pause")
+    env = dict(os.environ, RBDVAULT_PAUSE_AT="restore.write", RBDVAULT_PAUSE_FILE=pause)
+    b = None
+    try:
+        b = subprocess.Popen([RBDVAULT] + with_conf(["restore", "--store", store, "rbd/rr-src@%d" % r2,
+                                                     "--to", "rbd/rr-dst"]),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             stdin=subprocess.DEVNULL)
+        wait_for(lambda: b.poll() is not None or os.path.exists(pause), "restore b to hold at its first write")
+        check(b.poll() is None, "restore b ended before its first write: %s" % b.returncode)
+        a.send_signal(signal.SIGCONT)
+        _, a_err = a.communicate(timeout=300)
+    finally:
+        a.send_signal(signal.SIGCONT)
+        if os.path.exists(pause):
+            os.unlink(pause)
+    _, b_err = b.communicate(timeout=300)
+    last = a_err.strip().splitlines()[-1] if a_err.strip() else ""
+    check(a.returncode == EXIT_LOCKED and last.startswith("rbdvault: error: ") and "replaced by another restore" in last,
+          "restore a, whose partial was replaced: exit %d: %r" % (a.returncode, a_err))
+    check(b.returncode == 0, "restore b: exit %d: %s" % (b.returncode, b_err))
+    check(rbd_export_sha("rbd/rr-dst") == restore_file_sha(store, "rbd/rr-src@%d" % r2),
+          "rbd/rr-dst is not revision %d" % r2)
+    c.remove("rbd", "rr-dst")
+    c.remove("rbd", "rr-src")
+
+
 def scenario_restore_atomic(c):
     """A restore killed (SIGKILL) at each of its steps, to an image and to a file, leaves nothing
     under the target's name, only a leftover named as partial (after the rename: the complete
@@ -2323,6 +2366,7 @@ SCENARIOS = {
     "tiny_store": scenario_tiny_store,
     "copy": scenario_copy,
     "restore_atomic": scenario_restore_atomic,
+    "restore_image_replaced": scenario_restore_image_replaced,
     "checker_selftest": scenario_checker_selftest,
     "promises_backup": scenario_promises_backup,
     "promises_lock_matrix": scenario_promises_lock_matrix,

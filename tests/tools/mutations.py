@@ -118,6 +118,8 @@ ITEMS = {
            "file (later restores are not refused as locked)",
     "R17": "an index directory taken over by another RADOS store forgets what it recorded of the old store's "
            "pool, so an unfinished refresh never lets the old index pass for the new store's",
+    "R18": "an image restore whose closed partial was replaced by another restore's before the rename undoes "
+           "the rename and fails (exit 4), never publishing the other's unfinished image",
     "R15": "a RADOS writer whose lease lapsed after its last check is fenced off (blocklisted) when another host "
            "takes over; its late commit never lands",
 }
@@ -504,6 +506,9 @@ MUTATIONS = [
                 "    for (const char* f : {kRadosEpochFile, kRadosRemovalsFile, kPackIdentitiesFile}) fs::remove(index_dir / f, ec);\n",
                 "")],
      "tests": ["rados:rados_index_dir_reused"]},
+    {"id": "image-rename-unchecked", "items": ["R18"],
+     "edits": [("rbd/image_writer.cc", "  if (image_id(io, final_name) != id) {", "  if (false && image_id(io, final_name) != id) {")],
+     "tests": ["cli:restore_image_replaced"]},
     {"id": "takeover-without-fence", "items": ["R15"],
      "edits": [("store/rados_fence.cc", "  int r = rados_blocklist_add(cluster, addr.data(), kFenceSeconds);", "  int r = 0;")],
      "tests": ["rados:rados_writer_fenced"]},
