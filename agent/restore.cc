@@ -195,12 +195,15 @@ class PartialFile {
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd_ < 0) store::throw_errno("create " + path_);
     if (lock_file(fd_, no_lock) != 0) {
-      // Not left behind: every later restore would take an unlockable leftover for a running one.
       const int saved = errno;
+      if (saved == EWOULDBLOCK) {  // another restore took it for a leftover: that one removes it
+        ::close(fd_);
+        throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + path_);
+      }
+      // Not left behind: every later restore would take an unlockable leftover for a running one.
       if (names_open_file(path_, fd_)) ::unlink(path_.c_str());
       ::close(fd_);
-      if (saved != EWOULDBLOCK) throw_cannot_lock(path_, saved);
-      throw StoreError(StoreError::Kind::kLocked, "another restore is writing " + path_);
+      throw_cannot_lock(path_, saved);
     }
     if (!names_open_file(path_, fd_)) {  // removed as a leftover between our create and our lock
       ::close(fd_);

@@ -23,6 +23,16 @@ std::string image_id(librados::IoCtx& io, const std::string& name) {
   return id;
 }
 
+// The id of image `name`, or empty if there is none of that name.
+std::string image_id_or_empty(librados::IoCtx& io, const std::string& name) {
+  try {
+    return image_id(io, name);
+  } catch (const CephError& e) {
+    if (e.code() == -ENOENT) return {};
+    throw;
+  }
+}
+
 }  // namespace
 
 struct ImageWriter::Pending {
@@ -110,26 +120,39 @@ void ImageWriter::commit_as(const std::string& final_name, const std::function<v
   check(image_->handle().close(), "close " + pool_ + "/" + name_);
   image_.reset();
   if (after_close) after_close();
+  const std::string partial = name_;
+  // Ours is gone (the other restore removed it): nothing is left here to remove.
+  auto replaced = [&](const std::string& more) {
+    committed_ = true;
+    return CephError("image " + pool_ + "/" + partial + " was replaced by another restore to " + final_name +
+                         " before it was renamed; nothing published" + more,
+                     -EBUSY);
+  };
   librados::IoCtx io = cluster_.open_pool(pool_);
+  if (image_id_or_empty(io, partial) != id) throw replaced("");
   librbd::RBD rbd;
-  const int r = rbd.rename(io, name_.c_str(), final_name.c_str());
+  const int r = rbd.rename(io, partial.c_str(), final_name.c_str());
   if (r == -EEXIST)
     throw CephError("image " + pool_ + "/" + final_name + " already exists; refusing to overwrite it", r);
-  check(r, "rename image " + pool_ + "/" + name_ + " to " + final_name);
-  if (image_id(io, final_name) != id) {
-    // Another restore's image, renamed by name: back to its name, where that restore finds it.
-    // Ours is gone (that restore removed it), so nothing is left to remove here.
-    committed_ = true;
-    const int back = rbd.rename(io, final_name.c_str(), name_.c_str());
-    throw CephError("image " + pool_ + "/" + name_ + " was replaced by another restore to " + final_name +
-                        " before it was renamed; nothing published" +
-                        (back < 0 ? std::string(" (and ") + final_name + " could not be renamed back: " +
-                                        std::strerror(-back) + "; remove it)"
-                                  : std::string()),
-                    -EBUSY);
-  }
+  check(r, "rename image " + pool_ + "/" + partial + " to " + final_name);
   name_ = final_name;
-  committed_ = true;
+  committed_ = true;  // under the final name now: never removed from here on
+  std::string now;
+  try {
+    now = image_id(io, final_name);
+  } catch (const CephError& e) {
+    throw CephError("image " + pool_ + "/" + final_name + " was renamed into place but could not be checked (" +
+                        e.what() + "); check it with rbd info, or remove it and restore again",
+                    e.code());
+  }
+  if (now != id) {
+    // Another restore's image, taken in the gap between the check and the rename: back to its name,
+    // where that restore finds it.
+    const int back = rbd.rename(io, final_name.c_str(), partial.c_str());
+    throw replaced(back < 0 ? std::string(" (and ") + final_name + " could not be renamed back: " +
+                                  std::strerror(-back) + "; remove it)"
+                            : std::string());
+  }
 }
 
 void set_new_image_options(librbd::ImageOptions& opts, const NewImageOptions& options) {

@@ -17,7 +17,8 @@ constexpr size_t kMaxAddress = 200;
 std::string errno_text(int r) { return std::strerror(-r); }
 
 StoreError cluster_error(int r, const std::string& what) {
-  if (r == -ETIMEDOUT || r == -ENOTCONN || r == -ESHUTDOWN)
+  if (r == -ESHUTDOWN) return StoreError(StoreError::Kind::kLocked, what + ": " + kFencedText);
+  if (r == -ETIMEDOUT || r == -ENOTCONN)
     return StoreError(StoreError::Kind::kUnreachable, what + ": " + errno_text(r) + " (is the backup cluster up?)");
   return StoreError(StoreError::Kind::kIO, what + ": " + errno_text(r));
 }
@@ -26,6 +27,31 @@ bool printable(const std::string& s) {
   for (const char c : s)
     if (c <= ' ' || c > '~') return false;
   return true;
+}
+
+// One client: "IP:PORT/NONCE" (IPv6 as "[IP]:PORT/NONCE", maybe with a "v1:"/"v2:"/"any:" type)
+// with a nonzero NONCE. Nonce 0 (or none) would make a blocklist entry cover every client of the
+// host: never fenced.
+bool one_client(const std::string& a) {
+  const size_t slash = a.rfind('/');
+  if (slash == std::string::npos || slash + 1 == a.size() || a.size() - slash - 1 > 10) return false;
+  const std::string nonce = a.substr(slash + 1);
+  return nonce.find_first_not_of("0123456789") == std::string::npos &&
+         nonce.find_first_not_of('0') != std::string::npos;
+}
+
+// The first address of an address vector "[v2:A,v1:B]" (A itself may hold "[...]" for IPv6); a
+// plain address as it is.
+std::string first_address(const std::string& a) {
+  if (a.rfind("[v1:", 0) != 0 && a.rfind("[v2:", 0) != 0 && a.rfind("[any:", 0) != 0) return a;
+  const std::string inner = a.substr(1, a.size() >= 2 && a.back() == ']' ? a.size() - 2 : std::string::npos);
+  int depth = 0;
+  for (size_t i = 0; i < inner.size(); ++i) {
+    if (inner[i] == '[') ++depth;
+    if (inner[i] == ']') --depth;
+    if (inner[i] == ',' && depth == 0) return inner.substr(0, i);
+  }
+  return inner;
 }
 
 // The recorded writer, then the epoch (rados_lease.cc's kEpochXattr). In this order, a record and an
@@ -55,7 +81,7 @@ WriterClient parse_writer_client(const std::string& value) {
   const char* end = value.data() + space;
   if (std::from_chars(value.data(), end, w.epoch).ptr != end || w.epoch % 2 == 0) return {};
   w.address = value.substr(space + 1);
-  if (w.address.empty() || !printable(w.address)) return {};
+  if (!printable(w.address) || !one_client(w.address)) return {};
   return w;
 }
 
@@ -65,9 +91,9 @@ std::string rados_client_address(rados_t cluster) {
   if (r < 0) throw cluster_error(r, "read this client's address");
   std::string a(addrs);
   rados_buffer_free(addrs);
-  // An address vector prints as "[v2:IP:PORT/NONCE,v1:...]"; a client has one: "IP:PORT/NONCE".
-  if (!a.empty() && a.front() == '[') a = a.substr(1, a.find_first_of(",]") - 1);
-  if (a.empty() || a.size() > kMaxAddress || !printable(a))
+  // A client has one address, "IP:PORT/NONCE"; a vector "[v2:...,v1:...]" gives its first.
+  a = first_address(a);
+  if (a.size() > kMaxAddress || !printable(a) || !one_client(a))
     throw StoreError(StoreError::Kind::kIO, "this client's address is not usable: '" + a + "'");
   return a;
 }
@@ -93,9 +119,10 @@ std::string fence_unfinished_writer(rados_t cluster, rados_ioctx_t io, uint64_t 
   int r = rados_blocklist_add(cluster, addr.data(), kFenceSeconds);
   if (r == 0) r = rados_wait_for_latest_osdmap(cluster);
   if (r < 0) {
-    spdlog::warn("backup pool {}: could not fence off the writer {} whose lease lapsed: {} (the client needs the "
-                 "mon capability 'osd blocklist')",
-                 pool, addr, errno_text(r));
+    spdlog::warn("backup pool {}: could not fence off the writer {} whose lease lapsed: {}{}", pool, addr,
+                 errno_text(r),
+                 r == -EPERM || r == -EACCES ? " (the client needs the mon capability of 'profile rbd': osd blocklist)"
+                                             : "");
     return {};
   }
   spdlog::warn("backup pool {}: the writer {} lost its lease before it finished; it is fenced off (blocklisted for "

@@ -39,7 +39,8 @@ void record_writer_client(rados_t cluster, rados_ioctx_t io, uint64_t epoch);
 // warning and returns empty: the lease checks still stand, as before fencing existed.
 std::string fence_unfinished_writer(rados_t cluster, rados_ioctx_t io, uint64_t epoch, const std::string& pool);
 
-// "EPOCH ADDRESS" -> (epoch, address), or epoch 0 if malformed (bounded, printable address).
+// "EPOCH ADDRESS" -> (epoch, address), or epoch 0 if malformed: an odd epoch, one space, one
+// printable address of at most 200 bytes naming one client (a nonzero nonce after its last '/').
 struct WriterClient {
   uint64_t epoch = 0;
   std::string address;

@@ -27,6 +27,8 @@ struct RadosObjectStore::Impl {
   std::shared_ptr<ReadAheadBudget> read_ahead = std::make_shared<ReadAheadBudget>(kReadAheadBudgetBytes);
 
   LeaseTimes times = LeaseTimes::from_environment();
+  // The odd epoch whose writer this process fenced off (rados_fence.h): once is enough.
+  uint64_t fenced_epoch = 0;
   // The backend's own steps (docs/format.md §15), e.g. "rados.commit_checked.manifests".
   CrashPoints crash;
 

@@ -125,7 +125,8 @@ RadosLease::RadosLease(rados_ioctx_t io, const char* name, Mode mode, std::strin
   }
   if (r < 0) {
     const std::string what = std::string("take the lease ") + name_ + ": " + errno_text(r);
-    if (r == -ETIMEDOUT || r == -ENOTCONN || r == -ESHUTDOWN)
+    if (r == -ESHUTDOWN) throw StoreError(StoreError::Kind::kLocked, what + " (" + kFencedText + ")");
+    if (r == -ETIMEDOUT || r == -ENOTCONN)
       throw StoreError(StoreError::Kind::kUnreachable, what + " (is the backup cluster up?)");
     throw StoreError(r == -ENOENT ? StoreError::Kind::kNotFound : StoreError::Kind::kIO, what);
   }
@@ -232,7 +233,11 @@ std::vector<std::string> RadosObjectStore::lease_holders() {
 }
 
 std::string RadosObjectStore::fence_unfinished_writer(uint64_t epoch) {
-  return store::fence_unfinished_writer(impl_->cluster, impl_->io, epoch, impl_->where.pool);
+  Impl& m = *impl_;
+  if (epoch % 2 == 1 && epoch == m.fenced_epoch) return {};  // done by this process's refresh
+  std::string fenced = store::fence_unfinished_writer(m.cluster, m.io, epoch, m.where.pool);
+  if (!fenced.empty()) m.fenced_epoch = epoch;
+  return fenced;
 }
 
 uint64_t RadosObjectStore::removals() {

@@ -1592,8 +1592,8 @@ def scenario_restore_image_replaced(c):
         img.write(os.urandom(8 << 20), 4 << 20)
     r2 = backup(store, "rbd/rr-src")["revision"]
     a = start_held("restore.image_closed", "restore", "--store", store, "rbd/rr-src@%d" % r1, "--to", "rbd/rr-dst")
-    # b is held in its writing thread only (not SIGSTOP): librbd must still hand its image's
-    # exclusive lock to a's rename, as a running restore does; a frozen owner gets blocklisted.
+    # b is held in its writing thread only, not with SIGSTOP: a frozen b was blocklisted by its
+    # cluster once a went on (b's next write failed with ESHUTDOWN), which no running restore meets.
     pause = os.path.join(TMP, "rr-pause")
     env = dict(os.environ, RBDVAULT_PAUSE_AT="restore.write", RBDVAULT_PAUSE_FILE=pause)
     b = None

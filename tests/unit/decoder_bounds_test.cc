@@ -265,7 +265,13 @@ TEST(DecoderBounds, WriterClientRecordAcceptsOnlyAnOddEpochAndOneBoundedAddress)
     EXPECT_EQ(w.epoch, 0u) << bad;
     EXPECT_TRUE(w.address.empty()) << bad;
   }
-  EXPECT_EQ(parse_writer_client("7 " + std::string(200, 'a')).epoch, 7u);
+  EXPECT_EQ(parse_writer_client("7 " + std::string(190, 'a') + "/123456789").epoch, 7u);
+  EXPECT_EQ(parse_writer_client("7 [fd00::5]:0/12345").address, "[fd00::5]:0/12345");
+  EXPECT_EQ(parse_writer_client("9 v2:10.0.0.1:0/77").epoch, 9u);
+  // No nonce, or nonce 0: a blocklist entry for it would shut out every client of the host.
+  for (const char* whole_host : {"7 127.0.0.1:0/0", "7 127.0.0.1:0", "7 [fd00::5]:0/000", "7 127.0.0.1:0/",
+                                 "7 127.0.0.1:0/12a"})
+    EXPECT_EQ(parse_writer_client(whole_host).epoch, 0u) << whole_host;
   EXPECT_EQ(parse_writer_client(std::string("7 a\x01b")).epoch, 0u);
 }
 
