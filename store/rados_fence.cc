@@ -16,13 +16,6 @@ constexpr size_t kMaxAddress = 200;
 
 std::string errno_text(int r) { return std::strerror(-r); }
 
-StoreError cluster_error(int r, const std::string& what) {
-  if (r == -ESHUTDOWN) return StoreError(StoreError::Kind::kLocked, what + ": " + kFencedText);
-  if (r == -ETIMEDOUT || r == -ENOTCONN)
-    return StoreError(StoreError::Kind::kUnreachable, what + ": " + errno_text(r) + " (is the backup cluster up?)");
-  return StoreError(StoreError::Kind::kIO, what + ": " + errno_text(r));
-}
-
 bool printable(const std::string& s) {
   for (const char c : s)
     if (c <= ' ' || c > '~') return false;
@@ -66,13 +59,20 @@ Recorded read_recorded(rados_ioctx_t io) {
     char buf[256];
     const int n = rados_getxattr(io, kRadosMarkerObject, name, buf, sizeof(buf));
     if (n == -ENODATA || n == -ENOENT) continue;
-    if (n < 0 && n != -ERANGE) throw cluster_error(n, std::string("read ") + name);
+    if (n < 0 && n != -ERANGE) throw rados_call_error(n, std::string("read ") + name);
     if (n > 0) value->assign(buf, static_cast<size_t>(n));
   }
   return out;
 }
 
 }  // namespace
+
+StoreError rados_call_error(int r, const std::string& what) {
+  if (r == -ESHUTDOWN) return StoreError(StoreError::Kind::kLocked, what + ": " + kFencedText);
+  if (r == -ETIMEDOUT || r == -ENOTCONN)
+    return StoreError(StoreError::Kind::kUnreachable, what + ": " + errno_text(r) + " (is the backup cluster up?)");
+  return StoreError(StoreError::Kind::kIO, what + ": " + errno_text(r));
+}
 
 WriterClient parse_writer_client(const std::string& value) {
   WriterClient w;
@@ -88,7 +88,7 @@ WriterClient parse_writer_client(const std::string& value) {
 std::string rados_client_address(rados_t cluster) {
   char* addrs = nullptr;
   const int r = rados_getaddrs(cluster, &addrs);
-  if (r < 0) throw cluster_error(r, "read this client's address");
+  if (r < 0) throw rados_call_error(r, "read this client's address");
   std::string a(addrs);
   rados_buffer_free(addrs);
   // A client has one address, "IP:PORT/NONCE"; a vector "[v2:...,v1:...]" gives its first.
@@ -101,7 +101,7 @@ std::string rados_client_address(rados_t cluster) {
 void record_writer_client(rados_t cluster, rados_ioctx_t io, uint64_t epoch) {
   const std::string v = std::to_string(epoch) + " " + rados_client_address(cluster);
   const int r = rados_setxattr(io, kRadosMarkerObject, kWriterClientXattr, v.data(), v.size());
-  if (r < 0) throw cluster_error(r, "record the writer's client");
+  if (r < 0) throw rados_call_error(r, "record the writer's client");
 }
 
 std::string fence_unfinished_writer(rados_t cluster, rados_ioctx_t io, uint64_t epoch, const std::string& pool) {

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <string>
 
+#include "store/error.h"
+
 namespace rbdvault::store {
 
 inline constexpr const char* kWriterClientXattr = "rbdvault.writer_client";
@@ -26,6 +28,10 @@ inline constexpr const char* kFencedText =
     "and took over; nothing more is written";
 // How long the OSDs refuse a fenced client: far beyond any op timeout, so nothing it sent lands.
 inline constexpr uint32_t kFenceSeconds = 3600;
+
+// The error of a failed librados call `what` (r < 0): fenced off (ESHUTDOWN) is kLocked, a cluster
+// that does not answer kUnreachable, anything else kIO.
+[[nodiscard]] StoreError rados_call_error(int r, const std::string& what);
 
 // This client's address as the cluster sees it ("IP:PORT/NONCE"); throws StoreError.
 [[nodiscard]] std::string rados_client_address(rados_t cluster);

@@ -53,10 +53,7 @@ constexpr const char* kRemovalsXattr = "rbdvault.removals";
 
 void set_xattr(rados_ioctx_t io, const char* oid, const char* name, const std::string& v, const std::string& what) {
   const int r = rados_setxattr(io, oid, name, v.data(), v.size());
-  if (r == -ESHUTDOWN) throw StoreError(StoreError::Kind::kLocked, what + ": " + kFencedText);
-  if (r == -ETIMEDOUT || r == -ENOTCONN)
-    throw StoreError(StoreError::Kind::kUnreachable, what + ": " + errno_text(r) + " (is the backup cluster up?)");
-  if (r < 0) throw StoreError(StoreError::Kind::kIO, what + ": " + errno_text(r));
+  if (r < 0) throw rados_call_error(r, what);
 }
 
 }  // namespace
