@@ -1617,6 +1617,8 @@ def scenario_restore_image_replaced(c):
     check(b.returncode == 0, "restore b: exit %d: %s" % (b.returncode, b_err))
     check(rbd_export_sha("rbd/rr-dst") == restore_file_sha(store, "rbd/rr-src@%d" % r2),
           "rbd/rr-dst is not revision %d" % r2)
+    check(rbd_export_sha("rbd/rr-dst") == rbd_export_sha("rbd/rr-src@" + snap_name(store, r2)),
+          "rbd/rr-dst differs from rbd export of revision %d's snapshot" % r2)
     c.remove("rbd", "rr-dst")
     c.remove("rbd", "rr-src")
 
