@@ -26,6 +26,12 @@ using store::StoreError;
 
 // How often a stop request (SIGTERM/SIGINT) is looked at while librbd works.
 constexpr auto kStopPoll = std::chrono::milliseconds(50);
+// After the commit the source is served on until no request came for kQuietAfterCommit (at most
+// kServeAfterCommit): a client whose refresh read the image header before the commit opens the
+// source after it (seen 60 ms later under load), and a source already gone fails that client's
+// read with ECONNREFUSED, an I/O error in a VM.
+constexpr auto kQuietAfterCommit = std::chrono::seconds(2);
+constexpr auto kServeAfterCommit = std::chrono::seconds(30);
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -235,11 +241,12 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
     return result;
   }
   migration->commit();
-  crash.reached("instant.committed");
-  server->stop();
   result.seconds = seconds_since(started);
   spdlog::info("instant restore {}/{}@{} -> {}: committed ({:.1f}s)", rev.pool, rev.name, rev.id, target,
                result.seconds);
+  crash.reached("instant.committed");
+  server->wait_until_quiet(kQuietAfterCommit, kServeAfterCommit);
+  server->stop();
   return result;
 }
 

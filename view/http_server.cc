@@ -58,6 +58,7 @@ std::pair<std::string, int> default_classify(const std::exception_ptr& e) {
       case K::kNoSpace: return {"no-space", 7};
       case K::kExists: return {"exists", 8};
       case K::kIO: return {"failed", 1};
+      case K::kUnreachable: return {"unreachable", 6};
     }
   } catch (const std::logic_error&) {
     return {"internal", 70};
@@ -94,6 +95,7 @@ class RevisionServer::Impl {
     http_.set_keep_alive_max_count(kRequestsPerConnection);
     http_.set_idle_timeout(std::chrono::milliseconds(2000));
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      note_activity();
       // httplib would apply the Range header again to what we answer (and, for a streamed body,
       // without 416): ranges are ours alone. The request is a non-const local of httplib's.
       const_cast<httplib::Request&>(req).ranges.clear();
@@ -183,6 +185,7 @@ class RevisionServer::Impl {
         static_cast<size_t>(length), "application/octet-stream",
         [this, bytes, first](size_t offset, size_t want, httplib::DataSink& sink) {
           std::vector<char> buf(std::min(want, kBodyChunk));
+          note_activity();
           try {
             const size_t n = read_at(*bytes, cache_, first + offset, buf.data(), buf.size());
             if (n == 0) return false;  // cannot happen within the revision's length
@@ -234,6 +237,11 @@ class RevisionServer::Impl {
     error(res, status, cls, code, what);
   }
 
+  void note_activity() { last_activity_ = std::chrono::steady_clock::now().time_since_epoch().count(); }
+  std::chrono::steady_clock::time_point last_activity() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(last_activity_.load()));
+  }
+
   ServeOptions o_;
   StoreView view_;
   BlockCache cache_;
@@ -241,6 +249,7 @@ class RevisionServer::Impl {
   std::thread thread_;
   uint16_t port_ = 0;
   std::atomic<bool> stopped_{false}, listen_returned_{false};
+  std::atomic<std::chrono::steady_clock::rep> last_activity_{0};
 };
 
 std::unique_ptr<RevisionServer> RevisionServer::start(const std::string& store_dir, ServeOptions options) {
@@ -284,6 +293,15 @@ std::string RevisionServer::url_for(const std::string& pool, const std::string& 
   const std::string secret = impl_->o_.path_secret ? "/s/" + *impl_->o_.path_secret : "";
   return "http://" + host + ":" + std::to_string(impl_->port_) + secret + "/v1/raw/" + pct_encode(pool) + "/" +
          pct_encode(image) + "/" + std::to_string(rev);
+}
+
+void RevisionServer::wait_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds at_most) const {
+  constexpr auto kPoll = std::chrono::milliseconds(50);
+  const auto start = std::chrono::steady_clock::now(), give_up = start + at_most;
+  for (auto now = start; now < give_up; now = std::chrono::steady_clock::now()) {
+    if (now - std::max(start, impl_->last_activity()) >= quiet) return;
+    std::this_thread::sleep_for(kPoll);
+  }
 }
 
 void RevisionServer::stop() {

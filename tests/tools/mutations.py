@@ -122,6 +122,8 @@ ITEMS = {
            "the rename and fails (exit 4), never publishing the other's unfinished image",
     "R15": "a RADOS writer whose lease lapsed after its last check is fenced off (blocklisted) when another host "
            "takes over; its late commit never lands",
+    "R19": "an instant restore serves its source on after the commit while clients still ask (a refresh that "
+           "read the header before the commit opens the source after it) and exits once they stop",
 }
 
 # Items no mutation can prove, with the reason (docs/testing.md repeats it).
@@ -510,6 +512,9 @@ MUTATIONS = [
      "edits": [("rbd/image_writer.cc", '  if (image_id_or_empty(io, partial) != id) throw replaced("");', ""),
                ("rbd/image_writer.cc", "  if (now != id) {", "  if (false) {")],
      "tests": ["cli:restore_image_replaced"]},
+    {"id": "instant-stops-serving-at-commit", "items": ["R19"],
+     "edits": [("agent/instant_restore.cc", "  server->wait_until_quiet(kQuietAfterCommit, kServeAfterCommit);\n", "")],
+     "tests": ["instant:instant_serves_after_commit"]},
     {"id": "refresh-without-fence", "items": ["R15"],
      "edits": [("store/rados_cache.cc", "    if (epoch % 2 == 1 && settled_at_start) (void)pool->fence_unfinished_writer(epoch);\n", "")],
      "tests": ["rados:rados_writer_fenced"]},
