@@ -316,7 +316,8 @@ RestoreResult restore_to_image(rbd::Cluster& cluster, store::ReadOnlyStore& stor
   writer.flush();
   crash.reached("restore.before_rename");
   try {
-    writer.commit_as(name, [&] { crash.reached("restore.image_closed"); });
+    writer.commit_as(name, [&] { crash.reached("restore.image_closed"); },
+                     [&] { crash.reached("restore.image_checked"); });
   } catch (const rbd::CephError& e) {
     if (e.code() == -EEXIST) refuse_existing("image " + target);  // created while we wrote
     throw;

@@ -112,7 +112,8 @@ void ImageWriter::commit() {
   committed_ = true;
 }
 
-void ImageWriter::commit_as(const std::string& final_name, const std::function<void()>& after_close) {
+void ImageWriter::commit_as(const std::string& final_name, const std::function<void()>& after_close,
+                            const std::function<void()>& before_rename) {
   flush();
   std::string id;
   check(image_->handle().get_id(&id), "read the id of " + pool_ + "/" + name_);
@@ -130,6 +131,7 @@ void ImageWriter::commit_as(const std::string& final_name, const std::function<v
   };
   librados::IoCtx io = cluster_.open_pool(pool_);
   if (image_id_or_empty(io, partial) != id) throw replaced("");
+  if (before_rename) before_rename();
   librbd::RBD rbd;
   const int r = rbd.rename(io, partial.c_str(), final_name.c_str());
   if (r == -EEXIST)

@@ -45,8 +45,11 @@ class ImageWriter {
   // restore appear under its real name complete or not at all. Closed, the image has no watcher,
   // and another restore to the same target may remove it as a leftover and create its own under
   // its name before the rename: the rename is then undone and refused (CephError(-EBUSY)), never
-  // publishing that restore's unfinished image. `after_close` (tests) runs in that gap.
-  void commit_as(const std::string& final_name, const std::function<void()>& after_close = {});
+  // publishing that restore's unfinished image. `after_close` (tests) runs in that gap;
+  // `before_rename` (tests) runs after the partial's id was checked, before the rename: the image
+  // the rename took is checked again after it.
+  void commit_as(const std::string& final_name, const std::function<void()>& after_close = {},
+                 const std::function<void()>& before_rename = {});
 
   size_t peak_in_flight() const { return peak_in_flight_; }
   uint64_t bytes_written() const { return bytes_written_; }

@@ -1582,7 +1582,8 @@ def scenario_restore_image_replaced(c):
     """Restore a closed its partial image and is about to rename it; restore b to the same target
     removes that partial as a leftover (it has no watcher) and starts its own. a's rename by name
     then takes b's unfinished image: it must undo that and fail (exit 4), never publish b's half
-    image as its revision; b then publishes its own, complete, revision."""
+    image as its revision; b then publishes its own, complete, revision. Then the same with the
+    other image found only after the partial's id was checked: the check after the rename undoes it."""
     store = new_store("restore_replaced")
     c.create("rbd", "rr-src", 16 << 20, FEATURES_FASTDIFF)
     with c.image("rbd", "rr-src") as img:
@@ -1620,6 +1621,26 @@ def scenario_restore_image_replaced(c):
     check(rbd_export_sha("rbd/rr-dst") == rbd_export_sha("rbd/rr-src@" + snap_name(store, r2)),
           "rbd/rr-dst differs from rbd export of revision %d's snapshot" % r2)
     c.remove("rbd", "rr-dst")
+    # The gap after the check before the rename: a third restore, stopped there, finds another
+    # image under its partial name once it goes on. Its rename takes that image; the check after
+    # the rename must undo it and fail, leaving the other image where its owner finds it.
+    a = start_held("restore.image_checked", "restore", "--store", store, "rbd/rr-src@%d" % r1, "--to", "rbd/rr-dst")
+    partial = "rr-dst.rbdvault-partial"
+    try:
+        c.remove("rbd", partial)  # closed: no watcher, as another restore finds it
+        c.create("rbd", partial, 1 << 20, FEATURES_FASTDIFF)
+        with c.image("rbd", partial) as img:
+            other_id = img.id()
+    finally:
+        a.send_signal(signal.SIGCONT)
+    _, a_err = a.communicate(timeout=300)
+    last = a_err.strip().splitlines()[-1] if a_err.strip() else ""
+    check(a.returncode == EXIT_LOCKED and "replaced by another restore" in last,
+          "restore whose partial was replaced after its check: exit %d: %r" % (a.returncode, a_err))
+    check(not c.exists("rbd", "rr-dst"), "the other restore's image was published as rbd/rr-dst")
+    with c.image("rbd", partial) as img:
+        check(img.id() == other_id, "the other restore's image is not back under %s" % partial)
+    c.remove("rbd", partial)
     c.remove("rbd", "rr-src")
 
 
