@@ -182,8 +182,9 @@ struct StoreMarker {
   std::optional<uint64_t> oplog_segment_bytes;  // 4096 to 2^40
   std::optional<uint32_t> oplog_keep_segments;  // 0 to 1000
 };
-// Parses the marker's text. Throws StoreError: kInvalid when it is not a marker or has another
-// format version, kCorrupt when a field is missing or out of range. `where` prefixes messages.
+// Parses the marker's text. Throws StoreError: kInvalid for a format version this code does not
+// read, kCorrupt when the text is not a marker (the file has the marker's name: it is damaged) or
+// a field is missing or out of range. `where` prefixes messages.
 [[nodiscard]] StoreMarker parse_store_marker(std::string_view text, const std::string& where);
 
 // Whole-revision checksum: the sum, modulo 2^256, of SHA-256(le64(block) || chunk hash) over every

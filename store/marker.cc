@@ -166,6 +166,11 @@ std::optional<T> parse_decimal(std::string_view s) {
 StoreMarker parse_store_marker(std::string_view text, const std::string& where) {
   auto invalid = [&](const std::string& msg) { return StoreError(StoreError::Kind::kInvalid, where + ": " + msg); };
   auto corrupt = [&](const std::string& msg) { return StoreError(StoreError::Kind::kCorrupt, where + ": " + msg); };
+  auto damaged = [&] {
+    return corrupt("the store marker is damaged (its first line is not `rbdvault-store VERSION`); the store's "
+                   "data is not touched: rewrite the marker as docs/format.md §3 shows, with the store's "
+                   "store_id and block_size");
+  };
   if (text.size() > kMaxMarkerBytes) throw corrupt("marker file is too large to be a store marker");
   StoreMarker m;
   bool header = false, have_id = false, have_bs = false;
@@ -175,10 +180,11 @@ StoreMarker parse_store_marker(std::string_view text, const std::string& where) 
     text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
     if (w.empty()) continue;
     if (!header) {
-      // The first line: magic word and format version.
-      if (w.size() < 2 || w[0] != "rbdvault-store") throw invalid("not an rbdvault store marker");
+      // The first line: magic word and format version. The file has the marker's name, which only
+      // init writes: text that is not a marker is a damaged marker, not someone else's directory.
+      if (w.size() < 2 || w[0] != "rbdvault-store") throw damaged();
       auto version = parse_decimal(w[1]);
-      if (!version) throw invalid("not an rbdvault store marker");
+      if (!version) throw damaged();
       m.version = *version;
       if (m.version < kOldestFormatVersion || m.version > kFormatVersion)
         throw invalid("store format " + std::to_string(m.version) + " is not supported (this rbdvault reads format " +
@@ -204,7 +210,7 @@ StoreMarker parse_store_marker(std::string_view text, const std::string& where) 
       m.oplog_keep_segments = static_cast<uint32_t>(*n);
     }  // other keys: the rest of the line is ignored (§3)
   }
-  if (!header) throw invalid("not an rbdvault store marker");
+  if (!header) throw damaged();  // empty, or blank lines only
   if (!have_id || !have_bs) throw corrupt("marker lacks block_size or store_id");
   return m;
 }

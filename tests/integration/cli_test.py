@@ -801,6 +801,14 @@ def scenario_bad_input(c):
     foreign = os.path.join(TMP, "foreign-dir")
     os.makedirs(foreign, exist_ok=True)
     fails("not an rbdvault store", "backup", "--store", foreign, "rbd/bad-img", rc=EXIT_USAGE)
+    # A marker whose text is lost (zeros, as a lost write leaves; or empty) is damage, not "not a store".
+    damaged = os.path.join(TMP, "bad-input-damaged-marker")
+    os.makedirs(os.path.join(damaged, "data"), exist_ok=True)
+    for text in (b"\0" * 64, b""):
+        with open(os.path.join(damaged, "rbdvault.store"), "wb") as f:
+            f.write(text)
+        fails("the store marker is damaged", "ls", "--store", damaged, rc=EXIT_DAMAGE)
+        fails("the store marker is damaged", "backup", "--store", damaged, "rbd/bad-img", rc=EXIT_DAMAGE)
     fails("--store DIR is required", "backup", "rbd/bad-img", rc=EXIT_USAGE)
     fails("unknown command", "frobnicate", rc=EXIT_USAGE)
     fails("unrecognised option '--deep'", "backup", "--store", store, "rbd/bad-img", "--deep", rc=EXIT_USAGE)

@@ -195,8 +195,10 @@ TEST(DecoderBounds, StoreMarkerFields) {
   // A newer format than this code reads: refused as such, not parsed as damage.
   EXPECT_EQ(kind("rbdvault-store 4\nstore_id 3f09c2a4d17be580\nblock_size 65536\n"), StoreError::Kind::kInvalid);
   EXPECT_NO_THROW((void)parse_store_marker("rbdvault-store 3\nstore_id 3f09c2a4d17be580\nblock_size 65536\n", "m"));
-  EXPECT_EQ(kind("rbdvault-store +1\n"), StoreError::Kind::kInvalid);
-  EXPECT_EQ(kind(""), StoreError::Kind::kInvalid);
+  // The marker's file with other text (zeros, empty, a mangled first line) is a damaged marker.
+  EXPECT_EQ(kind("rbdvault-store +1\n"), StoreError::Kind::kCorrupt);
+  EXPECT_EQ(kind(""), StoreError::Kind::kCorrupt);
+  EXPECT_EQ(kind(std::string(64, '\0')), StoreError::Kind::kCorrupt);
   EXPECT_EQ(kind(good + std::string(kMaxMarkerBytes, '#')), StoreError::Kind::kCorrupt);
 }
 
