@@ -172,6 +172,7 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   InstantRestoreResult result;
   result.source_url = server->url_for(rev.pool, rev.name, rev.id);
   std::atomic<bool> source_failed{false};  // set by the watcher thread before it stops the server
+  std::atomic<bool> committed{false};      // a stop after the commit only ends the serving
   const auto stop = options.stop;
   const auto source_error = [&](const std::string& removed) {
     return StoreError(StoreError::Kind::kCorrupt, "serving revision " + std::to_string(rev.id) + " of " + rev.pool +
@@ -184,8 +185,9 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
         source_failed = failure->get().has_value();
         return source_failed.load();
       },
-      [&server] {
-        spdlog::info("stopping: serving ends, the migration is aborted and its target removed");
+      [&server, &committed] {
+        spdlog::info(committed ? "stopping: the copy is committed; serving ends"
+                               : "stopping: serving ends, the migration is aborted and its target removed");
         server->stop();
       });
 
@@ -241,6 +243,7 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
     return result;
   }
   migration->commit();
+  committed = true;
   result.seconds = seconds_since(started);
   spdlog::info("instant restore {}/{}@{} -> {}: committed ({:.1f}s)", rev.pool, rev.name, rev.id, target,
                result.seconds);

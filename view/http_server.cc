@@ -299,7 +299,7 @@ void RevisionServer::wait_until_quiet(std::chrono::milliseconds quiet, std::chro
   constexpr auto kPoll = std::chrono::milliseconds(50);
   const auto start = std::chrono::steady_clock::now(), give_up = start + at_most;
   for (auto now = start; now < give_up; now = std::chrono::steady_clock::now()) {
-    if (now - std::max(start, impl_->last_activity()) >= quiet) return;
+    if (impl_->stopped_ || now - std::max(start, impl_->last_activity()) >= quiet) return;
     std::this_thread::sleep_for(kPoll);
   }
 }

@@ -70,7 +70,8 @@ class RevisionServer {
   // http://HOST:PORT[/s/SECRET]/v1/raw/POOL/IMAGE/REV, names percent-encoded; a wildcard host
   // (0.0.0.0, ::) becomes loopback, the address this process can always reach.
   [[nodiscard]] std::string url_for(const std::string& pool, const std::string& image, uint64_t rev) const;
-  // Returns once no request has begun or sent body bytes for `quiet`, or after `at_most`. Instant
+  // Returns once no request has begun or sent body bytes for `quiet`, after `at_most`, or once
+  // stop() was called. Instant
   // restore serves on like this after its commit: a client whose refresh read the image header
   // before the commit opens the migration source after it, and a source already gone fails that
   // client's read (ECONNREFUSED, an I/O error in a VM).

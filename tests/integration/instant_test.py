@@ -385,6 +385,22 @@ def scenario_instant_serves_after_commit(c):
     check(head_status() == "connection refused", "the source is still served after the restore exited")
     check(rbd_export_sha("rbd/" + target) == oracle_sha, "rbd export of the target differs from the revision")
     c.remove("rbd", target)
+    # SIGTERM while it serves on: serving ends; the copy stays committed and the restore succeeded.
+    p, pause = start_paused("instant.committed", "restore", "--store", store, "rbd/inst-l-src@%d" % rev,
+                            "--to", "rbd/" + target, "--instant", "--listen", "127.0.0.1:%d" % port)
+    try:
+        os.unlink(pause)
+        check(head_status() == 401, "not serving on after the commit")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    check(p.returncode == 0 and ("restored rbd/inst-l-src@%d to rbd/%s" % (rev, target)) in out,
+          "SIGTERM after the commit: exit %s: %r %r" % (p.returncode, out, err))
+    check("abort" not in err and "removed" not in err, "SIGTERM after the commit, stderr: %r" % err)
+    check(rbd_export_sha("rbd/" + target) == oracle_sha, "after SIGTERM: rbd export of the target differs")
+    c.remove("rbd", target)
     c.remove("rbd", "inst-l-src")
 
 
