@@ -75,6 +75,15 @@ class ObjectStore {
   virtual void begin_writing(const std::string& holder, const std::filesystem::path& cache_dir) {
     (void)holder, (void)cache_dir;
   }
+  // Backends whose marker is an object of their own (RADOS, where the pool's marker is the
+  // authority): replaces the marker's text `from` with `to` in one atomic step, only if the marker
+  // still is `from` (else StoreError kLocked: another host changed it). Only a writer, after
+  // begin_writing. Returns false where there is no such object (the local directory, whose marker
+  // is the directory's own file).
+  [[nodiscard]] virtual bool replace_marker(const std::string& from, const std::string& to) {
+    (void)from, (void)to;
+    return false;
+  }
   // A token that differs between any two objects ever committed under `name` (one removed and
   // another created under its name later), so that a host-local cache may keep what it read from an
   // object whose identity has not changed (rados_cache.h). nullopt: the backend has none (the local

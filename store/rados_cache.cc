@@ -130,13 +130,26 @@ void init_rados_store(const RadosLocation& where, const fs::path& index_dir, con
   spdlog::debug("initialised store {} (index in {})", spec_of(where), index_dir.string());
 }
 
+namespace {
+
+// Whether two marker texts are of one store (the same store_id), whatever their format versions.
+bool same_store(const std::string& a, const std::string& b) {
+  try {
+    return parse_store_marker(a, "marker").store_id == parse_store_marker(b, "marker").store_id;
+  } catch (const StoreError&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) {
   const auto pool = std::make_shared<RadosObjectStore>(where);
   if (!pool->size(kRadosMarkerObject))
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
                                                      kRadosMarkerObject + " object; create one with `rbdvault init`)");
   const std::string marker = pool->read_all(kRadosMarkerObject, kMaxMarkerBytes);
-  // Only format 2 is written to a pool (init, copy): a format 1 marker there was put by hand, and
+  // Only formats 2 and 3 are ever written to a pool (init, copy): a format 1 marker was put by hand, and
   // `upgrade` (which works on a directory's index) cannot help; say what can.
   if (parse_store_marker(marker, spec_of(where) + ": " + kRadosMarkerObject).version < kFormatVersion - 1)
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " holds a format 1 store, which RADOS does not take: "
@@ -158,8 +171,10 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   spdlog::info("{}: bringing the index in {} up to date from the pool", spec_of(where), index_dir.string());
   if (local != marker) {
     // Another store's: what this directory recorded of that store's pool must not pass for this
-    // one's if the rebuild below does not finish (equal epochs would skip the next rebuild).
-    for (const char* f : {kRadosEpochFile, kRadosRemovalsFile, kPackIdentitiesFile}) fs::remove(index_dir / f, ec);
+    // one's if the rebuild below does not finish (equal epochs would skip the next rebuild). The
+    // same store whose marker moved to a newer format (store.cc) keeps what it recorded.
+    if (!same_store(local, marker))
+      for (const char* f : {kRadosEpochFile, kRadosRemovalsFile, kPackIdentitiesFile}) fs::remove(index_dir / f, ec);
     write_marker_durably(index_dir, marker);
   }
   // Under a reader lease no gc removes what the rebuild reads, so the index names only objects

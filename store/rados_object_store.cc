@@ -366,6 +366,25 @@ void RadosObjectStore::remove(const std::string& name) {
   if (r != -ENOENT) check(r, "remove " + name);
 }
 
+bool RadosObjectStore::replace_marker(const std::string& from, const std::string& to) {
+  const std::string from_size = decimal(from.size()), to_size = decimal(to.size());
+  WriteOp op;
+  int cmp = 0;
+  // All or nothing, and only over `from` whole: the same bytes and the same committed size.
+  rados_write_op_cmpxattr(op.op, kSizeXattr, LIBRADOS_CMPXATTR_OP_EQ, from_size.data(), from_size.size());
+  rados_write_op_cmpext(op.op, from.data(), from.size(), 0, &cmp);
+  rados_write_op_write_full(op.op, to.data(), to.size());
+  rados_write_op_setxattr(op.op, kSizeXattr, to_size.data(), to_size.size());
+  impl_->require_lease(std::string("rewrite ") + kRadosMarkerObject);
+  const int r = rados_write_op_operate(op.op, impl_->io, kRadosMarkerObject, nullptr, 0);
+  constexpr int kMaxErrno = 4095;  // cmpext reports a mismatch at offset N as -(4095 + N)
+  if (r == -ECANCELED || r <= -kMaxErrno)
+    throw StoreError(StoreError::Kind::kLocked, "the marker of " + display_name() +
+                                                    " was changed by another host; run the command again");
+  check(r, std::string("rewrite ") + kRadosMarkerObject);
+  return true;
+}
+
 void RadosObjectStore::remove_incomplete(const std::string& prefix) {
   for (const std::string& n : list_all(impl_->io, prefix)) {
     std::optional<uint64_t> committed;

@@ -72,6 +72,7 @@ class RadosObjectStore final : public ObjectStore {
   void remove(const std::string& name) override;
   void remove_incomplete(const std::string& prefix) override;
   void begin_writing(const std::string& holder, const std::filesystem::path& cache_dir) override;
+  bool replace_marker(const std::string& from, const std::string& to) override;
   std::string display_name() const override;
   // The object's version (the PG log version of its last write: an object created later under the
   // same name gets a newer one) with its committed size.

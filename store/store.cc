@@ -45,12 +45,10 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   if (mode == OpenMode::kWriter) {
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
     // Before anything can store a patch chunk: an older rbdvault then refuses the store as too new
-    // instead of reporting its patches as damage (docs/format.md §14).
-    // Not for a store in a RADOS pool, whose marker object is the authority (and carries its lease):
-    // such a format 2 store keeps storing full chunks only (patches_allowed_).
+    // instead of reporting its patches as damage (docs/format.md §14). A store in a RADOS pool is
+    // moved once this writer holds the pool's lease (below): its pool's marker is the authority.
     if (marker.version == kFormatVersion - 1 && !read_backend_file(dir))
       write_marker_durably(dir, marker_with_current_version(marker_text));
-    s->patches_allowed_ = marker.version == kFormatVersion || !read_backend_file(dir);
   }
   else
     s->reader_lock_ = std::make_unique<ReaderLock>(dir / "readers.lock", false);
@@ -74,6 +72,17 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   if (mode == OpenMode::kReadOnly) s->pool_readers_ = s->objects_->lease_readers(holder, false, dir);
   if (mode == OpenMode::kWriter) {
     s->objects_->begin_writing(holder.empty() ? "rbdvault" : holder, dir);
+    if (marker.version == kFormatVersion - 1 && read_backend_file(dir)) {
+      // The pool's marker first (the commit point: other hosts follow it), then this host's copy. A
+      // crash between leaves the copy at 2, which the next refresh brings level with the pool.
+      const std::string moved = marker_with_current_version(marker_text);
+      s->patches_allowed_ = s->objects_->replace_marker(marker_text, moved);
+      if (s->patches_allowed_) {
+        s->crash_points_.reached("store.pool_marker_moved");
+        write_marker_durably(dir, moved);
+        spdlog::info("{}: moved the store to format {} (patch chunks)", s->objects_->display_name(), kFormatVersion);
+      }
+    }
     s->writer_options_.pack_target_bytes =
         std::min(s->writer_options_.pack_target_bytes, s->objects_->pack_target_cap());
   }

@@ -165,8 +165,8 @@ class Store final : public MaintenanceStore {
   // Bumped by every writer flush and rollback (which change chunk records); a writer that sees it
   // unchanged since its own last flush knows the chunk records it read are still current.
   uint64_t chunk_generation_ = 0;
-  // False for a format 2 store in a RADOS pool, which a writer does not move to format 3: its
-  // writers store full chunks only (docs/format.md §14).
+  // False only where a format 2 store could not be moved to format 3 (a backend with a
+  // backend file but no marker object of its own): its writers store full chunks only.
   bool patches_allowed_ = true;
 };
 

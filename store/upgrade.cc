@@ -26,7 +26,12 @@ Store::UpgradeStats Store::upgrade(const fs::path& dir) {
   const uint32_t version = parse_store_marker(text, dir.string() + ": rbdvault.store").version;
   if (version == kFormatVersion) return st;
   if (version == kFormatVersion - 1) {
-    if (read_backend_file(dir)) return st;  // a RADOS store's pool marker: not implemented (format.md §14)
+    if (read_backend_file(dir)) {
+      // A RADOS store: its pool's marker moves under the writer lease, as any writer's open does.
+      auto s = open_impl(dir, OpenMode::kWriter, "rbdvault upgrade", {}, {}, /*allow_format_1=*/false);
+      st.upgraded = s->patches_allowed_;
+      return st;
+    }
     // Format 2 -> 3 adds patch chunks only: the marker alone changes (a writer's open does the same).
     write_marker_durably(dir, marker_with_current_version(text));
     st.upgraded = true;

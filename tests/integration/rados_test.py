@@ -721,7 +721,86 @@ def scenario_rados_index_dir_reused(c):
     c.remove("rbd", "ir-b-img")
 
 
+def pool_marker(store):
+    """The text of the store's marker object in its pool."""
+    r, io = cli_test.backup_ioctx(store)
+    try:
+        return io.read("rbdvault.store", 65536).decode()
+    finally:
+        io.close()
+        r.shutdown()
+
+
+def make_format_2(store, *hosts):
+    """Rewrites the store's pool marker, and the copies in the hosts' index directories, as a
+    format 2 store (one made by an rbdvault before patch chunks) has them."""
+    text = pool_marker(store).replace("rbdvault-store 3\n", "rbdvault-store 2\n", 1)
+    check(text.startswith("rbdvault-store 2\n"), "unexpected marker: %r" % text)
+    r, io = cli_test.backup_ioctx(store)
+    try:
+        io.write_full("rbdvault.store", text.encode())  # the same length: rbdvault.size still holds
+    finally:
+        io.close()
+        r.shutdown()
+    for h in hosts:
+        with open(os.path.join(TMP, "host-" + h, "rbdvault.store"), "w") as f:
+            f.write(text)
+
+
+def scenario_rados_format_2_moves(c):
+    """A format 2 store in a pool (from before patch chunks) is moved to format 3 by `upgrade` and
+    by its first writer, pool marker first (a writer killed right after it leaves its host's copy
+    at 2, which the next command brings level), and stores patches from then on; another host whose
+    index copy still says 2 follows the pool without reading again the packs it read before, and
+    every revision restores as rbd export."""
+    store = new_store("fmt2", kind="rados")
+    fresh_host_dirs("f2-a", "f2-b")
+    c.create("rbd", "f2-img", 8 << 20, FEATURES_FASTDIFF)
+    with c.image("rbd", "f2-img") as img:
+        img.write(os.urandom(4 << 20), 0)
+    run("ls", *host(store, "f2-a"))
+    make_format_2(store, "f2-a")
+    j = run_json("upgrade", *host(store, "f2-a"))
+    check(j["upgraded"] is True and pool_marker(store).startswith("rbdvault-store 3\n"),
+          "upgrade of a format 2 pool: %s, marker %r" % (j, pool_marker(store)))
+    revs = [run_json("backup", *host(store, "f2-a"), "rbd/f2-img")["revision"]]
+    oracle = {revs[0]: rbd_export_sha("rbd/f2-img@" + snap_name(store, revs[0]))}  # gone with the next backup
+    run("ls", *host(store, "f2-b"))  # host b has read revision 1's packs
+    make_format_2(store, "f2-a", "f2-b")
+    with c.image("rbd", "f2-img") as img:
+        for off in range(0, 4 << 20, 256 << 10):
+            img.write(os.urandom(4096), off + 8192)  # a page of many blocks: patches in format 3
+    # Killed between the pool's marker and host a's copy: the next command follows the pool.
+    rc, _ = cli_test.run_crashing("store.pool_marker_moved", "backup", *host(store, "f2-a"), "rbd/f2-img")
+    check(rc == -signal.SIGKILL, "the planned kill did not land: %s" % rc)
+    check(pool_marker(store).startswith("rbdvault-store 3\n"), "the killed writer did not move the pool marker")
+    j = run_json("backup", *host(store, "f2-a"), "rbd/f2-img")
+    check(pool_marker(store).startswith("rbdvault-store 3\n"), "the first writer left the pool marker at %r" %
+          pool_marker(store))
+    with open(os.path.join(TMP, "host-f2-a", "rbdvault.store")) as f:
+        check(f.read() == pool_marker(store), "host a's copy of the marker differs from the pool's")
+    check(j["patch_chunks"] > 0, "no patch chunks after the move to format 3: %s" % j)
+    revs.append(j["revision"])
+    oracle[revs[1]] = rbd_export_sha("rbd/f2-img@" + snap_name(store, revs[1]))
+    # Host b's copy still says 2: the same store, so it keeps what it read and follows the pool.
+    counts = refresh_counts(store, "f2-b")
+    check(counts is not None and counts[1] > 0, "host b read every pack again after the move: %s" % (counts,))
+    with open(os.path.join(TMP, "host-f2-b", "rbdvault.store")) as f:
+        check(f.read() == pool_marker(store), "host b's copy of the marker did not follow the pool")
+    check([x["id"] for x in run_json("ls", *host(store, "f2-b"))] == revs, "host b's revisions")
+    for rev in revs:
+        out = os.path.join(TMP, "f2-restore")
+        if os.path.exists(out):
+            os.unlink(out)
+        run("restore", *host(store, "f2-b"), "rbd/f2-img@%d" % rev, "--to-file", out, "-q")
+        check(cli_test.file_sha(out) == oracle[rev], "revision %d restores differently from rbd export" % rev)
+        os.unlink(out)
+    check(run_json("scrub", *host(store, "f2-b"), "--deep")["clean"], "scrub after the move")
+    c.remove("rbd", "f2-img")
+
+
 SCENARIOS = {
+    "rados_format_2_moves": scenario_rados_format_2_moves,
     "rados_serving_host": scenario_rados_serving_host,
     "rados_two_hosts": scenario_rados_two_hosts,
     "rados_refresh": scenario_rados_refresh,

@@ -122,6 +122,8 @@ ITEMS = {
            "the rename and fails (exit 4), never publishing the other's unfinished image",
     "R15": "a RADOS writer whose lease lapsed after its last check is fenced off (blocklisted) when another host "
            "takes over; its late commit never lands",
+    "R20": "a format 2 store in a RADOS pool is moved to format 3 (its pool's marker first) by its first writer "
+           "or by upgrade, stores patch chunks from then on, and other hosts follow without a full rebuild",
     "R19": "an instant restore serves its source on after the commit while clients still ask (a refresh that "
            "read the header before the commit opens the source after it) and exits once they stop",
 }
@@ -512,6 +514,13 @@ MUTATIONS = [
      "edits": [("rbd/image_writer.cc", '  if (image_id_or_empty(io, partial) != id) throw replaced("");', ""),
                ("rbd/image_writer.cc", "  if (now != id) {", "  if (false) {")],
      "tests": ["cli:restore_image_replaced"]},
+    {"id": "rados-format-2-never-moves", "items": ["R20"],
+     "edits": [("store/store.cc", "      s->patches_allowed_ = s->objects_->replace_marker(marker_text, moved);",
+                "      s->patches_allowed_ = false;")],
+     "tests": ["rados:rados_format_2_moves"]},
+    {"id": "rados-marker-move-looks-like-another-store", "items": ["R20"],
+     "edits": [("store/rados_cache.cc", "    if (!same_store(local, marker))", "    if (true)")],
+     "tests": ["rados:rados_format_2_moves"]},
     {"id": "instant-stops-serving-at-commit", "items": ["R19"],
      "edits": [("agent/instant_restore.cc", "  server->wait_until_quiet(kQuietAfterCommit, kServeAfterCommit);\n", "")],
      "tests": ["instant:instant_serves_after_commit"]},
