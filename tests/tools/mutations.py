@@ -114,6 +114,7 @@ ITEMS = {
     "R14": "SIGTERM stops a restore between writes and removes its partial target (one line, exit 143)",
     "B16": "the agent's scrub that found damage is logged failed but done for its schedule (not rerun each poll)",
     "B17": "one RADOS object with a damaged size attribute is left out of listings, not failing them, and kept",
+    "B18": "a store marker whose text is lost (zeros, empty) is reported as damage (exit 5), not as no store",
     "R16": "a file restore on a filesystem without flock fails with one error saying so and leaves no partial "
            "file (later restores are not refused as locked)",
     "R17": "an index directory taken over by another RADOS store forgets what it recorded of the old store's "
@@ -521,6 +522,11 @@ MUTATIONS = [
     {"id": "rados-marker-move-looks-like-another-store", "items": ["R20"],
      "edits": [("store/rados_cache.cc", "    if (!same_store(local, marker))", "    if (true)")],
      "tests": ["rados:rados_format_2_moves"]},
+    {"id": "lost-marker-called-not-a-store", "items": ["B18"],
+     "edits": [("store/marker.cc", "  if (!header) throw damaged();", "  if (!header) throw invalid(\"not an rbdvault store marker\");"),
+               ("store/marker.cc", '      if (w.size() < 2 || w[0] != "rbdvault-store") throw damaged();',
+                '      if (w.size() < 2 || w[0] != "rbdvault-store") throw invalid("not an rbdvault store marker");')],
+     "tests": ["cli:bad_input"]},
     {"id": "instant-stops-serving-at-commit", "items": ["R19"],
      "edits": [("agent/instant_restore.cc", "  server->wait_until_quiet(kQuietAfterCommit, kServeAfterCommit);\n", "")],
      "tests": ["instant:instant_serves_after_commit"]},
