@@ -172,7 +172,10 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   InstantRestoreResult result;
   result.source_url = server->url_for(rev.pool, rev.name, rev.id);
   std::atomic<bool> source_failed{false};  // set by the watcher thread before it stops the server
-  std::atomic<bool> committed{false};      // a stop after the commit only ends the serving
+  // Decides between a stop (the migration aborted) and the commit: once committing, a stop only
+  // ends the serving, after the commit (which opens the target, and through it the source).
+  std::mutex phase_mu;
+  bool committing = false;
   const auto stop = options.stop;
   const auto source_error = [&](const std::string& removed) {
     return StoreError(StoreError::Kind::kCorrupt, "serving revision " + std::to_string(rev.id) + " of " + rev.pool +
@@ -185,9 +188,13 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
         source_failed = failure->get().has_value();
         return source_failed.load();
       },
-      [&server, &committed] {
-        spdlog::info(committed ? "stopping: the copy is committed; serving ends"
-                               : "stopping: serving ends, the migration is aborted and its target removed");
+      [&] {
+        std::lock_guard<std::mutex> l(phase_mu);
+        if (committing) {
+          spdlog::info("stopping: the copy is complete; serving ends once it is committed");
+          return;
+        }
+        spdlog::info("stopping: serving ends, the migration is aborted and its target removed");
         server->stop();
       });
 
@@ -234,7 +241,11 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
                          e.code());
   }
   crash.reached("instant.executed");
-  if (watcher.fired()) {  // the copy finished as the stop came: still stop, as asked
+  {
+    std::lock_guard<std::mutex> l(phase_mu);
+    committing = !watcher.fired();
+  }
+  if (!committing) {  // the copy finished as the stop came: still stop, as asked
     result.stopped = true;
     const std::string cleanup = abort_target(*migration);
     if (source_failed) throw source_error(cleanup.empty() ? "the migration is aborted and " + target + " removed" : cleanup);
@@ -243,12 +254,11 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
     return result;
   }
   migration->commit();
-  committed = true;
   result.seconds = seconds_since(started);
   spdlog::info("instant restore {}/{}@{} -> {}: committed ({:.1f}s)", rev.pool, rev.name, rev.id, target,
                result.seconds);
   crash.reached("instant.committed");
-  server->wait_until_quiet(kQuietAfterCommit, kServeAfterCommit);
+  server->wait_until_quiet(kQuietAfterCommit, kServeAfterCommit, [&] { return watcher.fired(); });
   server->stop();
   return result;
 }

@@ -132,10 +132,10 @@ void init_rados_store(const RadosLocation& where, const fs::path& index_dir, con
 
 namespace {
 
-// Whether two marker texts are of one store (the same store_id), whatever their format versions.
+// Whether two marker texts differ in their format version only (a store moved to a newer format).
 bool same_store(const std::string& a, const std::string& b) {
   try {
-    return parse_store_marker(a, "marker").store_id == parse_store_marker(b, "marker").store_id;
+    return marker_with_current_version(a) == marker_with_current_version(b);
   } catch (const StoreError&) {
     return false;
   }
@@ -148,6 +148,9 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   if (!pool->size(kRadosMarkerObject))
     throw StoreError(StoreError::Kind::kInvalid, spec_of(where) + " is not an rbdvault store (no " +
                                                      kRadosMarkerObject + " object; create one with `rbdvault init`)");
+  // The epoch before the marker: a writer that moves the marker (store.cc) moves the epoch too, so
+  // a marker newer than this epoch only makes the recorded epoch old (the next writer refreshes).
+  uint64_t epoch = pool->epoch();
   const std::string marker = pool->read_all(kRadosMarkerObject, kMaxMarkerBytes);
   // Only formats 2 and 3 are ever written to a pool (init, copy): a format 1 marker was put by hand, and
   // `upgrade` (which works on a directory's index) cannot help; say what can.
@@ -159,7 +162,6 @@ void refresh_rados_cache(const RadosLocation& where, const fs::path& index_dir) 
   fs::create_directories(index_dir, ec);
   if (ec) throw StoreError(StoreError::Kind::kIO, "create index directory " + index_dir.string() + ": " + ec.message());
   write_backend_file(index_dir, where);
-  uint64_t epoch = pool->epoch();
   std::string local;
   try {
     local = read_marker_text(index_dir);

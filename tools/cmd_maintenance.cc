@@ -237,7 +237,8 @@ int cmd_rebuild_index(const Args& a) {
   });
 }
 
-// Format 1 -> 2 in place: the revision manifests from the index, then the marker.
+// An older format in place: from 1, the revision manifests from the index, then the marker; from 2
+// the marker alone (a RADOS pool's under its writer lease).
 int cmd_upgrade(const Args& a) {
   no_positional(a);
   return logged(a, "upgrade", "", [&](uint64_t&) {
@@ -287,7 +288,7 @@ std::vector<Command> maintenance_commands() {
   c.push_back({"rebuild-index", "--store DIR",
                "Recreate the index from the data area alone (revision manifests and pack files).",
                kStoreOption | kFormatOption, nullptr, cmd_rebuild_index});
-  c.push_back({"upgrade", "--store DIR", "Upgrade a format 1 store in place to format 2 (writes revision manifests).",
+  c.push_back({"upgrade", "--store DIR", "Upgrade an older store in place to the current format (format 1: writes revision manifests).",
                kStoreOption | kFormatOption, nullptr, cmd_upgrade});
   c.push_back(
       {"log", "--store DIR [POOL/IMAGE]", "Show the operation log.", kStoreOption | kFormatOption, nullptr, cmd_log});

@@ -295,11 +295,13 @@ std::string RevisionServer::url_for(const std::string& pool, const std::string& 
          pct_encode(image) + "/" + std::to_string(rev);
 }
 
-void RevisionServer::wait_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds at_most) const {
+void RevisionServer::wait_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds at_most,
+                                      const std::function<bool()>& stop_early) const {
   constexpr auto kPoll = std::chrono::milliseconds(50);
   const auto start = std::chrono::steady_clock::now(), give_up = start + at_most;
   for (auto now = start; now < give_up; now = std::chrono::steady_clock::now()) {
-    if (impl_->stopped_ || now - std::max(start, impl_->last_activity()) >= quiet) return;
+    if (impl_->stopped_ || (stop_early && stop_early())) return;
+    if (now - std::max(start, impl_->last_activity()) >= quiet) return;
     std::this_thread::sleep_for(kPoll);
   }
 }

@@ -71,11 +71,12 @@ class RevisionServer {
   // (0.0.0.0, ::) becomes loopback, the address this process can always reach.
   [[nodiscard]] std::string url_for(const std::string& pool, const std::string& image, uint64_t rev) const;
   // Returns once no request has begun or sent body bytes for `quiet`, after `at_most`, or once
-  // stop() was called. Instant
+  // stop() was called or `stop_early` says so. Instant
   // restore serves on like this after its commit: a client whose refresh read the image header
   // before the commit opens the migration source after it, and a source already gone fails that
   // client's read (ECONNREFUSED, an I/O error in a VM).
-  void wait_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds at_most) const;
+  void wait_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds at_most,
+                        const std::function<bool()>& stop_early = {}) const;
   // Stops accepting, ends open connections (after the request in progress) and joins the threads.
   // Idempotent.
   void stop();

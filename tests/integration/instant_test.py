@@ -369,15 +369,16 @@ def scenario_instant_serves_after_commit(c):
     try:
         check(migration_state(c, target) is None, "paused after the commit, yet %s is migrating" % target)
         os.unlink(pause)
-        # Requests 0.1 s apart for 0.5 s: each comes well within the quiet time (2 s) of the one
-        # before; without it the source stopped as soon as the paused thread went on (10 ms).
-        deadline = time.monotonic() + 0.5
+        # Requests 0.1 s apart for 3.5 s, longer than the quiet time (2 s): each one must extend the
+        # serving (without any, the source stopped as soon as the paused thread went on).
+        deadline = time.monotonic() + 3.5
         while time.monotonic() < deadline:
             status = head_status()
             check(status == 401, "a request after the commit: %s, wanted 401 (still serving)" % status)
             time.sleep(0.1)
         check(p.poll() is None, "the restore stopped serving while requests still came")
-        out, err = p.communicate(timeout=120)  # ends once the requests stop
+        # Once they stop it ends after the quiet time, not at the 30 s cap.
+        out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             p.kill()
@@ -386,6 +387,7 @@ def scenario_instant_serves_after_commit(c):
     check(rbd_export_sha("rbd/" + target) == oracle_sha, "rbd export of the target differs from the revision")
     c.remove("rbd", target)
     # SIGTERM while it serves on: serving ends; the copy stays committed and the restore succeeded.
+    port = free_port("127.0.0.1")
     p, pause = start_paused("instant.committed", "restore", "--store", store, "rbd/inst-l-src@%d" % rev,
                             "--to", "rbd/" + target, "--instant", "--listen", "127.0.0.1:%d" % port)
     try:
