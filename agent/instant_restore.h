@@ -26,8 +26,9 @@ struct InstantRestoreOptions {
   // server refuses to expose whole disks to the network without them (docs/operations.md).
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 0;  // 0: any free port
-  // Called once, as soon as the target exists and any client may open it.
-  std::function<void(const std::string& target)> on_usable;
+  // Called once, as soon as the target exists and any client may open it, with the address
+  // (HOST:PORT, the port bound) that clients must reach until the commit.
+  std::function<void(const std::string& target, const std::string& address)> on_usable;
   // (bytes copied, revision size) during the copy; estimated from librbd's object count.
   std::function<void(uint64_t, uint64_t)> progress;
   // Polled while the restore runs (SIGTERM/SIGINT); true: abort the migration and return stopped.

@@ -68,10 +68,10 @@ int instant_restore(const Args& a, const std::string& spec_text, const rbd::Imag
     const store::RevisionRecord rev = revision_to_restore(*st, spec_text);
     Progress progress(!a.quiet());
     o.progress = progress.callback();
-    o.on_usable = [&](const std::string& target) {
+    o.on_usable = [&](const std::string& target, const std::string& address) {
       if (a.json() || a.quiet()) return;
       std::cout << target << " is usable now (reads go to revision " << rev.id << " through this process until the "
-                << "copy is committed; clients must reach " << o.listen_host << " until then)" << std::endl;
+                << "copy is committed; clients must reach " << address << " until then)" << std::endl;
     };
     rbd::Cluster cluster(connect);
     const agent::InstantRestoreResult r = agent::instant_restore(cluster, *st, rev, dst.pool, dst.image, o);

@@ -127,13 +127,13 @@ def scenario_hooks_policy(c):
             for f in os.listdir(d):
                 os.remove(os.path.join(d, f))
             args = ["backup", "--store", store, "rbd/hk-pol", "--pre-snapshot", pre,
-                    "--post-snapshot", recorder(d, "post"), "--hook-timeout", "2s", "--on-hook-failure", policy,
+                    "--post-snapshot", recorder(d, "post"), "--hook-timeout", "4s", "--on-hook-failure", policy,
                     "--format", "json"]
             revs_before = [r["id"] for r in revisions(store, "rbd/hk-pol")]
             if policy == "skip":
                 out, err = run(*args, rc=EXIT_HOOK_FAILED)
                 check("pre-snapshot hook" in err and "backup skipped" in err, "%s/skip stderr: %s" % (kind, err))
-                check(("exited with status 3" if kind == "failing" else "timed out after 2s") in err,
+                check(("exited with status 3" if kind == "failing" else "timed out after 4s") in err,
                       "%s/skip says why: %s" % (kind, err))
                 revs_after = [r["id"] for r in revisions(store, "rbd/hk-pol")]
                 check(revs_after == revs_before, "%s/skip made a revision: %s -> %s" % (kind, revs_before, revs_after))

@@ -362,7 +362,8 @@ TEST(RadosLease, AReaderWhoseIndexPredatesARemovalIsRefused) {
 }
 
 TEST(RadosLease, AReaderThatLostItsLeaseReadsNothingMore) {
-  ::setenv("RBDVAULT_RADOS_LEASE_SECONDS", "6", 1);  // renewed every 2 s, refused 1 s before its end
+  // Renewed every 4 s, so a renewal may come 6 s late on a loaded machine before a read is refused.
+  ::setenv("RBDVAULT_RADOS_LEASE_SECONDS", "12", 1);
   auto s = open_fresh();
   ::unsetenv("RBDVAULT_RADOS_LEASE_SECONDS");
   REQUIRE_CLUSTER(s);
@@ -373,7 +374,7 @@ TEST(RadosLease, AReaderThatLostItsLeaseReadsNothingMore) {
   char buf[4];
   EXPECT_TRUE(obj->read_at(0, buf, 4));
   // Renewals keep it valid well past its duration.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(14);
   while (std::chrono::steady_clock::now() < until) {
     ASSERT_TRUE(obj->read_at(0, buf, 4));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -319,7 +319,7 @@ def scenario_rados_copy(c):
     local = new_store("copy-local", kind="dir")
     offsite = new_store("copy-offsite", kind="rados")
     back = new_store("copy-back", kind="dir")
-    history = cli_test.make_history(c, local, "rc-img", 4, rng)
+    history = cli_test.make_history(c, local, "rcp-img", 4, rng)
     to_rados = ["copy", "--from", local, "--to", offsite, "--store-conf", STORE_CONF,
                 "--to-index-dir", cli_test.index_dir(offsite)]
     cli_test.run_killed_at("revision.committed:2", *to_rados)
@@ -331,12 +331,12 @@ def scenario_rados_copy(c):
     check(len(remote) == 4, "offsite: %s" % remote)
     exports = [history[k] for k in sorted(history)]
     for r, exp in zip(remote, exports):
-        check(restore_file_sha(offsite, "rbd/rc-img@%d" % r["id"]) == exp, "offsite revision %d" % r["id"])
+        check(restore_file_sha(offsite, "rbd/rcp-img@%d" % r["id"]) == exp, "offsite revision %d" % r["id"])
     # And back: RADOS -> a directory, restoring the same bytes.
     run_json("copy", "--from", offsite, "--to", back, "--store-conf", STORE_CONF,
              "--from-index-dir", cli_test.index_dir(offsite))
     for r, exp in zip(run_json("ls", "--store", back), exports):
-        check(restore_file_sha(back, "rbd/rc-img@%d" % r["id"]) == exp, "copied back revision %d" % r["id"])
+        check(restore_file_sha(back, "rbd/rcp-img@%d" % r["id"]) == exp, "copied back revision %d" % r["id"])
     _, err = run("copy", "--from", local, "--to", back, "--to-index-dir", "/tmp/x", rc=EXIT_USAGE)
     check("only for a rados:POOL store" in err, "--to-index-dir for a directory: %r" % err)
     # The batch step: [copy] to = rados:... with the target cluster's own conf (the [copy] keys).
@@ -344,7 +344,7 @@ def scenario_rados_copy(c):
     batch_offsite = new_store("copy-batch", kind="rados")
     with open(conf, "w") as f:
         f.write("[ceph]\nconf = %s\n\n[store]\npath = %s\n\n[defaults]\nschedule = every 24h\n\n"
-                "[job.rc]\npool = rbd\ninclude = rc-*\n\n[copy]\nto = %s\nconf = %s\nindex-dir = %s\n"
+                "[job.rc]\npool = rbd\ninclude = rcp-*\n\n[copy]\nto = %s\nconf = %s\nindex-dir = %s\n"
                 % (cli_test.CONF, local, batch_offsite, STORE_CONF, cli_test.index_dir(batch_offsite)))
     out, _ = run("run", "--config", conf, "--force", "--format", "json")
     report = cli_test.json.loads(out)
@@ -352,9 +352,9 @@ def scenario_rados_copy(c):
     latest = run_json("ls", "--store", local)[-1]
     got = run_json("ls", "--store", batch_offsite)
     check(len(got) == 5, "batch offsite: %s" % got)
-    exp = rbd_export_sha("rbd/rc-img@%s" % snap_name(local, latest["id"]))
-    check(restore_file_sha(batch_offsite, "rbd/rc-img@%d" % got[-1]["id"]) == exp, "batch copy's newest revision")
-    c.remove("rbd", "rc-img")
+    exp = rbd_export_sha("rbd/rcp-img@%s" % snap_name(local, latest["id"]))
+    check(restore_file_sha(batch_offsite, "rbd/rcp-img@%d" % got[-1]["id"]) == exp, "batch copy's newest revision")
+    c.remove("rbd", "rcp-img")
 
 
 def scenario_rados_serving_host(c):
@@ -607,7 +607,8 @@ def scenario_rados_refresh_writer_dies(c):
     r1 = run_json("backup", *host(store, "rd-a"), "rbd/rd-img")["revision"]
     with c.image("rbd", "rd-img") as img:
         img.write(os.urandom(4 << 20), 8 << 20)
-    lease = {"RBDVAULT_RADOS_LEASE_SECONDS": "6", "RBDVAULT_CRASH_AT": "revision.committed"}
+    # 12 s: renewed every 4 s, a's lease survives a renewal 6 s late while b starts on a loaded host.
+    lease = {"RBDVAULT_RADOS_LEASE_SECONDS": "12", "RBDVAULT_CRASH_AT": "revision.committed"}
     writer, pause = start_paused("revision.begun", "backup", *host(store, "rd-a"), "rbd/rd-img", env_extra=lease)
     try:
         reader = start_held("rebuild.manifests_listed", "ls", *host(store, "rd-b"), "--format", "json")
@@ -615,7 +616,7 @@ def scenario_rados_refresh_writer_dies(c):
         os.unlink(pause)
     writer.communicate(timeout=600)
     check(writer.returncode == -signal.SIGKILL, "host a was not killed after its commit: %s" % writer.returncode)
-    # a's lease (6 s) runs out while b is still held: waited for on the cluster, not for a time.
+    # a's lease (12 s) runs out while b is still held: waited for on the cluster, not for a time.
     wait_for(lambda: not writer_lockers(store), "host a's writer lease to expire")
     reader.send_signal(signal.SIGCONT)
     out, err = reader.communicate(timeout=600)

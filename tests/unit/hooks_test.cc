@@ -83,10 +83,11 @@ TEST(Hooks, TimeoutKillsTheWholeProcessGroup) {
   // The hook starts a background child that records its pid, then hangs. Both must die.
   const std::string pidfile = temp_path("child.pid");
   std::remove(pidfile.c_str());
-  const HookResult r = run_hook("sleep 1000 & echo $! > " + pidfile + "; echo started; wait", {}, 1s, "t");
+  // 3 s: the shell must start and write the pid file first, also under a sanitizer on a busy host.
+  const HookResult r = run_hook("sleep 1000 & echo $! > " + pidfile + "; echo started; wait", {}, 3s, "t");
   EXPECT_TRUE(r.timed_out);
   EXPECT_FALSE(r.ok());
-  EXPECT_NE(r.describe(1).find("timed out after 1s"), std::string::npos);
+  EXPECT_NE(r.describe(3).find("timed out after 3s"), std::string::npos);
   EXPECT_EQ(r.output, "started\n");
   const pid_t child = static_cast<pid_t>(std::stol(slurp(pidfile)));
   // The child was SIGKILLed with its group; once its parent shell is reaped it is reparented and
