@@ -212,11 +212,7 @@ InstantRestoreResult instant_restore(rbd::Cluster& cluster, store::Store& store,
   result.usable_seconds = seconds_since(started);
   spdlog::info("instant restore {}/{}@{} -> {}: usable after {:.2f}s, copying in the background", rev.pool, rev.name,
                rev.id, target, result.usable_seconds);
-  if (options.on_usable) {
-    const std::string& h = options.listen_host;
-    const bool v6 = h.find(':') != std::string::npos && h.front() != '[';
-    options.on_usable(target, (v6 ? "[" + h + "]" : h) + ":" + std::to_string(server->port()));
-  }
+  if (options.on_usable) options.on_usable(target, server->address());
   crash.reached("instant.prepared");
 
   const bool serving_fault = crash.fault("instant.source_lost");

@@ -42,12 +42,14 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   s->store_id_ = marker.store_id;
   s->block_size_ = marker.block_size;
 
+  bool in_pool = false;  // a RADOS store's index directory (looked at by a writer only)
   if (mode == OpenMode::kWriter) {
     s->lock_ = std::make_unique<WriterLock>(dir / "lock", holder.empty() ? "rbdvault" : holder);
+    in_pool = read_backend_file(dir).has_value();
     // Before anything can store a patch chunk: an older rbdvault then refuses the store as too new
     // instead of reporting its patches as damage (docs/format.md §14). A store in a RADOS pool is
     // moved once this writer holds the pool's lease (below): its pool's marker is the authority.
-    if (marker.version == kFormatVersion - 1 && !read_backend_file(dir))
+    if (marker.version == kFormatVersion - 1 && !in_pool)
       write_marker_durably(dir, marker_with_current_version(marker_text));
   }
   else
@@ -72,7 +74,7 @@ std::unique_ptr<Store> Store::open_impl(const fs::path& dir, OpenMode mode, cons
   if (mode == OpenMode::kReadOnly) s->pool_readers_ = s->objects_->lease_readers(holder, false, dir);
   if (mode == OpenMode::kWriter) {
     s->objects_->begin_writing(holder.empty() ? "rbdvault" : holder, dir);
-    if (marker.version == kFormatVersion - 1 && read_backend_file(dir)) {
+    if (marker.version == kFormatVersion - 1 && in_pool) {
       // The pool's marker first (the commit point: other hosts follow it), then this host's copy. A
       // crash between leaves the copy at 2, which the next refresh brings level with the pool.
       const std::string moved = marker_with_current_version(marker_text);

@@ -284,15 +284,19 @@ RevisionServer::~RevisionServer() { stop(); }
 
 uint16_t RevisionServer::port() const { return impl_->port_; }
 
-std::string RevisionServer::url_for(const std::string& pool, const std::string& image, uint64_t rev) const {
+std::string RevisionServer::address() const {
   std::string host = impl_->o_.host;
   if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
   if (host == "::") host = "::1";
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return host + ":" + std::to_string(impl_->port_);
+}
+
+std::string RevisionServer::url_for(const std::string& pool, const std::string& image, uint64_t rev) const {
   const std::string secret = impl_->o_.path_secret ? "/s/" + *impl_->o_.path_secret : "";
-  return "http://" + host + ":" + std::to_string(impl_->port_) + secret + "/v1/raw/" + pct_encode(pool) + "/" +
-         pct_encode(image) + "/" + std::to_string(rev);
+  return "http://" + address() + secret + "/v1/raw/" + pct_encode(pool) + "/" + pct_encode(image) + "/" +
+         std::to_string(rev);
 }
 
 void RevisionServer::wait_until_quiet(std::chrono::milliseconds quiet, std::chrono::milliseconds at_most,

@@ -67,8 +67,9 @@ class RevisionServer {
   RevisionServer& operator=(const RevisionServer&) = delete;
 
   [[nodiscard]] uint16_t port() const;
-  // http://HOST:PORT[/s/SECRET]/v1/raw/POOL/IMAGE/REV, names percent-encoded; a wildcard host
-  // (0.0.0.0, ::) becomes loopback, the address this process can always reach.
+  // HOST:PORT as clients reach it: IPv6 in brackets, a wildcard host (0.0.0.0, ::) as loopback.
+  [[nodiscard]] std::string address() const;
+  // http://address()[/s/SECRET]/v1/raw/POOL/IMAGE/REV, names percent-encoded.
   [[nodiscard]] std::string url_for(const std::string& pool, const std::string& image, uint64_t rev) const;
   // Returns once no request has begun or sent body bytes for `quiet`, after `at_most`, or once
   // stop() was called or `stop_early` says so. Instant
